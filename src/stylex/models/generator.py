@@ -1,0 +1,159 @@
+"""StyleGAN2 generator ("skip" architecture) conditioned on the classifier: w' = concat(w, c).
+
+Three separate steps (DESIGN rule 4):
+    mapping(z) -> w                 the random path's latent, [N, w_dim]
+    styles(w, c) -> StyleVector     per-layer affine maps of w' = concat(w, c)  (StyleSpace)
+    synthesis(s, noise) -> x        image [N, 3, R, R] in [-1, 1] (unbounded output, like StyleGAN2)
+On the encoder path w = E(x) is fed to `styles` directly; the mapping network is used only for z.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylex.models.layers import EqualLinear, ModulatedConv2d, NoiseInjection, channels_at, log2_int
+from stylex.models.stylespace import StyleLayout, StyleVector
+
+
+class MappingNetwork(nn.Module):
+    """z [N, z_dim] -> w [N, w_dim]: pixel-norm then an MLP with lr multiplier 0.01 (StyleGAN2)."""
+
+    def __init__(self, z_dim: int, w_dim: int, num_layers: int, lr_mul: float = 0.01):
+        super().__init__()
+        dims = [z_dim] + [w_dim] * num_layers
+        self.net = nn.Sequential(
+            *[EqualLinear(dims[i], dims[i + 1], lr_mul=lr_mul, activation=True) for i in range(num_layers)]
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+        return self.net(z)
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated conv + noise + bias + leaky ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, style_dim: int, upsample: bool):
+        super().__init__()
+        self.conv = ModulatedConv2d(
+            in_channels, out_channels, 3, style_dim, demodulate=True, upsample=upsample
+        )
+        self.noise = NoiseInjection()
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        x = self.noise(self.conv(x, s), noise)
+        return F.leaky_relu(x + self.bias.to(x.dtype)[None, :, None, None], 0.2) * math.sqrt(2)
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv without demodulation, plus bias."""
+
+    def __init__(self, in_channels: int, style_dim: int):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(3))
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, s) + self.bias.to(x.dtype)[None, :, None, None]
+
+
+class Generator(nn.Module):
+    """Class-conditional StyleGAN2 generator.
+
+    Args:
+        resolution: output size R (power of two, 8..1024).
+        z_dim: random latent width (z path).
+        w_dim: latent width of w (the encoder's output width too).
+        c_dim: number of classifier logits K appended to w.
+        num_mapping_layers: depth of the mapping MLP.
+        channel_base, channel_max: channels at resolution r are min(channel_base / r, channel_max).
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        z_dim: int,
+        w_dim: int,
+        c_dim: int,
+        num_mapping_layers: int = 4,
+        channel_base: int = 4096,
+        channel_max: int = 128,
+    ):
+        super().__init__()
+        self.resolution, self.z_dim, self.w_dim, self.c_dim = resolution, z_dim, w_dim, c_dim
+        style_dim = w_dim + c_dim
+        self.mapping_net = MappingNetwork(z_dim, w_dim, num_mapping_layers)
+        ch = {2**i: channels_at(2**i, channel_base, channel_max) for i in range(2, log2_int(resolution) + 1)}
+        self.const = nn.Parameter(torch.randn(1, ch[4], 4, 4))
+        self.layers = nn.ModuleList([SynthesisLayer(ch[4], ch[4], style_dim, upsample=False)])
+        self.to_rgbs = nn.ModuleList([ToRGB(ch[4], style_dim)])
+        names = ["b4.conv1"]
+        self.noise_sizes = [4]
+        for log_res in range(3, log2_int(resolution) + 1):
+            res = 2**log_res
+            self.layers.append(SynthesisLayer(ch[res // 2], ch[res], style_dim, upsample=True))
+            self.layers.append(SynthesisLayer(ch[res], ch[res], style_dim, upsample=False))
+            self.to_rgbs.append(ToRGB(ch[res], style_dim))
+            names += [f"b{res}.conv0", f"b{res}.conv1"]
+            self.noise_sizes += [res, res]
+        self.layout = StyleLayout(
+            conv_dims=tuple(layer.conv.in_channels for layer in self.layers),
+            rgb_dims=tuple(rgb.conv.in_channels for rgb in self.to_rgbs),
+            conv_names=tuple(names),
+        )
+
+    # 1. random path
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        """z [N, z_dim] -> w [N, w_dim]."""
+        assert z.ndim == 2 and z.shape[1] == self.z_dim, tuple(z.shape)
+        return self.mapping_net(z)
+
+    # 2. StyleSpace
+    def styles(self, w: torch.Tensor, c: torch.Tensor) -> StyleVector:
+        """w [N, w_dim], classifier logits c [N, c_dim] -> StyleVector of w' = concat(w, c)."""
+        assert w.ndim == 2 and w.shape[1] == self.w_dim, tuple(w.shape)
+        assert c.ndim == 2 and c.shape == (w.shape[0], self.c_dim), (tuple(c.shape), self.c_dim)
+        w_prime = torch.cat([w, c.to(w.dtype)], dim=1)  # [N, w_dim + c_dim]
+        conv = [layer.conv.affine(w_prime) for layer in self.layers]
+        rgb = [to_rgb.conv.affine(w_prime) for to_rgb in self.to_rgbs]
+        return StyleVector(conv, rgb, self.layout)
+
+    def make_noise(
+        self, batch_size: int, generator: torch.Generator | None = None, device=None
+    ) -> list[torch.Tensor]:
+        """Per-layer noise maps [N, 1, r, r]; pass a seeded `generator` for fixed noise."""
+        device = device if device is not None else self.const.device
+        return [
+            torch.randn(
+                batch_size, 1, r, r, generator=generator, device=device if generator is None else "cpu"
+            ).to(device)
+            for r in self.noise_sizes
+        ]
+
+    # 3. image
+    def synthesis(self, s: StyleVector, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """StyleVector (batch N) -> image [N, 3, R, R]. noise: from `make_noise`, or None for fresh noise."""
+        n = s.batch_size
+        if noise is None:
+            noise = self.make_noise(n)
+        x = self.const.expand(n, -1, -1, -1)
+        x = self.layers[0](x, s.conv[0], noise[0])  # [N, C4, 4, 4]
+        img = self.to_rgbs[0](x, s.rgb[0])  # [N, 3, 4, 4]
+        for i, to_rgb in enumerate(self.to_rgbs[1:]):
+            x = self.layers[1 + 2 * i](x, s.conv[1 + 2 * i], noise[1 + 2 * i])  # upsample
+            x = self.layers[2 + 2 * i](x, s.conv[2 + 2 * i], noise[2 + 2 * i])
+            img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + to_rgb(
+                x, s.rgb[1 + i]
+            )
+        return img
+
+    def forward(
+        self, w: torch.Tensor, c: torch.Tensor, noise: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Shorthand for synthesis(styles(w, c), noise)."""
+        return self.synthesis(self.styles(w, c), noise)

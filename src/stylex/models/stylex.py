@@ -1,0 +1,86 @@
+"""The trained StylEx pair (G, E) as one object: load a run, encode, reconstruct."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stylex.config import TrainConfig, read_json
+from stylex.errors import StylexError
+from stylex.models.discriminator import Discriminator
+from stylex.models.encoder import Encoder
+from stylex.models.generator import Generator
+from stylex.models.stylespace import StyleVector
+
+
+def build_networks(config: TrainConfig, c_dim: int) -> tuple[Generator, Encoder, Discriminator]:
+    """G, E, D of the sizes in `config` for a classifier with `c_dim` classes."""
+    m = config.model
+    G = Generator(m.resolution, m.z_dim, m.w_dim, c_dim, m.num_mapping_layers, m.channel_base, m.channel_max)
+    E = Encoder(m.resolution, m.w_dim, m.channel_base, m.channel_max)
+    D = Discriminator(m.resolution, c_dim, m.channel_base, m.channel_max, m.mbstd_group)
+    return G, E, D
+
+
+class StylEx(nn.Module):
+    """A generator and encoder trained together for one classifier.
+
+    Args:
+        G: generator (usually the EMA copy).
+        E: encoder.
+        config: the training config of the run.
+        run_info: the rest of the run's config.json (classifier spec, class names).
+    """
+
+    def __init__(self, G: Generator, E: Encoder, config: TrainConfig, run_info: dict | None = None):
+        super().__init__()
+        self.G, self.E, self.config = G, E, config
+        self.run_info = run_info or {}
+
+    @property
+    def resolution(self) -> int:
+        return self.G.resolution
+
+    @property
+    def num_classes(self) -> int:
+        return self.G.c_dim
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> StylEx:
+        """Load G_ema and E_ema (or the raw G and E with ema=False) of a run folder written by `stylex train`."""
+        from stylex.training.checkpoint import WEIGHTS, load_modules, read_weights
+
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise StylexError(
+                f"{run_dir} is not a folder; pass the run folder written by `stylex train --out`."
+            )
+        info = read_json(run_dir / "config.json")
+        if "train" not in info or "num_classes" not in info:
+            raise StylexError(f"{run_dir / 'config.json'} is not a StylEx run config (no 'train' section).")
+        config = TrainConfig.from_dict(info["train"], str(run_dir / "config.json"))
+        G, E, _ = build_networks(config, int(info["num_classes"]))
+        tensors, _ = read_weights(run_dir / WEIGHTS)
+        names = {"G_ema": G, "E_ema": E} if ema else {"G": G, "E": E}
+        load_modules(tensors, names, run_dir / WEIGHTS)
+        model = cls(G, E, config, info).to(device).eval()
+        model.requires_grad_(False)
+        return model
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, 3, R, R] in [-1, 1] -> w [N, w_dim]."""
+        if x.shape[-1] != self.resolution:
+            raise StylexError(f"images are {x.shape[-1]} px but this model works at {self.resolution} px.")
+        return self.E(x)
+
+    def styles(self, x: torch.Tensor, c: torch.Tensor) -> StyleVector:
+        """Styles of images x with classifier logits c [N, K]."""
+        return self.G.styles(self.encode(x), c)
+
+    def reconstruct(
+        self, x: torch.Tensor, c: torch.Tensor, noise: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """x_rec = G(E(x), C(x)) [N, 3, R, R]; pass the classifier logits c [N, K] of x."""
+        return self.G.synthesis(self.styles(x, c), noise)

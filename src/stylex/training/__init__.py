@@ -1,0 +1,1 @@
+"""Training: the trainer (phases as data), EMA and checkpoints."""

@@ -1,0 +1,407 @@
+"""The StylEx training loop. One place runs the phases; the losses are the pure functions of `stylex.losses`.
+
+Each step, as in the paper (Lang et al. 2021, Sec. 3) with the recipe that learns on a CPU:
+    1. a batch of real images x and the frozen classifier's logits c = C(x);
+    2. a discriminator step: real x against reconstructions (and z-path fakes), R1 every r1_interval steps;
+    3. an encoder step: x_rec = G(E(x), c), with adversarial + reconstruction (L1, perceptual, w) + KL losses;
+    4. every z_path_every steps, a plain GAN step: x_fake = G(mapping(z), c), adversarial loss only;
+    5. EMA of G and E; then logging, samples, held-out metrics and checkpoints behind interval checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from stylex import losses
+from stylex.config import CONFIG_FORMAT_VERSION, TrainConfig, read_json, write_json
+from stylex.errors import StylexError
+from stylex.models.stylex import build_networks
+from stylex.training.checkpoint import (
+    STATE,
+    WEIGHTS,
+    load_modules,
+    load_state,
+    read_weights,
+    save_state,
+    save_weights,
+)
+from stylex.training.ema import make_ema, update_ema
+
+
+# Config keys that may change when a run is resumed: when to stop, and how often to log.
+RESUMABLE_KEYS = frozenset({"max_steps", "max_minutes", "log_every", "sample_every", "checkpoint_every", "eval_every"})
+
+
+class DivergenceError(StylexError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run reports."""
+
+    out_dir: Path
+    step: int
+    seconds: float
+    last_stats: dict[str, float]
+
+
+class Trainer:
+    """Trains G, E, D for one frozen classifier.
+
+    Args:
+        config: the training config (validated).
+        classifier: frozen ClassifierAdapter: images [N, 3, R, R] in [-1, 1] -> logits [N, K].
+        train_images: float [N, 3, R, R] in [-1, 1] (the training split).
+        val_images: float [M, 3, R, R] held-out images for samples and metrics (may be empty).
+        out_dir: the run folder.
+        run_info: extra entries for config.json (data source, class names, classifier spec).
+        device: torch device.
+        quiet: no progress bar.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        classifier: nn.Module,
+        train_images: torch.Tensor,
+        val_images: torch.Tensor,
+        out_dir: str | Path,
+        run_info: dict[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+        quiet: bool = False,
+    ):
+        config.validate()
+        self.config, self.C, self.device, self.quiet = config, classifier, torch.device(device), quiet
+        self.out_dir = Path(out_dir)
+        res = config.model.resolution
+        if train_images.shape[1:] != (3, res, res):
+            raise StylexError(
+                f"training images are {tuple(train_images.shape[1:])}, the config wants (3, {res}, {res})."
+            )
+        if len(train_images) < 2:
+            raise StylexError("need at least 2 training images.")
+        self.train_images = train_images
+        self.val_images = val_images
+        self.num_classes = int(classifier.num_classes)
+        self.run_info = dict(run_info or {})
+
+        torch.manual_seed(config.seed)
+        self.G, self.E, self.D = (m.to(self.device) for m in build_networks(config, self.num_classes))
+        self.G_ema, self.E_ema = make_ema(self.G), make_ema(self.E)
+        if config.channels_last:
+            for m in (self.G, self.E, self.D, self.G_ema, self.E_ema):
+                m.to(memory_format=torch.channels_last)
+        betas = tuple(config.betas)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=betas)
+        self.opt_e = torch.optim.Adam(self.E.parameters(), lr=config.lr_e, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
+        self.data_gen = torch.Generator().manual_seed(config.seed)
+        self.perm = torch.randperm(len(train_images), generator=self.data_gen)
+        self.pos = 0
+        self.step = 0
+        self.seconds = 0.0
+        self.use_perceptual = config.perceptual_weight > 0 and getattr(classifier, "has_features", False)
+        # Fixed images and noise for the sample grids, so that grids of different steps compare.
+        gen = torch.Generator().manual_seed(1234)
+        src = val_images if len(val_images) else train_images
+        self.sample_x = src[:8].clone()
+        self.sample_noise = self.G.make_noise(len(self.sample_x), generator=gen, device=self.device)
+        self.sample_z = torch.randn(len(self.sample_x), config.model.z_dim, generator=gen).to(self.device)
+
+    # ----------------------------------------------------------------------------------------- set-up
+    def modules(self) -> dict[str, nn.Module]:
+        return {"G": self.G, "E": self.E, "D": self.D, "G_ema": self.G_ema, "E_ema": self.E_ema}
+
+    def config_json(self) -> dict[str, Any]:
+        return {
+            "format_version": CONFIG_FORMAT_VERSION,
+            "kind": "stylex-run",
+            "num_classes": self.num_classes,
+            **self.run_info,
+            "train": self.config.to_dict(),
+        }
+
+    def start(self, resume: bool) -> None:
+        """Create the run folder, or (resume=True) load the last complete checkpoint from it."""
+        weights = self.out_dir / WEIGHTS
+        if resume:
+            if not weights.is_file():
+                raise StylexError(
+                    f"{self.out_dir} has no checkpoint to resume; drop --resume to start a new run."
+                )
+            saved = read_json(self.out_dir / "config.json")
+            before = TrainConfig.from_dict(saved.get("train", {}), str(self.out_dir / "config.json")).to_dict()
+            now = self.config.to_dict()
+            changed = sorted(k for k in now if k not in RESUMABLE_KEYS and before.get(k) != now[k])
+            if changed:
+                raise StylexError(
+                    f"{self.out_dir / 'config.json'} differs from the config given now in {changed}; resume with "
+                    "the same preset and overrides (only the stopping and logging intervals may change)."
+                )
+            fp_saved, fp_now = (
+                saved.get("classifier_fingerprint"),
+                self.run_info.get("classifier_fingerprint"),
+            )
+            if fp_saved and fp_now and fp_saved != fp_now:
+                raise StylexError(
+                    f"{self.out_dir} was trained with another classifier (fingerprint {fp_saved}, given {fp_now}); "
+                    "pass the classifier the run was started with."
+                )
+            self._load_checkpoint()
+            write_json(self.out_dir / "config.json", self.config_json())  # the new stopping point
+            return
+        if weights.exists() or (self.out_dir / STATE).exists():
+            raise StylexError(
+                f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out."
+            )
+        (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
+        write_json(self.out_dir / "config.json", self.config_json())
+
+    def _load_checkpoint(self) -> None:
+        tensors, meta = read_weights(self.out_dir / WEIGHTS)
+        state = load_state(self.out_dir / STATE)
+        if str(state["step"]) != meta.get("step"):
+            raise StylexError(
+                f"{self.out_dir}: weights (step {meta.get('step')}) and state (step {state['step']}) disagree; "
+                "the checkpoint was interrupted while being written."
+            )
+        load_modules(tensors, self.modules(), self.out_dir / WEIGHTS)
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_e.load_state_dict(state["opt_e"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        torch.set_rng_state(state["rng_torch"])
+        self.data_gen.set_state(state["rng_data"])
+        self.perm, self.pos = state["perm"], int(state["pos"])
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "step": self.step,
+            "seconds": self.seconds,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_e": self.opt_e.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_data": self.data_gen.get_state(),
+            "perm": self.perm,
+            "pos": self.pos,
+        }
+        # Weights last: a crash between the two renames leaves mismatched steps, which loading detects.
+        save_state(self.out_dir / STATE, state)
+        save_weights(self.out_dir / WEIGHTS, self.modules(), self.step)
+
+    # ----------------------------------------------------------------------------------------- steps
+    def autocast(self):
+        if self.config.amp == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def next_batch(self) -> torch.Tensor:
+        b = self.config.batch_size
+        if self.pos + b > len(self.perm):  # new epoch
+            self.perm = torch.randperm(len(self.train_images), generator=self.data_gen)
+            self.pos = 0
+        idx = self.perm[self.pos : self.pos + b]
+        self.pos += b
+        return self.prepare(self.train_images[idx])
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """C(x) in float32 outside autocast (the KL is computed in float32)."""
+        return self.C(x.float())
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.config
+        stats: dict[str, torch.Tensor] = {}
+
+        # 1. Real images and the frozen classifier's logits.
+        x = self.next_batch()  # [B, 3, R, R]
+        with torch.no_grad():
+            c = self.classify(x)  # [B, K]
+            feats_x = self.C.features(x.float()) if self.use_perceptual else None
+        z_step = cfg.z_path_every > 0 and self.step % cfg.z_path_every == 0
+
+        # 2. Discriminator: real against reconstructions (and z-path fakes).
+        if cfg.adv_weight > 0 or z_step:
+            with torch.no_grad(), self.autocast():
+                fakes = [self.G(self.E(x), c)]
+                if z_step:
+                    fakes.append(self.G(self.G.mapping(self._z(len(x))), c))
+            fake = self.prepare(torch.cat(fakes).float())
+            c_fake = c.repeat(len(fakes), 1)
+            r1_step = cfg.r1_gamma > 0 and self.step % cfg.r1_interval == 0
+            x_real = x.detach().requires_grad_(r1_step)
+            with self.autocast():
+                real_score, fake_score = self.D(x_real, c), self.D(fake, c_fake)
+            loss_d = losses.d_logistic(real_score, fake_score)
+            stats["loss_d"] = loss_d.detach()
+            if r1_step:
+                # Lazy R1 (StyleGAN2): every r1_interval steps, scaled by the interval; float32 gradients.
+                r1 = losses.r1_penalty(real_score, x_real)
+                loss_d = loss_d + cfg.r1_gamma / 2 * r1 * cfg.r1_interval
+                stats["r1"] = r1.detach()
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+
+        # 3. Encoder step: x -> E -> G, all losses.
+        with self.autocast():
+            w = self.E(x)  # [B, w_dim]
+            x_rec = self.G(w, c)  # [B, 3, R, R]
+            score = self.D(x_rec, c) if cfg.adv_weight > 0 else None
+            w_rec = self.E(x_rec) if cfg.w_rec_weight > 0 else None
+        x_rec = x_rec.float()
+        loss_l1 = losses.l1(x_rec, x)
+        loss = cfg.l1_weight * loss_l1
+        stats["l1"] = loss_l1.detach()
+        if score is not None:
+            loss_adv = losses.g_nonsaturating(score)
+            loss = loss + cfg.adv_weight * loss_adv
+            stats["g_adv"] = loss_adv.detach()
+        if w_rec is not None:
+            loss_w = losses.l1(w_rec, w.detach())
+            loss = loss + cfg.w_rec_weight * loss_w
+            stats["w_rec"] = loss_w.detach()
+        if cfg.cls_weight > 0:
+            loss_kl = losses.classifier_kl(c, self.classify(x_rec))
+            loss = loss + cfg.cls_weight * loss_kl
+            stats["kl"] = loss_kl.detach()
+        if feats_x is not None:
+            loss_p = losses.feature_distance(feats_x, self.C.features(x_rec))
+            loss = loss + cfg.perceptual_weight * loss_p
+            stats["perceptual"] = loss_p.detach()
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_e.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self.opt_e.step()
+
+        # 4. GAN step on the random path: z -> mapping -> G with the logits of the batch's real images.
+        if z_step:
+            with self.autocast():
+                x_fake = self.G(self.G.mapping(self._z(len(x))), c)
+                loss_gz = losses.g_nonsaturating(self.D(x_fake, c))
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_gz.backward()
+            self.opt_g.step()
+            stats["g_adv_z"] = loss_gz.detach()
+
+        # 5. Moving averages.
+        update_ema(self.G_ema, self.G, self.step, cfg.ema_beta)
+        update_ema(self.E_ema, self.E, self.step, cfg.ema_beta)
+        return {k: float(v) for k, v in stats.items()}
+
+    def _z(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.config.model.z_dim, device=self.device)
+
+    # ----------------------------------------------------------------------------------------- outputs
+    @torch.no_grad()
+    def write_samples(self) -> Path:
+        from stylex.explain.render import save_grid
+
+        x = self.prepare(self.sample_x)
+        c = self.classify(x)
+        x_rec = self.G_ema(self.E_ema(x), c, self.sample_noise)
+        x_z = self.G_ema(self.G_ema.mapping(self.sample_z), c, self.sample_noise)
+        path = self.out_dir / "samples" / f"step-{self.step:07d}.png"
+        save_grid([x.float(), x_rec.float(), x_z.float()], path)
+        return path
+
+    @torch.no_grad()
+    def evaluate(self, max_images: int = 256) -> dict[str, Any]:
+        """Held-out reconstruction figures of G_ema / E_ema (see `stylex.metrics.reconstruction`)."""
+        from stylex.metrics.reconstruction import reconstruction_report
+
+        x = self.val_images[:max_images].to(self.device)
+        gen = torch.Generator().manual_seed(0)
+        x_rec = []
+        for i in range(0, len(x), 64):
+            xb = self.prepare(x[i : i + 64])
+            noise = self.G_ema.make_noise(len(xb), generator=gen, device=self.device)
+            x_rec.append(self.G_ema(self.E_ema(xb), self.classify(xb), noise).float())
+        return reconstruction_report(x, torch.cat(x_rec), self.classify)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out_dir / "stats.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # ----------------------------------------------------------------------------------------- loop
+    def run(self, resume: bool = False) -> TrainResult:
+        """Train until max_steps or max_minutes (counted over all resumed sessions), then checkpoint."""
+        cfg = self.config
+        self.start(resume)
+        good_step = self.step if resume else None
+        bar = tqdm(
+            total=cfg.max_steps or None,
+            initial=self.step,
+            disable=self.quiet or None,
+            desc="train",
+            unit="step",
+        )
+        sums: dict[str, float] = {}
+        count, last = 0, {}
+        t_prev = time.perf_counter()
+        try:
+            while True:
+                if cfg.max_steps and self.step >= cfg.max_steps:
+                    break
+                if cfg.max_minutes and self.seconds >= cfg.max_minutes * 60:
+                    break
+                stats = self.train_step()
+                bad = [k for k, v in stats.items() if not torch.isfinite(torch.tensor(v))]
+                if bad:
+                    where = f"step {good_step}" if good_step is not None else "none was written"
+                    raise DivergenceError(
+                        f"training diverged at step {self.step + 1}: {', '.join(bad)} became non-finite; the last "
+                        f"good checkpoint in {self.out_dir} is kept ({where}). Lower the learning rates "
+                        "(lr_g, lr_d) or raise r1_gamma, then --resume."
+                    )
+                self.step += 1
+                now = time.perf_counter()
+                self.seconds += now - t_prev
+                t_prev = now
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0:
+                    last = {k: v / count for k, v in sums.items()}
+                    self._log(
+                        {
+                            "step": self.step,
+                            "images": self.step * cfg.batch_size,
+                            "seconds": round(self.seconds, 2),
+                            **last,
+                        }
+                    )
+                    bar.set_postfix(
+                        {k: f"{v:.3g}" for k, v in last.items() if k in ("l1", "kl", "loss_d", "g_adv")}
+                    )
+                    sums, count = {}, 0
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and len(self.val_images):
+                    report = self.evaluate()
+                    self._log({"step": self.step, "seconds": round(self.seconds, 2), "eval": report})
+                    t_prev = time.perf_counter()  # evaluation time does not count as training time
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self.write_samples()
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                    good_step = self.step
+        finally:
+            bar.close()
+        self.save_checkpoint()
+        self.write_samples()
+        return TrainResult(self.out_dir, self.step, self.seconds, last)

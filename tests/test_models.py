@@ -1,0 +1,120 @@
+"""Network contracts: shapes, backward, StyleVector algebra, checkpoint round trip, resume equivalence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stylex.config import preset
+from stylex.errors import StylexError
+from stylex.models import Discriminator, Encoder, Generator, StyleCoord
+from stylex.models.stylex import StylEx
+from stylex.training.trainer import DivergenceError, Trainer
+
+
+@pytest.mark.parametrize("resolution", [8, 16, 32])
+def test_generator_shapes_and_backward(resolution):
+    torch.manual_seed(0)
+    G = Generator(resolution, z_dim=8, w_dim=12, c_dim=3, num_mapping_layers=2, channel_base=128, channel_max=8)
+    z = torch.randn(4, 8)
+    c = torch.randn(4, 3)
+    w = G.mapping(z)
+    assert w.shape == (4, 12)
+    s = G.styles(w, c)
+    assert [t.shape[1] for t in s.conv] == list(G.layout.conv_dims)
+    assert s.flatten().shape == (4, G.layout.num_coords)
+    x = G.synthesis(s)
+    assert x.shape == (4, 3, resolution, resolution)
+    x.square().mean().backward()
+    assert all(p.grad is not None for n, p in G.named_parameters()), "every parameter gets a gradient"
+
+
+def test_encoder_discriminator_shapes_and_backward():
+    torch.manual_seed(0)
+    E = Encoder(16, w_dim=12, channel_base=128, channel_max=8)
+    D = Discriminator(16, c_dim=3, channel_base=128, channel_max=8)
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    w = E(x)
+    assert w.shape == (4, 12)
+    score = D(x, torch.randn(4, 3))
+    assert score.shape == (4,)
+    (w.sum() + score.sum()).backward()
+    assert x.grad is not None and all(p.grad is not None for p in E.parameters())
+    assert all(p.grad is not None for p in D.parameters())
+
+
+def test_discriminator_depends_on_condition():
+    torch.manual_seed(0)
+    D = Discriminator(16, c_dim=2, channel_base=128, channel_max=8)
+    torch.nn.init.normal_(D.embed.weight)
+    x = torch.randn(4, 3, 16, 16)
+    a = D(x, torch.tensor([[5.0, -5.0]] * 4))
+    b = D(x, torch.tensor([[-5.0, 5.0]] * 4))
+    assert not torch.allclose(a, b)
+
+
+def test_stylevector_flatten_unflatten_shifted():
+    torch.manual_seed(0)
+    G = Generator(16, z_dim=8, w_dim=12, c_dim=2, num_mapping_layers=2, channel_base=128, channel_max=8)
+    s = G.styles(torch.randn(3, 12), torch.randn(3, 2))
+    flat = s.flatten()
+    assert torch.equal(s.unflatten(flat).flatten(), flat)
+    coord = StyleCoord(layer=2, channel=5)
+    j = G.layout.flat_index(coord)
+    assert G.layout.coord(j) == coord
+    t = s.shifted(j, 0.5)
+    diff = t.flatten() - flat
+    assert torch.allclose(diff[:, j], torch.full((3,), 0.5))
+    diff[:, j] = 0
+    assert diff.abs().max() == 0, "only the shifted coordinate changes"
+    assert torch.equal(s.flatten(), flat), "shifted() must not modify the original"
+    # one coordinate per row
+    t = s.shifted(torch.tensor([0, 1, 2]), torch.tensor([1.0, 2.0, 3.0]))
+    assert torch.allclose((t.flatten() - flat)[torch.arange(3), torch.tensor([0, 1, 2])], torch.tensor([1.0, 2.0, 3.0]))
+    # the shifted style changes the image
+    noise = G.make_noise(3, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(G.synthesis(s, noise), G.synthesis(s.shifted(j, 3.0), noise))
+
+
+def _trainer(tmp_path, classifier, images, name="run", **overrides):
+    cfg = preset("tiny", **overrides)
+    return Trainer(cfg, classifier, images[:32], images[32:], tmp_path / name, quiet=True)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, stand_in_classifier, tiny_images):
+    tr = _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=2)
+    tr.run()
+    model = StylEx.load(tmp_path / "run")
+    x = tiny_images[:4]
+    c = stand_in_classifier(x)
+    noise = model.G.make_noise(4, generator=torch.Generator().manual_seed(0))
+    expected = tr.G_ema(tr.E_ema(x), c, noise)
+    assert torch.equal(model.reconstruct(x, c, noise), expected)
+
+
+def test_resume_equals_uninterrupted(tmp_path, stand_in_classifier, tiny_images):
+    full = _trainer(tmp_path, stand_in_classifier, tiny_images, "full", max_steps=6, r1_interval=2)
+    full.run()
+    half = _trainer(tmp_path, stand_in_classifier, tiny_images, "half", max_steps=3, r1_interval=2)
+    half.run()
+    resumed = _trainer(tmp_path, stand_in_classifier, tiny_images, "half", max_steps=6, r1_interval=2)
+    resumed.run(resume=True)
+    assert resumed.step == 6
+    for name, module in full.modules().items():
+        other = resumed.modules()[name]
+        for (k, a), (_, b) in zip(module.state_dict().items(), other.state_dict().items(), strict=True):
+            assert torch.allclose(a, b, atol=1e-6), f"{name}.{k} differs after resume"
+
+
+def test_existing_run_needs_resume(tmp_path, stand_in_classifier, tiny_images):
+    _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=1).run()
+    with pytest.raises(StylexError, match="--resume"):
+        _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=1).run()
+
+
+def test_divergence_stops_with_step(tmp_path, stand_in_classifier, tiny_images):
+    tr = _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=3)
+    with torch.no_grad():
+        tr.G.const.fill_(float("nan"))
+    with pytest.raises(DivergenceError, match="step 1"):
+        tr.run()
