@@ -1,0 +1,620 @@
+"""Image datasets in memory: loading image folders, .npz files and factor folders; writing image folders.
+
+Every loader returns an :class:`ImageDataset` whose pixels are uint8 RGB [N, H, W, 3] with H == W.
+Conversions applied to every file, in this order:
+
+1. EXIF orientation is applied (photos from phones come out upright).
+2. Mode to 8-bit RGB: grey ``L``/``1``/``CMYK``/``YCbCr`` via Pillow; 16-bit grey (``I;16*``, ``I``) is
+   scaled by 255/65535 (Pillow would clip it instead); float ``F`` is read as [0, 1] when its maximum is
+   at most 1 and as [0, 255] otherwise; anything with alpha (``RGBA``, ``LA``, ``PA``, palette with a
+   transparent colour) is composited on black, i.e. ``rgb * alpha / 255``, so that the arbitrary colours
+   hidden under fully transparent pixels never reach the model.
+3. Non-square images are centre-cropped to a square (side = the shorter side).
+4. When ``resolution`` is given and differs from the side, the square is resized with Pillow LANCZOS.
+   Without ``resolution`` all images must already share one size.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from stylex.data.convert import to_tensor
+from stylex.errors import StylexError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+"""File name endings read as images (compared case-insensitively); other files are skipped."""
+
+PROGRESS_MIN_FILES = 500
+"""Loading more files than this shows a tqdm bar (on a terminal, unless ``progress=False``)."""
+
+FACTORS_CSV = "factors.csv"
+"""A folder holding this file is a factor folder: one row per image, see :func:`load_dataset`."""
+
+SYNTH_JSON = "synth.json"
+"""Written next to ``factors.csv`` by :func:`stylex.data.synth.write_synth`: arguments, class names, factors."""
+
+# Exceptions Pillow raises for unreadable, truncated or hostile files (UnidentifiedImageError is an OSError).
+_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+
+
+@dataclass
+class ImageDataset:
+    """Images with optional labels and ground-truth factors, all held in memory.
+
+    Attributes:
+        images: uint8 RGB pixels [N, H, W, 3] with H == W (the file convention; see ``tensors`` for the
+            model convention).
+        labels: int64 class indices [N] in ``[0, num_classes)``, or None when unlabelled.
+        class_names: name of each class, indexed by label; empty when unlabelled. Filled with
+            ``"0", "1", ...`` when labels are given without names.
+        filenames: one name per image [N], relative to the folder it was loaded from (e.g. ``"cat/001.jpg"``).
+        factors: ground-truth generative factors, each a per-image array [N] (float64 for continuous factors,
+            int64 codes for categorical ones), or None when unknown.
+        source: where the images came from (a path, or a description of a synthetic dataset).
+        factor_categories: for each categorical factor, the names its int codes stand for
+            (e.g. ``{"shape": ("circle", "square", "triangle")}``); factors not listed are continuous.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    class_names: list[str] = field(default_factory=list)
+    filenames: list[str] = field(default_factory=list)
+    factors: dict[str, np.ndarray] | None = None
+    source: str = ""
+    factor_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        images = self.images
+        if not (images.ndim == 4 and images.shape[-1] == 3 and images.shape[1] == images.shape[2]):
+            raise ValueError(f"images must be [N, H, W, 3] with H == W, got {images.shape}")
+        if images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8, got {images.dtype}")
+        n = len(images)
+        if not self.filenames:
+            self.filenames = [f"{i:06d}.png" for i in range(n)]
+        if len(self.filenames) != n:
+            raise ValueError(f"{len(self.filenames)} filenames for {n} images")
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels, dtype=np.int64)
+            if self.labels.shape != (n,):
+                raise ValueError(f"labels must be [{n}], got {self.labels.shape}")
+            if n and self.labels.min() < 0:
+                raise ValueError("labels must be >= 0")
+            if not self.class_names:
+                self.class_names = [str(i) for i in range(int(self.labels.max()) + 1 if n else 0)]
+            if n and self.labels.max() >= len(self.class_names):
+                raise ValueError(f"label {self.labels.max()} but only {len(self.class_names)} class names")
+        elif self.class_names:
+            raise ValueError("class_names given without labels")
+        for name, values in (self.factors or {}).items():
+            if np.shape(values) != (n,):
+                raise ValueError(f"factor {name!r} must be [{n}], got {np.shape(values)}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def resolution(self) -> int:
+        """Side of the square images in pixels."""
+        return int(self.images.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(class_names)``); 0 when unlabelled."""
+        return len(self.class_names)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageDataset:
+        """The images at ``indices`` (ints [M], or a bool mask [N]), with their labels, names and factors."""
+        idx = np.arange(len(self))[_as_index(indices)]
+        return ImageDataset(
+            images=self.images[idx],
+            labels=None if self.labels is None else self.labels[idx],
+            class_names=list(self.class_names),
+            filenames=[self.filenames[i] for i in idx],
+            factors=None if self.factors is None else {k: v[idx] for k, v in self.factors.items()},
+            source=self.source,
+            factor_categories=dict(self.factor_categories),
+        )
+
+    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+        """Deterministic (train, val) split; stratified by label when labelled.
+
+        Args:
+            val_fraction: share of the images that go to val, in [0, 1). Per class, ``round(n_class *
+                val_fraction)`` images are drawn by a permutation seeded with ``seed``; 0 gives an empty val.
+            seed: seed of the permutation; the same seed gives the same split.
+
+        Returns:
+            (train, val), disjoint, together all images, each in the original order.
+        """
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        rng = np.random.default_rng(seed)
+        groups = (
+            [np.arange(len(self))]
+            if self.labels is None
+            else [np.flatnonzero(self.labels == y) for y in range(self.num_classes)]
+        )
+        is_val = np.zeros(len(self), dtype=bool)
+        for group in groups:
+            is_val[rng.permutation(group)[: int(round(len(group) * val_fraction))]] = True
+        return self.subset(~is_val), self.subset(is_val)
+
+    def tensors(self, indices: Sequence[int] | np.ndarray | None = None) -> torch.Tensor:
+        """Images as the models want them: float [N, 3, H, W] in [-1, 1] (all, or those at ``indices``)."""
+        images = self.images if indices is None else self.images[_as_index(indices)]
+        return to_tensor(images)
+
+
+def _as_index(indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """ints [M] or bool mask [N] -> a numpy index (an empty list stays a valid int index)."""
+    idx = np.asarray(indices)
+    return idx if idx.dtype == bool else idx.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_dataset(path: str | os.PathLike, resolution: int | None = None, progress: bool = True) -> ImageDataset:
+    """Load images (and labels, factors) from a folder or an ``.npz`` file.
+
+    What ``path`` may be:
+
+    - a folder with class subfolders of images: labels are the sorted subfolder names, files are taken
+      recursively from each subfolder and sorted by path; images directly in the folder are then an error;
+    - a flat folder of images (unlabelled), sorted by name;
+    - a factor folder, as written by :func:`stylex.data.synth.write_synth`: ``factors.csv`` with a
+      ``filename`` column (relative to the folder), an optional int ``label`` column and one column per
+      factor (numbers, or category names), plus optionally ``synth.json`` with ``class_names`` and the
+      category names of each categorical factor; images are loaded in the order of the csv rows;
+    - an ``.npz`` file (loaded with ``allow_pickle=False``) with ``images`` uint8 [N, H, W, 3] (or grey
+      [N, H, W] / [N, H, W, 1], or RGBA [N, H, W, 4]), optional int ``labels`` [N], ``class_names`` [K]
+      and ``filenames`` [N] as string arrays.
+
+    Files whose name does not end in one of :data:`IMAGE_EXTENSIONS` are skipped. Pixel conversions are
+    listed in the module docstring.
+
+    Args:
+        path: the folder or ``.npz`` file.
+        resolution: side in pixels of the returned square images; None keeps the files' size, which must
+            then be the same for every image.
+        progress: show a progress bar when loading more than :data:`PROGRESS_MIN_FILES` files.
+
+    Returns:
+        The dataset, ``images`` uint8 [N, resolution, resolution, 3].
+
+    Raises:
+        StylexError: missing path, no images, an unreadable image, mixed sizes without ``resolution``, or
+            a malformed ``.npz`` / ``factors.csv``; the message names the file and the fix.
+    """
+    root = Path(path)
+    if resolution is not None and resolution < 1:
+        raise StylexError(f"Resolution must be a positive number of pixels, got {resolution}.")
+    if not root.exists():
+        raise StylexError(f"Dataset path {root} does not exist; check the path.")
+    if root.is_file():
+        if root.suffix.lower() == ".npz":
+            return _load_npz(root, resolution)
+        raise StylexError(f"Dataset path {root} is a file but not an .npz; pass a folder of images or an .npz file.")
+    if (root / FACTORS_CSV).is_file():
+        return _load_factor_folder(root, resolution, progress)
+    return _load_image_folder(root, resolution, progress)
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _rel(p: Path, root: Path) -> str:
+    return p.relative_to(root).as_posix()
+
+
+def _load_image_folder(root: Path, resolution: int | None, progress: bool) -> ImageDataset:
+    entries = sorted(root.iterdir())
+    top_images = [p for p in entries if _is_image(p)]
+    subdirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    class_files = {d.name: sorted(p for p in d.rglob("*") if _is_image(p)) for d in subdirs}
+    class_files = {name: files for name, files in class_files.items() if files or not top_images}
+    if any(class_files.values()):
+        if top_images:
+            raise StylexError(
+                f"Folder {root} holds both images ({top_images[0].name}, ...) and class subfolders; "
+                "move the loose images into a class subfolder or elsewhere."
+            )
+        for name, files in class_files.items():
+            if not files:
+                raise StylexError(
+                    f"Class folder {root / name} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                    "add images or remove the folder."
+                )
+        class_names = sorted(class_files)
+        paths = [p for name in class_names for p in class_files[name]]
+        labels = np.concatenate(
+            [np.full(len(class_files[name]), y, dtype=np.int64) for y, name in enumerate(class_names)]
+        )
+    elif top_images:
+        class_names, paths, labels = [], top_images, None
+    else:
+        raise StylexError(
+            f"Folder {root} has no images ({', '.join(IMAGE_EXTENSIONS)}) in it or in class subfolders; "
+            "point to a folder of images."
+        )
+    images = _read_images(paths, resolution, progress, desc=f"loading {root.name}")
+    return ImageDataset(
+        images=images,
+        labels=labels,
+        class_names=class_names,
+        filenames=[_rel(p, root) for p in paths],
+        source=str(root),
+    )
+
+
+def _load_factor_folder(root: Path, resolution: int | None, progress: bool) -> ImageDataset:
+    csv_path = root / FACTORS_CSV
+    meta: dict = {}
+    if (root / SYNTH_JSON).is_file():
+        try:
+            meta = json.loads((root / SYNTH_JSON).read_text())
+        except (OSError, ValueError) as e:
+            raise StylexError(f"Cannot read {root / SYNTH_JSON} ({e}); fix or delete the file.") from e
+    try:
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise StylexError(f"Cannot read {csv_path} ({e}); fix or delete the file.") from e
+    columns = list(rows[0]) if rows else []
+    if "filename" not in columns:
+        raise StylexError(f"{csv_path} has no rows or no 'filename' column; rewrite it with one row per image.")
+    paths = [root / row["filename"] for row in rows]
+    for p in paths:
+        if not p.is_file():
+            raise StylexError(f"Image {p} listed in {csv_path} does not exist; restore it or regenerate the folder.")
+
+    labels = None
+    class_names: list[str] = []
+    if "label" in columns:
+        try:
+            labels = np.array([int(row["label"]) for row in rows], dtype=np.int64)
+        except (TypeError, ValueError) as e:
+            raise StylexError(f"Column 'label' of {csv_path} must hold integers ({e}); fix the file.") from e
+        if labels.min() < 0:
+            raise StylexError(f"Column 'label' of {csv_path} has negative labels; labels must be 0, 1, ....")
+        num_classes = int(labels.max()) + 1
+        class_names = [str(c) for c in meta.get("class_names", [])]
+        if not class_names:  # name each class after the one folder its images lie in, when there is one
+            dirs = [
+                {Path(rows[i]["filename"]).parts[0] for i in np.flatnonzero(labels == y)} for y in range(num_classes)
+            ]
+            named = [next(iter(d)) if len(d) == 1 and len(Path(next(iter(d))).parts) else None for d in dirs]
+            class_names = named if None not in named and len(set(named)) == num_classes else []
+            class_names = class_names or [str(y) for y in range(num_classes)]
+        if num_classes > len(class_names):
+            raise StylexError(
+                f"{csv_path} has label {num_classes - 1} but {root / SYNTH_JSON} names only "
+                f"{len(class_names)} classes; regenerate the folder."
+            )
+
+    known_categories = {k: tuple(v["categories"]) for k, v in meta.get("factors", {}).items() if v.get("categories")}
+    factors: dict[str, np.ndarray] = {}
+    factor_categories: dict[str, tuple[str, ...]] = {}
+    for name in columns:
+        if name in ("filename", "label"):
+            continue
+        values = [row[name] for row in rows]
+        categories = known_categories.get(name)
+        if categories is None:
+            try:
+                factors[name] = np.array([float(v) for v in values], dtype=np.float64)
+                continue
+            except (TypeError, ValueError):
+                categories = tuple(sorted(set(values)))
+        lookup = {c: i for i, c in enumerate(categories)}
+        unknown = sorted(set(values) - set(lookup))
+        if unknown:
+            raise StylexError(
+                f"Column {name!r} of {csv_path} has {unknown[0]!r}, not one of {', '.join(categories)}; fix the file."
+            )
+        factors[name] = np.array([lookup[v] for v in values], dtype=np.int64)
+        factor_categories[name] = categories
+
+    images = _read_images(paths, resolution, progress, desc=f"loading {root.name}")
+    return ImageDataset(
+        images=images,
+        labels=labels,
+        class_names=class_names,
+        filenames=[row["filename"] for row in rows],
+        factors=factors,
+        source=str(root),
+        factor_categories=factor_categories,
+    )
+
+
+def _load_npz(path: Path, resolution: int | None) -> ImageDataset:
+    if not zipfile.is_zipfile(path):
+        raise StylexError(f"{path} is not an .npz archive; save the arrays with numpy.savez(path, images=...).")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise StylexError(f"Cannot read {path} as an .npz file ({e}); re-save it with numpy.savez.") from e
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise StylexError(f"{path} holds a single array, not an .npz archive; save it with numpy.savez(images=...).")
+    try:
+        with npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise StylexError(
+                f"{path} holds object arrays, which are not loaded for safety; save strings with dtype=str "
+                "and numbers as numeric arrays."
+            ) from e
+        raise StylexError(f"Cannot read {path} as an .npz file ({e}); re-save it with numpy.savez.") from e
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise StylexError(f"Cannot read {path} as an .npz file ({e}); re-save it with numpy.savez.") from e
+
+    if "images" not in arrays:
+        raise StylexError(
+            f"{path} has no 'images' array (it has: {', '.join(arrays) or 'nothing'}); "
+            "save the pixels as images=uint8 [N, H, W, 3]."
+        )
+    images = arrays["images"]
+    if images.dtype != np.uint8:
+        raise StylexError(
+            f"'images' in {path} is {images.dtype}, not uint8; save pixels as uint8 in [0, 255] "
+            "(e.g. (x * 255).round().astype(np.uint8))."
+        )
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or images.shape[0] == 0:
+        hint = " (this looks like NCHW: transpose to NHWC)" if images.ndim == 4 and images.shape[1] in (1, 3) else ""
+        raise StylexError(
+            f"'images' in {path} has shape {tuple(arrays['images'].shape)}, expected [N, H, W, 3] or grey "
+            f"[N, H, W] with N > 0{hint}; re-save it in that layout."
+        )
+    n = len(images)
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    elif images.shape[-1] == 4:
+        images = _composite_on_black(images)
+    images = _square_and_resize_batch(images, resolution)
+
+    labels = None
+    class_names: list[str] = []
+    if "labels" in arrays:
+        raw = arrays["labels"]
+        if raw.shape != (n,) or not np.issubdtype(raw.dtype, np.integer) or (n and raw.min() < 0):
+            raise StylexError(
+                f"'labels' in {path} must be non-negative integers [N={n}], got {raw.dtype} {tuple(raw.shape)}; "
+                "save one class index per image."
+            )
+        labels = raw.astype(np.int64)
+        class_names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else []
+        if class_names and labels.max() >= len(class_names):
+            raise StylexError(
+                f"'labels' in {path} go up to {labels.max()} but 'class_names' has {len(class_names)} names; "
+                "save one name per class."
+            )
+    filenames = [str(f) for f in arrays["filenames"]] if "filenames" in arrays else []
+    if filenames and len(filenames) != n:
+        raise StylexError(f"'filenames' in {path} has {len(filenames)} entries for {n} images; save one per image.")
+    return ImageDataset(images=images, labels=labels, class_names=class_names, filenames=filenames, source=str(path))
+
+
+# ------------------------------------------------------------------------------------------------ pixels
+
+
+def _composite_on_black(rgba: np.ndarray) -> np.ndarray:
+    """uint8 [..., 4] RGBA -> uint8 [..., 3] RGB over black (rgb * alpha / 255, rounded)."""
+    rgb = rgba[..., :3].astype(np.uint32) * rgba[..., 3:].astype(np.uint32)
+    return ((rgb + 127) // 255).astype(np.uint8)
+
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    """Any Pillow image -> uint8 [H, W, 3] RGB (rules in the module docstring)."""
+    mode = im.mode
+    if mode.startswith("I"):  # I;16, I;16B, I;16L, I: 16-bit range
+        a = np.asarray(im).astype(np.float64) * (255.0 / 65535.0)
+        return np.repeat(np.clip(np.round(a), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    if mode == "F":
+        a = np.asarray(im).astype(np.float64)
+        a = a * 255.0 if np.nanmax(a, initial=0.0) <= 1.0 else a
+        return np.repeat(np.clip(np.round(np.nan_to_num(a)), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+    if has_alpha:
+        return _composite_on_black(np.asarray(im.convert("RGBA")))
+    return np.asarray(im.convert("RGB"))
+
+
+def _center_square(a: np.ndarray) -> np.ndarray:
+    """[H, W, C] -> [S, S, C] centre crop, S = min(H, W)."""
+    h, w = a.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return a[top : top + s, left : left + s]
+
+
+def _resize(a: np.ndarray, resolution: int) -> np.ndarray:
+    """uint8 [S, S, 3] -> uint8 [resolution, resolution, 3] (LANCZOS); unchanged when S == resolution."""
+    if a.shape[0] == resolution:
+        return a
+    return np.asarray(Image.fromarray(a).resize((resolution, resolution), Image.Resampling.LANCZOS))
+
+
+def _square_and_resize_batch(images: np.ndarray, resolution: int | None) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> uint8 [N, R, R, 3]: centre crop to a square, then resize when R differs."""
+    images = np.stack([_center_square(a) for a in images]) if images.shape[1] != images.shape[2] else images
+    if resolution is None or images.shape[1] == resolution:
+        return np.ascontiguousarray(images)
+    return np.stack([_resize(a, resolution) for a in images])
+
+
+def read_image(path: str | os.PathLike, resolution: int | None = None) -> np.ndarray:
+    """Read one image file as uint8 RGB [S, S, 3] (S = ``resolution``, or the shorter side of the file).
+
+    Raises:
+        StylexError: the file is missing, not an image, truncated or otherwise unreadable.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            a = _to_rgb8(im)
+    except FileNotFoundError as e:
+        raise StylexError(f"Image {path} does not exist; check the path.") from e
+    except _IMAGE_ERRORS as e:
+        raise StylexError(f"Cannot read image {path} ({type(e).__name__}: {e}); re-export or delete the file.") from e
+    a = _center_square(a)
+    return np.ascontiguousarray(a if resolution is None else _resize(a, resolution))
+
+
+def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, desc: str) -> np.ndarray:
+    """Read ``paths`` into one uint8 array [N, S, S, 3]; sizes must agree when ``resolution`` is None."""
+    disable = True if not progress or len(paths) <= PROGRESS_MIN_FILES else None
+    images: np.ndarray | None = None
+    for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=disable)):
+        a = read_image(p, resolution)
+        if images is None:
+            images = np.empty((len(paths), *a.shape), dtype=np.uint8)
+        elif a.shape != images.shape[1:]:
+            raise StylexError(
+                f"Image {p} is {a.shape[0]}x{a.shape[1]} after cropping to a square but {paths[0]} is "
+                f"{images.shape[1]}x{images.shape[2]}; pass a resolution to resize them all to one size."
+            )
+        images[i] = a
+    assert images is not None
+    return images
+
+
+# ------------------------------------------------------------------------------------------------ saving
+
+_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+_OPERATOR_WORDS = (("<=", "_le_"), (">=", "_ge_"), ("<", "_lt_"), (">", "_gt_"))
+
+
+def _is_safe_dirname(name: str) -> bool:
+    return bool(name) and len(name) <= 100 and not _FORBIDDEN.search(name) and name[0] != "." and name[-1] not in ". "
+
+
+def class_dir_names(class_names: Sequence[str]) -> list[str]:
+    """Folder name for each class, such that loading the folder back gives the same label order.
+
+    Class names are used as they are when every name is a safe folder name on Linux, macOS and Windows,
+    the names are unique ignoring case, and they are already in sorted order. Otherwise each folder is
+    ``<zero-padded label>_<name>``, with ``< <= > >=`` spelled ``_lt_ _le_ _gt_ _ge_`` and other unsafe
+    characters replaced by ``_`` (e.g. ``bg_hue<0.5`` -> ``1_bg_hue_lt_0.5``).
+
+    Args:
+        class_names: [K] names, indexed by label.
+
+    Returns:
+        [K] folder names that sort in label order.
+    """
+    names = [str(c) for c in class_names]
+    if (
+        all(_is_safe_dirname(c) for c in names)
+        and len({c.lower() for c in names}) == len(names)
+        and sorted(names) == names
+    ):
+        return names
+    width = len(str(max(len(names) - 1, 0)))
+    out = []
+    for y, name in enumerate(names):
+        for op, word in _OPERATOR_WORDS:
+            name = name.replace(op, word)
+        name = _FORBIDDEN.sub("_", name).strip(" .")[:90]
+        out.append(f"{y:0{width}d}_{name}" if name else f"{y:0{width}d}")
+    return out
+
+
+@contextmanager
+def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to ``out_dir`` that becomes ``out_dir`` only when the block succeeds.
+
+    A failure leaves no half-written ``out_dir`` behind (the temporary folder is removed).
+
+    Args:
+        out_dir: the folder to create; it may exist only if empty, unless ``overwrite``.
+        overwrite: replace an existing ``out_dir`` (its old content is deleted after the new one is in place).
+
+    Raises:
+        StylexError: ``out_dir`` exists, is not empty and ``overwrite`` is False.
+    """
+    out = Path(out_dir)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise StylexError(f"Output folder {out} already exists and is not empty; choose a new folder or delete it.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            if out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+            else:
+                old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+                os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_image_tree(dataset: ImageDataset, root: Path) -> list[str]:
+    """Write ``dataset`` as PNGs under an existing ``root`` (layout as in :func:`save_image_folder`).
+
+    Returns:
+        [N] the written paths, relative to ``root``, in dataset order.
+    """
+    dirs = class_dir_names(dataset.class_names) if dataset.labels is not None else []
+    used: set[str] = set()
+    written = []
+    for i, (image, filename) in enumerate(zip(dataset.images, dataset.filenames, strict=True)):
+        folder = dirs[dataset.labels[i]] + "/" if dataset.labels is not None else ""
+        stem = _FORBIDDEN.sub("_", Path(filename).stem) or f"{i:06d}"
+        rel, k = f"{folder}{stem}.png", 0
+        while rel.lower() in used:  # two sources with one stem (a.jpg, a.png) must not overwrite each other
+            k += 1
+            rel = f"{folder}{stem}_{k}.png"
+        used.add(rel.lower())
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / rel)
+        written.append(rel)
+    return written
+
+
+def save_image_folder(dataset: ImageDataset, out_dir: str | os.PathLike, overwrite: bool = False) -> list[str]:
+    """Write ``dataset`` as ``<out_dir>/<class folder>/<stem>.png`` (flat ``<out_dir>/<stem>.png`` if unlabelled).
+
+    ``<stem>`` is the file name of ``dataset.filenames[i]`` without its folder and extension (made unique
+    within a folder with a ``_1``, ``_2``, ... suffix); class folders are named by :func:`class_dir_names`,
+    so :func:`load_dataset` on ``out_dir`` gives back the same images, labels and label order. The folder is
+    written under a temporary name and renamed into place, so a failure leaves no partial ``out_dir``.
+
+    Args:
+        dataset: the images to write.
+        out_dir: a new (or empty) folder.
+        overwrite: replace ``out_dir`` if it exists.
+
+    Returns:
+        [N] the written paths relative to ``out_dir``, in dataset order.
+    """
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        return write_image_tree(dataset, tmp)

@@ -1,0 +1,352 @@
+"""stylex.data: loaders, conversions, splits, synthetic shapes and label rules (tiny, CPU, deterministic)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylex.data import (
+    FACTOR_NAMES,
+    SHAPES,
+    ImageDataset,
+    class_dir_names,
+    load_dataset,
+    parse_correlate,
+    parse_rule,
+    render_scene,
+    render_shapes,
+    save_image_folder,
+    to_tensor,
+    to_uint8,
+    write_synth,
+)
+from stylex.errors import StylexError
+
+RES = 16
+
+
+def _rgb(seed: int, size: int = RES, width: int | None = None) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, width or size, 3), dtype=np.uint8)
+
+
+def _save(path: Path, array: np.ndarray, mode: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode).save(path) if mode else Image.fromarray(array).save(path)
+
+
+# ------------------------------------------------------------------------------------------------ convert
+
+
+def test_to_tensor_to_uint8_round_trip():
+    images = np.stack([_rgb(0), _rgb(1)])
+    images[0, 0, 0] = (0, 128, 255)
+    x = to_tensor(images)
+    assert x.shape == (2, 3, RES, RES) and x.dtype == torch.float32
+    assert x.min() >= -1.0 and x.max() <= 1.0
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([-1.0, 128 / 127.5 - 1, 1.0]), atol=1e-6)
+    np.testing.assert_array_equal(to_uint8(x), images)
+    assert to_tensor(images[0]).shape == (1, 3, RES, RES)  # one HWC image gains a batch axis
+    np.testing.assert_array_equal(to_uint8(torch.full((1, 3, 2, 2), 3.0)), 255)  # clipped
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def test_load_class_folders_sorted_labels_and_skips_other_files(tmp_path):
+    expected = {"dog/b.png": _rgb(0), "dog/a.PNG": _rgb(1), "cat/z.png": _rgb(2), "dog/sub/c.png": _rgb(3)}
+    for rel, a in expected.items():
+        _save(tmp_path / rel, a)
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    (tmp_path / "README.md").write_text("hi")
+    data = load_dataset(tmp_path)
+    assert data.class_names == ["cat", "dog"] and data.num_classes == 2
+    assert data.filenames == ["cat/z.png", "dog/a.PNG", "dog/b.png", "dog/sub/c.png"]
+    assert data.labels.tolist() == [0, 1, 1, 1] and data.labels.dtype == np.int64
+    assert data.images.dtype == np.uint8 and data.images.shape == (4, RES, RES, 3)
+    for i, rel in enumerate(data.filenames):
+        np.testing.assert_array_equal(data.images[i], expected[rel])
+    assert data.factors is None and len(data) == 4 and data.resolution == RES
+
+
+def test_load_flat_folder_unlabelled(tmp_path):
+    _save(tmp_path / "b.jpg", np.full((RES, RES, 3), 200, np.uint8))
+    _save(tmp_path / "a.png", _rgb(5))
+    data = load_dataset(tmp_path)
+    assert data.labels is None and data.class_names == [] and data.num_classes == 0
+    assert data.filenames == ["a.png", "b.jpg"]
+    np.testing.assert_array_equal(data.images[0], _rgb(5))
+    assert np.abs(data.images[1].astype(int) - 200).max() <= 2  # jpeg, flat colour
+
+
+def test_load_npz_with_and_without_labels(tmp_path):
+    images = np.stack([_rgb(i) for i in range(3)])
+    np.savez(tmp_path / "plain.npz", images=images)
+    plain = load_dataset(tmp_path / "plain.npz")
+    np.testing.assert_array_equal(plain.images, images)
+    assert plain.labels is None and len(plain.filenames) == 3
+
+    names = np.array(["no", "yes"])
+    np.savez(tmp_path / "lab.npz", images=images, labels=np.array([1, 0, 1]), class_names=names)
+    lab = load_dataset(tmp_path / "lab.npz")
+    assert lab.labels.tolist() == [1, 0, 1] and lab.class_names == ["no", "yes"]
+
+    np.savez(tmp_path / "grey.npz", images=images[..., 0], labels=np.array([0, 2, 2]))
+    grey = load_dataset(tmp_path / "grey.npz", resolution=8)
+    assert grey.images.shape == (3, 8, 8, 3) and grey.class_names == ["0", "1", "2"]
+    assert (grey.images[..., 0] == grey.images[..., 2]).all()
+
+
+def test_conversions_to_rgb_at_resolution(tmp_path):
+    grey = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (RES, 1))  # [16, 16] horizontal ramp
+    _save(tmp_path / "grey.png", grey)
+    rgba = np.zeros((RES, RES, 4), np.uint8)
+    rgba[..., :3] = (200, 100, 50)
+    rgba[:, : RES // 2, 3] = 255  # left half opaque, right half transparent
+    _save(tmp_path / "rgba.png", rgba)
+    _save(tmp_path / "deep.png", np.full((RES, RES), 65535, np.uint16))
+    _save(tmp_path / "mid.png", np.full((RES, RES), 32896, np.uint16))  # 32896 = 128 * 257
+    Image.fromarray(_rgb(7)).convert("P").save(tmp_path / "palette.gif")
+    wide = np.zeros((RES, 3 * RES, 3), np.uint8)
+    wide[:, RES : 2 * RES] = 255  # centre third white, sides black
+    _save(tmp_path / "wide.png", wide)
+    _save(tmp_path / "big.png", np.full((2 * RES, 2 * RES, 3), 77, np.uint8))
+
+    data = load_dataset(tmp_path, resolution=RES)
+    by = {f: data.images[i] for i, f in enumerate(data.filenames)}
+    assert data.images.shape == (7, RES, RES, 3)
+    np.testing.assert_array_equal(by["grey.png"][..., 1], grey)  # grey copied into each channel
+    assert by["rgba.png"][0, 0].tolist() == [200, 100, 50] and by["rgba.png"][0, -1].tolist() == [0, 0, 0]
+    assert by["deep.png"].min() == 255 and by["mid.png"].max() == 128 and by["mid.png"].min() == 128
+    assert by["wide.png"].min() == 255  # centre crop keeps the white middle square
+    assert (by["big.png"] == 77).all()  # resized (LANCZOS keeps a flat colour)
+    assert by["palette.gif"].shape == (RES, RES, 3)
+
+    small = load_dataset(tmp_path, resolution=8)
+    assert small.images.shape == (7, 8, 8, 3)
+    with pytest.raises(StylexError, match=r"big\.png.*resolution"):
+        load_dataset(tmp_path)  # mixed sizes without a resolution
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+
+
+def test_split_deterministic_disjoint_stratified():
+    labels = np.array([0] * 12 + [1] * 8)
+    data = ImageDataset(np.zeros((20, 4, 4, 3), np.uint8), labels, ["a", "b"], [f"{i}.png" for i in range(20)])
+    train, val = data.split(0.25, seed=3)
+    train2, val2 = data.split(0.25, seed=3)
+    assert train.filenames == train2.filenames and val.filenames == val2.filenames
+    assert set(train.filenames).isdisjoint(val.filenames)
+    assert len(train) + len(val) == 20
+    assert np.bincount(val.labels).tolist() == [3, 2]  # round(12/4), round(8/4)
+    assert data.split(0.25, seed=4)[1].filenames != val.filenames
+    assert len(data.split(0.0)[1]) == 0
+
+    unlabelled = ImageDataset(np.zeros((10, 4, 4, 3), np.uint8))
+    tr, va = unlabelled.split(0.3, seed=0)
+    assert len(va) == 3 and set(tr.filenames).isdisjoint(va.filenames)
+
+
+def test_subset_and_tensors():
+    data = render_shapes(6, RES, seed=1, progress=False)
+    sub = data.subset([4, 1])
+    np.testing.assert_array_equal(sub.images, data.images[[4, 1]])
+    assert sub.labels.tolist() == data.labels[[4, 1]].tolist()
+    assert sub.factors["obj_hue"].tolist() == data.factors["obj_hue"][[4, 1]].tolist()
+    assert len(data.subset([])) == 0 and len(data.subset(data.labels == 1)) == int(data.labels.sum())
+    x = data.tensors([0, 2])
+    assert x.shape == (2, 3, RES, RES)
+    np.testing.assert_array_equal(to_uint8(x), data.images[[0, 2]])
+
+
+def test_save_image_folder_round_trip_with_unsafe_unsorted_names(tmp_path):
+    images = np.stack([_rgb(i) for i in range(3)])
+    data = ImageDataset(images, np.array([0, 1, 0]), ["zeta", "x<1"], ["a.jpg", "sub/b.png", "a.png"])
+    written = save_image_folder(data, tmp_path / "out")
+    assert written == ["0_zeta/a.png", "1_x_lt_1/b.png", "0_zeta/a_1.png"]  # numbered: unsafe + unsorted
+    back = load_dataset(tmp_path / "out")
+    order = [back.filenames.index(w) for w in written]
+    np.testing.assert_array_equal(back.images[order], images)
+    assert back.labels[order].tolist() == [0, 1, 0]
+    assert class_dir_names(["cat", "dog"]) == ["cat", "dog"]
+    with pytest.raises(StylexError, match="out"):
+        save_image_folder(data, tmp_path / "out")  # exists and not empty
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folders left
+
+
+# ------------------------------------------------------------------------------------------------ synth
+
+
+def test_render_deterministic_antialiased_and_uses_render_scene():
+    a = render_shapes(8, RES, seed=5, progress=False)
+    b = render_shapes(8, RES, seed=5, progress=False)
+    c = render_shapes(8, RES, seed=6, progress=False)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.images, c.images)
+    assert set(a.factors) == set(FACTOR_NAMES) and a.factors["shape"].dtype == np.int64
+    assert a.factor_categories == {"shape": SHAPES}
+    assert ((a.factors["obj_size"] >= 0.25) & (a.factors["obj_size"] < 0.5)).all()
+    row = {k: v[3] for k, v in a.factors.items()}
+    np.testing.assert_array_equal(render_scene(row, RES), a.images[3])
+    big = render_shapes(8, 2 * RES, seed=5, progress=False)  # resolution does not change the factors
+    np.testing.assert_array_equal(big.factors["pos_x"], a.factors["pos_x"])
+    # anti-aliasing: a circle's edge has colours strictly between background and object
+    scene = {"shape": "circle", "obj_hue": 0.0, "obj_size": 0.5, "pos_x": 0.5, "pos_y": 0.5}
+    img = render_scene({**scene, "bg_hue": 0.5, "bg_brightness": 0.2}, 32)
+    red = img[..., 0].astype(int)
+    assert red[16, 16] == 255 and red[0, 0] < 60 and ((red > 60) & (red < 240)).sum() >= 8
+    # intervening on one factor changes the image only through that factor
+    moved = render_scene({**scene, "bg_hue": 0.5, "bg_brightness": 0.2, "pos_x": 0.3}, 32)
+    assert (moved[0, 0] == img[0, 0]).all() and not np.array_equal(moved, img)
+
+
+def test_rule_forms_give_expected_labels():
+    data = render_shapes(40, 8, seed=2, progress=False)
+    f = data.factors
+    circle = f["shape"] == SHAPES.index("circle")
+    np.testing.assert_array_equal(data.labels, circle.astype(int))
+    assert data.class_names == ["not(shape==circle)", "shape==circle"]
+
+    def labels(rule: str) -> np.ndarray:
+        return parse_rule(rule).apply(f)
+
+    np.testing.assert_array_equal(labels("shape != triangle"), (f["shape"] != 2).astype(int))
+    np.testing.assert_array_equal(labels("obj_size>=0.4"), (f["obj_size"] >= 0.4).astype(int))
+    both = (f["obj_size"] < 0.4) & (f["bg_hue"] > 0.5) | circle  # and binds tighter than or
+    np.testing.assert_array_equal(labels("obj_size<0.4 and bg_hue>0.5 or shape==circle"), both.astype(int))
+    grouped = (f["obj_size"] < 0.4) & ((f["bg_hue"] > 0.5) | circle)
+    np.testing.assert_array_equal(labels("obj_size<0.4 AND (bg_hue>0.5 or shape==circle)"), grouped.astype(int))
+    assert parse_rule("obj_size<0.4 and (bg_hue>.5 or shape==0)").class_names[1] == (
+        "obj_size<0.4 and (bg_hue>0.5 or shape==circle)"
+    )
+    multi = parse_rule("shape")
+    assert multi.class_names == SHAPES
+    np.testing.assert_array_equal(multi.apply(f), f["shape"])
+    bins = parse_rule("obj_hue:4")
+    assert bins.num_classes == 4 and bins.class_names[1] == "obj_hue in [0.25, 0.5)"
+    np.testing.assert_array_equal(bins.apply(f), np.floor(f["obj_hue"] * 4).astype(int))
+    assert np.unique(bins.apply(f)).size == 4
+    assert bins.apply({"obj_hue": np.array([-1.0, 2.0])}).tolist() == [0, 3]  # out of range -> outer bins
+
+
+@pytest.mark.parametrize(
+    "rule, why",
+    [
+        ("colour==red", "unknown factor 'colour'"),
+        ("shape==hexagon", "not a category"),
+        ("shape<circle", "only with == or !="),
+        ("obj_size>big", "compare it with a number"),
+        ("obj_size>0.3 and", "ends too early"),
+        ("(obj_size>0.3", "not closed"),
+        ("obj_hue", "number of bins"),
+        ("obj_hue:1", "bins >= 2"),
+        ("obj_hue==0.3; import os", "Cannot read"),
+        ("", "empty"),
+    ],
+)
+def test_bad_rules_raise_with_valid_factors(rule, why):
+    with pytest.raises(StylexError, match=why) as info:
+        parse_rule(rule)
+    if rule:
+        assert "bg_brightness" in str(info.value) and "circle/square/triangle" in str(info.value)
+
+
+def test_correlate_ties_factor_to_label():
+    plain = render_shapes(200, 4, seed=0, progress=False)
+    tied = render_shapes(200, 4, seed=0, correlate={"bg_hue": 1.0}, progress=False)
+    np.testing.assert_array_equal(tied.labels, plain.labels)
+    np.testing.assert_array_equal(tied.factors["obj_size"], plain.factors["obj_size"])  # others untouched
+    np.testing.assert_array_equal((tied.factors["bg_hue"] >= 0.5).astype(int), tied.labels)
+    anti = render_shapes(200, 4, seed=0, correlate={"bg_hue": 0.0}, progress=False)
+    np.testing.assert_array_equal((anti.factors["bg_hue"] < 0.5).astype(int), anti.labels)
+    shape_tied = render_shapes(60, 4, seed=0, label_rule="bg_hue<0.5", correlate="shape=1", progress=False)
+    np.testing.assert_array_equal((shape_tied.factors["shape"] == 1).astype(int), shape_tied.labels)
+    assert parse_correlate(["bg_hue=0.9, obj_size=0.8", "pos_x=1"]) == {"bg_hue": 0.9, "obj_size": 0.8, "pos_x": 1.0}
+    with pytest.raises(StylexError, match="reads it"):
+        render_shapes(4, 4, correlate={"shape": 0.9}, progress=False)
+    with pytest.raises(StylexError, match="unknown factor 'hue'"):
+        parse_correlate("hue=0.9")
+    with pytest.raises(StylexError, match=r"\[0, 1\]"):
+        parse_correlate("bg_hue=1.5")
+
+
+def test_write_synth_loads_back_identically(tmp_path):
+    out = tmp_path / "shapes"
+    written = write_synth(out, 12, RES, seed=4, label_rule="obj_size>0.35", correlate={"bg_hue": 0.9}, progress=False)
+    back = load_dataset(out)
+    np.testing.assert_array_equal(back.images, written.images)
+    np.testing.assert_array_equal(back.labels, written.labels)
+    assert back.class_names == written.class_names == ["not(obj_size>0.35)", "obj_size>0.35"]
+    assert back.filenames == written.filenames and back.filenames[0].endswith("000000.png")
+    assert set(back.factors) == set(FACTOR_NAMES)
+    for name in FACTOR_NAMES:
+        np.testing.assert_array_equal(back.factors[name], written.factors[name])  # exact, floats included
+    assert back.factor_categories == {"shape": SHAPES}
+    np.testing.assert_array_equal(written.images, render_shapes(12, RES, 4, "obj_size>0.35", {"bg_hue": 0.9}).images)
+
+    with open(out / "factors.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["filename", "label", *FACTOR_NAMES]
+    assert {r["shape"] for r in rows} <= set(SHAPES)
+    assert all((out / r["filename"]).parent.name.startswith(r["label"] + "_") for r in rows)
+    meta = json.loads((out / "synth.json").read_text())
+    assert meta["seed"] == 4 and meta["label_rule"] == "obj_size>0.35" and meta["correlate"] == {"bg_hue": 0.9}
+    assert load_dataset(out, resolution=8).images.shape == (12, 8, 8, 3)
+
+    with pytest.raises(StylexError, match="no images of class"):
+        write_synth(tmp_path / "never", 8, 4, label_rule="obj_size>0.9", progress=False)
+    assert not (tmp_path / "never").exists()
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def _truncated(path: Path) -> None:
+    _save(path, _rgb(0, 32))
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _unlink_first(folder: Path) -> None:
+    with open(folder / "factors.csv", newline="") as f:
+        (folder / next(csv.DictReader(f))["filename"]).unlink()
+
+
+@pytest.mark.parametrize(
+    "make, target, pattern",
+    [
+        (lambda d: None, "missing", "does not exist"),
+        (lambda d: (d / "empty").mkdir(), "empty", "no images"),
+        (lambda d: (d / "docs").mkdir() or (d / "docs" / "a.txt").write_text("x"), "docs", "no images"),
+        (lambda d: (d / "cls" / "a").mkdir(parents=True) or (d / "cls" / "b").mkdir(), "cls", "no images"),
+        (lambda d: _save(d / "mix" / "a" / "1.png", _rgb(0)) or (d / "mix" / "b").mkdir(), "mix", "mix/b has no"),
+        (lambda d: _truncated(d / "trunc" / "bad.png"), "trunc", r"bad\.png"),
+        (lambda d: (d / "junk").mkdir() or (d / "junk" / "x.jpg").write_bytes(b"not a jpeg"), "junk", r"x\.jpg"),
+        (lambda d: np.savez(d / "f.npz", images=np.zeros((2, 4, 4, 3), np.float32)), "f.npz", "not uint8"),
+        (lambda d: np.savez(d / "n.npz", pixels=np.zeros((2, 4, 4, 3), np.uint8)), "n.npz", "no 'images'"),
+        (lambda d: np.savez(d / "c.npz", images=np.zeros((2, 3, 8, 8), np.uint8)), "c.npz", "NCHW"),
+        (
+            lambda d: np.savez(d / "l.npz", images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.zeros(3, int)),
+            "l.npz",
+            "labels",
+        ),
+        (lambda d: (d / "o.npz").write_bytes(b"garbage"), "o.npz", "not an .npz"),
+        (
+            lambda d: write_synth(d / "s", 6, 4, label_rule="pos_x:2", progress=False) and _unlink_first(d / "s"),
+            "s",
+            "000",
+        ),
+    ],
+)
+def test_user_errors_name_the_file(tmp_path, make, target, pattern):
+    make(tmp_path)
+    with pytest.raises(StylexError, match=pattern) as info:
+        load_dataset(tmp_path / target)
+    message = str(info.value)
+    assert target in message and "Traceback" not in message
+    assert message.replace("e.g. ", "").count(". ") == 0 and message.endswith(".")  # one sentence
