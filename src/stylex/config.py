@@ -155,9 +155,7 @@ def _from_dict(cls, data: dict[str, Any], source: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise StylexError(
-            f"{source}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}."
-        )
+        raise StylexError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}.")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]

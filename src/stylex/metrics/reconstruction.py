@@ -26,9 +26,7 @@ def identity(x_rec: torch.Tensor, x: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _figures(
-    x_rec: torch.Tensor, x: torch.Tensor, pred: torch.Tensor, classify: Callable
-) -> dict[str, float]:
+def _figures(x_rec: torch.Tensor, x: torch.Tensor, pred: torch.Tensor, classify: Callable) -> dict[str, float]:
     pred_rec = classify(x_rec).argmax(dim=1)
     return {
         "consistency": (pred_rec == pred).float().mean().item(),

@@ -59,9 +59,7 @@ class Discriminator(nn.Module):
         h = self.fc(self.conv(h).flatten(1))  # [N, C4]
         out = self.out(h).squeeze(1)  # [N]
         if self.embed is not None:
-            assert c is not None and c.shape == (x.shape[0], self.c_dim), (
-                "D needs the classifier logits c [N, K]"
-            )
+            assert c is not None and c.shape == (x.shape[0], self.c_dim), "D needs the classifier logits c [N, K]"
             p = torch.softmax(c.float(), dim=1).to(h.dtype)
             out = out + (self.embed(p) * h).sum(dim=1) / h.shape[1] ** 0.5
         return out

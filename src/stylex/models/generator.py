@@ -39,9 +39,7 @@ class SynthesisLayer(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, style_dim: int, upsample: bool):
         super().__init__()
-        self.conv = ModulatedConv2d(
-            in_channels, out_channels, 3, style_dim, demodulate=True, upsample=upsample
-        )
+        self.conv = ModulatedConv2d(in_channels, out_channels, 3, style_dim, demodulate=True, upsample=upsample)
         self.noise = NoiseInjection()
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
@@ -123,15 +121,13 @@ class Generator(nn.Module):
         rgb = [to_rgb.conv.affine(w_prime) for to_rgb in self.to_rgbs]
         return StyleVector(conv, rgb, self.layout)
 
-    def make_noise(
-        self, batch_size: int, generator: torch.Generator | None = None, device=None
-    ) -> list[torch.Tensor]:
+    def make_noise(self, batch_size: int, generator: torch.Generator | None = None, device=None) -> list[torch.Tensor]:
         """Per-layer noise maps [N, 1, r, r]; pass a seeded `generator` for fixed noise."""
         device = device if device is not None else self.const.device
         return [
-            torch.randn(
-                batch_size, 1, r, r, generator=generator, device=device if generator is None else "cpu"
-            ).to(device)
+            torch.randn(batch_size, 1, r, r, generator=generator, device=device if generator is None else "cpu").to(
+                device
+            )
             for r in self.noise_sizes
         ]
 
@@ -147,13 +143,9 @@ class Generator(nn.Module):
         for i, to_rgb in enumerate(self.to_rgbs[1:]):
             x = self.layers[1 + 2 * i](x, s.conv[1 + 2 * i], noise[1 + 2 * i])  # upsample
             x = self.layers[2 + 2 * i](x, s.conv[2 + 2 * i], noise[2 + 2 * i])
-            img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + to_rgb(
-                x, s.rgb[1 + i]
-            )
+            img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + to_rgb(x, s.rgb[1 + i])
         return img
 
-    def forward(
-        self, w: torch.Tensor, c: torch.Tensor, noise: list[torch.Tensor] | None = None
-    ) -> torch.Tensor:
+    def forward(self, w: torch.Tensor, c: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Shorthand for synthesis(styles(w, c), noise)."""
         return self.synthesis(self.styles(w, c), noise)

@@ -46,9 +46,7 @@ class StyleLayout:
         return out
 
     def flat_index(self, coord: StyleCoord) -> int:
-        if not (0 <= coord.layer < len(self.conv_dims)) or not (
-            0 <= coord.channel < self.conv_dims[coord.layer]
-        ):
+        if not (0 <= coord.layer < len(self.conv_dims)) or not (0 <= coord.channel < self.conv_dims[coord.layer]):
             raise IndexError(f"{coord} is outside the style layout {self.conv_dims}")
         return self.offsets()[coord.layer] + coord.channel
 

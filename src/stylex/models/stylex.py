@@ -54,9 +54,7 @@ class StylEx(nn.Module):
 
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
-            raise StylexError(
-                f"{run_dir} is not a folder; pass the run folder written by `stylex train --out`."
-            )
+            raise StylexError(f"{run_dir} is not a folder; pass the run folder written by `stylex train --out`.")
         info = read_json(run_dir / "config.json")
         if "train" not in info or "num_classes" not in info:
             raise StylexError(f"{run_dir / 'config.json'} is not a StylEx run config (no 'train' section).")
@@ -79,8 +77,6 @@ class StylEx(nn.Module):
         """Styles of images x with classifier logits c [N, K]."""
         return self.G.styles(self.encode(x), c)
 
-    def reconstruct(
-        self, x: torch.Tensor, c: torch.Tensor, noise: list[torch.Tensor] | None = None
-    ) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, c: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
         """x_rec = G(E(x), C(x)) [N, 3, R, R]; pass the classifier logits c [N, K] of x."""
         return self.G.synthesis(self.styles(x, c), noise)

@@ -36,9 +36,7 @@ def save_weights(path: Path, modules: dict[str, nn.Module], step: int) -> None:
         for key, value in module.state_dict().items():
             tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
     tmp = path.with_name(path.name + ".tmp")
-    save_file(
-        tensors, str(tmp), metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step)}
-    )
+    save_file(tensors, str(tmp), metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step)})
     _fsync_replace(tmp, path)
 
 
@@ -54,9 +52,7 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise StylexError(
-            f"{path} is not a readable safetensors file ({e}); re-create or re-download it."
-        ) from None
+        raise StylexError(f"{path} is not a readable safetensors file ({e}); re-create or re-download it.") from None
     version = metadata.get("format_version")
     if version != str(CHECKPOINT_FORMAT_VERSION):
         raise StylexError(
@@ -101,7 +97,5 @@ def load_state(path: Path) -> dict[str, Any]:
             "other than tensors and plain values, which stylex refuses to unpickle."
         ) from None
     if state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise StylexError(
-            f"{path} has state format {state.get('format_version')}; re-train with this version."
-        )
+        raise StylexError(f"{path} has state format {state.get('format_version')}; re-train with this version.")
     return state

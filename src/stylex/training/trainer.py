@@ -36,7 +36,6 @@ from stylex.training.checkpoint import (
 )
 from stylex.training.ema import make_ema, update_ema
 
-
 # Config keys that may change when a run is resumed: when to stop, and how often to log.
 RESUMABLE_KEYS = frozenset({"max_steps", "max_minutes", "log_every", "sample_every", "checkpoint_every", "eval_every"})
 
@@ -136,9 +135,7 @@ class Trainer:
         weights = self.out_dir / WEIGHTS
         if resume:
             if not weights.is_file():
-                raise StylexError(
-                    f"{self.out_dir} has no checkpoint to resume; drop --resume to start a new run."
-                )
+                raise StylexError(f"{self.out_dir} has no checkpoint to resume; drop --resume to start a new run.")
             saved = read_json(self.out_dir / "config.json")
             before = TrainConfig.from_dict(saved.get("train", {}), str(self.out_dir / "config.json")).to_dict()
             now = self.config.to_dict()
@@ -387,9 +384,7 @@ class Trainer:
                             **last,
                         }
                     )
-                    bar.set_postfix(
-                        {k: f"{v:.3g}" for k, v in last.items() if k in ("l1", "kl", "loss_d", "g_adv")}
-                    )
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in last.items() if k in ("l1", "kl", "loss_d", "g_adv")})
                     sums, count = {}, 0
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and len(self.val_images):
                     report = self.evaluate()

@@ -1,0 +1,357 @@
+"""ClassifierAdapter: the frozen classifier C as the rest of stylex sees it.
+
+It takes stylex images ([N, 3, H, W] float in [-1, 1] at the model resolution), converts them to the
+classifier's own input convention (an `InputSpec`), and returns float32 logits [N, K].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylex.classifier.spec import InputSpec
+from stylex.errors import StylexError
+
+SOURCE_KINDS = ("stylex", "torchscript", "factory", "module")
+
+
+@dataclass(frozen=True)
+class ClassifierSource:
+    """Where a classifier came from, so a StylEx run can reload it (stored in the run's config.json).
+
+    Attributes:
+        kind: "stylex" (a directory written by `train_classifier`), "torchscript" (a file for
+            `torch.jit.load`), "factory" (`package.module:factory` plus optional safetensors weights), or
+            "module" (an in-memory module; recorded but cannot be reloaded).
+        location: The directory, the file, or "package.module:factory".
+        weights: Safetensors file loaded into the module, or None (the source's own weights).
+        input_spec: The input convention used.
+        num_classes: K, when known.
+        class_names: Class names, when known (a stylex directory records them).
+        fingerprint: Short sha256 of the weights (see `weights_fingerprint`), when computed.
+    """
+
+    kind: str
+    location: str
+    weights: str | None = None
+    input_spec: InputSpec = field(default_factory=InputSpec)
+    num_classes: int | None = None
+    class_names: list[str] | None = None
+    fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        assert self.kind in SOURCE_KINDS, self.kind
+
+    def describe(self) -> str:
+        """How messages name the classifier: `'runs/x/classifier'` or `'pkg.mod:build' (weights 'w.safetensors')`."""
+        text = f"'{self.location}'"
+        if self.weights is not None:
+            text += f" (weights '{self.weights}')"
+        return text
+
+    def relative_to(self, base_dir: str | os.PathLike) -> ClassifierSource:
+        """A copy whose location and weights are relative to `base_dir` when they lie inside it.
+
+        Use it to store a classifier that lives inside a run folder (e.g. RUN/classifier) so the run can
+        be moved; reload with `load_classifier_from_dict(d, base_dir=RUN)`.
+        """
+        base = os.path.abspath(base_dir)
+
+        def rel(p: str | None) -> str | None:
+            if p is None or self.kind == "factory" and p == self.location or not os.path.isabs(p):
+                return p
+            inside = os.path.commonpath([base, os.path.abspath(p)]) == base
+            return os.path.relpath(p, base) if inside else p
+
+        return replace(self, location=rel(self.location), weights=rel(self.weights))
+
+    def resolved(self, base_dir: str | os.PathLike | None) -> ClassifierSource:
+        """Inverse of `relative_to`: relative paths are joined to `base_dir` (None = leave them)."""
+        if base_dir is None:
+            return self
+
+        def absolute(p: str | None) -> str | None:
+            if p is None or self.kind == "factory" and p == self.location or os.path.isabs(p):
+                return p
+            return os.path.join(os.fspath(base_dir), p)
+
+        return replace(self, location=absolute(self.location), weights=absolute(self.weights))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; `ClassifierSource.from_dict(s.to_dict()) == s`."""
+        return {
+            "kind": self.kind,
+            "location": self.location,
+            "weights": self.weights,
+            "input_spec": self.input_spec.to_dict(),
+            "num_classes": self.num_classes,
+            "class_names": None if self.class_names is None else list(self.class_names),
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassifierSource:
+        """Inverse of `to_dict`."""
+        try:
+            return cls(
+                kind=d["kind"],
+                location=d["location"],
+                weights=d.get("weights"),
+                input_spec=InputSpec.from_dict(d.get("input_spec") or {}),
+                num_classes=d.get("num_classes"),
+                class_names=d.get("class_names"),
+                fingerprint=d.get("fingerprint"),
+            )
+        except (KeyError, TypeError, AssertionError) as e:
+            raise StylexError(
+                f"The classifier entry {d!r} is incomplete or malformed ({e}); "
+                "re-create the run or point it at the classifier again."
+            ) from e
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """Short sha256 (16 hex digits) over the module's state: names, dtypes, shapes and raw bytes.
+
+    Independent of file format and device, so the same weights give the same fingerprint whether they
+    came from a stylex directory, a TorchScript file or a safetensors file.
+    """
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class ClassifierAdapter(nn.Module):
+    """The frozen classifier C: stylex images in, float32 logits out, differentiable w.r.t. the images.
+
+    The wrapped model is put in eval mode with `requires_grad=False` on every parameter, and stays in
+    eval mode whatever `train()` is called with (the GAN trains *through* C, never C itself).
+
+    Args:
+        model: Any module mapping the classifier's own input [N, 3, size, size] to logits [N, K].
+        input_spec: The classifier's input convention.
+        source: Where it came from (recorded by `to_dict()`); None = an in-memory module.
+        num_classes: K if known; else read from `model.num_classes` if present, else set by `check()`.
+        class_names: Optional names of the K classes.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        input_spec: InputSpec | None = None,
+        source: ClassifierSource | None = None,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if input_spec is None:
+            input_spec = source.input_spec if source is not None else InputSpec()
+        self.model = model
+        self.input_spec = input_spec
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        if num_classes is None and source is not None:
+            num_classes = source.num_classes
+        if num_classes is None:
+            attr = getattr(model, "num_classes", None)
+            num_classes = attr if isinstance(attr, int) and not isinstance(attr, bool) else None
+        self._num_classes = num_classes
+        if class_names is None and source is not None:
+            class_names = source.class_names
+        self.class_names = None if class_names is None else list(class_names)
+        self._source = source if source is not None else ClassifierSource(kind="module", location=type(model).__name__)
+        self._fingerprint: str | None = None
+
+        # Per-channel normalisation as non-persistent buffers so `.to(device)` moves them.
+        lo, hi = input_spec.value_range
+        self._scale = (hi - lo) / 2.0  # [-1, 1] -> [lo, hi]: x * scale + shift
+        self._shift = (hi + lo) / 2.0
+        if input_spec.mean is not None:
+            self.register_buffer("mean", torch.tensor(input_spec.mean).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(input_spec.std).view(1, -1, 1, 1), persistent=False)
+        else:
+            self.register_buffer("mean", None, persistent=False)
+            self.register_buffer("std", None, persistent=False)
+        floats = [p.dtype for p in self.model.parameters() if p.is_floating_point()]
+        self._input_dtype = floats[0] if floats else torch.float32
+
+    # --- identity -------------------------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of logits."""
+        if self._num_classes is None:
+            raise StylexError(
+                f"The number of classes of classifier {self._source.describe()} is not known yet; "
+                "call check(resolution) first."
+            )
+        return self._num_classes
+
+    @property
+    def source(self) -> ClassifierSource:
+        """Where the classifier came from, with its input spec, K, class names and fingerprint filled in."""
+        return replace(
+            self._source,
+            input_spec=self.input_spec,
+            num_classes=self._num_classes,
+            class_names=self.class_names,
+            fingerprint=self.fingerprint(),
+        )
+
+    def to_dict(self, relative_to: str | os.PathLike | None = None) -> dict[str, Any]:
+        """JSON-ready record for a run's config.json; `load_classifier_from_dict` reloads it.
+
+        Args:
+            relative_to: If given (e.g. the run folder), paths inside it are stored relative to it;
+                reload with `load_classifier_from_dict(d, base_dir=that folder)`.
+        """
+        source = self.source
+        if relative_to is not None:
+            source = source.relative_to(relative_to)
+        return source.to_dict()
+
+    def fingerprint(self) -> str:
+        """Short sha256 hex of the wrapped model's weights (cached: the weights are frozen)."""
+        if self._fingerprint is None:
+            self._fingerprint = weights_fingerprint(self.model)
+        return self._fingerprint
+
+    # --- modes ----------------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> ClassifierAdapter:
+        """Sets the adapter's own flag only; the wrapped classifier always stays in eval mode."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @property
+    def has_features(self) -> bool:
+        """True when the wrapped model has a `features(x) -> list[Tensor]` method (for a perceptual loss)."""
+        return callable(getattr(self.model, "features", None))
+
+    # --- the hot path ---------------------------------------------------------------------------------
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Stylex images -> the classifier's input convention.
+
+        Args:
+            x: [N, 3, H, W] float in [-1, 1].
+
+        Returns:
+            [N, 3, size, size] in the classifier's value range, normalised by mean/std if set.
+        """
+        assert x.ndim == 4 and x.shape[1] == 3, tuple(x.shape)
+        spec = self.input_spec
+        x = x.to(self._input_dtype)
+        if spec.size is not None and tuple(x.shape[2:]) != (spec.size, spec.size):
+            # Antialias only when shrinking: bilinear without it aliases badly on downsampling.
+            downsampling = spec.size < max(x.shape[2], x.shape[3])
+            x = F.interpolate(
+                x, size=(spec.size, spec.size), mode="bilinear", align_corners=False, antialias=downsampling
+            )
+        if self._scale != 1.0 or self._shift != 0.0:
+            x = x * self._scale + self._shift  # [-1, 1] -> value_range
+        if self.mean is not None:
+            x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] images in [-1, 1] -> float32 logits [N, K]; gradients flow to x, not to C."""
+        c = self.model(self.prepare(x))  # [N, K]
+        assert isinstance(c, torch.Tensor) and c.ndim == 2, "classifier output is not [N, K]; see check()"
+        return c.float()
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor] | None:
+        """The wrapped model's feature maps for images [N, 3, H, W] in [-1, 1], or None if it has none."""
+        if not self.has_features:
+            return None
+        return list(self.model.features(self.prepare(x)))
+
+    # --- validation -----------------------------------------------------------------------------------
+
+    def check(self, resolution: int) -> int:
+        """Run a batch of 2 random images at `resolution` and validate what comes back.
+
+        Checks that the call succeeds, returns a float tensor [2, K] with K >= 2 (and K equal to a
+        known `num_classes`), finite values, and that the logits depend differentiably on the input.
+
+        Args:
+            resolution: Side of the stylex images that will be fed in.
+
+        Returns:
+            K, which also becomes `num_classes`.
+
+        Raises:
+            StylexError: One sentence naming the classifier, what it returned and what is expected.
+        """
+        name = self._source.describe()
+        device = next(
+            (t.device for t in list(self.model.parameters()) + list(self.model.buffers())),
+            torch.device("cpu"),
+        )
+        gen = torch.Generator().manual_seed(0)
+        x = (torch.rand(2, 3, resolution, resolution, generator=gen) * 2 - 1).to(device).requires_grad_(True)
+        size = self.input_spec.size or resolution
+        fix = "set the input size, value range and mean/std the classifier was trained with"
+        try:
+            with torch.enable_grad():
+                c = self.model(self.prepare(x))
+        except Exception as e:  # any failure inside user code becomes one actionable sentence
+            first_line = (str(e).strip().splitlines() or [""])[0]
+            raise StylexError(
+                f"Classifier {name} failed on a batch of 2 images [2, 3, {size}, {size}] "
+                f"({self.input_spec.describe()}) with {type(e).__name__}: {first_line}; {fix}."
+            ) from e
+        if not isinstance(c, torch.Tensor):
+            raise StylexError(
+                f"Classifier {name} returned {type(c).__name__} instead of a logits tensor [2, K]; "
+                "make its forward return only the logits, shape [N, num_classes]."
+            )
+        shape = list(c.shape)
+        if c.ndim != 2 or shape[0] != 2:
+            raise StylexError(
+                f"Classifier {name} returned shape {shape} for a batch of 2 images, "
+                "expected logits [2, K] with K >= 2; "
+                "make its forward return one logit per class, shape [N, num_classes]."
+            )
+        if shape[1] < 2:
+            raise StylexError(
+                f"Classifier {name} returned shape {shape} (one logit), expected logits [2, K] with K >= 2 classes; "
+                "for a binary classifier return two logits, e.g. torch.cat([-l, l], dim=1)."
+            )
+        if not c.is_floating_point():
+            raise StylexError(
+                f"Classifier {name} returned {c.dtype} values of shape {shape}, expected float logits [2, K]; "
+                "return raw logits, not class indices."
+            )
+        if self._num_classes is not None and shape[1] != self._num_classes:
+            raise StylexError(
+                f"Classifier {name} returned {shape[1]} logits but is recorded with {self._num_classes} classes; "
+                "point the run at the classifier it was trained with."
+            )
+        if not torch.isfinite(c).all():
+            raise StylexError(
+                f"Classifier {name} returned non-finite logits (NaN or inf) of shape {shape} on random images in "
+                f"[{self.input_spec.value_range[0]:g}, {self.input_spec.value_range[1]:g}]; "
+                "check its weights and input range."
+            )
+        grad = None
+        if c.requires_grad:
+            (grad,) = torch.autograd.grad(c.float().sum(), x, allow_unused=True)
+        if grad is None or not torch.isfinite(grad).all():
+            raise StylexError(
+                f"Classifier {name} returns logits that are not differentiable w.r.t. its input "
+                "(StylEx trains the generator through it); "
+                "remove .detach(), torch.no_grad() or numpy steps from its forward."
+            )
+        self._num_classes = shape[1]
+        return shape[1]

@@ -1,0 +1,322 @@
+"""Loading a classifier from a stylex directory, a TorchScript file, or `package.module:factory`.
+
+Nothing here unpickles: weights are safetensors, TorchScript goes through `torch.jit.load`, and a
+factory is the user's own code, imported by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from stylex.classifier.adapter import ClassifierAdapter, ClassifierSource
+from stylex.classifier.small_cnn import SmallCNN
+from stylex.classifier.spec import InputSpec
+from stylex.classifier.store import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
+from stylex.errors import StylexError
+
+_FACTORY = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
+ARCHITECTURES = {"SmallCNN": SmallCNN}
+_SPEC_HINT = "--classifier-input-size / --classifier-range / --classifier-mean / --classifier-std"
+
+
+def load_classifier(
+    source: str,
+    weights: str | None = None,
+    input_spec: InputSpec | None = None,
+    device: str | torch.device = "cpu",
+    resolution: int | None = None,
+) -> ClassifierAdapter:
+    """Load a classifier and wrap it as a frozen `ClassifierAdapter`.
+
+    Args:
+        source: One of
+            - a directory written by `train_classifier` (config.json + weights.safetensors);
+            - a TorchScript file (`torch.jit.save`), loaded with `torch.jit.load`;
+            - "package.module:factory": `factory()` must return an `nn.Module` (the current directory is
+              searched too). The module may define `input_spec` (InputSpec or dict) and `class_names`.
+        weights: Safetensors state dict to load strictly into the module (factory or TorchScript), or
+            to use instead of a directory's weights.safetensors; None = the source's own weights.
+        input_spec: The classifier's input convention; None = the directory's recorded spec, the
+            factory module's `input_spec`, or else [-1, 1] at the model resolution (with a warning).
+        device: Where the classifier runs.
+        resolution: The model resolution; when given (or known from the spec), the classifier is
+            checked at once with `ClassifierAdapter.check`, which also fixes `num_classes`.
+
+    Returns:
+        The adapter, in eval mode with frozen parameters, on `device`.
+
+    Raises:
+        StylexError: Missing file, unimportable module, factory not returning a module, weights that
+            do not match, or a classifier whose output fails `check`.
+    """
+    adapter = _load(str(source), weights, input_spec, device)
+    check_at = resolution or adapter.input_spec.size
+    if check_at is not None:
+        adapter.check(check_at)
+    return adapter
+
+
+def _load(
+    source: str, weights: str | None, input_spec: InputSpec | None, device: str | torch.device
+) -> ClassifierAdapter:
+    """Dispatch on the kind of source; no check."""
+    if weights is not None and not os.path.isfile(weights):
+        raise StylexError(
+            f"Classifier weights file '{weights}' does not exist; check the path to the .safetensors file."
+        )
+    if os.path.isdir(source):
+        adapter = _load_directory(source, weights, input_spec)
+    elif os.path.isfile(source):
+        adapter = _load_torchscript(source, weights, input_spec, device)
+    elif _FACTORY.match(source):
+        adapter = _load_factory(source, weights, input_spec)
+    else:
+        raise StylexError(
+            f"Classifier '{source}' is neither an existing directory or file nor 'package.module:factory'; "
+            "give a classifier directory from `stylex train-classifier`, a TorchScript file, or module:factory."
+        )
+    return adapter.to(device)
+
+
+def load_classifier_from_dict(
+    d: dict[str, Any],
+    device: str | torch.device = "cpu",
+    base_dir: str | os.PathLike | None = None,
+    check_fingerprint: bool = True,
+    resolution: int | None = None,
+) -> ClassifierAdapter:
+    """Reload the classifier a StylEx run recorded with `ClassifierAdapter.to_dict()`.
+
+    Args:
+        d: The recorded dict (kind, location, weights, input_spec, num_classes, fingerprint, ...).
+        device: Where the classifier runs.
+        base_dir: Directory that relative locations in `d` are relative to (e.g. the run folder,
+            see `ClassifierSource.relative_to`); None = the current directory.
+        check_fingerprint: Raise if the weights differ from those recorded.
+        resolution: Model resolution to run `check` at (None = the spec's size, if any).
+
+    Returns:
+        The adapter, with the recorded input spec and class names.
+    """
+    src = ClassifierSource.from_dict(d)
+    if src.kind == "module":
+        raise StylexError(
+            f"The run's classifier '{src.location}' was an in-memory module and cannot be reloaded; "
+            "pass the classifier again (directory, TorchScript file or module:factory)."
+        )
+    src = src.resolved(base_dir)
+    adapter = _load(src.location, src.weights, src.input_spec, device)
+    if src.class_names is not None and adapter.class_names is None:
+        adapter.class_names = list(src.class_names)
+    if src.num_classes is not None and adapter._num_classes is None:
+        adapter._num_classes = src.num_classes
+    if check_fingerprint and src.fingerprint is not None and adapter.fingerprint() != src.fingerprint:
+        raise StylexError(
+            f"Classifier {src.describe()} has weights fingerprint {adapter.fingerprint()}, but the run was trained "
+            f"with {src.fingerprint}; point the run at the original classifier or retrain the run."
+        )
+    check_at = resolution or adapter.input_spec.size
+    if check_at is not None:
+        adapter.check(check_at)
+    return adapter
+
+
+# --- the three kinds of source ---------------------------------------------------------------------------
+
+
+def _load_directory(path: str, weights: str | None, input_spec: InputSpec | None) -> ClassifierAdapter:
+    config_path = Path(path) / CONFIG_NAME
+    if not config_path.is_file():
+        raise StylexError(
+            f"Classifier directory '{path}' has no {CONFIG_NAME}; "
+            f"train one with `stylex train-classifier --out {path}` or give a TorchScript file or module:factory."
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StylexError(
+            f"Classifier config '{config_path}' is not readable JSON ({e}); retrain the classifier."
+        ) from e
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise StylexError(
+            f"Classifier config '{config_path}' has format_version {version!r}, this stylex reads up to "
+            f"{FORMAT_VERSION}; upgrade stylex or retrain the classifier."
+        )
+    arch = config.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise StylexError(
+            f"Classifier config '{config_path}' names architecture {arch!r}; known: {sorted(ARCHITECTURES)}."
+        )
+    try:
+        model = ARCHITECTURES[arch](**config["model"])
+    except (KeyError, TypeError, AssertionError) as e:
+        raise StylexError(
+            f"Classifier config '{config_path}' has bad model arguments ({e}); retrain the classifier."
+        ) from e
+    weights_path = weights if weights is not None else str(Path(path) / WEIGHTS_NAME)
+    if not os.path.isfile(weights_path):
+        raise StylexError(f"Classifier directory '{path}' has no {WEIGHTS_NAME}; retrain the classifier.")
+    _load_weights(model, weights_path, path)
+    spec = input_spec if input_spec is not None else InputSpec.from_dict(config.get("input_spec") or {})
+    source = ClassifierSource(
+        kind="stylex",
+        location=os.path.abspath(path),
+        weights=None if weights is None else os.path.abspath(weights),
+        input_spec=spec,
+    )
+    return ClassifierAdapter(
+        model,
+        spec,
+        source=source,
+        num_classes=config.get("num_classes"),
+        class_names=config.get("class_names"),
+    )
+
+
+def _load_torchscript(
+    path: str, weights: str | None, input_spec: InputSpec | None, device: str | torch.device
+) -> ClassifierAdapter:
+    if path.endswith(".safetensors"):
+        raise StylexError(
+            f"Classifier '{path}' is a weights file, not a model; give the architecture as module:factory "
+            f"and this file as the weights (--classifier-weights {path})."
+        )
+    if path.endswith(".pt2"):
+        raise StylexError(
+            f"Classifier '{path}' is a torch.export archive, which loads through pickle; "
+            "give a TorchScript file or module:factory plus safetensors weights instead."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated from torch 2.10
+            model = torch.jit.load(path, map_location=device)
+    except Exception as e:
+        raise StylexError(
+            f"Classifier '{path}' is not a TorchScript file ({type(e).__name__}); save one with "
+            "torch.jit.script(model).save(path), or give module:factory plus safetensors weights."
+        ) from e
+    if weights is not None:
+        _load_weights(model, weights, path)
+    if input_spec is None:
+        input_spec = InputSpec()
+        warnings.warn(
+            f"Classifier '{path}': no input spec given, assuming images in [-1, 1] at the model resolution; "
+            f"set {_SPEC_HINT} if it expects otherwise.",
+            stacklevel=4,
+        )
+    source = ClassifierSource(
+        kind="torchscript",
+        location=os.path.abspath(path),
+        weights=None if weights is None else os.path.abspath(weights),
+        input_spec=input_spec,
+    )
+    return ClassifierAdapter(model, input_spec, source=source)
+
+
+def _load_factory(spec: str, weights: str | None, input_spec: InputSpec | None) -> ClassifierAdapter:
+    module_name, attr_path = _FACTORY.match(spec).groups()
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.append(cwd)  # `stylex` run as a console script does not search the current directory
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise StylexError(
+            f"Cannot import module '{module_name}' for classifier '{spec}' ({type(e).__name__}: {e}); "
+            "install it or run from the directory that holds it (or add it to PYTHONPATH)."
+        ) from e
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+    factory: Any = module
+    for part in attr_path.split("."):
+        if not hasattr(factory, part):
+            raise StylexError(
+                f"Module '{module_name}' has no '{attr_path}' for classifier '{spec}'; check the name after ':'."
+            )
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise StylexError(
+            f"Classifier factory '{spec}' is a {type(factory).__name__}, not callable; name a function or class."
+        )
+    try:
+        model = factory()
+    except Exception as e:
+        raise StylexError(
+            f"Classifier factory '{spec}' raised {type(e).__name__}: {e}; it must build the model with no arguments."
+        ) from e
+    if not isinstance(model, nn.Module):
+        raise StylexError(
+            f"Classifier factory '{spec}' returned {type(model).__name__}, expected a torch.nn.Module; "
+            "return the model."
+        )
+    if weights is not None:
+        _load_weights(model, weights, spec)
+    if input_spec is None:
+        declared = getattr(module, "input_spec", None)
+        if isinstance(declared, InputSpec):
+            input_spec = declared
+        elif isinstance(declared, dict):
+            input_spec = InputSpec.from_dict(declared)
+        else:
+            input_spec = InputSpec()
+            warnings.warn(
+                f"Classifier '{spec}': no input spec given and module '{module_name}' defines no `input_spec`, "
+                f"assuming images in [-1, 1] at the model resolution; set {_SPEC_HINT} if it expects otherwise.",
+                stacklevel=4,
+            )
+    class_names = getattr(module, "class_names", None)
+    source = ClassifierSource(
+        kind="factory",
+        location=spec,
+        weights=None if weights is None else os.path.abspath(weights),
+        input_spec=input_spec,
+    )
+    return ClassifierAdapter(
+        model, input_spec, source=source, class_names=list(class_names) if class_names is not None else None
+    )
+
+
+def _load_weights(model: nn.Module, weights: str, name: str) -> None:
+    """Strictly load a safetensors state dict, with one sentence listing what does not match."""
+    try:
+        state = load_file(weights)
+    except Exception as e:
+        raise StylexError(
+            f"Classifier weights '{weights}' are not a readable safetensors file ({type(e).__name__}: {e}); "
+            "save them with safetensors.torch.save_file(model.state_dict(), path)."
+        ) from e
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+                parts.append(f"{label}: {shown}")
+        raise StylexError(
+            f"Classifier weights '{weights}' do not match the model from '{name}' ({'; '.join(parts)}); "
+            "pass the weights saved from this exact architecture."
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except Exception as e:
+        raise StylexError(
+            f"Classifier weights '{weights}' could not be loaded into the model from '{name}' ({e}); "
+            "pass the weights saved from this exact architecture."
+        ) from e

@@ -1,0 +1,55 @@
+"""The on-disk format of a trained stylex classifier, and atomic file writes.
+
+A classifier directory holds:
+    config.json          format_version, architecture, num_classes, resolution, width, class_names,
+                         model (constructor arguments), input_spec, train (ClassifierTrainConfig), fingerprint
+    weights.safetensors  the state dict (no pickle)
+    metrics.json         written by `train_classifier`: accuracies, counts, seconds
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "weights.safetensors"
+METRICS_NAME = "metrics.json"
+
+
+def _atomic(path: Path, write) -> None:
+    """Write via a temporary file in the same directory, then os.replace: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write `obj` as indented JSON to `path` atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+
+    _atomic(Path(path), write)
+
+
+def save_weights_atomic(path: str | os.PathLike, state_dict: dict[str, torch.Tensor]) -> None:
+    """Write a state dict to a safetensors file atomically (tensors are copied to CPU, contiguous)."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))

@@ -1,0 +1,323 @@
+"""Tests for stylex.classifier: SmallCNN, InputSpec, ClassifierAdapter, loading and training (tiny, CPU)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from stylex.classifier import (
+    ClassifierAdapter,
+    ClassifierTrainConfig,
+    InputSpec,
+    SmallCNN,
+    load_classifier,
+    load_classifier_from_dict,
+    train_classifier,
+)
+from stylex.errors import StylexError
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ToyDataset:
+    """Stand-in for stylex.data.ImageDataset: uint8 images [N, H, W, 3], int64 labels [N]."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def bright_vs_dark(n: int, size: int, seed: int) -> ToyDataset:
+    """Class 0: dark noisy images; class 1: bright noisy images."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    base = np.where(labels == 1, 170, 60)[:, None, None, None]
+    images = np.clip(base + rng.normal(0, 30, (n, size, size, 3)), 0, 255).astype(np.uint8)
+    return ToyDataset(images, labels.astype(np.int64), ["dark", "bright"])
+
+
+class Spy(nn.Module):
+    """Records its input; returns 2 logits that depend on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(2))
+        self.seen: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen = x.detach().clone()
+        return x.mean(dim=(1, 2, 3))[:, None] * self.scale  # [N, 2]
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor):
+        return self.fn(x * self.w)
+
+
+TINY = ClassifierTrainConfig(width=8, epochs=4, batch_size=16, lr=5e-3, translate=0.0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train once on 64 + 32 images at 16 px; shared by the loading tests."""
+    out = tmp_path_factory.mktemp("clf") / "classifier"
+    train_set, val_set = bright_vs_dark(64, 16, seed=0), bright_vs_dark(32, 16, seed=1)
+    metrics = train_classifier(train_set, val_set, out, TINY, quiet=True)
+    return out, metrics, val_set
+
+
+# --- SmallCNN -----------------------------------------------------------------------------------------
+
+
+def test_small_cnn_shapes_and_backward():
+    torch.manual_seed(0)
+    model = SmallCNN(num_classes=3, resolution=16, width=8)
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    logits = model(x)
+    assert logits.shape == (2, 3)
+    feats = model.features(x)
+    assert [tuple(f.shape) for f in feats] == [(2, 8, 16, 16), (2, 16, 8, 8), (2, 32, 4, 4)]
+    assert model.feature_dims == [8, 16, 32]
+    logits.logsumexp(1).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.head.weight.grad.abs().sum() > 0
+    # From 64 px the stem halves the resolution; the config rebuilds the same architecture.
+    big = SmallCNN(num_classes=2, resolution=64)
+    assert big.features(torch.zeros(1, 3, 64, 64))[0].shape == (1, 32, 32, 32)
+    assert 100_000 < sum(p.numel() for p in big.parameters()) < 1_000_000
+    assert SmallCNN(**big.config()).config() == big.config()
+    assert big.input_spec == InputSpec(size=64, value_range=(-1, 1))
+
+
+# --- InputSpec ----------------------------------------------------------------------------------------
+
+
+def test_input_spec_round_trip_and_parsing():
+    spec = InputSpec(size=224, value_range=(0, 1), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert InputSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert InputSpec.from_options(224, "0,1", "imagenet", "imagenet") == spec
+    assert InputSpec.from_options(value_range="0:255").value_range == (0.0, 255.0)
+    assert InputSpec().is_identity and not spec.is_identity
+    with pytest.raises(StylexError, match="low < high"):
+        InputSpec(value_range=(1, 0))
+    with pytest.raises(StylexError, match="together"):
+        InputSpec(mean=(0.5,))
+    with pytest.raises(StylexError, match="positive"):
+        InputSpec(mean=(0.5,), std=(0.0,))
+    with pytest.raises(StylexError, match="give 2"):
+        InputSpec.from_options(value_range="0,1,2")
+    with pytest.raises(StylexError, match="numbers"):
+        InputSpec.from_options(mean="a,b,c", std="1")
+
+
+# --- ClassifierAdapter --------------------------------------------------------------------------------
+
+
+def test_adapter_maps_range_normalises_and_resizes():
+    spy = Spy()
+    spec = InputSpec(size=8, value_range=(0, 255), mean=(10.0, 20.0, 30.0), std=(2.0, 4.0, 5.0))
+    adapter = ClassifierAdapter(spy, spec)
+    # Constant channels -1, 0, 1 stay constant under resizing: check the arithmetic exactly.
+    x = torch.stack([torch.full((16, 16), v) for v in (-1.0, 0.0, 1.0)])[None].repeat(2, 1, 1, 1)
+    logits = adapter(x)
+    assert logits.shape == (2, 2) and logits.dtype == torch.float32
+    assert spy.seen.shape == (2, 3, 8, 8)
+    expected = torch.tensor([(0 - 10) / 2, (127.5 - 20) / 4, (255 - 30) / 5])
+    torch.testing.assert_close(spy.seen[0, :, 3, 5], expected)
+    # A random image: bilinear with antialias when shrinking, then the same affine map.
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    adapter(x)
+    shrunk = F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False, antialias=True)
+    want = ((shrunk + 1) * 127.5 - torch.tensor([10.0, 20, 30]).view(1, 3, 1, 1)) / torch.tensor([2.0, 4, 5]).view(
+        1, 3, 1, 1
+    )
+    torch.testing.assert_close(spy.seen, want)
+    # Upsampling to a larger size; identity spec passes images through untouched.
+    ClassifierAdapter(spy, InputSpec(size=32))(x)
+    assert spy.seen.shape == (1, 3, 32, 32)
+    ClassifierAdapter(spy, InputSpec())(x)
+    torch.testing.assert_close(spy.seen, x)
+    ClassifierAdapter(spy, InputSpec(value_range=(0, 1)))(x)
+    torch.testing.assert_close(spy.seen, (x + 1) / 2)
+
+
+def test_adapter_is_frozen_but_differentiable():
+    torch.manual_seed(0)
+    model = SmallCNN(num_classes=3, resolution=16, width=8)
+    adapter = ClassifierAdapter(model, model.input_spec)
+    assert adapter.num_classes == 3
+    assert all(not p.requires_grad for p in model.parameters())
+    adapter.train()
+    assert adapter.training and not model.training and not any(m.training for m in model.modules())
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    adapter(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+    assert adapter.has_features and len(adapter.features(x)) == 3
+    assert not ClassifierAdapter(Spy()).has_features and ClassifierAdapter(Spy()).features(x) is None
+    assert adapter.check(16) == 3
+    assert adapter.to_dict()["kind"] == "module"
+
+
+@pytest.mark.parametrize(
+    ("fn", "match"),
+    [
+        (lambda x: x.mean(dim=(1, 2, 3)), r"shape \[2\] .*expected logits \[2, K\] with K >= 2"),
+        (lambda x: x.mean(dim=(1, 2, 3))[:, None], r"shape \[2, 1\] \(one logit\)"),
+        (lambda x: x.mean(dim=(2, 3)) * float("nan"), r"non-finite"),
+        (lambda x: (x.mean(dim=(1, 2, 3))[:, None], 0), r"returned tuple instead of a logits tensor"),
+        (lambda x: x.mean(dim=(2, 3)).detach(), r"not differentiable"),
+        (lambda x: x.mean(dim=(2, 3)).argmax(1, keepdim=True).repeat(1, 2), r"int64"),
+        (
+            lambda x: nn.functional.linear(x.flatten(1), torch.zeros(2, 3 * 8 * 8)),
+            r"failed on a batch of 2 images \[2, 3, 16, 16\]",
+        ),
+    ],
+)
+def test_check_rejects_bad_outputs(fn, match):
+    adapter = ClassifierAdapter(Lambda(fn), InputSpec())
+    with pytest.raises(StylexError, match=match):
+        adapter.check(16)
+
+
+def test_check_accepts_good_output_and_sets_num_classes():
+    adapter = ClassifierAdapter(Lambda(lambda x: x.mean(dim=(2, 3))), InputSpec())
+    with pytest.raises(StylexError, match="not known yet"):
+        _ = adapter.num_classes
+    assert adapter.check(16) == 3 and adapter.num_classes == 3
+
+
+# --- training and the classifier directory ------------------------------------------------------------
+
+
+def test_train_classifier_learns_and_writes_files(trained):
+    out, metrics, _ = trained
+    assert metrics["val_accuracy"] >= 0.9 and metrics["train_accuracy"] >= 0.9
+    assert set(metrics["per_class_accuracy"]) == {"dark", "bright"}
+    assert metrics["num_train"] == 64 and metrics["num_val"] == 32
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json", "weights.safetensors"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "SmallCNN" and config["num_classes"] == 2 and config["resolution"] == 16
+    assert config["class_names"] == ["dark", "bright"] and config["width"] == 8
+    assert InputSpec.from_dict(config["input_spec"]) == InputSpec(size=16)
+    assert ClassifierTrainConfig.from_dict(config["train"]) == TINY
+    assert json.loads((out / "metrics.json").read_text())["val_accuracy"] == metrics["val_accuracy"]
+
+
+def test_train_classifier_is_deterministic_and_validates(tmp_path, trained):
+    _, metrics, _ = trained
+    torch.manual_seed(12345)  # the global RNG must not matter, only config.seed
+    again = train_classifier(bright_vs_dark(64, 16, 0), bright_vs_dark(32, 16, 1), tmp_path / "a", TINY, quiet=True)
+    assert again["fingerprint"] == metrics["fingerprint"]
+    unlabelled = ToyDataset(bright_vs_dark(8, 16, 0).images, None, [])
+    with pytest.raises(StylexError, match="no labels"):
+        train_classifier(unlabelled, None, tmp_path / "b", TINY, quiet=True)
+    assert not (tmp_path / "b").exists()
+
+
+def test_load_directory_round_trip(trained, tmp_path):
+    out, metrics, val_set = trained
+    adapter = load_classifier(str(out))
+    assert adapter.num_classes == 2 and adapter.class_names == ["dark", "bright"]
+    assert adapter.fingerprint() == metrics["fingerprint"]  # the very weights that were trained
+    x = torch.from_numpy(val_set.images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        logits = adapter(x)
+    assert (logits.argmax(1).numpy() == val_set.labels).mean() == metrics["val_accuracy"]
+    record = json.loads(json.dumps(adapter.to_dict()))
+    again = load_classifier_from_dict(record)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), logits, rtol=0, atol=0)
+    # Stored relative to a parent folder, reloaded from there.
+    rel = adapter.to_dict(relative_to=out.parent)
+    assert rel["location"] == "classifier"
+    assert load_classifier_from_dict(rel, base_dir=out.parent).fingerprint() == metrics["fingerprint"]
+    with pytest.raises(StylexError, match="fingerprint"):
+        load_classifier_from_dict({**record, "fingerprint": "0" * 16})
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(StylexError, match="neither an existing directory"):
+        load_classifier(str(tmp_path / "missing.pt"))
+    with pytest.raises(StylexError, match="no config.json"):
+        load_classifier(str(tmp_path))
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(StylexError, match="not a TorchScript file"):
+        load_classifier(str(tmp_path / "junk.pt"))
+    with pytest.raises(StylexError, match="weights file .* does not exist"):
+        load_classifier("os:getcwd", weights=str(tmp_path / "nope.safetensors"))
+
+
+def test_torchscript_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = SmallCNN(num_classes=2, resolution=16, width=8).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(model).save(str(tmp_path / "c.pt"))
+    spec = InputSpec(size=16)
+    adapter = load_classifier(str(tmp_path / "c.pt"), input_spec=spec)
+    assert adapter.num_classes == 2 and adapter.has_features and adapter.source.kind == "torchscript"
+    assert adapter.fingerprint() == ClassifierAdapter(model).fingerprint()
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    torch.testing.assert_close(adapter(x), model(x))
+    reloaded = load_classifier_from_dict(json.loads(json.dumps(adapter.to_dict())))
+    torch.testing.assert_close(reloaded(x), model(x))
+    with pytest.warns(UserWarning, match=r"assuming images in \[-1, 1\]"):
+        load_classifier(str(tmp_path / "c.pt"))
+
+
+@pytest.fixture
+def factory_module(tmp_path, monkeypatch):
+    name = f"toy_factory_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "from stylex.classifier import SmallCNN\n"
+        "input_spec = {'size': 16, 'value_range': [-1, 1]}\n"
+        "class_names = ['a', 'b']\n"
+        "def build():\n    return SmallCNN(2, 16, width=8)\n"
+        "def wide():\n    return SmallCNN(2, 16, width=16)\n"
+        "def not_a_module():\n    return 3\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_factory_loading(tmp_path, factory_module):
+    torch.manual_seed(1)
+    model = SmallCNN(2, 16, width=8).eval()
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    adapter = load_classifier(f"{factory_module}:build", weights=str(weights))
+    assert adapter.input_spec == InputSpec(size=16) and adapter.class_names == ["a", "b"]
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.testing.assert_close(adapter(x), model(x))
+    assert load_classifier_from_dict(adapter.to_dict()).fingerprint() == adapter.fingerprint()
+    with pytest.raises(StylexError, match="do not match .*wrong shape"):
+        load_classifier(f"{factory_module}:wide", weights=str(weights))
+    with pytest.raises(StylexError, match="returned int, expected a torch.nn.Module"):
+        load_classifier(f"{factory_module}:not_a_module")
+    with pytest.raises(StylexError, match="has no 'missing'"):
+        load_classifier(f"{factory_module}:missing")
+    with pytest.raises(StylexError, match="Cannot import module 'no_such_module_xyz'"):
+        load_classifier("no_such_module_xyz:build")

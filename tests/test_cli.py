@@ -1,0 +1,215 @@
+"""End-to-end CLI on tiny synthetic data, and the errors a user can cause ending in one clear line."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from stylex.cli import main
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """synth -> train-classifier -> train (tiny) -> reconstruct, once for the module."""
+    root = tmp_path_factory.mktemp("chain")
+    run("data", "synth", "--out", root / "data", "--num-images", 64, "--resolution", 16, "--quiet")
+    run(
+        "train-classifier",
+        "--data",
+        root / "data",
+        "--out",
+        root / "clf",
+        "--resolution",
+        16,
+        "--epochs",
+        1,
+        "--width",
+        8,
+        "--quiet",
+    )
+    run(
+        "train",
+        "--data",
+        root / "data",
+        "--classifier",
+        root / "clf",
+        "--out",
+        root / "run",
+        "--preset",
+        "tiny",
+        "--max-steps",
+        3,
+        "--quiet",
+    )
+    return root
+
+
+def test_chain_writes_every_stage(chain):
+    assert (chain / "data" / "factors.csv").is_file()
+    assert json.loads((chain / "clf" / "metrics.json").read_text())["val_accuracy"] >= 0
+    run_dir = chain / "run"
+    for name in ("config.json", "weights.safetensors", "state.pt", "stats.jsonl"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "samples").glob("*.png"))
+    info = json.loads((run_dir / "config.json").read_text())
+    assert info["train"]["max_steps"] == 3 and info["classifier_fingerprint"]
+
+
+def test_reconstruct_prints_figures_and_baselines(chain):
+    result = run("reconstruct", "--model", chain / "run", "--out", chain / "rec")
+    for word in ("stylex", "class_median", "shifted_input", "identity", "consistency"):
+        assert word in result.output
+    report = json.loads((chain / "rec" / "reconstruction.json").read_text())
+    assert 0 <= report["stylex"]["identity"] <= 1
+    assert report["shifted_input"]["identity"] > report["class_median"]["identity"]
+    assert (chain / "rec" / "reconstructions.png").is_file()
+
+
+def test_resume_continues_the_step_counter(chain, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(chain / "run", run_dir)
+    run(
+        "train",
+        "--data",
+        chain / "data",
+        "--classifier",
+        chain / "clf",
+        "--out",
+        run_dir,
+        "--preset",
+        "tiny",
+        "--max-steps",
+        5,
+        "--resume",
+        "--quiet",
+    )
+    lines = [json.loads(s) for s in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "step" in r][-1] == 5
+
+
+def _error(result, *words):
+    assert result.exit_code != 0
+    assert result.output.startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for w in words:
+        assert w in result.output, result.output
+
+
+def test_missing_data_path(chain, tmp_path):
+    _error(
+        run(
+            "train",
+            "--data",
+            tmp_path / "nope",
+            "--classifier",
+            chain / "clf",
+            "--out",
+            tmp_path / "r",
+            "--preset",
+            "tiny",
+            ok=False,
+        ),
+        "nope",
+    )
+
+
+def test_empty_folder(chain, tmp_path):
+    (tmp_path / "empty").mkdir()
+    _error(
+        run(
+            "train",
+            "--data",
+            tmp_path / "empty",
+            "--classifier",
+            chain / "clf",
+            "--out",
+            tmp_path / "r",
+            "--preset",
+            "tiny",
+            ok=False,
+        ),
+        "empty",
+    )
+    assert not (tmp_path / "r").exists(), "no half-written output"
+
+
+def test_bad_image_file(chain, tmp_path):
+    folder = tmp_path / "imgs" / "a"
+    folder.mkdir(parents=True)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    _error(
+        run(
+            "train",
+            "--data",
+            tmp_path / "imgs",
+            "--classifier",
+            chain / "clf",
+            "--out",
+            tmp_path / "r",
+            "--preset",
+            "tiny",
+            ok=False,
+        ),
+        "broken.png",
+    )
+
+
+def test_classifier_with_wrong_output_shape(chain, tmp_path, monkeypatch):
+    (tmp_path / "flat_clf.py").write_text(
+        textwrap.dedent("""
+        import torch
+        class Flat(torch.nn.Module):
+            def forward(self, x):
+                return x.mean(dim=(1, 2, 3))  # [N], no class dimension
+        def make():
+            return Flat()
+    """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _error(
+        run(
+            "train",
+            "--data",
+            chain / "data",
+            "--classifier",
+            "flat_clf:make",
+            "--out",
+            tmp_path / "r",
+            "--preset",
+            "tiny",
+            ok=False,
+        ),
+        "flat_clf",
+    )
+
+
+def test_unknown_override_key(chain, tmp_path):
+    _error(
+        run(
+            "train",
+            "--data",
+            chain / "data",
+            "--classifier",
+            chain / "clf",
+            "--out",
+            tmp_path / "r",
+            "--preset",
+            "tiny",
+            "--set",
+            "lr_q=1",
+            ok=False,
+        ),
+        "lr_q",
+    )
