@@ -38,3 +38,100 @@ def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> None:
 def save_grid(rows: list[torch.Tensor], path: str | Path, scale: int = 2) -> None:
     """Rows of images -> PNG grid."""
     save_png(grid(rows), path, scale=scale)
+
+
+# --------------------------------------------------------------------------------- captioned images and GIFs
+def _font():
+    from PIL import ImageFont
+
+    return ImageFont.load_default()
+
+
+def _line_height(font) -> int:
+    from PIL import ImageDraw
+
+    box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), "Ag[]", font=font)
+    return box[3] - box[1] + 3
+
+
+def annotated_grid(
+    rows: list[torch.Tensor],
+    captions: list[list[list[str]]] | None = None,
+    scale: int = 4,
+    title: str | None = None,
+    pad: int = 4,
+) -> Image.Image:
+    """Rows of images with text under every tile (Pillow's default font), and an optional title line.
+
+    Args:
+        rows: each [N_r, 3, R, R] in [-1, 1] (same R; rows may differ in length).
+        captions: captions[r][i] = lines of text under tile i of row r; None for no text.
+        scale: nearest-neighbour upscaling of every tile.
+        title: a line of text above the grid.
+        pad: white gap in pixels.
+
+    Returns:
+        an RGB PIL image.
+    """
+    from PIL import ImageDraw
+
+    font = _font()
+    lh = _line_height(font)
+    arrays = [to_uint8(r) for r in rows]  # each [N_r, R, R, 3]
+    size = arrays[0].shape[1] * scale
+    num_lines = [max((len(c) for c in captions[r]), default=0) if captions else 0 for r in range(len(rows))]
+    widths = []
+    for r in range(len(rows)):  # a tile is as wide as its longest caption line
+        for lines in captions[r] if captions else []:
+            for line in lines:
+                widths.append(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(line, font=font)) + 2)
+    cell = max([size] + widths)
+    cols = max(a.shape[0] for a in arrays)
+    top = lh + pad if title else 0
+    height = top + pad + sum(size + n * lh + pad for n in num_lines)
+    canvas = Image.new("RGB", (pad + cols * (cell + pad), height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, pad // 2), title, fill=(0, 0, 0), font=font)
+    y = top + pad
+    for r, a in enumerate(arrays):
+        for i in range(a.shape[0]):
+            x = pad + i * (cell + pad)
+            tile = Image.fromarray(a[i]).resize((size, size), Image.Resampling.NEAREST)
+            canvas.paste(tile, (x + (cell - size) // 2, y))
+            for n, line in enumerate(captions[r][i] if captions else []):
+                draw.text((x, y + size + n * lh), line, fill=(0, 0, 0), font=font)
+        y += size + num_lines[r] * lh + pad
+    return canvas
+
+
+def save_image(image: Image.Image, path: str | Path) -> Path:
+    """Write a PIL image (PNG by the suffix), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    image.save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
+
+
+def save_gif(frames: list[Image.Image], path: str | Path, duration_ms: int = 120) -> Path:
+    """Write an animated GIF that loops forever, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frames = [f.convert("P", palette=Image.Palette.ADAPTIVE) for f in frames]
+    frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+    tmp.replace(path)
+    return path
+
+
+def probability_lines(probs: torch.Tensor, class_names: list[str], highlight: int | None = None, max_lines: int = 4):
+    """Caption lines "name 0.93" for a probability vector [K]: all classes if K <= max_lines, else the top ones
+    (always including `highlight`)."""
+    order = list(range(len(class_names)))
+    if len(order) > max_lines:
+        order = probs.argsort(descending=True).tolist()[:max_lines]
+        if highlight is not None and highlight not in order:
+            order[-1] = highlight
+    return [f"{class_names[k][:12]} {float(probs[k]):.2f}" for k in order]

@@ -1,1 +1,1 @@
-"""Metrics: reconstruction (consistency, L1, identity); sufficiency and ground truth come later."""
+"""Metrics: reconstruction (consistency, L1, identity), sufficiency@K of AttFind attributes; ground truth later."""

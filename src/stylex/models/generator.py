@@ -10,6 +10,7 @@ On the encoder path w = E(x) is fed to `styles` directly; the mapping network is
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,14 @@ from torch import nn
 
 from stylex.models.layers import EqualLinear, ModulatedConv2d, NoiseInjection, channels_at, log2_int
 from stylex.models.stylespace import StyleLayout, StyleVector
+
+
+class SynthesisState(NamedTuple):
+    """What enters a conv layer during synthesis: activations x [N, C, r, r] and the toRGB skip image so far
+    [N, 3, r', r'] (None before the first toRGB)."""
+
+    x: torch.Tensor
+    img: torch.Tensor | None
 
 
 class MappingNetwork(nn.Module):
@@ -137,14 +146,56 @@ class Generator(nn.Module):
         n = s.batch_size
         if noise is None:
             noise = self.make_noise(n)
-        x = self.const.expand(n, -1, -1, -1)
-        x = self.layers[0](x, s.conv[0], noise[0])  # [N, C4, 4, 4]
-        img = self.to_rgbs[0](x, s.rgb[0])  # [N, 3, 4, 4]
-        for i, to_rgb in enumerate(self.to_rgbs[1:]):
-            x = self.layers[1 + 2 * i](x, s.conv[1 + 2 * i], noise[1 + 2 * i])  # upsample
-            x = self.layers[2 + 2 * i](x, s.conv[2 + 2 * i], noise[2 + 2 * i])
-            img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + to_rgb(x, s.rgb[1 + i])
+        x = self.const.expand(n, -1, -1, -1)  # [N, C4, 4, 4]
+        return self.synthesis_from(0, SynthesisState(x, None), s, noise)
+
+    def synthesis_from(
+        self, layer: int, state: SynthesisState, s: StyleVector, noise: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """Finish synthesis from conv layer `layer`, given the state entering it (see `synthesis_states`).
+
+        `synthesis(s, noise)` is `synthesis_from(0, SynthesisState(const, None), s, noise)`; AttFind uses a
+        later `layer` to re-run only the layers at and after an edited style.
+
+        Args:
+            layer: index of the first conv layer to run (0 .. len(layout.conv_dims) - 1).
+            state: activations x [N, C, r, r] entering `layer` and the toRGB skip image so far [N, 3, r', r']
+                (None before the first toRGB).
+            s: styles [N]; only conv styles >= `layer` and the toRGB styles after it are read.
+            noise: per-layer noise maps as from `make_noise` (all layers; those >= `layer` are read).
+
+        Returns:
+            image [N, 3, R, R].
+        """
+        x, img = state
+        for i in range(layer, len(self.layers)):
+            x, img = self._layer_step(i, x, img, s, noise)
         return img
+
+    def synthesis_states(self, s: StyleVector, noise: list[torch.Tensor]) -> list[SynthesisState]:
+        """The state entering every conv layer: a cache for re-running synthesis from an edited layer.
+
+        Returns:
+            one `SynthesisState` per conv layer l: x [N, C_in(l), r, r] and the skip image [N, 3, r', r'] (None
+            for l = 0); `synthesis_from(l, states[l], s, noise)` equals `synthesis(s, noise)`.
+        """
+        n = s.batch_size
+        x, img = self.const.expand(n, -1, -1, -1), None  # [N, C4, 4, 4]
+        states = []
+        for i in range(len(self.layers)):
+            states.append(SynthesisState(x, img))
+            x, img = self._layer_step(i, x, img, s, noise)
+        return states
+
+    def _layer_step(
+        self, i: int, x: torch.Tensor, img: torch.Tensor | None, s: StyleVector, noise: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Conv layer i; after the last conv of a resolution block, add its toRGB to the (upsampled) skip image."""
+        x = self.layers[i](x, s.conv[i], noise[i])  # [N, C, r, r] (layers 1, 3, ... upsample x2)
+        if i % 2 == 0:
+            rgb = self.to_rgbs[i // 2](x, s.rgb[i // 2])  # [N, 3, r, r]
+            img = rgb if img is None else F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + rgb
+        return x, img
 
     def forward(self, w: torch.Tensor, c: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Shorthand for synthesis(styles(w, c), noise)."""

@@ -1,0 +1,187 @@
+"""AttFind's typed result: per class, the ranked StyleSpace attributes; JSON round trip (`attributes.json`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stylex.errors import StylexError
+
+RESULT_FORMAT = "stylex.attfind.attributes"
+RESULT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One selected attribute: moving conv style `flat_index` toward its min or max raises the class's logit.
+
+    Attributes:
+        rank: 1 = selected first.
+        flat_index: conv style coordinate j (see `StyleLayout.flat_index`).
+        layer: conv layer (0 = the first modulated conv).
+        layer_name: e.g. "b16.conv0".
+        channel: channel within the layer.
+        direction: "min" or "max" (the edit moves s_j toward the coordinate's minimum / maximum over the images).
+        mean_effect: mean (clipped at 0) effect on the class score over the images still active when it was picked.
+        flip_rate: share of the images not predicted as the class that this edit alone turns into the class.
+    """
+
+    rank: int
+    flat_index: int
+    layer: int
+    layer_name: str
+    channel: int
+    direction: str
+    mean_effect: float
+    flip_rate: float
+
+    @property
+    def direction_index(self) -> int:
+        """0 for "min", 1 for "max"."""
+        return 0 if self.direction == "min" else 1
+
+    @property
+    def edit(self) -> tuple[int, int]:
+        """(flat_index, direction_index), the form `edit_styles` takes."""
+        return self.flat_index, self.direction_index
+
+    def describe(self) -> str:
+        return f"{self.layer_name}[{self.channel}] -> {self.direction}"
+
+
+@dataclass
+class ClassAttributes:
+    """The attributes of one target class.
+
+    Attributes:
+        class_index: y.
+        class_name: its name.
+        num_images: images not predicted as y (those the search and sufficiency use).
+        attributes: ranked, best first.
+        sufficiency: share of those images that become y when all `attributes` are applied together; None when
+            not computed or when no image qualifies.
+    """
+
+    class_index: int
+    class_name: str
+    num_images: int
+    attributes: list[Attribute]
+    sufficiency: float | None = None
+
+    @property
+    def edits(self) -> list[tuple[int, int]]:
+        return [a.edit for a in self.attributes]
+
+
+@dataclass
+class AttFindResult:
+    """Attributes per class, the settings that produced them and figures about the run.
+
+    Attributes:
+        classes: one entry per class, in class order.
+        settings: top_k, threshold, shift_size, score ("logit" or "one_vs_all"), num_images, ...
+        sufficiency: overall sufficiency@K: flips over all (image, target class) pairs; None if not computed.
+        stats: facts about the effects computation (mode, seconds, fast-mode agreement, ...).
+        effects: the `Effects` table this came from (kept in memory, never serialised).
+    """
+
+    classes: list[ClassAttributes]
+    settings: dict[str, Any] = field(default_factory=dict)
+    sufficiency: float | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    effects: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.class_name for c in self.classes]
+
+    def for_class(self, name_or_index: str | int) -> ClassAttributes:
+        """The entry of a class, by index or name."""
+        for c in self.classes:
+            if c.class_index == name_or_index or c.class_name == str(name_or_index):
+                return c
+        raise StylexError(f"no class {name_or_index!r} in the AttFind result; classes are {self.class_names}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RESULT_FORMAT,
+            "version": RESULT_VERSION,
+            "settings": self.settings,
+            "sufficiency": self.sufficiency,
+            "stats": self.stats,
+            "classes": [asdict(c) for c in self.classes],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "AttFind result") -> AttFindResult:
+        if d.get("format") != RESULT_FORMAT:
+            raise StylexError(f"{source} is not an AttFind attributes file; run `stylex attfind` to write one.")
+        if int(d.get("version", 0)) > RESULT_VERSION:
+            raise StylexError(f"{source} was written by a newer stylex (format {d['version']}); upgrade stylex.")
+        try:
+            classes = [
+                ClassAttributes(
+                    class_index=int(c["class_index"]),
+                    class_name=str(c["class_name"]),
+                    num_images=int(c["num_images"]),
+                    attributes=[Attribute(**a) for a in c["attributes"]],
+                    sufficiency=c.get("sufficiency"),
+                )
+                for c in d["classes"]
+            ]
+        except (KeyError, TypeError) as e:
+            raise StylexError(f"{source} is incomplete or malformed ({e}); re-run `stylex attfind`.") from e
+        return cls(classes, d.get("settings", {}), d.get("sufficiency"), d.get("stats", {}))
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "AttFind result") -> AttFindResult:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise StylexError(f"{source} is not valid JSON ({e}); re-run `stylex attfind`.") from e
+        return cls.from_dict(d, source)
+
+    def save(self, path: str | Path) -> None:
+        """Write `to_json()` atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AttFindResult:
+        path = Path(path)
+        if not path.is_file():
+            raise StylexError(f"{path} does not exist; run `stylex attfind --out {path.parent}` first.")
+        return cls.from_json(path.read_text(), str(path))
+
+    def summary(self) -> str:
+        """A table per class for the terminal."""
+        lines = []
+        k = self.settings.get("top_k", "K")
+        for c in self.classes:
+            if not c.attributes:
+                lines.append(f"class {c.class_name!r}: no attributes ({c.num_images} images not predicted as it)")
+                continue
+            suff = "n/a" if c.sufficiency is None else f"{c.sufficiency:.3f}"
+            lines.append(
+                f"class {c.class_name!r}: {len(c.attributes)} attributes from {c.num_images} images "
+                f"not predicted as it; sufficiency@{k} {suff}"
+            )
+            lines.append(
+                f"  {'rank':>4s}  {'layer':<10s}{'channel':>8s}{'flat':>7s}  {'dir':<4s}{'effect':>8s}{'flips':>7s}"
+            )
+            for a in c.attributes:
+                lines.append(
+                    f"  {a.rank:4d}  {a.layer_name:<10s}{a.channel:8d}{a.flat_index:7d}  {a.direction:<4s}"
+                    f"{a.mean_effect:8.3f}{a.flip_rate:7.3f}"
+                )
+        if self.sufficiency is not None:
+            lines.append(f"sufficiency@{k} overall: {self.sufficiency:.3f}")
+        return "\n".join(lines)

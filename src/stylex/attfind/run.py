@@ -1,0 +1,156 @@
+"""`stylex attfind` as one library call: load a run and images, find attributes, write the files, draw them.
+
+Files written into the output folder (each atomically):
+    effects.safetensors   the effect table [N, 2, S, K] with s_min, s_max, base logits and styles (see `Effects`)
+    attributes.json       the `AttFindResult`: per class the ranked attributes, sufficiency@K, settings, timings
+    attributes/<class>/   per attribute a before/after strip (PNG) and a sweep (GIF)
+An interrupted effects computation leaves finished chunks in `.effects_partial/`; the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stylex.attfind.effects import Effects, _fingerprint, image_noise
+from stylex.attfind.result import AttFindResult
+from stylex.attfind.search import AttFind
+from stylex.errors import StylexError
+from stylex.models.stylespace import StyleVector
+
+EFFECTS_FILE = "effects.safetensors"
+ATTRIBUTES_FILE = "attributes.json"
+PARTIAL_DIR = ".effects_partial"
+
+
+@torch.no_grad()
+def encode_images(model, classifier, x: torch.Tensor, batch_size: int = 64) -> StyleVector:
+    """Styles s = G.styles(E(x), C(x)) of images x [N, 3, R, R] in [-1, 1], in batches."""
+    out = []
+    for a in range(0, len(x), batch_size):
+        xb = x[a : a + batch_size]
+        out.append(model.styles(xb, classifier(xb)))
+    return StyleVector.cat(out)
+
+
+def class_names_of(model, classifier) -> list[str]:
+    names = model.run_info.get("class_names") or classifier.class_names
+    return list(names) if names else [str(k) for k in range(model.num_classes)]
+
+
+def pick_indices(num_available: int, num_images: int, seed: int) -> list[int]:
+    """`num_images` dataset indices drawn without replacement (seeded), sorted."""
+    n = min(num_images, num_available)
+    return sorted(int(i) for i in np.random.default_rng(seed).permutation(num_available)[:n])
+
+
+def run_attfind(
+    run_dir: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    num_images: int = 250,
+    top_k: int = 10,
+    fast: int | None = None,
+    shift_size: float = 1.0,
+    threshold: float = 1.0,
+    one_vs_all: bool | None = None,
+    max_batch: int = 256,
+    memory_mb: float = 2048.0,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    seed: int = 0,
+    render: bool = True,
+    recompute: bool = False,
+    resume: bool = True,
+    classifier=None,
+    device: str = "cpu",
+    quiet: bool = False,
+) -> AttFindResult:
+    """AttFind on a trained run: effects of every conv style coordinate, per-class attributes, sufficiency@K.
+
+    Args:
+        run_dir: a run folder written by `stylex train`.
+        data: images to use (folder or .npz); default the run's own data.
+        out: output folder (default RUN/attfind).
+        num_images: N, images drawn (seeded) from `data`.
+        top_k: attributes per class, also the K of sufficiency@K.
+        fast: None for exact effects, or M (see `StyleEffects`).
+        shift_size, threshold, one_vs_all: see `AttFind`.
+        max_batch, memory_mb, precision, channels_last: speed and memory knobs, see `StyleEffects`.
+        seed: picks the images and their fixed noise.
+        render: draw the strips and GIFs.
+        recompute: replace an existing effects file made with other settings; without it the existing file is
+            reused when it matches and an error is raised when it does not.
+        resume: reuse the finished chunks an interrupted run with the same inputs left in `out/.effects_partial`.
+        classifier: a loaded classifier instead of the one the run recorded.
+
+    Returns:
+        the `AttFindResult` (also written to `out/attributes.json`); `stats["reused_effects"]` says whether the
+        effects were read from an earlier run.
+    """
+    from stylex.data import load_dataset
+    from stylex.pipeline import load_run
+
+    model, classifier = load_run(run_dir, classifier, device)
+    data = data or model.run_info.get("data")
+    if data is None:
+        raise StylexError(f"{run_dir} does not record its data; pass --data.")
+    dataset = load_dataset(data, resolution=model.resolution, progress=not quiet)
+    if len(dataset) < 2:
+        raise StylexError(f"{data} has {len(dataset)} image; AttFind needs at least 2 (min and max of each style).")
+    indices = pick_indices(len(dataset), num_images, seed)
+    out = Path(out) if out is not None else Path(run_dir) / "attfind"
+    names = class_names_of(model, classifier)
+
+    x = dataset.tensors(indices).to(device)  # [N, 3, R, R]
+    s = encode_images(model, classifier, x)
+    noise = image_noise(model.G, indices, seed, device)
+    settings = f"{shift_size}|{fast}|{precision}|{channels_last}|{seed}|{indices}"
+    key = _fingerprint(s.flatten(), torch.cat(s.rgb, dim=1), settings)
+    meta = {"key": key, "run": str(run_dir), "data": str(Path(data).resolve()), "indices": indices, "seed": seed}
+
+    effects = None
+    effects_path = out / EFFECTS_FILE
+    if effects_path.is_file() and not recompute:
+        saved = Effects.load(effects_path)
+        if saved.meta.get("key") != key:
+            raise StylexError(
+                f"{effects_path} holds effects of other images or settings; pass --recompute to replace it, "
+                "or choose another --out."
+            )
+        effects = saved
+    finder = AttFind(
+        model.G,
+        classifier,
+        top_k=top_k,
+        threshold=threshold,
+        shift_size=shift_size,
+        one_vs_all=one_vs_all,
+        fast=fast,
+        max_batch=max_batch,
+        memory_mb=memory_mb,
+        precision=precision,
+        channels_last=channels_last,
+        class_names=names,
+        progress=not quiet,
+    )
+    partial = out / PARTIAL_DIR
+    if not resume and partial.is_dir():
+        shutil.rmtree(partial)
+    result = finder.run(s, noise, effects=effects, checkpoint_dir=partial, meta=meta)
+    if effects is None:
+        result.effects.save(effects_path)
+    result.stats["reused_effects"] = effects is not None
+    result.settings.update(run=str(run_dir), data=meta["data"], seed=seed)
+    result.stats.pop("key", None)
+    result.stats.pop("indices", None)
+    if render:
+        from stylex.explain.attributes import render_attributes
+
+        render_attributes(model.G, classifier, s, noise, result, result.effects, out / "attributes")
+    result.save(out / ATTRIBUTES_FILE)
+    return result

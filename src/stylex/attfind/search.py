@@ -1,0 +1,129 @@
+"""AttFind as one object with one verb: effects -> per-class selection -> sufficiency@K."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stylex.attfind.effects import Effects, StyleEffects
+from stylex.attfind.filters import stable_images
+from stylex.attfind.result import AttFindResult
+from stylex.attfind.selection import select_attributes
+from stylex.models.stylespace import StyleVector
+
+
+class AttFind:
+    """Find the StyleSpace attributes that move a classifier's decision (Lang et al. 2021, Alg. 1).
+
+    Args:
+        G: the generator (`Generator` or anything with its `layout` / `synthesis*` methods).
+        classifier: images [N, 3, R, R] in [-1, 1] -> logits [N, K].
+        top_k: attributes per class (10 for sufficiency@10; 8 in the notebook's figures).
+        threshold: accumulated effect at which an image stops counting in the greedy search (1.0).
+        shift_size: edit size, the fraction of the way to the coordinate's min / max (1.0).
+        one_vs_all: score classes by their one-vs-all log-odds; default True when K > 2, else the logit.
+        fast: None for exact effects; M to evaluate only the top M coordinates per image exactly (see
+            `StyleEffects`).
+        max_batch, memory_mb, images_per_chunk, precision, channels_last: see `StyleEffects`.
+        class_names: names of the K classes.
+        unstable_filter: None (off), or (effect_threshold, max_large_effects) for `filters.stable_images`.
+        sufficiency: also measure sufficiency@top_k (a few forward passes per image and class).
+        progress: tqdm bar while computing effects.
+    """
+
+    def __init__(
+        self,
+        G: nn.Module,
+        classifier: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        top_k: int = 10,
+        threshold: float = 1.0,
+        shift_size: float = 1.0,
+        one_vs_all: bool | None = None,
+        fast: int | None = None,
+        max_batch: int = 256,
+        memory_mb: float = 2048.0,
+        images_per_chunk: int = 16,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        class_names: Sequence[str] | None = None,
+        unstable_filter: tuple[float, int] | None = None,
+        sufficiency: bool = True,
+        progress: bool = True,
+    ):
+        self.G, self.C = G, classifier
+        self.top_k, self.threshold, self.one_vs_all = top_k, threshold, one_vs_all
+        self.class_names, self.unstable_filter, self.with_sufficiency = class_names, unstable_filter, sufficiency
+        self.effects_finder = StyleEffects(
+            G,
+            classifier,
+            shift_size=shift_size,
+            fast=fast,
+            max_batch=max_batch,
+            memory_mb=memory_mb,
+            images_per_chunk=images_per_chunk,
+            precision=precision,
+            channels_last=channels_last,
+            progress=progress,
+        )
+
+    def run(
+        self,
+        s: StyleVector | None,
+        noise: list[torch.Tensor],
+        *,
+        effects: Effects | None = None,
+        checkpoint_dir: str | Path | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> AttFindResult:
+        """Effects (or the given table), then per-class attributes, then sufficiency.
+
+        Args:
+            s: styles of the N images; may be None when `effects` is given (rebuilt from it).
+            noise: the images' fixed noise maps [N, 1, r, r] per layer (see `effects.image_noise`).
+            effects: a table computed before (e.g. `Effects.load`): skips the expensive step.
+            checkpoint_dir: resume folder for the effects (see `StyleEffects.compute`).
+            meta: extra facts stored with the effects.
+
+        Returns:
+            `AttFindResult` (with `.effects`).
+        """
+        if effects is None:
+            effects = self.effects_finder.compute(s, noise, checkpoint_dir=checkpoint_dir, meta=meta)
+        if s is None:
+            s = effects.style_vector(self.G.layout)
+        keep = None if self.unstable_filter is None else stable_images(effects, *self.unstable_filter)
+        result = select_attributes(
+            effects,
+            self.G.layout,
+            top_k=self.top_k,
+            threshold=self.threshold,
+            one_vs_all=self.one_vs_all,
+            class_names=self.class_names,
+            keep_images=keep,
+        )
+        if self.with_sufficiency:
+            from stylex.metrics.sufficiency import sufficiency
+
+            device = s.conv[0].device
+            figures = sufficiency(
+                self.G,
+                self.C,
+                s,
+                noise,
+                effects.base_logits,
+                {c.class_index: c.edits for c in result.classes},
+                effects.s_min.to(device),
+                effects.s_max.to(device),
+                effects.shift_size,
+                batch_size=self.effects_finder.max_batch,
+            )
+            for c in result.classes:
+                c.sufficiency = figures["per_class"][c.class_index]
+            result.sufficiency = figures["overall"]
+            result.stats["sufficiency_counts"] = {result.classes[y].class_name: v for y, v in figures["counts"].items()}
+        return result

@@ -1,0 +1,171 @@
+"""`stylex explain` as one library call: explain one image (a file or a dataset index) with style edits.
+
+Reads the AttFind folder (`effects.safetensors` for the edit targets and size, `attributes.json` for the class
+attributes) and writes into the output folder:
+    explanation.json      per strategy the `ImageExplanation` (edits, logits and probabilities after each)
+    <strategy>.png        input, reconstruction, then the image after each added edit, probabilities printed
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stylex.errors import StylexError
+from stylex.explain.counterfactual import STRATEGIES, Counterfactuals, ImageExplanation
+
+
+def _resolve_class(target: str | int | None, names: list[str]) -> int | None:
+    if target is None:
+        return None
+    if str(target) in names:
+        return names.index(str(target))
+    try:
+        k = int(target)
+    except ValueError:
+        raise StylexError(f"unknown class {target!r}; classes are {names} (a name or an index).") from None
+    if not 0 <= k < len(names):
+        raise StylexError(f"class index {k} is outside [0, {len(names)}); classes are {names}.")
+    return k
+
+
+def explain_image(
+    run_dir: str | os.PathLike,
+    attributes_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    image: str | os.PathLike | None = None,
+    index: int | None = None,
+    data: str | os.PathLike | None = None,
+    strategies: tuple[str, ...] = STRATEGIES,
+    top_k: int = 5,
+    target: str | int | None = None,
+    fast: int | None = None,
+    num_candidates: int = 20,
+    classifier=None,
+    device: str = "cpu",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Explain one image: which edits of its styles move the classifier toward another class.
+
+    Args:
+        run_dir: the run folder; attributes_dir: the `stylex attfind` output folder for that run.
+        out: folder for explanation.json and one PNG per strategy.
+        image: an image file; or index: an index into `data` (default the data AttFind used).
+        strategies: any of "independent", "subset", "class".
+        top_k: most edits per strategy.
+        target: class name or index to move toward; default the most likely other class.
+        fast: None: the image's exact effects (2 S forward passes); M: fast mode (see `StyleEffects`).
+            An image AttFind already measured reuses its row of the saved table.
+        num_candidates: edits the "subset" strategy considers.
+
+    Returns:
+        {"explanations": {strategy: ImageExplanation}, "files": [paths], "reused_effects": bool,
+        "skipped": {strategy: reason}}.
+    """
+    from stylex.attfind.effects import Effects, StyleEffects, image_noise
+    from stylex.attfind.result import AttFindResult
+    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, encode_images
+    from stylex.data import load_dataset, read_image, to_tensor
+    from stylex.pipeline import load_run
+
+    if (image is None) == (index is None):
+        raise StylexError("pass exactly one of --image FILE or --index I.")
+    for st in strategies:
+        if st not in STRATEGIES:
+            raise StylexError(f"unknown strategy {st!r}; choose from {', '.join(STRATEGIES)}.")
+    attributes_dir = Path(attributes_dir)
+    saved = Effects.load(attributes_dir / EFFECTS_FILE)
+    attrs = AttFindResult.load(attributes_dir / ATTRIBUTES_FILE)
+    model, classifier = load_run(run_dir, classifier, device)
+    G = model.G
+    if saved.num_coords != G.layout.num_coords or saved.num_classes != model.num_classes:
+        raise StylexError(f"{attributes_dir} was made for another model; run `stylex attfind` for {run_dir} first.")
+    names = attrs.class_names
+    y = _resolve_class(target, names)
+
+    if index is not None:
+        data = data or saved.meta.get("data")
+        if data is None:
+            raise StylexError(f"{attributes_dir} does not record its data; pass --data.")
+        dataset = load_dataset(data, resolution=model.resolution, progress=False)
+        if not 0 <= index < len(dataset):
+            raise StylexError(f"index {index} is outside [0, {len(dataset)}) for {data}.")
+        x, key, source = dataset.tensors([index]), index, f"index {index} of {data}"
+    else:
+        x, key, source = to_tensor(read_image(image, model.resolution).copy()), -1, str(image)
+    x = x.to(device)  # [1, 3, R, R]
+    s = encode_images(model, classifier, x)
+    noise = image_noise(G, [key], int(saved.meta.get("seed", 0)), device)
+
+    row, reused = None, False
+    indices = saved.meta.get("indices") or []
+    same_data = data is not None and str(Path(data).resolve()) == saved.meta.get("data")
+    if index is not None and same_data and index in indices:
+        pos = indices.index(index)
+        if torch.allclose(saved.styles[pos], s.flatten()[0].cpu(), atol=1e-4):
+            row, reused = saved.subset([pos]), True
+    if row is None:
+        finder = StyleEffects(G, classifier, shift_size=saved.shift_size, fast=fast, progress=not quiet)
+        row = finder.compute(s, noise, s_min=saved.s_min, s_max=saved.s_max)
+
+    cf = Counterfactuals(
+        G, classifier, saved.s_min.to(device), saved.s_max.to(device), saved.shift_size, names, num_candidates
+    )
+    if y is None:  # the most likely class other than the predicted one
+        base = row.base_logits[0].clone()
+        base[int(base.argmax())] = float("-inf")
+        y = int(base.argmax())
+    class_edits = attrs.for_class(y).edits
+    out = Path(out)
+    explanations: dict[str, ImageExplanation] = {}
+    files, skipped = [], {}
+    for st in strategies:
+        if st == "class" and not class_edits:
+            skipped[st] = f"AttFind found no attributes for class {names[y]!r}"
+            continue
+        e = cf.explain(s, noise, row, strategy=st, target=y, top_k=top_k, class_edits=class_edits, source=source)
+        explanations[st] = e
+        files.append(_render_sequence(G, classifier, x, s, noise, e, saved, out / f"{st}.png"))
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "source": source,
+        "target": names[y],
+        "reused_effects": reused,
+        "effects_mode": row.meta.get("mode", "exact"),
+        "strategies": {k: v.to_dict() for k, v in explanations.items()},
+        "skipped": skipped,
+    }
+    tmp = out / "explanation.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out / "explanation.json")
+    files.append(out / "explanation.json")
+    return {"explanations": explanations, "files": files, "reused_effects": reused, "skipped": skipped}
+
+
+@torch.no_grad()
+def _render_sequence(G, classifier, x, s, noise, e: ImageExplanation, effects, path: Path) -> Path:
+    """One row: input, reconstruction, then the image after each step, with the class probabilities under each."""
+    from stylex.attfind.effects import edit_styles
+    from stylex.explain.render import annotated_grid, probability_lines, save_image
+    from stylex.models.stylespace import StyleVector
+
+    device = x.device
+    s_min, s_max = effects.s_min.to(device), effects.s_max.to(device)
+    edits = e.edits
+    prefix = [s] + [edit_styles(s, edits[: t + 1], s_min, s_max, effects.shift_size) for t in range(len(edits))]
+    images = G.synthesis(StyleVector.cat(prefix), [n.expand(len(prefix), -1, -1, -1) for n in noise])  # [T+1, ...]
+    probs = classifier(torch.cat([x, images])).softmax(dim=1).cpu()  # [T+2, K]
+    names = e.class_names
+    titles = ["input", "reconstruction"] + [f"+{st.layer_name}[{st.channel}]{st.direction}" for st in e.steps]
+    captions = [[t, *probability_lines(p, names, e.target_class)] for t, p in zip(titles, probs, strict=True)]
+    R = x.shape[-1]
+    title = f"{e.strategy}: {names[e.original_class]} -> {names[e.target_class]}" + (
+        " (flipped)" if e.flipped else " (not flipped)"
+    )
+    grid = annotated_grid([torch.cat([x, images])], [captions], scale=max(1, -(-96 // R)), title=title)
+    return save_image(grid, path)

@@ -1,0 +1,331 @@
+"""AttFind: cached synthesis, batched effects == the plain loop, a planted answer, fast mode, selection, JSON, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from stylex.attfind import (
+    AttFind,
+    AttFindResult,
+    Effects,
+    StyleEffects,
+    edit_styles,
+    greedy_select,
+    reference_effects,
+    select_attributes,
+    top_overlap,
+)
+from stylex.attfind.selection import class_scores
+from stylex.cli import main
+from stylex.models import Generator
+from stylex.models.generator import SynthesisState
+from stylex.models.stylespace import StyleLayout, StyleVector
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+def _tiny_generator() -> Generator:
+    """16 px, 8 channels per layer: S = 5 layers x 8 = 40 coordinates; non-zero noise and biases."""
+    torch.manual_seed(0)
+    G = Generator(16, z_dim=8, w_dim=12, c_dim=2, num_mapping_layers=2, channel_base=128, channel_max=8)
+    with torch.no_grad():
+        for layer in G.layers:
+            layer.noise.strength.fill_(0.2)
+            layer.bias.normal_(0, 0.2)
+    return G.eval().requires_grad_(False)
+
+
+@pytest.fixture
+def tiny(stand_in_classifier):
+    G = _tiny_generator()
+    g = torch.Generator().manual_seed(1)
+    s = G.styles(torch.randn(3, 12, generator=g), torch.randn(3, 2, generator=g))
+    noise = G.make_noise(3, generator=torch.Generator().manual_seed(2))
+    return G, stand_in_classifier, s, noise
+
+
+PLANTED = 6  # layer 1, channel 2 of the toy generator
+
+
+class ToyGenerator(nn.Module):
+    """Three "layers" of 4 styles each; image brightness = 2 tanh(style 6) + weak distractors from all styles.
+
+    It implements the generator interface AttFind uses (layout, synthesis, synthesis_states, synthesis_from).
+    """
+
+    resolution = 8
+
+    def __init__(self):
+        super().__init__()
+        self.layout = StyleLayout(conv_dims=(4, 4, 4), rgb_dims=(1,), conv_names=("a", "b", "c"))
+        self.weight = nn.Parameter(torch.randn(12, generator=torch.Generator().manual_seed(3)), requires_grad=False)
+
+    def _layer(self, i: int, x: torch.Tensor, s: StyleVector) -> torch.Tensor:
+        w = self.weight[4 * i : 4 * i + 4]
+        x = x + 0.05 * torch.tanh(s.conv[i] * w).sum(dim=1)[:, None, None, None]
+        if i == 1:
+            x = x + 2.0 * torch.tanh(s.conv[1][:, 2])[:, None, None, None]
+        return x
+
+    def synthesis_states(self, s, noise):
+        x = torch.zeros(s.batch_size, 1, 1, 1)
+        states = []
+        for i in range(3):
+            states.append(SynthesisState(x, None))
+            x = self._layer(i, x, s)
+        return states
+
+    def synthesis_from(self, layer, state, s, noise):
+        x = state.x
+        for i in range(layer, 3):
+            x = self._layer(i, x, s)
+        return x.expand(-1, 3, self.resolution, self.resolution)
+
+    def synthesis(self, s, noise=None):
+        return self.synthesis_from(0, SynthesisState(torch.zeros(s.batch_size, 1, 1, 1), None), s, noise)
+
+
+def brightness_classifier(x: torch.Tensor) -> torch.Tensor:
+    m = x.mean(dim=(1, 2, 3))
+    return torch.stack([-m, m], dim=1) * 3  # class 1 = bright
+
+
+@pytest.fixture
+def toy():
+    G = ToyGenerator()
+    flat = torch.randn(20, 12, generator=torch.Generator().manual_seed(4))
+    s = StyleVector(list(flat.split(4, dim=1)), [torch.ones(20, 1)], G.layout)
+    return G, s
+
+
+# ------------------------------------------------------------------------------------------------ generator
+
+
+def test_synthesis_from_cached_states_equals_synthesis(tiny):
+    G, _, s, noise = tiny
+    x = G.synthesis(s, noise)
+    states = G.synthesis_states(s, noise)
+    assert len(states) == len(G.layout.conv_dims) and states[0].img is None
+    for layer, st in enumerate(states):
+        assert torch.equal(G.synthesis_from(layer, st, s, noise), x), layer
+
+
+# ------------------------------------------------------------------------------------------------ effects
+
+
+def test_batched_cached_effects_equal_plain_loop(tiny):
+    G, C, s, noise = tiny
+    expected = reference_effects(G, C, s, noise, shift_size=1.0)  # [3, 2, 40, 2], one edit per forward
+    # odd batch and chunk sizes: batches mix images and end mid-layer
+    got = StyleEffects(G, C, max_batch=7, images_per_chunk=2, progress=False).compute(s, noise)
+    assert got.effects.shape == (3, 2, G.layout.num_coords, 2)
+    assert expected.abs().max() > 1e-2, "the edits must move the logits for the test to mean anything"
+    assert (got.effects - expected).abs().max() < 1e-4
+    assert got.exact.all() and got.meta["mode"] == "exact"
+    s_flat = s.flatten()
+    assert torch.allclose(got.s_min, s_flat.min(0).values) and torch.allclose(got.s_max, s_flat.max(0).values)
+    assert torch.allclose(got.base_logits, C(G.synthesis(s, noise)), atol=1e-5)
+
+
+def test_bf16_channels_last_effects_are_close(tiny):
+    G, C, s, noise = tiny
+    exact = StyleEffects(G, C, progress=False).compute(s, noise)
+    fast = StyleEffects(G, C, precision="bf16", channels_last=True, progress=False).compute(s, noise)
+    scale = exact.effects.abs().max()
+    assert (fast.effects - exact.effects).abs().max() < 0.1 * scale
+
+
+def test_effects_resume_from_saved_chunks(tiny, tmp_path, monkeypatch):
+    G, C, s, noise = tiny
+    full = StyleEffects(G, C, images_per_chunk=1, progress=False).compute(s, noise)
+    finder = StyleEffects(G, C, images_per_chunk=1, progress=False)
+    calls = []
+    original = finder._chunk
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(finder, "_chunk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finder.compute(s, noise, checkpoint_dir=tmp_path / "partial")
+    assert len(list((tmp_path / "partial").glob("chunk_*.safetensors"))) == 1
+    calls.clear()
+    monkeypatch.setattr(finder, "_chunk", original)
+    resumed = StyleEffects(G, C, images_per_chunk=1, progress=False)
+    counted = []
+    inner = resumed._chunk
+    monkeypatch.setattr(resumed, "_chunk", lambda *a, **k: counted.append(1) or inner(*a, **k))
+    got = resumed.compute(s, noise, checkpoint_dir=tmp_path / "partial")
+    assert len(counted) == 2, "the saved image is not recomputed"
+    assert torch.allclose(got.effects, full.effects, atol=1e-6)
+    assert not (tmp_path / "partial").exists()
+
+
+def test_effects_save_load_round_trip(tiny, tmp_path):
+    G, C, s, noise = tiny
+    eff = StyleEffects(G, C, fast=5, progress=False).compute(s, noise, meta={"indices": [3, 5, 7]})
+    eff.save(tmp_path / "e.safetensors")
+    back = Effects.load(tmp_path / "e.safetensors")
+    for name in ("effects", "s_min", "s_max", "base_logits", "styles", "styles_rgb", "exact"):
+        assert torch.equal(getattr(back, name), getattr(eff, name)), name
+    assert back.meta == eff.meta and back.shift_size == eff.shift_size
+    assert torch.equal(back.style_vector(G.layout).flatten(), s.flatten())
+    assert back.subset([1]).meta["indices"] == [5]
+
+
+# ------------------------------------------------------------------------------------------------ planted answer
+
+
+def test_attfind_ranks_the_planted_coordinate_first(toy):
+    G, s = toy
+    result = AttFind(G, brightness_classifier, top_k=3, progress=False).run(s, [])
+    bright, dark = result.for_class(1), result.for_class(0)
+    assert bright.num_images > 0 and dark.num_images > 0
+    assert (bright.attributes[0].flat_index, bright.attributes[0].direction) == (PLANTED, "max")
+    assert (dark.attributes[0].flat_index, dark.attributes[0].direction) == (PLANTED, "min")
+    first = bright.attributes[0]
+    assert (first.layer, first.channel, first.layer_name) == (1, 2, "b")
+    assert first.flip_rate > 0.9
+    assert bright.sufficiency == 1.0 and dark.sufficiency == 1.0 and result.sufficiency == 1.0
+
+
+def test_fast_mode_keeps_the_planted_coordinate(toy):
+    G, s = toy
+    result = AttFind(G, brightness_classifier, top_k=3, fast=2, progress=False).run(s, [])
+    eff = result.effects
+    assert eff.meta["mode"] == "fast" and eff.exact.sum(dim=1).eq(2).all()
+    assert eff.exact[:, PLANTED].all(), "the planted coordinate is evaluated exactly for every image"
+    assert result.for_class(1).attributes[0].edit == (PLANTED, 1)
+    exact = StyleEffects(G, brightness_classifier, progress=False).compute(s, [])
+    assert torch.allclose(eff.effects[:, :, PLANTED], exact.effects[:, :, PLANTED], atol=1e-5)
+    assert top_overlap(eff, exact, k=1) == 1.0
+
+
+def test_fast_mode_exact_entries_match_on_a_real_generator(tiny):
+    G, C, s, noise = tiny
+    exact = StyleEffects(G, C, progress=False).compute(s, noise)
+    fast = StyleEffects(G, C, fast=10, progress=False).compute(s, noise)
+    mask = fast.exact[:, None, :, None].expand_as(fast.effects)  # [N, 2, S, K]
+    assert torch.allclose(fast.effects[mask], exact.effects[mask], atol=1e-4)
+    assert 0.0 <= fast.meta["estimate_top10_overlap"] <= 1.0
+    assert 0.0 <= top_overlap(fast, exact, k=5) <= 1.0
+
+
+# ------------------------------------------------------------------------------------------------ selection
+
+
+def test_greedy_select_drops_images_past_the_threshold():
+    # columns (direction 0): A moves image 0 only; B moves all three; C moves images 1 and 2 a little.
+    scores = torch.zeros(3, 2, 3)
+    scores[:, 0, 0] = torch.tensor([2.0, 0.0, 0.0])  # A, mean 0.667
+    scores[:, 0, 1] = torch.tensor([1.5, 0.4, 0.4])  # B, mean 0.767: picked first
+    scores[:, 0, 2] = torch.tensor([0.0, 0.3, 0.3])  # C
+    scores[:, 1, 2] = -5.0  # negative effects are clipped at 0
+    picked = greedy_select(scores, top_k=2, threshold=1.0)
+    # image 0 has passed the threshold after B, so C (0.3 over images 1, 2) beats A (0 there)
+    assert [(j, d) for j, d, _ in picked] == [(1, 0), (2, 0)]
+    assert picked[0][2] == pytest.approx(2.3 / 3) and picked[1][2] == pytest.approx(0.3)
+    # without the drop-out A comes second
+    picked = greedy_select(scores, top_k=2, threshold=float("inf"))
+    assert [(j, d) for j, d, _ in picked] == [(1, 0), (0, 0)]
+
+
+def test_one_vs_all_score_is_the_log_odds_change():
+    torch.manual_seed(0)
+    eff = torch.randn(4, 2, 5, 3)
+    base = torch.randn(4, 3)
+    exact = torch.ones(4, 5, dtype=torch.bool)
+    e = Effects(eff, torch.zeros(5), torch.ones(5), base, torch.zeros(4, 5), torch.zeros(4, 1), exact, 1.0)
+    got = class_scores(e, 1, one_vs_all=True)
+    new = base[:, None, None] + eff
+    expected = (new[..., 1] - new[..., [0, 2]].logsumexp(-1)) - (base[:, 1] - base[:, [0, 2]].logsumexp(-1))[
+        :, None, None
+    ]
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.equal(class_scores(e, 1, one_vs_all=False), eff[..., 1])
+    layout = StyleLayout((2, 3), (1,), ("a", "b"))
+    result = select_attributes(e, layout, top_k=2)
+    assert result.settings["score"] == "one_vs_all" and len(result.classes) == 3
+
+
+def test_result_json_round_trip(toy):
+    G, s = toy
+    result = AttFind(G, brightness_classifier, top_k=3, class_names=["dark", "bright"], progress=False).run(s, [])
+    back = AttFindResult.from_json(result.to_json())
+    assert back == result
+    assert back.for_class("bright").attributes[0].edit == (PLANTED, 1)
+    assert "sufficiency@3 overall: 1.000" in result.summary()
+
+
+def test_edit_styles_moves_to_the_targets(tiny):
+    G, _, s, _ = tiny
+    flat = s.flatten()
+    s_min, s_max = flat.min(0).values, flat.max(0).values
+    out = edit_styles(s, [(3, 0), (7, 1), (3, 1)], s_min, s_max, shift_size=1.0).flatten()
+    assert torch.allclose(out[:, 3], s_min[3].expand(3)) and torch.allclose(out[:, 7], s_max[7].expand(3))
+    changed = (out != flat).any(dim=0).nonzero().flatten().tolist()
+    assert set(changed) <= {3, 7}
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """synth -> train-classifier -> train (tiny, 3 steps), once for the module."""
+    root = tmp_path_factory.mktemp("attfind")
+    run("data", "synth", "--out", root / "data", "--num-images", 32, "--resolution", 16, "--quiet")
+    run("train-classifier", "--data", root / "data", "--out", root / "clf", "--resolution", 16, "--epochs", 1,
+        "--width", 8, "--quiet")  # fmt: skip
+    run("train", "--data", root / "data", "--classifier", root / "clf", "--out", root / "run", "--preset", "tiny",
+        "--max-steps", 3, "--quiet")  # fmt: skip
+    return root
+
+
+def test_cli_attfind_and_explain_write_their_files(tiny_run):
+    run_dir, out = tiny_run / "run", tiny_run / "run" / "attfind"
+    result = run("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 3, "--max-batch", 64, "--quiet")
+    assert "sufficiency@3" in result.output and "s/image" in result.output
+    assert (out / "effects.safetensors").is_file()
+    info = json.loads((out / "attributes.json").read_text())
+    assert len(info["classes"]) == 2 and info["settings"]["top_k"] == 3
+    first = info["classes"][0]["attributes"][0]
+    for key in ("rank", "layer", "layer_name", "channel", "flat_index", "direction", "mean_effect", "flip_rate"):
+        assert key in first
+    assert list((out / "attributes").rglob("*.png")) and list((out / "attributes").rglob("*.gif"))
+    assert not (out / ".effects_partial").exists()
+
+    again = run("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 2, "--no-render", "--quiet")
+    assert "reused the effects" in again.output
+    clash = run("attfind", "--model", run_dir, "--num-images", 5, "--quiet", ok=False)
+    assert clash.exit_code == 1 and "--recompute" in clash.output
+
+    index = Effects.load(out / "effects.safetensors").meta["indices"][1]
+    run("explain", "--model", run_dir, "--attributes", out, "--index", index, "--out", tiny_run / "ex0", "--quiet")
+    report = json.loads((tiny_run / "ex0" / "explanation.json").read_text())
+    assert report["reused_effects"] is True, "an image AttFind measured reuses its row of the table"
+    assert set(report["strategies"]) <= {"independent", "subset", "class"} and report["strategies"]
+    assert (tiny_run / "ex0" / "independent.png").is_file() and (tiny_run / "ex0" / "subset.png").is_file()
+
+    image = next((tiny_run / "data").rglob("*.png"))
+    run("explain", "--model", run_dir, "--attributes", out, "--image", image, "--out", tiny_run / "ex1",
+        "--strategy", "subset", "--fast", 8, "--quiet")  # fmt: skip
+    assert (tiny_run / "ex1" / "subset.png").is_file()
+
+    both = run("explain", "--model", run_dir, "--attributes", out, "--out", tiny_run / "ex2", ok=False)
+    assert both.exit_code == 1 and both.output.startswith("error: ") and "--index" in both.output
