@@ -162,13 +162,22 @@ def train_classifier_cmd(
 )
 @click.option("--max-minutes", type=float, help="Wall-clock budget (shorthand for --set max_minutes=...).")
 @click.option("--max-steps", type=int, help="Step budget (shorthand for --set max_steps=...).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (any number of processes)."
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (under torchrun: cuda:LOCAL_RANK).")
 @click.option("--quiet", is_flag=True)
 def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume, device, quiet, **kw):
-    """Train StylEx (G, E, D) for a frozen classifier; checkpoints, stats.jsonl and samples go into --out."""
+    """Train StylEx (G, E, D) for a frozen classifier; checkpoints, stats.jsonl and samples go into --out.
+
+    Several processes: `torchrun --nproc_per_node=N -m stylex train ...` (DDP; batch_size stays the global batch).
+    """
+    import time
+    import warnings
+
     from stylex.config import parse_override, preset
     from stylex.pipeline import train_stylex
+    from stylex.training.distributed import process_group
 
     values = dict(parse_override(o) for o in overrides)
     if max_minutes is not None:
@@ -177,9 +186,25 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
         values["max_steps"] = max_steps
         values.setdefault("max_minutes", 0)
     config = preset(preset_name, **values)
-    classifier = _load_classifier(kw, config.model.resolution, device)
-    result = train_stylex(data, classifier, out, config, resume=resume, device=device, quiet=quiet)
-    click.echo(f"trained to step {result.step} in {result.seconds / 60:.1f} min; run folder {out}")
+    with process_group(device) as dist:
+        if not dist.is_main:  # rank 0 shows the warnings; the other ranks would repeat them
+            warnings.simplefilter("ignore")
+        try:
+            dist.check_batch(config.batch_size)
+            device = str(dist.device(device))
+            classifier = _load_classifier(kw, config.model.resolution, device)
+            result = train_stylex(data, classifier, out, config, resume=resume, device=device, quiet=quiet)
+        except StylexError:
+            if not dist.is_main:  # every rank meets the same error; rank 0 reports it, given a moment to do so
+                time.sleep(1.0)  # before torchrun, seeing this rank exit, stops the others
+                sys.exit(1)
+            raise
+        except KeyboardInterrupt:
+            if not dist.is_main:
+                sys.exit(130)
+            raise
+    if dist.is_main:
+        click.echo(f"trained to step {result.step} in {result.seconds / 60:.1f} min; run folder {out}")
 
 
 @main.command("reconstruct")
@@ -207,6 +232,147 @@ def demo_cmd(out, minutes, quiet):
     from stylex.pipeline import demo
 
     demo(Path(out), minutes=minutes, quiet=quiet)
+
+
+# ------------------------------------------------------------------------------------------------ attfind / explain
+@main.command("attfind")
+@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Run folder.")
+@click.option("--data", type=click.Path(exists=True), help="Images to search with (default: the run's own data).")
+@click.option("--num-images", default=250, show_default=True, type=click.IntRange(min=2), help="N images (seeded).")
+@click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=1), help="Attributes per class.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN/attfind).")
+@click.option(
+    "--fast",
+    type=click.IntRange(min=1),
+    metavar="M",
+    help="Fast mode: rank coordinates by a gradient estimate, evaluate only the top M per image exactly.",
+)
+@click.option("--shift-size", default=1.0, show_default=True, type=float, help="Edit size toward the min / max.")
+@click.option("--threshold", default=1.0, show_default=True, type=float, help="Accumulated effect to drop an image.")
+@click.option("--max-batch", default=256, show_default=True, type=click.IntRange(min=1), help="Edits per forward.")
+@click.option("--memory-mb", default=2048.0, show_default=True, type=float, help="Rough memory bound (MiB).")
+@click.option("--bf16", is_flag=True, help="bf16 autocast + channels_last (faster; bf16 rounding blurs small effects).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Picks the images and their fixed noise.")
+@click.option("--no-render", is_flag=True, help="Skip the strips and GIFs.")
+@click.option("--recompute", is_flag=True, help="Replace effects.safetensors in --out made with other settings.")
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Reuse the finished chunks an interrupted run of the same command left in --out.",
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def attfind_cmd(
+    run_dir,
+    data,
+    num_images,
+    top_k,
+    out,
+    fast,
+    shift_size,
+    threshold,
+    max_batch,
+    memory_mb,
+    bf16,
+    seed,
+    no_render,
+    recompute,
+    resume,
+    device,
+    quiet,
+):
+    """Find the StyleSpace attributes that move the classifier, per class; writes effects, attributes, pictures."""
+    from stylex.attfind import run_attfind
+
+    if shift_size <= 0 or memory_mb <= 0:
+        raise StylexError("--shift-size and --memory-mb must be positive.")
+    out = Path(out) if out else Path(run_dir) / "attfind"
+    result = run_attfind(
+        run_dir,
+        data,
+        out,
+        num_images=num_images,
+        top_k=top_k,
+        fast=fast,
+        shift_size=shift_size,
+        threshold=threshold,
+        max_batch=max_batch,
+        memory_mb=memory_mb,
+        precision="bf16" if bf16 else "fp32",
+        channels_last=bf16,
+        seed=seed,
+        render=not no_render,
+        recompute=recompute,
+        resume=resume,
+        device=device,
+        quiet=quiet,
+    )
+    stats = result.stats
+    if stats.get("reused_effects"):
+        click.echo(f"reused the effects in {out / 'effects.safetensors'} (pass --recompute to redo them)")
+    else:
+        line = f"effects: {stats['mode']} mode, {stats['num_images']} images, {stats['seconds_per_image']:.2f} s/image"
+        if stats.get("fast"):
+            line += f"; first-order estimate kept {stats['estimate_top10_overlap']:.0%} of the exact top-10"
+        click.echo(line)
+    click.echo(result.summary())
+    click.echo(f"wrote {out / 'attributes.json'}")
+
+
+@main.command("explain")
+@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Run folder.")
+@click.option(
+    "--attributes", "attributes_dir", required=True, type=click.Path(exists=True, file_okay=False),
+    help="The `stylex attfind` output folder.",
+)  # fmt: skip
+@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="An image file to explain.")
+@click.option("--index", type=click.IntRange(min=0), help="Or an index into the data AttFind used (or --data).")
+@click.option("--data", type=click.Path(exists=True), help="Dataset for --index (default: AttFind's).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--strategy",
+    "strategies",
+    multiple=True,
+    type=click.Choice(["independent", "subset", "class"]),
+    help="Repeatable; default all three.",
+)
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Most edits per strategy.")
+@click.option("--target", help="Class (name or index) to move toward; default the most likely other class.")
+@click.option("--fast", type=click.IntRange(min=1), metavar="M", help="Fast-mode effects for a new image.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, top_k, target, fast, device, quiet):
+    """Explain one image: the style edits that move it toward another class, as PNG sequences and JSON."""
+    from stylex.explain.run import explain_image
+
+    if (image is None) == (index is None):
+        raise StylexError("pass exactly one of --image FILE or --index I.")
+    report = explain_image(
+        run_dir,
+        attributes_dir,
+        out,
+        image=image,
+        index=index,
+        data=data,
+        strategies=tuple(strategies) or ("independent", "subset", "class"),
+        top_k=top_k,
+        target=target,
+        fast=fast,
+        device=device,
+        quiet=quiet,
+    )
+    for name, e in report["explanations"].items():
+        names = e.class_names
+        steps = len(e.steps)
+        verdict = "flips" if e.flipped else "does not flip"
+        click.echo(
+            f"{name}: {names[e.original_class]} -> {names[e.target_class]} {verdict} after {steps} edits: "
+            + ", ".join(st.describe() for st in e.steps)
+        )
+    for name, why in report["skipped"].items():
+        click.echo(f"{name}: skipped ({why})")
+    click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":

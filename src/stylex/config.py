@@ -64,6 +64,8 @@ class TrainConfig:
         ema_beta: EMA decay of G_ema / E_ema per step (ramped up from 0 over the first steps).
         amp: "bf16" autocast for the networks (losses, R1 and the classifier KL stay float32) or "none".
         channels_last: memory format for convolutions (helps on CPU with bf16).
+        compile: `torch.compile` G and E for training (D stays eager: R1 needs double backward, which compiled
+            graphs do not support). Costs a minute of compilation at start; meant for CUDA. False = eager.
         max_steps: stop after this many steps (0 = no limit).
         max_minutes: stop after this much wall-clock time (0 = no limit).
         log_every: steps between lines of stats.jsonl.
@@ -92,6 +94,7 @@ class TrainConfig:
     ema_beta: float = 0.995
     amp: str = "bf16"
     channels_last: bool = True
+    compile: bool = False
     max_steps: int = 0
     max_minutes: float = 10.0
     log_every: int = 10

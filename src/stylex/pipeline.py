@@ -9,12 +9,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from stylex.config import TrainConfig, read_json, write_json
 from stylex.errors import StylexError
+
+if TYPE_CHECKING:
+    from stylex.training.distributed import Distributed
 
 
 def _held_out(dataset, config: TrainConfig):
@@ -35,19 +38,43 @@ def train_stylex(
 ):
     """Train (or resume) a StylEx model for `classifier` on the images in `data`.
 
+    Launched by `torchrun --nproc_per_node=N`, the N processes train one model together with
+    DistributedDataParallel on shards of the global batch `config.batch_size` (see
+    `stylex.training.distributed`); rank 0 writes the run folder.
+
     Args:
         data: image folder or .npz (see `stylex.data.load_dataset`); labels are not needed.
-        classifier: a loaded `ClassifierAdapter` (see `stylex.classifier.load_classifier`).
+        classifier: a loaded `ClassifierAdapter` (see `stylex.classifier.load_classifier`); moved to the
+            process's device.
         out_dir: the run folder (config.json, weights.safetensors, state.pt, stats.jsonl, samples/).
         config: the resolved training config.
-        resume: continue the run in `out_dir` from its last checkpoint.
+        resume: continue the run in `out_dir` from its last checkpoint (also with another number of processes).
+        device: "cpu" or "cuda" (under torchrun each process uses cuda:LOCAL_RANK).
     Returns:
         `TrainResult` (step, seconds, last logged losses).
     """
+    from stylex.training.distributed import process_group
+
+    config.validate()
+    with process_group(device) as dist:
+        dist.check_batch(config.batch_size)
+        device = dist.device(device)
+        return _train(data, classifier.to(device), out_dir, config, resume, device, quiet or not dist.is_main, dist)
+
+
+def _train(
+    data: str | os.PathLike,
+    classifier,
+    out_dir: str | os.PathLike,
+    config: TrainConfig,
+    resume: bool,
+    device: torch.device,
+    quiet: bool,
+    dist: Distributed,
+):
     from stylex.data import load_dataset
     from stylex.training.trainer import Trainer
 
-    config.validate()
     dataset = load_dataset(data, resolution=config.model.resolution, progress=not quiet)
     classifier.check(config.model.resolution)
     train_set, val_set = _held_out(dataset, config)
@@ -69,6 +96,7 @@ def train_stylex(
         run_info=run_info,
         device=device,
         quiet=quiet,
+        dist=dist,
     )
     return trainer.run(resume=resume)
 

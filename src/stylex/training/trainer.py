@@ -6,6 +6,9 @@ Each step, as in the paper (Lang et al. 2021, Sec. 3) with the recipe that learn
     3. an encoder step: x_rec = G(E(x), c), with adversarial + reconstruction (L1, perceptual, w) + KL losses;
     4. every z_path_every steps, a plain GAN step: x_fake = G(mapping(z), c), adversarial loss only;
     5. EMA of G and E; then logging, samples, held-out metrics and checkpoints behind interval checks.
+
+With several processes (`stylex.training.distributed`, launched by torchrun) each process runs these steps on
+its shard of the global batch, with G, E, D in DistributedDataParallel; rank 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,14 +38,29 @@ from stylex.training.checkpoint import (
     save_state,
     save_weights,
 )
+from stylex.training.distributed import Distributed
 from stylex.training.ema import make_ema, update_ema
 
-# Config keys that may change when a run is resumed: when to stop, and how often to log.
-RESUMABLE_KEYS = frozenset({"max_steps", "max_minutes", "log_every", "sample_every", "checkpoint_every", "eval_every"})
+# Config keys that may change when a run is resumed: when to stop, how often to log, and compilation.
+RESUMABLE_KEYS = frozenset(
+    {"max_steps", "max_minutes", "log_every", "sample_every", "checkpoint_every", "eval_every", "compile"}
+)
 
 
 class DivergenceError(StylexError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """No gradients for `module`'s parameters inside the block (it still passes gradients to its inputs)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
 
 
 @dataclass
@@ -64,8 +83,10 @@ class Trainer:
         val_images: float [M, 3, R, R] held-out images for samples and metrics (may be empty).
         out_dir: the run folder.
         run_info: extra entries for config.json (data source, class names, classifier spec).
-        device: torch device.
+        device: torch device (with several processes: this process's device, see `Distributed.device`).
         quiet: no progress bar.
+        dist: this process's place in the process group (default: a single process). With several processes
+            each trains on its shard of the global batch and only rank 0 writes files or shows progress.
     """
 
     def __init__(
@@ -78,9 +99,15 @@ class Trainer:
         run_info: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
         quiet: bool = False,
+        dist: Distributed | None = None,
     ):
         config.validate()
-        self.config, self.C, self.device, self.quiet = config, classifier, torch.device(device), quiet
+        self.dist = dist or Distributed()
+        self.config, self.C, self.device = config, classifier, torch.device(device)
+        self.quiet = quiet or not self.dist.is_main
+        # This process's positions in each global batch (None = all of it); checks batch_size % world_size.
+        self.shard = self.dist.batch_shard(config.batch_size, config.model.mbstd_group, config.z_path_every > 0)
+        self.shard_on_device = None if self.shard is None else self.shard.to(self.device)
         self.out_dir = Path(out_dir)
         res = config.model.resolution
         if train_images.shape[1:] != (3, res, res):
@@ -100,6 +127,19 @@ class Trainer:
         if config.channels_last:
             for m in (self.G, self.E, self.D, self.G_ema, self.E_ema):
                 m.to(memory_format=torch.channels_last)
+        if config.compile:
+            # In place, so the DDP wrappers below and the no-grad calls run the compiled forward. D stays eager:
+            # R1 differentiates through D twice, which compiled graphs do not support.
+            self.G.compile()
+            self.E.compile()
+        # The calls that train a network go through its DDP wrapper (the network itself with one process), so
+        # that backward averages its gradients. G is wrapped without its mapping network, which only the z path
+        # uses, and the mapping network on its own. D's scores inside the G and E losses use D itself, frozen
+        # (see train_step), so that they neither compute nor average D gradients.
+        self.G_train = self.dist.wrap(self.G, without=("mapping_net",))
+        self.mapping_train = self.dist.wrap(self.G.mapping_net)
+        self.E_train = self.dist.wrap(self.E)
+        self.D_train = self.dist.wrap(self.D)
         betas = tuple(config.betas)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=betas)
         self.opt_e = torch.optim.Adam(self.E.parameters(), lr=config.lr_e, betas=betas)
@@ -131,7 +171,29 @@ class Trainer:
         }
 
     def start(self, resume: bool) -> None:
-        """Create the run folder, or (resume=True) load the last complete checkpoint from it."""
+        """Create the run folder, or (resume=True) load the last complete checkpoint from it.
+
+        With several processes rank 0 checks the folder and writes config.json; its verdict reaches every
+        rank, so all of them stop on a user error (rank 0 reports it) or all of them go on.
+        """
+        error = None
+        if self.dist.is_main:
+            try:
+                self._check_folder(resume)
+            except StylexError as e:
+                if not self.dist.enabled:
+                    raise
+                error = str(e)
+        error = self.dist.share_error(error)
+        if error is not None:
+            raise StylexError(error)
+        if resume:
+            self._load_checkpoint()
+        if self.dist.is_main:
+            self._write_config(resume)
+
+    def _check_folder(self, resume: bool) -> None:
+        """A run to resume that fits the config now given, or a folder that holds no run."""
         weights = self.out_dir / WEIGHTS
         if resume:
             if not weights.is_file():
@@ -154,15 +216,16 @@ class Trainer:
                     f"{self.out_dir} was trained with another classifier (fingerprint {fp_saved}, given {fp_now}); "
                     "pass the classifier the run was started with."
                 )
-            self._load_checkpoint()
-            write_json(self.out_dir / "config.json", self.config_json())  # the new stopping point
             return
         if weights.exists() or (self.out_dir / STATE).exists():
             raise StylexError(
                 f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out."
             )
-        (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
-        write_json(self.out_dir / "config.json", self.config_json())
+
+    def _write_config(self, resume: bool) -> None:
+        if not resume:
+            (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
+        write_json(self.out_dir / "config.json", self.config_json())  # on resume: the new stopping point
 
     def _load_checkpoint(self) -> None:
         tensors, meta = read_weights(self.out_dir / WEIGHTS)
@@ -177,6 +240,8 @@ class Trainer:
         self.opt_e.load_state_dict(state["opt_e"])
         self.opt_d.load_state_dict(state["opt_d"])
         torch.set_rng_state(state["rng_torch"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.data_gen.set_state(state["rng_data"])
         self.perm, self.pos = state["perm"], int(state["pos"])
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
@@ -189,6 +254,7 @@ class Trainer:
             "opt_e": self.opt_e.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "rng_torch": torch.get_rng_state(),
+            **({"rng_cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
             "rng_data": self.data_gen.get_state(),
             "perm": self.perm,
             "pos": self.pos,
@@ -208,24 +274,39 @@ class Trainer:
         return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
 
     def next_batch(self) -> torch.Tensor:
+        """This process's share of the next global batch: [B, 3, R, R], or [B / world_size, 3, R, R]."""
         b = self.config.batch_size
         if self.pos + b > len(self.perm):  # new epoch
             self.perm = torch.randperm(len(self.train_images), generator=self.data_gen)
             self.pos = 0
-        idx = self.perm[self.pos : self.pos + b]
+        idx = self.perm[self.pos : self.pos + b]  # the global batch, the same on every rank
         self.pos += b
+        if self.shard is not None:
+            idx = idx[self.shard]
         return self.prepare(self.train_images[idx])
+
+    def _noise(self) -> list[torch.Tensor]:
+        """Fresh noise maps for this process's samples: drawn for the global batch (identically on every rank,
+        so the same as with one process), then sharded."""
+        noise = self.G.make_noise(self.config.batch_size, device=self.device)
+        return noise if self.shard is None else [n[self.shard_on_device] for n in noise]
+
+    def _z(self) -> torch.Tensor:
+        """Fresh z [B / world_size, z_dim] for this process's samples, drawn like `_noise`."""
+        z = torch.randn(self.config.batch_size, self.config.model.z_dim, device=self.device)
+        return z if self.shard is None else z[self.shard_on_device]
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """C(x) in float32 outside autocast (the KL is computed in float32)."""
         return self.C(x.float())
 
     def train_step(self) -> dict[str, float]:
+        """One step of the algorithm on the (global) batch; returns its losses, averaged over the processes."""
         cfg = self.config
         stats: dict[str, torch.Tensor] = {}
 
         # 1. Real images and the frozen classifier's logits.
-        x = self.next_batch()  # [B, 3, R, R]
+        x = self.next_batch()  # [B, 3, R, R] (this process's B / world_size of them)
         with torch.no_grad():
             c = self.classify(x)  # [B, K]
             feats_x = self.C.features(x.float()) if self.use_perceptual else None
@@ -234,15 +315,15 @@ class Trainer:
         # 2. Discriminator: real against reconstructions (and z-path fakes).
         if cfg.adv_weight > 0 or z_step:
             with torch.no_grad(), self.autocast():
-                fakes = [self.G(self.E(x), c)]
+                fakes = [self.G(self.E(x), c, self._noise())]
                 if z_step:
-                    fakes.append(self.G(self.G.mapping(self._z(len(x))), c))
+                    fakes.append(self.G(self.G.mapping(self._z()), c, self._noise()))
             fake = self.prepare(torch.cat(fakes).float())
             c_fake = c.repeat(len(fakes), 1)
             r1_step = cfg.r1_gamma > 0 and self.step % cfg.r1_interval == 0
             x_real = x.detach().requires_grad_(r1_step)
             with self.autocast():
-                real_score, fake_score = self.D(x_real, c), self.D(fake, c_fake)
+                real_score, fake_score = self.D_train(x_real, c), self.D_train(fake, c_fake)
             loss_d = losses.d_logistic(real_score, fake_score)
             stats["loss_d"] = loss_d.detach()
             if r1_step:
@@ -254,55 +335,57 @@ class Trainer:
             loss_d.backward()
             self.opt_d.step()
 
-        # 3. Encoder step: x -> E -> G, all losses.
-        with self.autocast():
-            w = self.E(x)  # [B, w_dim]
-            x_rec = self.G(w, c)  # [B, 3, R, R]
-            score = self.D(x_rec, c) if cfg.adv_weight > 0 else None
-            w_rec = self.E(x_rec) if cfg.w_rec_weight > 0 else None
-        x_rec = x_rec.float()
-        loss_l1 = losses.l1(x_rec, x)
-        loss = cfg.l1_weight * loss_l1
-        stats["l1"] = loss_l1.detach()
-        if score is not None:
-            loss_adv = losses.g_nonsaturating(score)
-            loss = loss + cfg.adv_weight * loss_adv
-            stats["g_adv"] = loss_adv.detach()
-        if w_rec is not None:
-            loss_w = losses.l1(w_rec, w.detach())
-            loss = loss + cfg.w_rec_weight * loss_w
-            stats["w_rec"] = loss_w.detach()
-        if cfg.cls_weight > 0:
-            loss_kl = losses.classifier_kl(c, self.classify(x_rec))
-            loss = loss + cfg.cls_weight * loss_kl
-            stats["kl"] = loss_kl.detach()
-        if feats_x is not None:
-            loss_p = losses.feature_distance(feats_x, self.C.features(x_rec))
-            loss = loss + cfg.perceptual_weight * loss_p
-            stats["perceptual"] = loss_p.detach()
-        self.opt_g.zero_grad(set_to_none=True)
-        self.opt_e.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_g.step()
-        self.opt_e.step()
-
-        # 4. GAN step on the random path: z -> mapping -> G with the logits of the batch's real images.
-        if z_step:
+        # D is frozen in 3 and 4: it passes gradients on to G and E, and gets (and averages) none itself.
+        with _frozen(self.D):
+            # 3. Encoder step: x -> E -> G, all losses.
             with self.autocast():
-                x_fake = self.G(self.G.mapping(self._z(len(x))), c)
-                loss_gz = losses.g_nonsaturating(self.D(x_fake, c))
+                w = self.E_train(x)  # [B, w_dim]
+                x_rec = self.G_train(w, c, self._noise())  # [B, 3, R, R]
+                score = self.D(x_rec, c) if cfg.adv_weight > 0 else None
+                w_rec = self.E_train(x_rec) if cfg.w_rec_weight > 0 else None
+            x_rec = x_rec.float()
+            loss_l1 = losses.l1(x_rec, x)
+            loss = cfg.l1_weight * loss_l1
+            stats["l1"] = loss_l1.detach()
+            if score is not None:
+                loss_adv = losses.g_nonsaturating(score)
+                loss = loss + cfg.adv_weight * loss_adv
+                stats["g_adv"] = loss_adv.detach()
+            if w_rec is not None:
+                loss_w = losses.l1(w_rec, w.detach())
+                loss = loss + cfg.w_rec_weight * loss_w
+                stats["w_rec"] = loss_w.detach()
+            if cfg.cls_weight > 0:
+                loss_kl = losses.classifier_kl(c, self.classify(x_rec))
+                loss = loss + cfg.cls_weight * loss_kl
+                stats["kl"] = loss_kl.detach()
+            if feats_x is not None:
+                loss_p = losses.feature_distance(feats_x, self.C.features(x_rec))
+                loss = loss + cfg.perceptual_weight * loss_p
+                stats["perceptual"] = loss_p.detach()
             self.opt_g.zero_grad(set_to_none=True)
-            loss_gz.backward()
+            self.opt_e.zero_grad(set_to_none=True)
+            loss.backward()
             self.opt_g.step()
-            stats["g_adv_z"] = loss_gz.detach()
+            self.opt_e.step()
+
+            # 4. GAN step on the random path: z -> mapping -> G with the logits of the batch's real images.
+            if z_step:
+                with self.autocast():
+                    x_fake = self.G_train(self.mapping_train(self._z()), c, self._noise())
+                    loss_gz = losses.g_nonsaturating(self.D(x_fake, c))
+                self.opt_g.zero_grad(set_to_none=True)
+                loss_gz.backward()
+                self.opt_g.step()
+                stats["g_adv_z"] = loss_gz.detach()
 
         # 5. Moving averages.
         update_ema(self.G_ema, self.G, self.step, cfg.ema_beta)
         update_ema(self.E_ema, self.E, self.step, cfg.ema_beta)
+        if self.dist.enabled:  # every rank sees the losses of the global batch, so all stop on a NaN together
+            values = self.dist.mean(torch.stack([v.float() for v in stats.values()]))
+            return dict(zip(stats, values.tolist(), strict=True))
         return {k: float(v) for k, v in stats.items()}
-
-    def _z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.config.model.z_dim, device=self.device)
 
     # ----------------------------------------------------------------------------------------- outputs
     @torch.no_grad()
@@ -368,12 +451,17 @@ class Trainer:
                     )
                 self.step += 1
                 now = time.perf_counter()
-                self.seconds += now - t_prev
+                dt = now - t_prev
+                if self.dist.enabled:  # rank 0's clock on every rank, so that all of them stop at the same step
+                    dt = self.dist.from_main(torch.tensor(dt, dtype=torch.float64, device=self.device)).item()
+                self.seconds += dt
                 t_prev = now
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
                 bar.update(1)
+                if not self.dist.is_main:  # rank 0 alone logs, evaluates, writes samples and checkpoints
+                    continue
                 if self.step % cfg.log_every == 0:
                     last = {k: v / count for k, v in sums.items()}
                     self._log(
@@ -397,6 +485,7 @@ class Trainer:
                     good_step = self.step
         finally:
             bar.close()
-        self.save_checkpoint()
-        self.write_samples()
+        if self.dist.is_main:
+            self.save_checkpoint()
+            self.write_samples()
         return TrainResult(self.out_dir, self.step, self.seconds, last)

@@ -1,0 +1,149 @@
+"""Several processes: batch shards keep D's minibatch-std groups; 2 processes under torchrun (gloo, CPU) train
+exactly what 1 process trains on the same global batch, write one run folder, and resume with 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from stylex.cli import main
+from stylex.errors import StylexError
+from stylex.models.discriminator import minibatch_stddev
+from stylex.models.generator import Generator
+from stylex.training.distributed import Distributed, ModuleView
+
+
+def _shards(batch_size: int, group: int, world_size: int, z_path: bool) -> tuple[list[torch.Tensor], bool]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        shards = [Distributed(r, world_size, r).batch_shard(batch_size, group, z_path) for r in range(world_size)]
+    return shards, bool(caught)
+
+
+@pytest.mark.parametrize(
+    "batch_size, group, world_size", [(8, 4, 2), (16, 4, 4), (32, 4, 2), (12, 3, 2), (8, 0, 4), (64, 8, 8)]
+)
+def test_shards_keep_minibatch_std_groups(batch_size, group, world_size):
+    shards, warned = _shards(batch_size, group, world_size, z_path=True)
+    assert not warned
+    assert torch.equal(torch.cat(shards).sort().values, torch.arange(batch_size)), "shards partition the batch"
+    assert all(len(s) == batch_size // world_size for s in shards)
+    if not group:
+        return
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(batch_size, 2, 4, 4, generator=g)
+    fake = torch.randn(batch_size, 2, 4, 4, generator=g)
+    both = torch.cat([real, fake])  # what D sees on z-path steps: [reconstructions; z-path fakes]
+    full_real = minibatch_stddev(real, group)[:, -1]
+    full_both = minibatch_stddev(both, group)[:, -1]
+    for s in shards:
+        assert torch.allclose(minibatch_stddev(real[s], group)[:, -1], full_real[s])
+        s2 = torch.cat([s, s + batch_size])
+        assert torch.allclose(minibatch_stddev(both[s2], group)[:, -1], full_both[s2])
+
+
+def test_shards_that_would_split_groups_warn():
+    shards, warned = _shards(8, 4, 4, z_path=False)  # 2 samples per process, groups of 4
+    assert warned
+    assert torch.equal(torch.cat(shards), torch.arange(8))
+
+
+def test_batch_must_split_evenly():
+    with pytest.raises(StylexError, match="multiple of 2"):
+        Distributed(0, 2, 0).batch_shard(7, 4, z_path=False)
+
+
+def test_single_process_changes_nothing():
+    dist = Distributed()
+    G = Generator(16, 8, 16, 2, 2, 256, 16)
+    assert not dist.enabled and dist.is_main
+    assert dist.batch_shard(8, 4, z_path=True) is None
+    assert dist.wrap(G, without=("mapping_net",)) is G
+    x = torch.ones(3)
+    assert dist.mean(x) is x and dist.share_error("e") == "e"
+
+
+def test_module_view_owns_all_but_the_excluded_child():
+    G = Generator(16, 8, 16, 2, 2, 256, 16)
+    view = ModuleView(G, ("mapping_net",))
+    own = {id(p) for p in view.parameters()}
+    mapping = {id(p) for p in G.mapping_net.parameters()}
+    assert own == {id(p) for p in G.parameters()} - mapping
+    w, c = torch.randn(2, 16), torch.randn(2, 2)
+    noise = G.make_noise(2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(view(w, c, noise), G(w, c, noise))
+
+
+# ------------------------------------------------------------------------------------------------ torchrun
+
+
+def _cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    _cli("data", "synth", "--out", root / "data", "--num-images", 64, "--resolution", 16, "--quiet")
+    _cli("train-classifier", "--data", root / "data", "--out", root / "clf", "--resolution", 16, "--epochs", 1)
+    return root
+
+
+def _train_args(root, out, steps):
+    # Every step has R1 and a z-path step, so DDP sees every phase; samples and checkpoints every step.
+    return [
+        "train", "--data", root / "data", "--classifier", root / "clf", "--out", out, "--preset", "tiny",
+        "--max-steps", steps, "--set", "z_path_every=1", "--set", "r1_interval=1", "--set", "sample_every=1",
+        "--set", "checkpoint_every=1", "--quiet",
+    ]  # fmt: skip
+
+
+def _assert_same_weights(run_a, run_b, atol=1e-5):
+    a, b = load_file(str(run_a / "weights.safetensors")), load_file(str(run_b / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=atol), f"{k} differs by {(a[k] - b[k]).abs().max():.3g}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
+def test_two_processes_equal_one_and_resume_with_one(inputs, tmp_path):
+    root = inputs
+    _cli(*_train_args(root, tmp_path / "one-2", 2))
+    _cli(*_train_args(root, tmp_path / "one-3", 3))
+
+    # 2 processes, global batch 8 (4 each), gloo on CPU, launched like a user would.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "stylex"]
+    proc = subprocess.run(
+        cmd + [str(a) for a in _train_args(root, tmp_path / "two", 2)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("trained to step 2") == 1, "only rank 0 reports"
+    assert "minibatch-std" not in proc.stderr and "unused parameters" not in proc.stderr, proc.stderr
+    _assert_same_weights(tmp_path / "one-2", tmp_path / "two")
+
+    # Rank 0 alone wrote the run folder: the same files as 1 process, one stats line per step.
+    two = tmp_path / "two"
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in (tmp_path / "one-2").iterdir())
+    assert sorted(p.name for p in (two / "samples").iterdir()) == ["step-0000001.png", "step-0000002.png"]
+    lines = [json.loads(s) for s in (two / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2]
+
+    # The 2-process checkpoint resumes with 1 process and continues exactly like the 1-process run.
+    _cli(*_train_args(root, two, 3), "--resume")
+    _assert_same_weights(tmp_path / "one-3", two)
