@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class TrainConfig:
             graphs do not support). Costs a minute of compilation at start; meant for CUDA. False = eager.
         max_steps: stop after this many steps (0 = no limit).
         max_minutes: stop after this much wall-clock time (0 = no limit).
+        max_loss: a loss above this stops the run as diverged, like a NaN or inf loss does (the last good
+            checkpoint is kept); healthy runs stay below 20. 0 = only NaN / inf stop it.
         log_every: steps between lines of stats.jsonl.
         sample_every: steps between sample grids in samples/ (0 = only at the end).
         checkpoint_every: steps between checkpoints (0 = only at the end).
@@ -97,6 +100,7 @@ class TrainConfig:
     compile: bool = False
     max_steps: int = 0
     max_minutes: float = 10.0
+    max_loss: float = 1e4
     log_every: int = 10
     sample_every: int = 200
     checkpoint_every: int = 200
@@ -105,13 +109,63 @@ class TrainConfig:
     val_fraction: float = 0.1
 
     def validate(self) -> None:
-        r = self.model.resolution
-        if r < 8 or r & (r - 1):
-            raise StylexError(f"model.resolution must be a power of two >= 8, got {r}.")
+        """Check every value against its range; a bad one ends in one sentence naming the key and the range.
+
+        Raises:
+            StylexError: the first value out of range.
+        """
+        m = self.model
+        r = m.resolution
+        if r < 8 or r > 1024 or r & (r - 1):
+            raise StylexError(f"model.resolution must be a power of two from 8 to 1024, got {r}.")
         if self.amp not in ("bf16", "none"):
             raise StylexError(f"amp must be 'bf16' or 'none', got {self.amp!r}.")
-        if self.batch_size < 1:
-            raise StylexError(f"batch_size must be >= 1, got {self.batch_size}.")
+        at_least = {
+            "model.z_dim": (m.z_dim, 1),
+            "model.w_dim": (m.w_dim, 1),
+            "model.num_mapping_layers": (m.num_mapping_layers, 1),
+            "model.channel_base": (m.channel_base, 1),
+            "model.channel_max": (m.channel_max, 1),
+            "model.mbstd_group": (m.mbstd_group, 0),
+            "batch_size": (self.batch_size, 1),
+            "z_path_every": (self.z_path_every, 0),
+            "r1_interval": (self.r1_interval, 1),
+            "max_steps": (self.max_steps, 0),
+            "log_every": (self.log_every, 1),
+            "sample_every": (self.sample_every, 0),
+            "checkpoint_every": (self.checkpoint_every, 0),
+            "eval_every": (self.eval_every, 0),
+            "seed": (self.seed, 0),
+        }
+        for key, (value, low) in at_least.items():
+            if value < low:
+                raise StylexError(f"{key} must be an integer >= {low}, got {value}.")
+        if self.seed >= 2**63:
+            raise StylexError(f"seed must be below 2**63, got {self.seed}.")
+        for key in ("lr_g", "lr_e", "lr_d"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise StylexError(f"{key} must be a positive learning rate, got {value}.")
+        non_negative = (
+            "l1_weight",
+            "perceptual_weight",
+            "w_rec_weight",
+            "cls_weight",
+            "adv_weight",
+            "r1_gamma",
+            "max_minutes",
+            "max_loss",
+        )
+        for key in non_negative:
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise StylexError(f"{key} must be a finite number >= 0 (0 turns it off), got {value}.")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise StylexError(f"betas must be two numbers in [0, 1), got {list(self.betas)}.")
+        if not 0 <= self.ema_beta <= 1:
+            raise StylexError(f"ema_beta must be in [0, 1], got {self.ema_beta}.")
+        if not 0 <= self.val_fraction < 1:
+            raise StylexError(f"val_fraction must be in [0, 1), got {self.val_fraction}.")
         if self.max_steps <= 0 and self.max_minutes <= 0:
             raise StylexError("Set max_steps or max_minutes (both are 0, so training would never stop).")
 
@@ -234,7 +288,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, raw = text.split("=", 1)
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON (or too deep or long for it): the plain string
         value = raw
     return key.strip(), value
 

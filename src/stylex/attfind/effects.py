@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from stylex.errors import StylexError
+from stylex.failpoints import failpoint
 from stylex.models.generator import SynthesisState
 from stylex.models.stylespace import StyleLayout, StyleVector
 
@@ -233,19 +235,51 @@ class Effects:
             raise StylexError(f"{path} is not a readable safetensors file ({e}); re-run `stylex attfind`.") from None
         if metadata.get("format") != EFFECTS_FORMAT:
             raise StylexError(f"{path} is not an AttFind effects file; re-run `stylex attfind`.")
-        if int(metadata.get("version", 0)) > EFFECTS_VERSION:
-            raise StylexError(f"{path} was written by a newer stylex (format {metadata['version']}); upgrade stylex.")
+        try:
+            version = int(metadata.get("version", "0"))
+            if version > EFFECTS_VERSION:
+                raise StylexError(f"{path} was written by a newer stylex (format {version}); upgrade stylex.")
+            shift_size = float(metadata["shift_size"])
+            meta = json.loads(metadata.get("meta", "{}"))
+            if not (math.isfinite(shift_size) and shift_size > 0) or not isinstance(meta, dict):
+                raise ValueError("the shift size must be a positive number and meta a JSON object")
+            _check_table(tensors)
+        except (KeyError, TypeError, ValueError, RecursionError) as e:
+            raise StylexError(f"{path} is incomplete or malformed ({e}); re-run `stylex attfind`.") from None
         return cls(
-            effects=tensors["effects"],
-            s_min=tensors["s_min"],
-            s_max=tensors["s_max"],
-            base_logits=tensors["base_logits"],
-            styles=tensors["styles"],
-            styles_rgb=tensors["styles_rgb"],
+            effects=tensors["effects"].float(),
+            s_min=tensors["s_min"].float(),
+            s_max=tensors["s_max"].float(),
+            base_logits=tensors["base_logits"].float(),
+            styles=tensors["styles"].float(),
+            styles_rgb=tensors["styles_rgb"].float(),
             exact=tensors["exact"].bool(),
-            shift_size=float(metadata["shift_size"]),
-            meta=json.loads(metadata.get("meta", "{}")),
+            shift_size=shift_size,
+            meta=meta,
         )
+
+
+def _check_table(t: dict[str, torch.Tensor]) -> None:
+    """Raise ValueError unless the tensors of an effects file have the shapes `Effects` documents."""
+    effects = t["effects"]
+    if effects.ndim != 4 or effects.shape[1] != 2:
+        raise ValueError(f"effects must be [N, 2, S, K], got {list(effects.shape)}")
+    n, _, s, k = effects.shape
+    expected = {
+        "s_min": (s,),
+        "s_max": (s,),
+        "base_logits": (n, k),
+        "styles": (n, s),
+        "exact": (n, s),
+    }
+    for name, shape in expected.items():
+        if tuple(t[name].shape) != shape:
+            raise ValueError(f"{name} must be {list(shape)}, got {list(t[name].shape)}")
+    if t["styles_rgb"].ndim != 2 or t["styles_rgb"].shape[0] != n:
+        raise ValueError(f"styles_rgb must be [{n}, S_rgb], got {list(t['styles_rgb'].shape)}")
+    for name in ("effects", "s_min", "s_max", "base_logits", "styles", "styles_rgb"):
+        if not t[name].is_floating_point():
+            raise ValueError(f"{name} must hold floats, got {t[name].dtype}")
 
 
 # ---------------------------------------------------------------------------------------------- the search
@@ -341,14 +375,21 @@ class StyleEffects:
         table = torch.zeros(n, 2, S, K)
         exact = torch.zeros(n, S, dtype=torch.bool)
         done = torch.zeros(n, dtype=torch.bool)
+        agreement: list[float] = []
 
         store = None
         if checkpoint_dir is not None:
             settings = f"{self.shift_size}|{self.fast}|{self.precision}|{self.channels_last}"
             key = _fingerprint(s_flat, torch.cat(s.rgb, dim=1), s_min, s_max, *noise, base, settings)
             store = _ChunkStore(Path(checkpoint_dir), key)
-            for rows, eff, ex in store.load():
-                table[rows], exact[rows], done[rows] = eff, ex, True
+            for rows, eff, ex, agree in store.load():
+                fits = (
+                    rows.numel() and 0 <= int(rows.min()) and int(rows.max()) < n and eff.shape == (len(rows), 2, S, K)
+                )
+                if fits:
+                    table[rows], exact[rows], done[rows] = eff, ex, True
+                    agreement += agree
+            store.start()
 
         chunk, batch = self._plan(s, noise)
         per_image = 2 * (S if self.fast is None else min(self.fast, S))
@@ -361,7 +402,6 @@ class StyleEffects:
             unit="edit",
             disable=not self.progress,
         )
-        agreement: list[float] = [] if store is None else store.agreement()
         for a in range(0, len(todo), chunk):
             rows = todo[a : a + chunk]  # [n_c]
             eff, ex, agree = self._chunk(s.index(rows), _index_noise(noise, rows), delta[rows], base[rows], batch, bar)
@@ -558,48 +598,71 @@ def reference_effects(
 
 
 class _ChunkStore:
-    """Finished image chunks of an interrupted `compute`, keyed by a fingerprint of its inputs."""
+    """Finished image chunks of an interrupted `compute`, keyed by a fingerprint of its inputs.
+
+    `meta.json` (the key) is written before the first chunk; each chunk is one safetensors file (rows, effects,
+    exact mask, and the fast-mode agreement as metadata) written under a temporary name and renamed, so a crash
+    at any moment leaves only complete chunks. Chunks of other inputs, damaged files and temporary files are
+    discarded, never loaded.
+    """
 
     def __init__(self, folder: Path, key: str):
         self.folder, self.key = folder, key
+        self.count = 0  # chunks saved by this process (for the crash tests' failpoint)
 
-    def load(self):
-        meta = self.folder / "meta.json"
-        if not meta.is_file() or json.loads(meta.read_text()).get("key") != self.key:
+    def _key_on_disk(self) -> str | None:
+        try:
+            data = json.loads((self.folder / "meta.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data.get("key") if isinstance(data, dict) else None
+
+    def load(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]]:
+        """(rows [n], effects [n, 2, S, K], exact [n, S], agreement) of each complete chunk of these inputs."""
+        if self._key_on_disk() != self.key:
             return []
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
         out = []
         for f in sorted(self.folder.glob("chunk_*.safetensors")):
-            t = load_file(str(f))
-            out.append((t["rows"], t["effects"], t["exact"].bool()))
+            try:
+                with safe_open(str(f), framework="pt") as g:
+                    t = {k: g.get_tensor(k) for k in ("rows", "effects", "exact")}
+                    agreement = json.loads((g.metadata() or {}).get("agreement", "[]"))
+            except Exception:  # noqa: BLE001 - a damaged chunk is recomputed, not trusted
+                f.unlink(missing_ok=True)
+                continue
+            out.append((t["rows"].long(), t["effects"], t["exact"].bool(), list(agreement)))
         return out
 
-    def agreement(self) -> list[float]:
-        meta = self.folder / "meta.json"
-        if not meta.is_file():
-            return []
-        data = json.loads(meta.read_text())
-        return data.get("agreement", []) if data.get("key") == self.key else []
+    def start(self) -> None:
+        """Make the folder hold chunks of these inputs only (stale chunks of other inputs are removed)."""
+        if self._key_on_disk() == self.key:
+            for f in self.folder.glob("*.tmp"):
+                f.unlink()
+            return
+        if self.folder.is_dir():
+            for f in self.folder.iterdir():
+                if f.is_file():
+                    f.unlink()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / "meta.json.tmp"
+        tmp.write_text(json.dumps({"key": self.key}))
+        tmp.replace(self.folder / "meta.json")
 
     def save(self, rows: torch.Tensor, effects: torch.Tensor, exact: torch.Tensor, agreement: list[float]) -> None:
         from safetensors.torch import save_file
 
-        self.folder.mkdir(parents=True, exist_ok=True)
-        meta = self.folder / "meta.json"
-        data = json.loads(meta.read_text()) if meta.is_file() else {}
-        if data.get("key") != self.key:  # stale chunks of other inputs
-            for f in self.folder.glob("chunk_*.safetensors"):
-                f.unlink()
-            data = {"key": self.key, "agreement": []}
         name = f"chunk_{int(rows[0]):06d}_{len(rows):04d}.safetensors"
         tmp = self.folder / (name + ".tmp")
         save_file(
-            {"rows": rows.contiguous(), "effects": effects.contiguous(), "exact": exact.to(torch.uint8)}, str(tmp)
+            {"rows": rows.contiguous(), "effects": effects.contiguous(), "exact": exact.to(torch.uint8)},
+            str(tmp),
+            metadata={"agreement": json.dumps([float(a) for a in agreement])},
         )
         tmp.replace(self.folder / name)
-        data["agreement"] = data.get("agreement", []) + list(agreement)
-        meta.write_text(json.dumps(data))
+        self.count += 1
+        failpoint("attfind-chunk", self.count)
 
     def remove(self) -> None:
         if self.folder.is_dir():

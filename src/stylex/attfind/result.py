@@ -118,32 +118,29 @@ class AttFindResult:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "AttFind result") -> AttFindResult:
-        if d.get("format") != RESULT_FORMAT:
+    def from_dict(cls, d: Any, source: str = "AttFind result") -> AttFindResult:
+        """Inverse of `to_dict`; anything else ends in a StylexError naming `source`."""
+        if not isinstance(d, dict) or d.get("format") != RESULT_FORMAT:
             raise StylexError(f"{source} is not an AttFind attributes file; run `stylex attfind` to write one.")
-        if int(d.get("version", 0)) > RESULT_VERSION:
-            raise StylexError(f"{source} was written by a newer stylex (format {d['version']}); upgrade stylex.")
         try:
-            classes = [
-                ClassAttributes(
-                    class_index=int(c["class_index"]),
-                    class_name=str(c["class_name"]),
-                    num_images=int(c["num_images"]),
-                    attributes=[Attribute(**a) for a in c["attributes"]],
-                    sufficiency=c.get("sufficiency"),
-                )
-                for c in d["classes"]
-            ]
-        except (KeyError, TypeError) as e:
-            raise StylexError(f"{source} is incomplete or malformed ({e}); re-run `stylex attfind`.") from e
-        return cls(classes, d.get("settings", {}), d.get("sufficiency"), d.get("stats", {}))
+            version = _int(d.get("version", 0), "version")
+            if version > RESULT_VERSION:
+                raise StylexError(f"{source} was written by a newer stylex (format {version}); upgrade stylex.")
+            classes = [_class_attributes(c) for c in _list(d["classes"], "classes")]
+            settings, stats = d.get("settings", {}), d.get("stats", {})
+            if not isinstance(settings, dict) or not isinstance(stats, dict):
+                raise ValueError("settings and stats must be objects")
+            sufficiency = _optional_float(d.get("sufficiency"), "sufficiency")
+        except (KeyError, TypeError, ValueError) as e:
+            raise StylexError(f"{source} is incomplete or malformed ({e}); re-run `stylex attfind`.") from None
+        return cls(classes, settings, sufficiency, stats)
 
     @classmethod
     def from_json(cls, text: str, source: str = "AttFind result") -> AttFindResult:
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise StylexError(f"{source} is not valid JSON ({e}); re-run `stylex attfind`.") from e
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, or too deep / long numbers
+            raise StylexError(f"{source} is not valid JSON ({e}); re-run `stylex attfind`.") from None
         return cls.from_dict(d, source)
 
     def save(self, path: str | Path) -> None:
@@ -159,7 +156,11 @@ class AttFindResult:
         path = Path(path)
         if not path.is_file():
             raise StylexError(f"{path} does not exist; run `stylex attfind --out {path.parent}` first.")
-        return cls.from_json(path.read_text(), str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise StylexError(f"{path} is not a readable text file ({e}); re-run `stylex attfind`.") from None
+        return cls.from_json(text, str(path))
 
     def summary(self) -> str:
         """A table per class for the terminal."""
@@ -185,3 +186,64 @@ class AttFindResult:
         if self.sufficiency is not None:
             lines.append(f"sufficiency@{k} overall: {self.sufficiency:.3f}")
         return "\n".join(lines)
+
+
+# --- strict readers for `AttFindResult.from_dict`: each raises ValueError / TypeError naming the field ------------
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def _float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _optional_float(value: Any, name: str) -> float | None:
+    return None if value is None else _float(value, name)
+
+
+def _str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _list(value: Any, name: str) -> list:
+    if not isinstance(value, list):
+        raise TypeError(f"{name} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _attribute(a: Any) -> Attribute:
+    if not isinstance(a, dict):
+        raise TypeError(f"an attribute must be an object, got {type(a).__name__}")
+    direction = a["direction"]
+    if direction not in ("min", "max"):
+        raise ValueError(f"direction must be 'min' or 'max', got {direction!r}")
+    return Attribute(
+        rank=_int(a["rank"], "rank"),
+        flat_index=_int(a["flat_index"], "flat_index"),
+        layer=_int(a["layer"], "layer"),
+        layer_name=_str(a["layer_name"], "layer_name"),
+        channel=_int(a["channel"], "channel"),
+        direction=direction,
+        mean_effect=_float(a["mean_effect"], "mean_effect"),
+        flip_rate=_float(a["flip_rate"], "flip_rate"),
+    )
+
+
+def _class_attributes(c: Any) -> ClassAttributes:
+    if not isinstance(c, dict):
+        raise TypeError(f"a class entry must be an object, got {type(c).__name__}")
+    return ClassAttributes(
+        class_index=_int(c["class_index"], "class_index"),
+        class_name=_str(c["class_name"], "class_name"),
+        num_images=_int(c["num_images"], "num_images"),
+        attributes=[_attribute(a) for a in _list(c["attributes"], "attributes")],
+        sufficiency=_optional_float(c.get("sufficiency"), "sufficiency"),
+    )

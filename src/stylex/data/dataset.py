@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -49,8 +48,8 @@ FACTORS_CSV = "factors.csv"
 SYNTH_JSON = "synth.json"
 """Written next to ``factors.csv`` by :func:`stylex.data.synth.write_synth`: arguments, class names, factors."""
 
-# Exceptions Pillow raises for unreadable, truncated or hostile files (UnidentifiedImageError is an OSError).
-_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+MAX_CLASSES = 100_000
+"""Labels must stay below this (a larger label is a mistake in the file, and would make a class list that big)."""
 
 
 @dataclass
@@ -267,12 +266,7 @@ def _load_image_folder(root: Path, resolution: int | None, progress: bool) -> Im
 
 def _load_factor_folder(root: Path, resolution: int | None, progress: bool) -> ImageDataset:
     csv_path = root / FACTORS_CSV
-    meta: dict = {}
-    if (root / SYNTH_JSON).is_file():
-        try:
-            meta = json.loads((root / SYNTH_JSON).read_text())
-        except (OSError, ValueError) as e:
-            raise StylexError(f"Cannot read {root / SYNTH_JSON} ({e}); fix or delete the file.") from e
+    meta = _read_synth_json(root / SYNTH_JSON)
     try:
         with open(csv_path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -281,6 +275,12 @@ def _load_factor_folder(root: Path, resolution: int | None, progress: bool) -> I
     columns = list(rows[0]) if rows else []
     if "filename" not in columns:
         raise StylexError(f"{csv_path} has no rows or no 'filename' column; rewrite it with one row per image.")
+    for i, row in enumerate(rows):
+        if None in row or None in row.values():  # more or fewer fields than the header
+            raise StylexError(
+                f"Row {i + 2} of {csv_path} has {len(row) - (None in row) + len(row.get(None) or [])} fields but the "
+                f"header has {len(columns)}; give every row one value per column."
+            )
     paths = [root / row["filename"] for row in rows]
     for p in paths:
         if not p.is_file():
@@ -291,10 +291,13 @@ def _load_factor_folder(root: Path, resolution: int | None, progress: bool) -> I
     if "label" in columns:
         try:
             labels = np.array([int(row["label"]) for row in rows], dtype=np.int64)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             raise StylexError(f"Column 'label' of {csv_path} must hold integers ({e}); fix the file.") from e
-        if labels.min() < 0:
-            raise StylexError(f"Column 'label' of {csv_path} has negative labels; labels must be 0, 1, ....")
+        if labels.min() < 0 or labels.max() >= MAX_CLASSES:
+            raise StylexError(
+                f"Column 'label' of {csv_path} has label {labels.min() if labels.min() < 0 else labels.max()}; "
+                f"labels must be class indices 0, 1, ... below {MAX_CLASSES}."
+            )
         num_classes = int(labels.max()) + 1
         class_names = [str(c) for c in meta.get("class_names", [])]
         if not class_names:  # name each class after the one folder its images lie in, when there is one
@@ -310,7 +313,9 @@ def _load_factor_folder(root: Path, resolution: int | None, progress: bool) -> I
                 f"{len(class_names)} classes; regenerate the folder."
             )
 
-    known_categories = {k: tuple(v["categories"]) for k, v in meta.get("factors", {}).items() if v.get("categories")}
+    known_categories = {
+        k: tuple(str(c) for c in v["categories"]) for k, v in meta["factors"].items() if v.get("categories")
+    }
     factors: dict[str, np.ndarray] = {}
     factor_categories: dict[str, tuple[str, ...]] = {}
     for name in columns:
@@ -343,6 +348,30 @@ def _load_factor_folder(root: Path, resolution: int | None, progress: bool) -> I
         source=str(root),
         factor_categories=factor_categories,
     )
+
+
+def _read_synth_json(path: Path) -> dict:
+    """The parts of ``synth.json`` the loader uses (``class_names``, ``factors``), checked; {} when absent."""
+    if not path.is_file():
+        return {"class_names": [], "factors": {}}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise StylexError(f"Cannot read {path} ({e}); fix or delete the file.") from None
+    if not isinstance(meta, dict):
+        raise StylexError(f"{path} is not a JSON object; fix or delete the file.")
+    class_names = meta.get("class_names", [])
+    factors = meta.get("factors", {})
+    ok = isinstance(class_names, list) and isinstance(factors, dict)
+    ok = ok and all(
+        isinstance(v, dict) and isinstance(v.get("categories", []), list | tuple | type(None)) for v in factors.values()
+    )
+    if not ok:
+        raise StylexError(
+            f"{path} has malformed 'class_names' (a list) or 'factors' (objects with 'categories' lists); "
+            "fix or delete the file."
+        )
+    return {"class_names": class_names, "factors": factors}
 
 
 def _load_npz(path: Path, resolution: int | None) -> ImageDataset:
@@ -380,11 +409,11 @@ def _load_npz(path: Path, resolution: int | None) -> ImageDataset:
         )
     if images.ndim == 3:
         images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or images.shape[0] == 0:
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or 0 in images.shape:
         hint = " (this looks like NCHW: transpose to NHWC)" if images.ndim == 4 and images.shape[1] in (1, 3) else ""
         raise StylexError(
             f"'images' in {path} has shape {tuple(arrays['images'].shape)}, expected [N, H, W, 3] or grey "
-            f"[N, H, W] with N > 0{hint}; re-save it in that layout."
+            f"[N, H, W] with N, H, W > 0{hint}; re-save it in that layout."
         )
     n = len(images)
     if images.shape[-1] == 1:
@@ -402,17 +431,30 @@ def _load_npz(path: Path, resolution: int | None) -> ImageDataset:
                 f"'labels' in {path} must be non-negative integers [N={n}], got {raw.dtype} {tuple(raw.shape)}; "
                 "save one class index per image."
             )
+        if raw.max() >= MAX_CLASSES:
+            raise StylexError(
+                f"'labels' in {path} go up to {raw.max()}; labels must be class indices 0, 1, ... below {MAX_CLASSES}."
+            )
         labels = raw.astype(np.int64)
-        class_names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else []
+        class_names = [str(c) for c in _names(arrays, "class_names", path)]
         if class_names and labels.max() >= len(class_names):
             raise StylexError(
                 f"'labels' in {path} go up to {labels.max()} but 'class_names' has {len(class_names)} names; "
                 "save one name per class."
             )
-    filenames = [str(f) for f in arrays["filenames"]] if "filenames" in arrays else []
+    filenames = [str(f) for f in _names(arrays, "filenames", path)]
     if filenames and len(filenames) != n:
         raise StylexError(f"'filenames' in {path} has {len(filenames)} entries for {n} images; save one per image.")
     return ImageDataset(images=images, labels=labels, class_names=class_names, filenames=filenames, source=str(path))
+
+
+def _names(arrays: dict[str, np.ndarray], key: str, path: Path) -> list:
+    """The 1-D array ``arrays[key]`` as a list ([] when absent)."""
+    if key not in arrays:
+        return []
+    if arrays[key].ndim != 1:
+        raise StylexError(f"'{key}' in {path} has shape {tuple(arrays[key].shape)}; save it as a 1-D array of strings.")
+    return arrays[key].tolist()
 
 
 # ------------------------------------------------------------------------------------------------ pixels
@@ -477,7 +519,10 @@ def read_image(path: str | os.PathLike, resolution: int | None = None) -> np.nda
             a = _to_rgb8(im)
     except FileNotFoundError as e:
         raise StylexError(f"Image {path} does not exist; check the path.") from e
-    except _IMAGE_ERRORS as e:
+    except Exception as e:  # noqa: BLE001
+        # Pillow raises many types for unreadable, truncated or hostile files: OSError, SyntaxError, ValueError,
+        # EOFError, struct.error, DecompressionBombError and (found by fuzzing) TypeError from a TIFF tag of the
+        # wrong type, among others. Each means: this file cannot be read.
         raise StylexError(f"Cannot read image {path} ({type(e).__name__}: {e}); re-export or delete the file.") from e
     a = _center_square(a)
     return np.ascontiguousarray(a if resolution is None else _resize(a, resolution))

@@ -56,6 +56,12 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
     r"|(?P<op>==|!=|<=|>=|<|>)|(?P<punct>[():]))"
 )
+MAX_BINS = 1000
+"""Most bins a ``factor:k`` rule may ask for."""
+
+MAX_TOKENS = 200
+"""Longest rule, in tokens (names, numbers, operators, brackets); keeps parsing and evaluation shallow."""
+
 _OPS = {
     "==": np.equal,
     "!=": np.not_equal,
@@ -64,6 +70,11 @@ _OPS = {
     "<=": np.less_equal,
     ">=": np.greater_equal,
 }
+
+
+def _small_int(raw: str) -> int | None:
+    """The value of a whole number of at most 6 digits, else None."""
+    return int(raw) if re.fullmatch(r"\d{1,6}", raw) else None
 
 
 def _tokenize(text: str, valid: str) -> list[tuple[str, str]]:
@@ -165,6 +176,8 @@ def parse_label_rule(text: str, factors: Sequence[FactorSpec]) -> LabelRule:
     tokens = _tokenize(text, valid)
     if not tokens:
         raise StylexError(f"Label rule is empty; {valid}.")
+    if len(tokens) > MAX_TOKENS:
+        raise StylexError(f"Label rule has {len(tokens)} tokens, more than {MAX_TOKENS}; write a shorter rule.")
 
     def fail(why: str) -> StylexError:
         return StylexError(f"Cannot read label rule {text!r}: {why}; {valid}.")
@@ -181,11 +194,11 @@ def parse_label_rule(text: str, factors: Sequence[FactorSpec]) -> LabelRule:
             if not spec.is_categorical:
                 raise fail(f"{spec.name} is continuous, so give a number of bins, e.g. {spec.name}:2")
             return LabelRule(text, spec.categories, (spec.name,), ("categories", spec.name))
-        if len(tokens) != 3 or tokens[2][0] != "num" or not re.fullmatch(r"\d+", tokens[2][1]) or int(tokens[2][1]) < 2:
-            raise fail("after ':' give a whole number of bins >= 2")
+        k = _small_int(tokens[2][1]) if len(tokens) == 3 and tokens[2][0] == "num" else None
+        if k is None or not 2 <= k <= MAX_BINS:
+            raise fail(f"after ':' give a whole number of bins >= 2 (at most {MAX_BINS})")
         if spec.is_categorical:
             raise fail(f"{spec.name} is categorical, so write just {spec.name!r} for one class per category")
-        k = int(tokens[2][1])
         edges = np.linspace(spec.low, spec.high, k + 1)
         names = tuple(f"{spec.name} in [{edges[i]:.3g}, {edges[i + 1]:.3g})" for i in range(k))
         return LabelRule(text, names, (spec.name,), ("bins", spec.name, k, spec.low, spec.high))
@@ -223,8 +236,9 @@ def parse_label_rule(text: str, factors: Sequence[FactorSpec]) -> LabelRule:
                 raise fail(f"{spec.name} is categorical, so compare it only with == or !=")
             if value_kind == "name" and raw in spec.categories:
                 return ("cmp", spec.name, op, spec.categories.index(raw))
-            if value_kind == "num" and re.fullmatch(r"\d+", raw) and int(raw) < len(spec.categories):
-                return ("cmp", spec.name, op, int(raw))
+            code = _small_int(raw) if value_kind == "num" else None
+            if code is not None and code < len(spec.categories):
+                return ("cmp", spec.name, op, code)
             raise fail(f"{raw!r} is not a category of {spec.name} ({'/'.join(spec.categories)})")
         if value_kind != "num":
             raise fail(f"{spec.name} is continuous, so compare it with a number, not {raw!r}")

@@ -56,9 +56,13 @@ class StylEx(nn.Module):
         if not run_dir.is_dir():
             raise StylexError(f"{run_dir} is not a folder; pass the run folder written by `stylex train --out`.")
         info = read_json(run_dir / "config.json")
-        if "train" not in info or "num_classes" not in info:
-            raise StylexError(f"{run_dir / 'config.json'} is not a StylEx run config (no 'train' section).")
+        if not isinstance(info, dict) or info.get("kind") != "stylex-run" or "train" not in info:
+            raise StylexError(
+                f"{run_dir} is not a StylEx run folder (its config.json is not from `stylex train`); "
+                "pass the --out folder of `stylex train`."
+            )
         config = TrainConfig.from_dict(info["train"], str(run_dir / "config.json"))
+        config.validate()  # refuses absurd sizes from a hand-edited or hostile config.json
         G, E, _ = build_networks(config, int(info["num_classes"]))
         tensors, _ = read_weights(run_dir / WEIGHTS)
         names = {"G_ema": G, "E_ema": E} if ema else {"G": G, "E": E}

@@ -1,8 +1,20 @@
 """Checkpoints: config.json + weights.safetensors + state.pt (tensors and plain values only).
 
 Never pickles code or objects: weights are safetensors, and state.pt loads with
-`torch.load(weights_only=True)`. Each file is written to a temporary name and renamed, and both
-weights and state carry the step, so a half-written checkpoint is detected rather than loaded.
+`torch.load(weights_only=True)`. Both files carry the step.
+
+Weights and state are one pair, written so that a crash at any moment (SIGKILL, the out-of-memory killer, a
+power cut) leaves a pair that loads (`save_checkpoint`):
+
+1. the new weights go to `weights.safetensors.tmp` and the new state to `state.pt.tmp`, each flushed to disk;
+2. `state.pt.tmp` is renamed to `state.pt`: the commit point;
+3. `weights.safetensors.tmp` is renamed to `weights.safetensors`.
+
+A crash before 2 leaves the previous pair in place (the temporary files are discarded on resume); a crash
+between 2 and 3 leaves the new state beside its complete weights under the temporary name, which
+`recover_checkpoint` renames into place. `weights.safetensors` itself is complete at every moment, so
+readers (`StylEx.load`, also while a run is training) need no recovery. Runs lose at most the steps since
+the last checkpoint.
 """
 
 from __future__ import annotations
@@ -17,27 +29,113 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from stylex.errors import StylexError
+from stylex.failpoints import failpoint
 
 CHECKPOINT_FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 STATE = "state.pt"
+TMP_SUFFIX = ".tmp"
 
 
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as f:
+def _tmp(path: Path) -> Path:
+    return path.with_name(path.name + TMP_SUFFIX)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, final)
 
 
-def save_weights(path: Path, modules: dict[str, nn.Module], step: int) -> None:
-    """Write the state dicts of `modules` into one safetensors file, keys prefixed "<name>."."""
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in `folder` durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_weights(path: Path, modules: dict[str, nn.Module], step: int) -> None:
+    """The state dicts of `modules` into one safetensors file at `path`, keys prefixed "<name>.", flushed."""
     tensors = {}
     for name, module in modules.items():
         for key, value in module.state_dict().items():
             tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step)})
-    _fsync_replace(tmp, path)
+    save_file(tensors, str(path), metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step)})
+    _fsync_file(path)
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    torch.save({"format_version": CHECKPOINT_FORMAT_VERSION, **state}, path)
+    _fsync_file(path)
+
+
+def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], state: dict[str, Any]) -> None:
+    """Write weights and state as one pair that survives a crash at any point (see the module docstring).
+
+    Args:
+        run_dir: the run folder (exists).
+        modules: name -> network; stored as "<name>.<key>" tensors in weights.safetensors.
+        state: tensors and plain values for state.pt, with the int "step".
+    """
+    run_dir = Path(run_dir)
+    step = int(state["step"])
+    weights, state_path = run_dir / WEIGHTS, run_dir / STATE
+    _write_weights(_tmp(weights), modules, step)
+    failpoint("checkpoint-weights", step)
+    _write_state(_tmp(state_path), state)
+    failpoint("checkpoint-state", step)
+    os.replace(_tmp(state_path), state_path)  # the commit
+    _fsync_dir(run_dir)
+    failpoint("checkpoint-commit", step)
+    os.replace(_tmp(weights), weights)
+    _fsync_dir(run_dir)
+
+
+def _weights_step(path: Path) -> int | None:
+    """The step recorded in a complete weights file; None when it is missing, damaged or incomplete."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int((f.metadata() or {})["step"])
+    except Exception:  # noqa: BLE001 - any failure means: not a complete weights file
+        return None
+
+
+def recover_checkpoint(run_dir: Path) -> None:
+    """Finish or discard a `save_checkpoint` that a crash interrupted, so that weights and state form a pair.
+
+    After a crash between the commit and the last rename, the complete new weights wait under the temporary
+    name beside the new state: they are renamed into place. Temporary files of a save that never committed are
+    deleted. Only the process that writes the run may call this (it renames and deletes files).
+
+    Args:
+        run_dir: the run folder.
+    """
+    run_dir = Path(run_dir)
+    weights, state_path = run_dir / WEIGHTS, run_dir / STATE
+    if _tmp(state_path).exists():  # written, never committed: its pair is not the current one
+        _tmp(state_path).unlink()
+    if not _tmp(weights).exists():
+        return
+    tmp_step = _weights_step(_tmp(weights))
+    committed = None
+    if tmp_step is not None and state_path.is_file():
+        try:
+            committed = int(torch.load(state_path, map_location="cpu", weights_only=True)["step"])
+        except Exception:  # noqa: BLE001 - a damaged state is reported by load_state
+            committed = None
+    if tmp_step is not None and tmp_step == committed and _weights_step(weights) != committed:
+        os.replace(_tmp(weights), weights)
+        _fsync_dir(run_dir)
+    else:
+        _tmp(weights).unlink()
 
 
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -51,7 +149,7 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise StylexError(f"{path} is not a readable safetensors file ({e}); re-create or re-download it.") from None
     version = metadata.get("format_version")
     if version != str(CHECKPOINT_FORMAT_VERSION):
@@ -79,13 +177,8 @@ def load_modules(tensors: dict[str, torch.Tensor], modules: dict[str, nn.Module]
             ) from None
 
 
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format_version": CHECKPOINT_FORMAT_VERSION, **state}, tmp)
-    _fsync_replace(tmp, path)
-
-
 def load_state(path: Path) -> dict[str, Any]:
+    """The dict in state.pt, loaded with `weights_only=True`: a file holding code or objects is refused unread."""
     path = Path(path)
     if not path.is_file():
         raise StylexError(f"{path} does not exist; nothing to resume in {path.parent}.")
@@ -96,6 +189,12 @@ def load_state(path: Path) -> dict[str, Any]:
             f"{path} could not be loaded safely ({type(e).__name__}); it is damaged or holds objects "
             "other than tensors and plain values, which stylex refuses to unpickle."
         ) from None
-    if state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise StylexError(f"{path} has state format {state.get('format_version')}; re-train with this version.")
+    if not isinstance(state, dict) or "step" not in state:
+        raise StylexError(f"{path} is not a stylex training state (no step); resume a run written by `stylex train`.")
+    version = state.get("format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise StylexError(
+            f"{path} has checkpoint format version {version}, this stylex reads version "
+            f"{CHECKPOINT_FORMAT_VERSION}; re-train or use the stylex version that wrote it."
+        )
     return state

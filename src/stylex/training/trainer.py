@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,24 +32,30 @@ from stylex.errors import StylexError
 from stylex.models.stylex import build_networks
 from stylex.training.checkpoint import (
     STATE,
+    TMP_SUFFIX,
     WEIGHTS,
     load_modules,
     load_state,
     read_weights,
-    save_state,
-    save_weights,
+    recover_checkpoint,
+    save_checkpoint,
 )
 from stylex.training.distributed import Distributed
 from stylex.training.ema import make_ema, update_ema
 
 # Config keys that may change when a run is resumed: when to stop, how often to log, and compilation.
 RESUMABLE_KEYS = frozenset(
-    {"max_steps", "max_minutes", "log_every", "sample_every", "checkpoint_every", "eval_every", "compile"}
+    {"max_steps", "max_minutes", "max_loss", "log_every", "sample_every", "checkpoint_every", "eval_every", "compile"}
 )
+STATS = "stats.jsonl"
 
 
 class DivergenceError(StylexError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
+    """Training diverged; the last good checkpoint is kept.
+
+    Raised when a loss becomes NaN, infinite or larger than `TrainConfig.max_loss`, or when the weights are
+    non-finite at a checkpoint (an inf gradient with finite losses), which is then not written.
+    """
 
 
 @contextlib.contextmanager
@@ -196,6 +203,8 @@ class Trainer:
         """A run to resume that fits the config now given, or a folder that holds no run."""
         weights = self.out_dir / WEIGHTS
         if resume:
+            if self.out_dir.is_dir():
+                recover_checkpoint(self.out_dir)  # finish a checkpoint write that a crash interrupted
             if not weights.is_file():
                 raise StylexError(f"{self.out_dir} has no checkpoint to resume; drop --resume to start a new run.")
             saved = read_json(self.out_dir / "config.json")
@@ -223,9 +232,32 @@ class Trainer:
             )
 
     def _write_config(self, resume: bool) -> None:
-        if not resume:
+        if resume:
+            self._trim_log()
+        else:
             (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
+            # Left by a run that was stopped before its first checkpoint: nothing of it can be resumed.
+            for name in (STATS, WEIGHTS + TMP_SUFFIX, STATE + TMP_SUFFIX):
+                (self.out_dir / name).unlink(missing_ok=True)
         write_json(self.out_dir / "config.json", self.config_json())  # on resume: the new stopping point
+
+    def _trim_log(self) -> None:
+        """Keep the stats.jsonl records up to the resumed step: a crash loses the steps after the checkpoint,
+        which the resumed run logs again, and may leave a half-written last line."""
+        path = self.out_dir / STATS
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= self.step:
+                kept.append(line + "\n")
+        tmp = path.with_name(path.name + TMP_SUFFIX)
+        tmp.write_text("".join(kept))
+        tmp.replace(path)
 
     def _load_checkpoint(self) -> None:
         tensors, meta = read_weights(self.out_dir / WEIGHTS)
@@ -259,9 +291,32 @@ class Trainer:
             "perm": self.perm,
             "pos": self.pos,
         }
-        # Weights last: a crash between the two renames leaves mismatched steps, which loading detects.
-        save_state(self.out_dir / STATE, state)
-        save_weights(self.out_dir / WEIGHTS, self.modules(), self.step)
+        save_checkpoint(self.out_dir, self.modules(), state)  # a crash at any point leaves a pair that loads
+
+    def check_weights(self, good_step: int | None) -> None:
+        """Refuse to checkpoint non-finite weights (a NaN or inf gradient reached an optimiser step, while the
+        losses of that step were still finite).
+
+        Raises:
+            DivergenceError: with the step and the last good checkpoint.
+        """
+        bad = [
+            name
+            for name, module in self.modules().items()
+            if not all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
+        ]
+        if bad:
+            raise DivergenceError(
+                f"training diverged by step {self.step}: the weights of {', '.join(bad)} became non-finite (NaN or "
+                f"inf gradients); {self._kept(good_step)}"
+            )
+
+    def _kept(self, good_step: int | None) -> str:
+        where = f"step {good_step}" if good_step is not None else "none was written"
+        return (
+            f"the last good checkpoint in {self.out_dir} is kept ({where}). Lower the learning rates (lr_g, lr_d) "
+            "or raise r1_gamma, then --resume."
+        )
 
     # ----------------------------------------------------------------------------------------- steps
     def autocast(self):
@@ -441,13 +496,18 @@ class Trainer:
                 if cfg.max_minutes and self.seconds >= cfg.max_minutes * 60:
                     break
                 stats = self.train_step()
-                bad = [k for k, v in stats.items() if not torch.isfinite(torch.tensor(v))]
+                bad = [k for k, v in stats.items() if not math.isfinite(v)]
                 if bad:
-                    where = f"step {good_step}" if good_step is not None else "none was written"
                     raise DivergenceError(
-                        f"training diverged at step {self.step + 1}: {', '.join(bad)} became non-finite; the last "
-                        f"good checkpoint in {self.out_dir} is kept ({where}). Lower the learning rates "
-                        "(lr_g, lr_d) or raise r1_gamma, then --resume."
+                        f"training diverged at step {self.step + 1}: {', '.join(bad)} became non-finite; "
+                        + self._kept(good_step)
+                    )
+                big = {k: v for k, v in stats.items() if cfg.max_loss and abs(v) > cfg.max_loss}
+                if big:
+                    shown = ", ".join(f"{k} = {v:.3g}" for k, v in big.items())
+                    raise DivergenceError(
+                        f"training diverged at step {self.step + 1}: {shown}, above max_loss {cfg.max_loss:g}; "
+                        + self._kept(good_step)
                     )
                 self.step += 1
                 now = time.perf_counter()
@@ -460,7 +520,11 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
                 bar.update(1)
+                checkpoint_due = bool(cfg.checkpoint_every) and self.step % cfg.checkpoint_every == 0
+                if checkpoint_due:
+                    self.check_weights(good_step)  # on every rank: the weights, and so the verdict, are the same
                 if not self.dist.is_main:  # rank 0 alone logs, evaluates, writes samples and checkpoints
+                    good_step = self.step if checkpoint_due else good_step
                     continue
                 if self.step % cfg.log_every == 0:
                     last = {k: v / count for k, v in sums.items()}
@@ -480,12 +544,15 @@ class Trainer:
                     t_prev = time.perf_counter()  # evaluation time does not count as training time
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.write_samples()
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                if checkpoint_due:
                     self.save_checkpoint()
                     good_step = self.step
         finally:
             bar.close()
+        if good_step != self.step:  # not already checkpointed at this step
+            self.check_weights(good_step)
+            if self.dist.is_main:
+                self.save_checkpoint()
         if self.dist.is_main:
-            self.save_checkpoint()
             self.write_samples()
         return TrainResult(self.out_dir, self.step, self.seconds, last)

@@ -1,0 +1,238 @@
+"""Crash safety: `stylex train` and `stylex attfind` killed with SIGKILL resume to the same result.
+
+Training is killed at each point of a checkpoint write (by the `STYLEX_FAILPOINT` hook, see `stylex.failpoints`)
+and at random moments mid-step; every time the run folder still loads, the resumed run continues from the last
+complete checkpoint (losing at most one checkpoint interval), and the finished run equals an uninterrupted one
+weight for weight. AttFind is killed after a saved chunk and re-run: same effects, same attributes.json.
+Divergence: an exploding loss and non-finite gradients stop the run with the step and keep the last good
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from stylex.cli import main
+from stylex.failpoints import FAILPOINT_ENV
+from stylex.models.stylex import StylEx
+from stylex.training.checkpoint import STATE, WEIGHTS, load_state, read_weights
+
+STEPS, EVERY = 8, 2  # steps of each training run, steps between checkpoints
+TMP = ".tmp"
+
+
+def cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def command(*args) -> list[str]:
+    return [sys.executable, "-m", "stylex", *[str(a) for a in args]]
+
+
+def env(failpoint: str | None = None) -> dict[str, str]:
+    e = {**os.environ, "OMP_NUM_THREADS": "1"}
+    e.pop(FAILPOINT_ENV, None)
+    return {**e, FAILPOINT_ENV: failpoint} if failpoint else e
+
+
+def stylex(*args, failpoint: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args), env=env(failpoint), capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """Data, a classifier and the uninterrupted reference run (in a subprocess like the runs it is compared to)."""
+    root = tmp_path_factory.mktemp("crash")
+    cli("data", "synth", "--out", root / "data", "--num-images", 32, "--resolution", 16, "--quiet")
+    cli("train-classifier", "--data", root / "data", "--out", root / "clf", "--resolution", 16, "--epochs", 1,
+        "--width", 8, "--quiet")  # fmt: skip
+    done = stylex(*train_args(root, root / "reference"))
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def train_args(root: Path, out: Path, resume: bool = False) -> list:
+    return ["train", "--data", root / "data", "--classifier", root / "clf", "--out", out, "--preset", "tiny",
+            "--max-steps", STEPS, "--set", f"checkpoint_every={EVERY}", "--set", "log_every=1", "--quiet",
+            *(["--resume"] if resume else [])]  # fmt: skip
+
+
+def checkpoint_steps(run: Path) -> tuple[int, int]:
+    """(step of weights.safetensors, step of state.pt); both must load."""
+    _, meta = read_weights(run / WEIGHTS)
+    return int(meta["step"]), int(load_state(run / STATE)["step"])
+
+
+def logged_steps(run: Path) -> list[int]:
+    steps = []
+    for line in (run / "stats.jsonl").read_text().splitlines():
+        try:
+            steps.append(json.loads(line)["step"])
+        except ValueError:  # a line half-written when the process died
+            pass
+    return steps
+
+
+def assert_same_weights(run: Path, reference: Path) -> None:
+    a, b = load_file(str(run / WEIGHTS)), load_file(str(reference / WEIGHTS))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=1e-6), f"{k} differs from the uninterrupted run"
+
+
+def assert_finished_like_reference(run: Path, root: Path) -> None:
+    assert checkpoint_steps(run) == (STEPS, STEPS)
+    assert logged_steps(run) == list(range(1, STEPS + 1)), "each step logged once, lost steps logged again"
+    assert not list(run.glob("*" + TMP)), "no temporary files left"
+    assert_same_weights(run, root / "reference")
+
+
+@pytest.mark.slow
+def test_killed_at_each_point_of_a_checkpoint_write(inputs, tmp_path):
+    """weights written -> state written -> state renamed (commit) -> weights renamed: a kill at each point."""
+    root, run = inputs, tmp_path / "run"
+
+    # 1. Killed at the first checkpoint, its weights written under the temporary name, cut short (as if the
+    #    process died mid-write): no complete checkpoint exists yet; readers see no run, resume starts over.
+    killed = stylex(*train_args(root, run), failpoint=f"checkpoint-weights@{EVERY}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    tmp = run / (WEIGHTS + TMP)
+    tmp.write_bytes(tmp.read_bytes()[: tmp.stat().st_size // 2])
+    assert not (run / WEIGHTS).exists() and not (run / STATE).exists()
+    nothing = CliRunner().invoke(main, [str(a) for a in train_args(root, run, resume=True)])
+    assert nothing.exit_code == 1 and "no checkpoint to resume" in nothing.stderr
+    assert not tmp.exists(), "the incomplete weights were discarded"
+
+    # 2. Started again, killed at the second checkpoint after writing its state, before the commit: the first
+    #    checkpoint (step 2) is the complete one.
+    killed = stylex(*train_args(root, run), failpoint=f"checkpoint-state@{2 * EVERY}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert checkpoint_steps(run) == (EVERY, EVERY)
+    assert (run / (STATE + TMP)).exists() and (run / (WEIGHTS + TMP)).exists()
+    StylEx.load(run)  # a reader needs no recovery
+
+    # 3. Resumed from step 2, killed between the commit and the last rename of the checkpoint of step 6: state.pt
+    #    is at step 6 and its complete weights wait under the temporary name; weights.safetensors (step 4) still
+    #    loads for readers.
+    killed = stylex(*train_args(root, run, resume=True), failpoint=f"checkpoint-commit@{3 * EVERY}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert checkpoint_steps(run) == (2 * EVERY, 3 * EVERY)
+    StylEx.load(run)
+
+    # 4. Resumed: the interrupted commit is finished (step 6, nothing lost), and the run ends like the reference.
+    done = stylex(*train_args(root, run, resume=True))
+    assert done.returncode == 0, done.stderr
+    assert_finished_like_reference(run, root)
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments(inputs, tmp_path):
+    """SIGKILL mid-step at random moments, twice; each time the files load and at most one interval is lost."""
+    root, run = inputs, tmp_path / "run"
+    rng = random.Random(0)
+    resume, last, kills = False, 0, 0
+    for _ in range(2):
+        target = min(last + rng.randint(2, 3), STEPS - 1)  # past the last kill, so this process made progress
+        proc = subprocess.Popen(command(*train_args(root, run, resume)), env=env(), stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (run / "stats.jsonl").is_file() and max(logged_steps(run), default=0) >= target:
+                break
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.15))  # somewhere inside a step
+        proc.send_signal(signal.SIGKILL)
+        if proc.wait(timeout=60) == 0:  # finished before the kill landed: nothing more to test
+            break
+        kills += 1
+        last = max(logged_steps(run))
+        resume = (run / STATE).exists()  # a checkpoint was committed (else the next run starts over)
+        resumes_from = load_state(run / STATE)["step"] if resume else 0
+        if (run / WEIGHTS).exists():  # complete at every moment: readers load it without recovery
+            StylEx.load(run)
+        assert last - resumes_from <= EVERY + 1, "more than one checkpoint interval lost"
+        print(f"killed after step {last}; resumes from step {resumes_from}")
+    assert kills >= 1
+    done = stylex(*train_args(root, run, resume=True))
+    assert done.returncode == 0, done.stderr
+    assert_finished_like_reference(run, root)
+
+
+@pytest.mark.slow
+def test_attfind_killed_after_a_chunk_resumes_to_the_same_result(inputs, tmp_path):
+    root = inputs
+    # Fast mode and a tiny memory budget: one image per chunk, a few edits each, so 6 chunks of quick work.
+    args = ["attfind", "--model", root / "reference", "--num-images", 6, "--top-k", 3, "--fast", 4,
+            "--memory-mb", 0.1, "--no-render", "--quiet"]  # fmt: skip
+    reference = stylex(*args, "--out", tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "killed"
+    killed = stylex(*args, "--out", out, failpoint="attfind-chunk@3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    partial = out / ".effects_partial"
+    assert len(list(partial.glob("chunk_*.safetensors"))) == 3 and not (out / "attributes.json").exists()
+    (partial / "chunk_000099_0001.safetensors.tmp").write_bytes(b"half a chunk")  # as a kill mid-write leaves
+
+    again = stylex(*args, "--out", out)
+    assert again.returncode == 0, again.stderr
+    assert not partial.exists()
+    a, b = load_file(str(out / "effects.safetensors")), load_file(str(tmp_path / "reference" / "effects.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    got, want = (json.loads((d / "attributes.json").read_text()) for d in (out, tmp_path / "reference"))
+    assert got["classes"] == want["classes"] and got["sufficiency"] == want["sufficiency"]
+    assert got["stats"]["estimate_top10_overlap"] == want["stats"]["estimate_top10_overlap"]
+
+
+# ------------------------------------------------------------------------------------------------ divergence
+
+
+def _trainer(tmp_path, classifier, images, **overrides):
+    from stylex.config import preset
+    from stylex.training.trainer import Trainer
+
+    cfg = preset("tiny", checkpoint_every=1, **overrides)
+    return Trainer(cfg, classifier, images[:32], images[32:], tmp_path / "run", quiet=True)
+
+
+def test_exploding_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, stand_in_classifier, tiny_images):
+    from stylex.training.trainer import DivergenceError
+
+    tr = _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=4)
+    step = tr.train_step
+
+    def exploding():
+        stats = step()
+        return {**stats, "l1": 3e5} if tr.step == 2 else stats  # the third step's loss explodes
+
+    tr.train_step = exploding
+    with pytest.raises(DivergenceError, match=r"at step 3: l1 = 3e\+05, above max_loss 10000;.*step 2"):
+        tr.run()
+    assert checkpoint_steps(tmp_path / "run") == (2, 2)
+    StylEx.load(tmp_path / "run")
+
+
+def test_non_finite_gradients_stop_before_a_checkpoint_is_written(tmp_path, stand_in_classifier, tiny_images):
+    """Finite losses, an inf gradient: Adam turns the weights into NaN; that checkpoint is never written."""
+    from stylex.training.trainer import DivergenceError
+
+    tr = _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=4)
+    tr.G.const.register_hook(lambda g: g * float("inf") if tr.step == 2 else g)
+    with pytest.raises(DivergenceError, match=r"by step 3: the weights of G, G_ema became non-finite.*step 2"):
+        tr.run()
+    assert checkpoint_steps(tmp_path / "run") == (2, 2)
+    tensors, _ = read_weights(tmp_path / "run" / WEIGHTS)
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
