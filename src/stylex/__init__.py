@@ -1,7 +1,46 @@
 """StylEx: explain an image classifier by training a GAN whose StyleSpace holds what the classifier uses.
 
 Lang et al., "Explaining in Style: Training a GAN to explain a classifier in StyleSpace", ICCV 2021.
-Nothing heavy happens at import: submodules are imported where they are used.
+Nothing heavy happens at import: the names below are imported on first use (module `__getattr__`).
+
+    import stylex
+    model, classifier = stylex.load_run("runs/demo/stylex")      # StylEx + the classifier it explains
+    result = stylex.AttFind(model, classifier, fast=50).run(x)    # x [N, 3, R, R] in [-1, 1]
+    explanation = stylex.counterfactual(model, classifier, result, x[0])
+    stylex.write_report("runs/demo/stylex", "runs/demo/report")   # static HTML; stylex.serve(...) is live
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "StylEx": "stylex.models.stylex",
+    "load_run": "stylex.pipeline",
+    "AttFind": "stylex.api",
+    "counterfactual": "stylex.api",
+    "load_attfind": "stylex.api",
+    "AttFindResult": "stylex.attfind.result",
+    "ImageExplanation": "stylex.explain.counterfactual",
+    "write_report": "stylex.explain.report",
+    "serve": "stylex.explain.viewer",
+    "StylexError": "stylex.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'stylex' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

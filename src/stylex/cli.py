@@ -13,13 +13,33 @@ PRESET_HELP = "tiny (tests), shapes-32, mnist-32, plant-64"
 
 
 class _Group(click.Group):
-    """Turns a StylexError into one line on stderr and exit status 1, never a traceback."""
+    """Ends every error a user can cause in one `error:` line on stderr, never a traceback.
+
+    StylexError (exit status 1): its message. A usage error inside a subcommand (missing option, a path that
+    does not exist, a bad value; exit status 2): click's message and where to look for help. An OSError on a
+    named file (permissions, a file where a folder should be, a full disk; exit status 1): the file and why.
+    Ctrl-C: that the last complete checkpoint is kept (exit status 130).
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except StylexError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            click.echo(f"error: {e.format_message().rstrip('.')}; see `{where} --help`.", err=True)
+            sys.exit(e.exit_code)
+        except OSError as e:
+            if e.filename is None:
+                raise
+            click.echo(
+                f"error: {e.filename}: {e.strerror or e}; check the path, its permissions and the free disk space.",
+                err=True,
+            )
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted; the last complete checkpoint is kept (continue with --resume).", err=True)
@@ -142,9 +162,9 @@ def train_classifier_cmd(
     train_set, val_set = ds.split(val_fraction, seed)
     cfg = ClassifierTrainConfig(width=width, epochs=epochs, batch_size=batch_size, lr=lr, hflip=hflip, seed=seed)
     metrics = train_classifier(train_set, val_set, out, cfg, device=device, quiet=quiet)
-    click.echo(
-        f"validation accuracy {metrics['val_accuracy']:.3f} (train {metrics['train_accuracy']:.3f}); wrote {out}"
-    )
+    val = metrics.get("val_accuracy")
+    val_text = "no validation images" if val is None else f"validation accuracy {val:.3f}"
+    click.echo(f"{val_text} (train {metrics['train_accuracy']:.3f}); wrote {out}")
 
 
 # ------------------------------------------------------------------------------------------------ stylex
@@ -373,6 +393,68 @@ def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, to
     for name, why in report["skipped"].items():
         click.echo(f"{name}: skipped ({why})")
     click.echo(f"wrote {out}")
+
+
+# ------------------------------------------------------------------------------------------------ report / serve
+@main.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(), help="Report folder (index.html + images); replaced if it "
+              "holds an earlier report.")  # fmt: skip
+@click.option("--attributes", "attributes_dir", type=click.Path(exists=True, file_okay=False),
+              help="The `stylex attfind` output folder (default RUN/attfind).")  # fmt: skip
+@click.option("--data", type=click.Path(exists=True), help="Images (default: the run's own data).")
+@click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=1), help="Attributes per class.")
+@click.option("--slider-images", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Images each attribute's slider moves.")  # fmt: skip
+@click.option("--frames", default=7, show_default=True, type=click.IntRange(min=3), help="Slider frames (odd).")
+@click.option("--explanations", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Image-specific explanations shown.")  # fmt: skip
+@click.option("--no-generate", is_flag=True, help="Do not make missing reconstruction figures, strips or GIFs.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames, explanations, no_generate, device,
+               quiet):  # fmt: skip
+    """Write a self-contained HTML report of a run (opens from disk, no network): data, training, reconstructions,
+    attributes with sliders, explanations and the commands that made the run."""
+    from stylex.explain.report import write_report
+
+    if frames % 2 == 0:
+        raise StylexError(f"--frames must be odd (the middle frame is the unedited image), got {frames}.")
+    index = write_report(
+        run_dir,
+        out,
+        attributes_dir,
+        data=data,
+        top_k=top_k,
+        num_slider_images=slider_images,
+        num_frames=frames,
+        num_explanations=explanations,
+        generate=not no_generate,
+        device=device,
+        quiet=quiet,
+    )
+    click.echo(f"report: {index}  (open file://{index.resolve()} in a browser)")
+
+
+@main.command("serve")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--attributes", "attributes_dir", type=click.Path(exists=True, file_okay=False),
+              help="The `stylex attfind` output folder (default RUN/attfind).")  # fmt: skip
+@click.option("--data", type=click.Path(exists=True), help="Images to offer (default: AttFind's data).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; keep a loopback address "
+              "unless others should reach the viewer.")  # fmt: skip
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 = any free port.")
+@click.option("--num-images", default=12, show_default=True, type=click.IntRange(min=0), help="Images offered.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--quiet", is_flag=True, help="Do not log requests.")
+def serve_cmd(run_dir, attributes_dir, data, host, port, num_images, device, quiet):
+    """Serve a live viewer: pick or upload an image, move the top attributes, watch the classifier (Ctrl-C stops)."""
+    from stylex.explain.viewer import serve
+
+    try:
+        serve(run_dir, host, port, attributes_dir, data, num_images, device=device, quiet=quiet)
+    except KeyboardInterrupt:
+        click.echo("viewer stopped.")
 
 
 if __name__ == "__main__":

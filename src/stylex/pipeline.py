@@ -191,27 +191,32 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def demo(out_dir: str | os.PathLike, minutes: float = 5.0, quiet: bool = False) -> dict[str, Any]:
-    """The whole chain on synthetic shapes: data -> classifier -> StylEx (short run) -> reconstructions.
+    """The whole chain on synthetic shapes: data -> classifier -> StylEx (short run) -> reconstructions ->
+    AttFind (fast mode) -> the HTML report, whose path it prints last.
 
     Args:
-        out_dir: folder for everything the demo writes (data/, classifier/, stylex/).
+        out_dir: folder for everything the demo writes (data/, classifier/, stylex/, report/).
         minutes: wall-clock budget of the StylEx training run.
+    Returns:
+        the reconstruction figures, plus "report": the path of the report's index.html.
     """
+    from stylex.attfind import run_attfind
     from stylex.classifier import ClassifierTrainConfig, load_classifier, train_classifier
     from stylex.config import preset
     from stylex.data import load_dataset, write_synth
+    from stylex.explain.report import write_report
 
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     data_dir = out_dir / "data"
     if not (data_dir / "factors.csv").is_file():
-        print(f"[1/4] synthesising 2,000 shapes at 32 px -> {data_dir}")
+        print(f"[1/6] synthesising 2,000 shapes at 32 px -> {data_dir}")
         write_synth(
             data_dir, 2000, resolution=32, seed=0, label_rule="shape==circle", overwrite=True, progress=not quiet
         )
     clf_dir = out_dir / "classifier"
     if not (clf_dir / "weights.safetensors").is_file():
-        print(f"[2/4] training the classifier -> {clf_dir}")
+        print(f"[2/6] training the classifier -> {clf_dir}")
         dataset = load_dataset(data_dir, resolution=32, progress=False)
         train_set, val_set = dataset.split(0.1, 0)
         train_classifier(train_set, val_set, clf_dir, ClassifierTrainConfig(epochs=4), quiet=quiet)
@@ -221,11 +226,21 @@ def demo(out_dir: str | os.PathLike, minutes: float = 5.0, quiet: bool = False) 
     run_dir = out_dir / "stylex"
     config = preset("shapes-32", max_minutes=minutes, sample_every=500, checkpoint_every=500)
     resume = (run_dir / "weights.safetensors").is_file()
-    print(f"[3/4] training StylEx for {minutes:g} minutes -> {run_dir}" + (" (resuming)" if resume else ""))
+    print(f"[3/6] training StylEx for {minutes:g} minutes -> {run_dir}" + (" (resuming)" if resume else ""))
     train_stylex(data_dir, classifier, run_dir, config, resume=resume, quiet=quiet)
-    print("[4/4] reconstructing held-out images")
+    print("[4/6] reconstructing held-out images")
     report = reconstruct(run_dir, classifier=classifier)
     print(format_report(report))
-    print(f"grid: {report['grid']}   ({time.perf_counter() - t0:.0f} s in all)")
+    print(f"grid: {report['grid']}")
+    print("[5/6] AttFind in fast mode on 64 images")
+    result = run_attfind(
+        run_dir, out=run_dir / "attfind", num_images=64, top_k=10, fast=32, recompute=True, classifier=classifier,
+        quiet=quiet,
+    )  # fmt: skip
+    print(result.summary())
+    print("[6/6] writing the report")
+    index = write_report(run_dir, out_dir / "report", run_dir / "attfind", classifier=classifier, quiet=quiet)
+    report["report"] = str(index)
     (out_dir / "demo.json").write_text(json.dumps(report, indent=2))
+    print(f"done in {time.perf_counter() - t0:.0f} s. Open the report: file://{index.resolve()}")
     return report

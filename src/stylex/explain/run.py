@@ -65,7 +65,7 @@ def explain_image(
         {"explanations": {strategy: ImageExplanation}, "files": [paths], "reused_effects": bool,
         "skipped": {strategy: reason}}.
     """
-    from stylex.attfind.effects import Effects, StyleEffects, image_noise
+    from stylex.attfind.effects import Effects, image_noise
     from stylex.attfind.result import AttFindResult
     from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, encode_images
     from stylex.data import load_dataset, read_image, to_tensor
@@ -107,28 +107,25 @@ def explain_image(
         pos = indices.index(index)
         if torch.allclose(saved.styles[pos], s.flatten()[0].cpu(), atol=1e-4):
             row, reused = saved.subset([pos]), True
-    if row is None:
-        finder = StyleEffects(G, classifier, shift_size=saved.shift_size, fast=fast, progress=not quiet)
-        row = finder.compute(s, noise, s_min=saved.s_min, s_max=saved.s_max)
-
-    cf = Counterfactuals(
-        G, classifier, saved.s_min.to(device), saved.s_max.to(device), saved.shift_size, names, num_candidates
+    explanations, skipped, row = explain_styles(
+        G,
+        classifier,
+        s,
+        noise,
+        saved,
+        attrs,
+        row=row,
+        strategies=strategies,
+        target=y,
+        top_k=top_k,
+        fast=fast,
+        num_candidates=num_candidates,
+        source=source,
+        progress=not quiet,
     )
-    if y is None:  # the most likely class other than the predicted one
-        base = row.base_logits[0].clone()
-        base[int(base.argmax())] = float("-inf")
-        y = int(base.argmax())
-    class_edits = attrs.for_class(y).edits
+    y = _other_class(row, y)
     out = Path(out)
-    explanations: dict[str, ImageExplanation] = {}
-    files, skipped = [], {}
-    for st in strategies:
-        if st == "class" and not class_edits:
-            skipped[st] = f"AttFind found no attributes for class {names[y]!r}"
-            continue
-        e = cf.explain(s, noise, row, strategy=st, target=y, top_k=top_k, class_edits=class_edits, source=source)
-        explanations[st] = e
-        files.append(_render_sequence(G, classifier, x, s, noise, e, saved, out / f"{st}.png"))
+    files = [_render_sequence(G, classifier, x, s, noise, e, saved, out / f"{k}.png") for k, e in explanations.items()]
     import json
 
     out.mkdir(parents=True, exist_ok=True)
@@ -147,25 +144,102 @@ def explain_image(
     return {"explanations": explanations, "files": files, "reused_effects": reused, "skipped": skipped}
 
 
+def _other_class(row, target: int | None) -> int:
+    """`target`, or the most likely class other than the predicted one for a one-image effects row."""
+    if target is not None:
+        return target
+    base = row.base_logits[0].clone()
+    base[int(base.argmax())] = float("-inf")
+    return int(base.argmax())
+
+
+def explain_styles(
+    G,
+    classifier,
+    s,
+    noise: list[torch.Tensor],
+    saved,
+    attributes,
+    *,
+    row=None,
+    strategies: tuple[str, ...] = STRATEGIES,
+    target: int | None = None,
+    top_k: int = 5,
+    fast: int | None = None,
+    num_candidates: int = 20,
+    source: str = "",
+    progress: bool = False,
+) -> tuple[dict[str, ImageExplanation], dict[str, str], Any]:
+    """Explain one image given its styles: the core of `explain_image`, `stylex.explain` and the report.
+
+    Args:
+        G, classifier: generator and classifier (images [N, 3, R, R] in [-1, 1] -> logits [N, K]).
+        s: the image's styles (batch 1); noise: its fixed noise maps [1, 1, r, r] per layer.
+        saved: the AttFind `Effects` (edit targets s_min / s_max [S] and the shift size).
+        attributes: the `AttFindResult` (class names; class attributes for the "class" strategy).
+        row: the image's effects [1, 2, S, K] if already known (e.g. a row of `saved`); else computed here.
+        strategies: any of "independent", "subset", "class".
+        target: class index to move toward; default the most likely class other than the predicted one.
+        top_k, num_candidates: see `Counterfactuals`.
+        fast: None for the exact effects row (2 S forward passes), M for fast mode (see `StyleEffects`).
+        source: how the image is named in the result.
+
+    Returns:
+        ({strategy: ImageExplanation}, {strategy: why it was skipped}, the effects row).
+    """
+    from stylex.attfind.effects import StyleEffects
+
+    device = s.conv[0].device
+    if row is None:
+        finder = StyleEffects(G, classifier, shift_size=saved.shift_size, fast=fast, progress=progress)
+        row = finder.compute(s, noise, s_min=saved.s_min, s_max=saved.s_max)
+    names = attributes.class_names
+    cf = Counterfactuals(
+        G, classifier, saved.s_min.to(device), saved.s_max.to(device), saved.shift_size, names, num_candidates
+    )
+    y = _other_class(row, target)
+    class_edits = attributes.for_class(y).edits
+    explanations: dict[str, ImageExplanation] = {}
+    skipped: dict[str, str] = {}
+    for st in strategies:
+        if st == "class" and not class_edits:
+            skipped[st] = f"AttFind found no attributes for class {names[y]!r}"
+            continue
+        explanations[st] = cf.explain(
+            s, noise, row, strategy=st, target=y, top_k=top_k, class_edits=class_edits, source=source
+        )
+    return explanations, skipped, row
+
+
 @torch.no_grad()
 def _render_sequence(G, classifier, x, s, noise, e: ImageExplanation, effects, path: Path) -> Path:
-    """One row: input, reconstruction, then the image after each step, with the class probabilities under each."""
+    """One row: input (when `x` is given), reconstruction, then the image after each step, with the class
+    probabilities under each."""
+    from stylex.explain.render import save_image
+
+    return save_image(sequence_image(G, classifier, x, s, noise, e, effects), path)
+
+
+@torch.no_grad()
+def sequence_image(G, classifier, x, s, noise, e: ImageExplanation, effects):
+    """The PIL image `_render_sequence` writes; `x` [1, 3, R, R] may be None (no input tile)."""
     from stylex.attfind.effects import edit_styles
-    from stylex.explain.render import annotated_grid, probability_lines, save_image
+    from stylex.explain.render import annotated_grid, probability_lines
     from stylex.models.stylespace import StyleVector
 
-    device = x.device
+    device = s.conv[0].device
     s_min, s_max = effects.s_min.to(device), effects.s_max.to(device)
     edits = e.edits
     prefix = [s] + [edit_styles(s, edits[: t + 1], s_min, s_max, effects.shift_size) for t in range(len(edits))]
     images = G.synthesis(StyleVector.cat(prefix), [n.expand(len(prefix), -1, -1, -1) for n in noise])  # [T+1, ...]
-    probs = classifier(torch.cat([x, images])).softmax(dim=1).cpu()  # [T+2, K]
+    tiles = images if x is None else torch.cat([x, images])  # [T+1 or T+2, 3, R, R]
+    probs = classifier(tiles).softmax(dim=1).cpu()
     names = e.class_names
-    titles = ["input", "reconstruction"] + [f"+{st.layer_name}[{st.channel}]{st.direction}" for st in e.steps]
+    titles = ([] if x is None else ["input"]) + ["reconstruction"]
+    titles += [f"+{st.layer_name}[{st.channel}]{st.direction}" for st in e.steps]
     captions = [[t, *probability_lines(p, names, e.target_class)] for t, p in zip(titles, probs, strict=True)]
-    R = x.shape[-1]
+    R = tiles.shape[-1]
     title = f"{e.strategy}: {names[e.original_class]} -> {names[e.target_class]}" + (
         " (flipped)" if e.flipped else " (not flipped)"
     )
-    grid = annotated_grid([torch.cat([x, images])], [captions], scale=max(1, -(-96 // R)), title=title)
-    return save_image(grid, path)
+    return annotated_grid([tiles], [captions], scale=max(1, -(-96 // R)), title=title)

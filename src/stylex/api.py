@@ -1,0 +1,182 @@
+"""The Python API on one page, in the style of captum: load, find attributes, explain an image.
+
+    import stylex
+
+    model, classifier = stylex.load_run("runs/demo/stylex")     # StylEx (G_ema, E_ema) + the run's classifier
+    w = model.encode(x)                                          # x [N, 3, R, R] in [-1, 1] -> w [N, w_dim]
+    x_rec = model.reconstruct(x, classifier(x))                  # [N, 3, R, R]
+    result = stylex.AttFind(model, classifier, top_k=10, fast=50).run(x)   # -> AttFindResult
+    e = stylex.counterfactual(model, classifier, result, x[0])   # -> ImageExplanation
+
+Every name here is re-exported lazily by `stylex` itself (importing `stylex` loads nothing heavy). The image
+explanation is `counterfactual`, not `explain`: `stylex.explain` is the subpackage that draws and reports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stylex.attfind.result import AttFindResult
+from stylex.attfind.search import AttFind as _GeneratorAttFind
+from stylex.errors import StylexError
+from stylex.explain.counterfactual import ImageExplanation
+from stylex.models.stylespace import StyleVector
+from stylex.models.stylex import StylEx
+
+
+class AttFind(_GeneratorAttFind):
+    """AttFind on a trained StylEx model and images: `AttFind(model, classifier, top_k=10).run(x)`.
+
+    The same algorithm as `stylex.attfind.AttFind` (which works on a generator and styles); this adapter only
+    encodes the images and fixes their noise first.
+
+    Args:
+        model: a `StylEx` model (e.g. from `StylEx.load` or `load_run`).
+        classifier: images [N, 3, R, R] in [-1, 1] -> logits [N, K] (e.g. from `load_run`).
+        **kwargs: the options of `stylex.attfind.AttFind`: top_k (10), threshold (1.0), shift_size (1.0),
+            one_vs_all, fast (None = exact effects; M = evaluate only the top M coordinates per image exactly),
+            max_batch, memory_mb, images_per_chunk, precision, channels_last, class_names (default the run's),
+            unstable_filter, sufficiency, progress.
+    """
+
+    def __init__(self, model: StylEx, classifier: Callable[[torch.Tensor], torch.Tensor], **kwargs: Any):
+        from stylex.attfind.run import class_names_of
+
+        if not isinstance(model, StylEx):
+            raise StylexError(
+                "stylex.AttFind takes a StylEx model (stylex.StylEx.load(RUN)); for a bare generator use "
+                "stylex.attfind.AttFind(G, classifier)."
+            )
+        kwargs.setdefault("class_names", class_names_of(model, classifier))
+        super().__init__(model.G, classifier, **kwargs)
+        self.model = model
+
+    def run(  # type: ignore[override]
+        self,
+        images: torch.Tensor | StyleVector,
+        noise: list[torch.Tensor] | None = None,
+        *,
+        keys: Sequence[int] | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> AttFindResult:
+        """Find the attributes of every class on `images`.
+
+        Args:
+            images: x [N, 3, R, R] in [-1, 1] (N >= 2: each coordinate's min and max over them are the edit
+                targets), or their styles (then `noise` is required, as for `stylex.attfind.AttFind.run`).
+            noise: per-layer noise maps [N, 1, r, r]; default fixed per image from `keys` and `seed`.
+            keys: one integer per image that fixes its noise (e.g. its dataset index); default 0..N-1.
+            seed: noise seed.
+            **kwargs: effects, checkpoint_dir, meta (see `stylex.attfind.AttFind.run`).
+
+        Returns:
+            `AttFindResult`: per class the ranked attributes and sufficiency@top_k; `.effects` holds the effect
+            table [N, 2, S, K] with the images' styles (what `counterfactual` and the report need).
+        """
+        from stylex.attfind.effects import image_noise
+        from stylex.attfind.run import encode_images
+
+        if isinstance(images, StyleVector):
+            if noise is None:
+                raise StylexError("pass noise with styles, or pass the images themselves.")
+            return super().run(images, noise, **kwargs)
+        x = _as_batch(images, self.model.resolution)
+        if len(x) < 2:
+            raise StylexError(f"AttFind needs at least 2 images (min and max of each style), got {len(x)}.")
+        device = next(self.model.parameters()).device
+        x = x.to(device)
+        keys = list(range(len(x))) if keys is None else [int(k) for k in keys]
+        if len(keys) != len(x):
+            raise StylexError(f"got {len(keys)} keys for {len(x)} images; pass one per image.")
+        with torch.no_grad():
+            s = encode_images(self.model, self.C, x)
+        if noise is None:
+            noise = image_noise(self.model.G, keys, seed, device)
+        meta = {"indices": keys, "seed": seed, **(kwargs.pop("meta", None) or {})}
+        return super().run(s, noise, meta=meta, **kwargs)
+
+
+def _as_batch(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """x [3, R, R] or [N, 3, R, R] float in [-1, 1] -> [N, 3, R, R], checked."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise StylexError("images must be a float tensor [N, 3, R, R] in [-1, 1] (see stylex.data.to_tensor).")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
+        raise StylexError(f"images must be [N, 3, R, R], got {list(x.shape)}.")
+    if x.shape[-1] != resolution:
+        raise StylexError(f"images are {x.shape[-1]} px but the model works at {resolution} px; resize them first.")
+    return x
+
+
+def counterfactual(
+    model: StylEx,
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    result: AttFindResult,
+    image: torch.Tensor | str | os.PathLike,
+    *,
+    strategy: str = "subset",
+    target: int | str | None = None,
+    top_k: int = 5,
+    fast: int | None = None,
+    key: int = -1,
+) -> ImageExplanation:
+    """Explain one image: the edits of its styles that move the classifier toward another class.
+
+    Args:
+        model, classifier: as for `AttFind`.
+        result: an `AttFindResult` with its `.effects` (from `AttFind.run`, or `load_attfind(folder)`).
+        image: x [3, R, R] or [1, 3, R, R] in [-1, 1], or an image file (read like the data).
+        strategy: "independent" (this image's strongest edits, cumulatively), "subset" (greedily, until the
+            decision flips) or "class" (the target class's AttFind attributes).
+        target: class (index or name) to move toward; default the most likely class other than the predicted one.
+        top_k: most edits.
+        fast: None: the image's exact effects (2 S forward passes); M: fast mode (see `StyleEffects`).
+        key: fixes the image's noise (its dataset index, or -1 for a file), as `AttFind.run`'s keys.
+
+    Returns:
+        `ImageExplanation`: the steps (edit, logits and probabilities [K] after it) and whether it flipped.
+    """
+    from stylex.attfind.effects import image_noise
+    from stylex.attfind.run import encode_images
+    from stylex.explain.run import _resolve_class, explain_styles
+
+    effects = getattr(result, "effects", None)
+    if effects is None:
+        raise StylexError("the AttFind result has no effect table; use stylex.load_attfind(FOLDER) or AttFind.run.")
+    if isinstance(image, str | os.PathLike):
+        from stylex.data import read_image, to_tensor
+
+        image = to_tensor(read_image(image, model.resolution)[None].copy())
+    x = _as_batch(image, model.resolution)
+    if len(x) != 1:
+        raise StylexError(f"counterfactual takes one image, got {len(x)}; call it once per image.")
+    device = next(model.parameters()).device
+    x = x.to(device)
+    with torch.no_grad():
+        s = encode_images(model, classifier, x)
+        noise = image_noise(model.G, [key], int(effects.meta.get("seed", 0)), device)
+        y = _resolve_class(target, result.class_names)
+        found, skipped, _ = explain_styles(
+            model.G, classifier, s, noise, effects, result, strategies=(strategy,), target=y, top_k=top_k, fast=fast
+        )
+    if strategy not in found:
+        raise StylexError(f"strategy {strategy!r} was skipped: {skipped.get(strategy, 'unknown strategy')}.")
+    return found[strategy]
+
+
+def load_attfind(folder: str | os.PathLike) -> AttFindResult:
+    """The `AttFindResult` a `stylex attfind` folder holds, with its effect table attached (`.effects`)."""
+    from stylex.attfind.effects import Effects
+    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE
+
+    folder = Path(folder)
+    result = AttFindResult.load(folder / ATTRIBUTES_FILE)
+    result.effects = Effects.load(folder / EFFECTS_FILE)
+    return result

@@ -1,0 +1,858 @@
+"""`stylex report`: one self-contained folder (index.html + images) that shows everything about a run.
+
+The page opens from disk with no network: styles and script are inline (pinned by hash in a Content-Security-
+Policy), plots are inline SVG, pictures are files beside index.html. Sections:
+
+1. summary figures; 2. data and classifier (class balance, accuracy, confusion); 3. training curves and samples;
+4. reconstructions (consistency, L1, identity beside two baselines); 5. per class its top attributes, each with a
+slider over precomputed frames, the before/after strip, the GIF, mean effect and flip share; sufficiency@K;
+6. a few image-specific explanations; 7. the commands and configs that produced the run.
+
+Everything a user named (class names, file names, paths, config values) is escaped; files are named by class
+index (`img/c0/...`), never by class name. What is missing and cheap (the reconstruction figures, strips and
+GIFs) is generated into the report folder; what is not (AttFind) is replaced by a note naming its command.
+The run folder is only read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stylex.errors import StylexError
+from stylex.explain.html import PALETTE, Series, bar_row, esc, line_plot, page
+
+MARKER = ".stylex-report"
+"""A file every report folder holds, so that `write_report` only ever replaces a folder it wrote itself."""
+
+LOSS_DOCS = {
+    "loss_d": "discriminator loss",
+    "g_adv": "generator adversarial loss",
+    "l1": "L1(x, x_rec)",
+    "perceptual": "perceptual distance",
+    "w_rec": "L1(E(x), E(x_rec))",
+    "kl": "KL(C(x) || C(x_rec))",
+    "r1": "R1 penalty",
+    "g_adv_z": "adversarial loss, z path",
+}
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+@dataclass
+class _Run:
+    """What the sections read, gathered once."""
+
+    run_dir: Path
+    out: Path  # the folder being written (a temporary sibling of the final one)
+    model: Any
+    classifier: Any
+    names: list[str]
+    device: str
+    info: dict[str, Any]
+    dataset: Any = None
+    data_path: str | None = None
+    data_note: str = ""
+    attributes_dir: Path | None = None
+    result: Any = None
+    effects: Any = None
+    attfind_note: str = ""
+
+    def rel(self, path: Path) -> str:
+        """A path inside the report folder as a relative URL."""
+        return path.relative_to(self.out).as_posix()
+
+
+def _load_dataset(run: _Run, data: str | os.PathLike | None) -> None:
+    from stylex.data import load_dataset
+
+    path = data or run.info.get("data")
+    if not path:
+        run.data_note = "The run does not record its data; pass --data to show data figures and input images."
+        return
+    if not Path(path).exists():
+        run.data_note = f"The run's data {path} is not here; pass --data to show data figures and input images."
+        return
+    try:
+        run.dataset = load_dataset(path, resolution=run.model.resolution, progress=False)
+        run.data_path = str(path)
+    except StylexError as e:
+        run.data_note = f"The data could not be read ({e})"
+
+
+def _load_attfind(run: _Run, attributes_dir: Path) -> None:
+    from stylex.attfind.effects import Effects
+    from stylex.attfind.result import AttFindResult
+    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE
+
+    run.attributes_dir = attributes_dir
+    command = f"stylex attfind --model {shlex.quote(str(run.run_dir))} --fast 50 --num-images 100"
+    if not (attributes_dir / ATTRIBUTES_FILE).is_file() or not (attributes_dir / EFFECTS_FILE).is_file():
+        run.attfind_note = f"No AttFind results in {attributes_dir}; `{command}` finds the attributes (then re-run)."
+        return
+    result = AttFindResult.load(attributes_dir / ATTRIBUTES_FILE)
+    effects = Effects.load(attributes_dir / EFFECTS_FILE)
+    G = run.model.G
+    if effects.num_coords != G.layout.num_coords or effects.num_classes != run.model.num_classes:
+        raise StylexError(f"{attributes_dir} was made for another model; run `{command}` for {run.run_dir} first.")
+    run.result, run.effects = result, effects
+
+
+# ------------------------------------------------------------------------------------------------ the entry point
+def write_report(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    attributes_dir: str | os.PathLike | None = None,
+    *,
+    data: str | os.PathLike | None = None,
+    classifier=None,
+    top_k: int = 10,
+    num_slider_images: int = 4,
+    num_frames: int = 7,
+    num_explanations: int = 3,
+    generate: bool = True,
+    device: str = "cpu",
+    quiet: bool = False,
+) -> Path:
+    """Write the HTML report of a run; returns the path of its index.html.
+
+    Args:
+        run_dir: a run folder written by `stylex train` (only read).
+        out: the report folder; replaced when it holds an earlier report, refused when it holds anything else.
+        attributes_dir: the `stylex attfind` output folder (default RUN/attfind).
+        data: the images (default the data the run recorded); used for class balance and input images.
+        classifier: a loaded classifier instead of the one the run recorded (same fingerprint).
+        top_k: attributes shown per class (at most those AttFind selected).
+        num_slider_images: images each attribute's slider moves.
+        num_frames: slider frames per attribute (odd, so that the middle one is the unedited image).
+        num_explanations: image-specific explanations shown.
+        generate: make what is missing and cheap (reconstruction figures, strips and GIFs) into the report.
+        device: where the model runs.
+        quiet: no progress bars.
+
+    Returns:
+        out/index.html.
+    """
+    from stylex.attfind.run import class_names_of
+    from stylex.pipeline import load_run
+
+    if num_frames < 3 or num_frames % 2 == 0:
+        raise StylexError(f"the number of slider frames must be odd and at least 3, got {num_frames}.")
+    if top_k < 1 or num_slider_images < 1 or num_explanations < 0:
+        raise StylexError("top_k and num_slider_images must be at least 1, num_explanations at least 0.")
+    run_dir, out = Path(run_dir), Path(out)
+    if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
+        raise StylexError(f"--out {out} would replace the run folder {run_dir}; choose a folder of its own.")
+    if out.exists() and not (out / MARKER).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise StylexError(f"{out} exists and is not a stylex report; choose another --out or remove it.")
+    model, classifier = load_run(run_dir, classifier, device)
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    (partial / "img").mkdir(parents=True)
+    try:
+        run = _Run(run_dir, partial, model, classifier, class_names_of(model, classifier), device, model.run_info)
+        _load_dataset(run, data)
+        _load_attfind(run, Path(attributes_dir) if attributes_dir else run_dir / "attfind")
+        with torch.no_grad():
+            body = _body(run, top_k, num_slider_images, num_frames, num_explanations, generate, quiet)
+        html_text = page(f"StylEx report: {run_dir.name}", body, _CSS, _JS)
+        (partial / "index.html").write_text(html_text, encoding="utf-8")
+        (partial / MARKER).write_text("written by `stylex report`; the folder is replaced when the report is redone\n")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    partial.replace(out)
+    return out / "index.html"
+
+
+# ------------------------------------------------------------------------------------------------ page
+def _body(run: _Run, top_k, num_slider_images, num_frames, num_explanations, generate, quiet) -> str:
+    from stylex import __version__
+
+    sections = [
+        ("data", "Data and classifier", _data_section(run)),
+        ("training", "Training", _training_section(run)),
+        ("reconstruction", "Reconstructions", _reconstruction_section(run, generate, quiet)),
+        (
+            "attributes",
+            "Attributes per class",
+            _attributes_section(run, top_k, num_slider_images, num_frames, generate, quiet),
+        ),
+        ("explanations", "Image explanations", _explanations_section(run, num_explanations)),
+        ("reproduce", "How this run was made", _reproduce_section(run)),
+    ]
+    if generate and run.result is not None:
+        _strips_and_gifs(run, top_k, quiet)  # fills the img tags the attributes section refers to
+    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    nav = " · ".join(f'<a href="#{k}">{esc(t)}</a>' for k, t, _ in sections)
+    head = (
+        f"<header><h1>StylEx report: {esc(run.run_dir.name)}</h1>"
+        f'<p class="meta">run <code>{esc(run.run_dir.resolve())}</code> · {esc(len(run.names))} classes · '
+        f"written {esc(when)} by stylex {esc(__version__)}</p><nav>{nav}</nav></header>"
+    )
+    parts = [head, _summary(run)]
+    for key, title, content in sections:
+        parts.append(f'<section id="{key}"><h2>{esc(title)}</h2>{content}</section>')
+    parts.append(
+        '<footer>StylEx: Lang et al., "Explaining in Style: Training a GAN to explain a classifier in StyleSpace", '
+        "ICCV 2021. This page needs no network; its pictures lie beside it.</footer>"
+    )
+    return "\n".join(parts)
+
+
+def _card(label: str, value: str, hint: str = "") -> str:
+    return (
+        f'<div class="card"><div class="cv">{esc(value)}</div><div class="cl">{esc(label)}</div>'
+        + (f'<div class="ch">{esc(hint)}</div>' if hint else "")
+        + "</div>"
+    )
+
+
+def _summary(run: _Run) -> str:
+    cards = []
+    metrics = _classifier_metrics(run)
+    if metrics and isinstance(metrics.get("val_accuracy"), int | float):
+        cards.append(_card("classifier accuracy", f"{metrics['val_accuracy']:.3f}", "held-out images"))
+    rec = _reconstruction_figures(run)
+    if rec:
+        n = rec.get("num_images")
+        chance = f"chance {1 / n:.3f}" if isinstance(n, int) and n > 0 else ""
+        cards.append(_card("consistency", _num(rec["stylex"].get("consistency")), "C(x_rec) agrees with C(x)"))
+        cards.append(_card("identity", _num(rec["stylex"].get("identity")), chance))
+    if run.result is not None and run.result.sufficiency is not None:
+        k = run.result.settings.get("top_k", "K")
+        cards.append(_card(f"sufficiency@{k}", f"{run.result.sufficiency:.3f}", "decisions flipped by top-K"))
+    stats = _stats(run)
+    if stats["losses"]:
+        last = stats["losses"][-1]
+        cards.append(_card("training", f"{last.get('step', 0)} steps", f"{float(last.get('seconds', 0)) / 60:.1f} min"))
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _classifier_metrics(run: _Run) -> dict[str, Any] | None:
+    spec = run.info.get("classifier") or {}
+    if spec.get("kind") != "stylex" or not spec.get("location"):
+        return None
+    location = Path(spec["location"])
+    if not location.is_absolute():
+        location = run.run_dir / location
+    path = location / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def _data_section(run: _Run) -> str:
+    parts = []
+    info = run.info
+    rows = [
+        ("data", run.data_path or info.get("data", "not recorded")),
+        ("images (train / held out)", f"{info.get('num_train', '?')} / {info.get('num_val', '?')}"),
+        ("resolution", f"{run.model.resolution} px"),
+        ("classes", ", ".join(run.names)),
+    ]
+    spec = info.get("classifier") or {}
+    rows.append(("classifier", f"{spec.get('kind', '?')}: {spec.get('location', '?')}"))
+    rows.append(("classifier fingerprint", info.get("classifier_fingerprint", "not recorded")))
+    parts.append(_table(rows))
+    ds = run.dataset
+    balance = []
+    if ds is not None and ds.labels is not None:
+        counts = [int((ds.labels == k).sum()) for k in range(len(ds.class_names))]
+        total = sum(counts)
+        for k, (name, n) in enumerate(zip(ds.class_names, counts, strict=True)):
+            balance.append(bar_row(name, n, total, PALETTE[k % len(PALETTE)], f"{n} ({n / max(total, 1):.1%})"))
+        parts.append(f"<h3>Class balance ({total} images)</h3>{''.join(balance)}")
+    elif run.data_note:
+        parts.append(f'<p class="note">{esc(run.data_note)}</p>')
+    metrics = _classifier_metrics(run)
+    if metrics:
+        acc = metrics.get("val_accuracy")
+        line = f"held-out accuracy {acc:.3f}" if isinstance(acc, int | float) else "held-out accuracy not recorded"
+        if isinstance(metrics.get("train_accuracy"), int | float):
+            line += f", training accuracy {metrics['train_accuracy']:.3f}"
+        if metrics.get("epochs"):
+            line += f", {metrics['epochs']} epochs"
+        parts.append(f"<h3>Classifier</h3><p>{esc(line)}</p>")
+        per_class = metrics.get("per_class_accuracy") or {}
+        if isinstance(per_class, dict) and per_class:
+            bars = [
+                bar_row(str(name), float(v), 1.0, PALETTE[k % len(PALETTE)], f"{float(v):.3f}")
+                for k, (name, v) in enumerate(per_class.items())
+                if isinstance(v, int | float)
+            ]
+            parts.append(f"<h4>Accuracy per class</h4>{''.join(bars)}")
+        confusion = metrics.get("confusion")
+        if isinstance(confusion, list) and len(confusion) == len(run.names):
+            head = "".join(f"<th>{esc(n)}</th>" for n in run.names)
+            body = "".join(
+                f"<tr><th>{esc(n)}</th>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>"
+                for n, row in zip(run.names, confusion, strict=True)
+            )
+            parts.append(
+                "<h4>Confusion on held-out images (rows: true class, columns: predicted)</h4>"
+                f'<table class="grid"><tr><th></th>{head}</tr>{body}</table>'
+            )
+    else:
+        parts.append(
+            '<p class="note">The classifier is not a `stylex train-classifier` folder, so its accuracy is not '
+            "recorded here.</p>"
+        )
+    return "".join(parts)
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+# ------------------------------------------------------------------------------------------------ training
+def _stats(run: _Run) -> dict[str, list[dict[str, Any]]]:
+    losses, evals = [], []
+    path = run.run_dir / "stats.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if not isinstance(d, dict) or not isinstance(d.get("step"), int | float):
+                continue
+            (evals if isinstance(d.get("eval"), dict) else losses).append(d)
+    return {"losses": losses, "evals": evals}
+
+
+def _training_section(run: _Run) -> str:
+    stats = _stats(run)
+    losses, evals = stats["losses"], stats["evals"]
+    if not losses:
+        return f'<p class="note">No training records in {esc(run.run_dir / "stats.jsonl")}.</p>'
+    keys = []
+    for d in losses:
+        for k, v in d.items():
+            if k not in ("step", "images", "seconds") and isinstance(v, int | float) and k not in keys:
+                keys.append(k)
+    plots = []
+    for i, k in enumerate(keys):
+        pts = [(d["step"], d[k]) for d in losses if isinstance(d.get(k), int | float)]
+        title = f"{k}: {LOSS_DOCS[k]}" if k in LOSS_DOCS else k
+        plots.append(line_plot([Series(k, pts, PALETTE[i % len(PALETTE)], smooth=0.05)], title))
+    if evals:
+        names = [("consistency", PALETTE[0]), ("identity", PALETTE[1])]
+        series = [
+            Series(f"{n}", [(d["step"], d["eval"]["stylex"][n]) for d in evals if n in d["eval"].get("stylex", {})], c)
+            for n, c in names
+        ]
+        plots.append(line_plot(series, "held-out reconstructions", y_range=(0.0, 1.0)))
+        l1 = [(d["step"], d["eval"]["stylex"]["l1"]) for d in evals if "l1" in d["eval"].get("stylex", {})]
+        plots.append(line_plot([Series("l1", l1, PALETTE[2])], "held-out L1(x, x_rec)"))
+    last = losses[-1]
+    seconds = float(last.get("seconds", 0) or 0)
+    line = f"{last['step']} steps in {seconds / 60:.1f} min"
+    if seconds and last.get("images"):
+        line += f" ({float(last['images']) / seconds:.0f} images/s)"
+    parts = [f"<p>{esc(line)}. Faint lines: logged values; solid: their moving average.</p>"]
+    parts.append(f'<div class="plots">{"".join(plots)}</div>')
+    samples = sorted((run.run_dir / "samples").glob("*.png")) if (run.run_dir / "samples").is_dir() else []
+    if samples:
+        dst = run.out / "img" / "samples.png"
+        shutil.copyfile(samples[-1], dst)
+        parts.append(
+            f"<h3>Random samples (z path) at {esc(samples[-1].stem)}</h3>"
+            f'<img class="pic" src="{esc(run.rel(dst))}" alt="random samples">'
+        )
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ reconstruction
+def _num(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, int | float) else "n/a"
+
+
+def _reconstruction_figures(run: _Run) -> dict[str, Any] | None:
+    for folder in (run.out / "reconstruct", run.run_dir / "reconstruct"):
+        path = folder / "reconstruction.json"
+        if path.is_file():
+            try:
+                d = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                continue
+            if isinstance(d, dict) and isinstance(d.get("stylex"), dict):
+                d["_folder"] = str(folder)
+                return d
+    return None
+
+
+def _reconstruction_section(run: _Run, generate: bool, quiet: bool) -> str:
+    from stylex.pipeline import reconstruct
+
+    rec = _reconstruction_figures(run)
+    command = f"stylex reconstruct --model {shlex.quote(str(run.run_dir))}"
+    generated = False
+    if rec is None and generate and run.data_path:
+        if not quiet:
+            print("report: reconstructing held-out images")
+        reconstruct(run.run_dir, run.data_path, run.out / "reconstruct", classifier=run.classifier, device=run.device)
+        rec, generated = _reconstruction_figures(run), True
+    if rec is None:
+        return f'<p class="note">No reconstruction figures; `{esc(command)}` makes them.</p>'
+    grid = Path(rec["_folder"]) / "reconstructions.png"
+    parts = []
+    if generated:
+        parts.append(f'<p class="note">Made for this report (as `{esc(command)}` would).</p>')
+    head = "<tr><th></th><th>consistency</th><th>L1</th><th>identity</th></tr>"
+    rows = []
+    labels = {
+        "stylex": "StylEx G(E(x), C(x))",
+        "class_median": "baseline: median image of the class",
+        "shifted_input": "baseline: the input moved by 1 px",
+    }
+    for key, label in labels.items():
+        r = rec.get(key)
+        if isinstance(r, dict):
+            cells = "".join(f"<td>{_num(r.get(k))}</td>" for k in ("consistency", "l1", "identity"))
+            rows.append(f"<tr><th>{esc(label)}</th>{cells}</tr>")
+    n = rec.get("num_images", "?")
+    parts.append(f'<table class="grid">{head}{"".join(rows)}</table>')
+    parts.append(
+        f'<p class="small">{esc(n)} {esc(rec.get("split", ""))} images. Consistency: share of reconstructions the '
+        "classifier assigns the class of their input. Identity: share whose nearest input (pixel L2) is their own "
+        "(says whether a reconstruction depends on its input, not only on its class).</p>"
+    )
+    if grid.is_file():
+        dst = run.out / "img" / "reconstructions.png"
+        shutil.copyfile(grid, dst)
+        parts.append(
+            '<h3>Inputs (top) and reconstructions (bottom)</h3><img class="pic" '
+            f'src="{esc(run.rel(dst))}" alt="inputs and reconstructions">'
+        )
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ attributes
+def _attfind_images(run: _Run):
+    """(styles, noise, dataset indices) of the N AttFind images, on the run's device."""
+    from stylex.attfind.effects import image_noise
+
+    effects, G = run.effects, run.model.G
+    s = effects.style_vector(G.layout).to(run.device)
+    indices = effects.meta.get("indices")
+    if not isinstance(indices, list) or len(indices) != effects.num_images:
+        indices = list(range(effects.num_images))
+    noise = image_noise(G, indices, int(effects.meta.get("seed", 0)), run.device)
+    return s, noise, indices
+
+
+def _class_rows(run: _Run, y: int, j: int, d: int, n: int) -> torch.Tensor:
+    """The n images not predicted as y whose score for y the edit (j, d) raises most (as the strips choose)."""
+    from stylex.attfind.selection import class_scores
+
+    effects = run.effects
+    rows = torch.nonzero(effects.predicted != y).flatten()
+    if rows.numel() == 0:
+        return rows
+    one_vs_all = run.result.settings.get("score") == "one_vs_all"
+    scores = class_scores(effects, y, one_vs_all)[rows][:, d, j]  # [M]
+    return rows[scores.argsort(descending=True)[:n]]
+
+
+def _attributes_section(run: _Run, top_k: int, num_images: int, num_frames: int, generate: bool, quiet: bool) -> str:
+    from tqdm.auto import tqdm
+
+    from stylex.explain.render import annotated_grid, save_image
+    from stylex.explain.slider import sweep
+
+    if run.result is None:
+        return f'<p class="note">{esc(run.attfind_note)}</p>'
+    result, effects, G, C = run.result, run.effects, run.model.G, run.classifier
+    s_all, noise_all, _ = _attfind_images(run)
+    s_min, s_max = effects.s_min.to(run.device), effects.s_max.to(run.device)
+    settings = result.settings
+    k_sel = settings.get("top_k", "K")
+    mode = result.stats.get("mode", "exact")
+    intro = (
+        f"AttFind searched {effects.num_coords} StyleSpace coordinates on {effects.num_images} images ({mode} "
+        f"effects). Per class, the attributes are the coordinate edits that raise its "
+        f"{'one-vs-all log-odds' if settings.get('score') == 'one_vs_all' else 'logit'} most on images not "
+        "predicted as it. Mean effect: the mean (clipped) change of that score over the images still counted when "
+        "the attribute was picked; flip share: the share of those images this edit alone turns into the class. "
+        f"Sufficiency@{k_sel}: the share whose decision flips when the top {k_sel} are applied together."
+    )
+    parts = [f'<p class="small">{esc(intro)}</p>']
+    suff_rows = [
+        (c.class_name, "n/a" if c.sufficiency is None else f"{c.sufficiency:.3f} of {c.num_images} images")
+        for c in result.classes
+    ]
+    if result.sufficiency is not None:
+        suff_rows.append(("all classes", f"{result.sufficiency:.3f}"))
+    parts.append(f"<h3>Sufficiency@{esc(k_sel)}</h3>{_table(suff_rows)}")
+    values = [round(-1 + 2 * f / (num_frames - 1), 6) for f in range(num_frames)]  # slider positions, 0 = unedited
+    R = G.resolution
+    scale = max(1, -(-96 // R))
+    todo = sum(min(top_k, len(c.attributes)) for c in result.classes)
+    bar = tqdm(total=todo, desc="report: slider frames", unit="attribute", disable=quiet)
+    for c in result.classes:
+        y = c.class_index
+        parts.append(f'<h3 class="cls">Class <q>{esc(c.class_name)}</q></h3>')
+        if not c.attributes:
+            parts.append(f'<p class="note">No attributes: no image of the {c.num_images} was predicted otherwise.</p>')
+            continue
+        parts.append(f'<p class="small">from {esc(c.num_images)} images not predicted as it.</p>')
+        cards = []
+        for a in c.attributes[:top_k]:
+            j, d = a.edit
+            rows = _class_rows(run, y, j, d, num_images)
+            sign = 1.0 if d == 1 else -1.0  # slider right = the attribute's direction
+            frames, probs = [], []
+            if rows.numel():
+                r = rows.to(run.device)
+                s_r, noise_r = s_all.index(r), [t[r] for t in noise_all]
+                F, n = len(values), len(rows)
+                imgs = G.synthesis(
+                    sweep(s_r, j, [sign * v for v in values], s_min, s_max),
+                    [t.repeat(F, 1, 1, 1) for t in noise_r],
+                )  # [F * n, 3, R, R]
+                p = C(imgs).softmax(dim=1)[:, y].reshape(F, n).cpu()  # [F, n]
+                for f in range(F):
+                    captions = [[[f"p={float(q):.2f}"] for q in p[f]]]
+                    tile = annotated_grid([imgs[f * n : (f + 1) * n]], captions, scale=scale)
+                    dst = run.out / "img" / f"c{y}" / f"a{a.rank:02d}_f{f}.png"
+                    save_image(tile, dst)
+                    frames.append(run.rel(dst))
+                    probs.append(float(p[f].mean()))
+            cards.append(_attribute_card(run, c, a, frames, probs, values, generate))
+            bar.update(1)
+        parts.append(f'<div class="attrs">{"".join(cards)}</div>')
+    bar.close()
+    return "".join(parts)
+
+
+def _attribute_card(run: _Run, c, a, frames: list[str], probs: list[float], values: list[float], generate: bool) -> str:
+    from stylex.explain.attributes import attribute_file_stem
+
+    y = c.class_index
+    ident = f"c{y}a{a.rank}"
+    head = (
+        f'<div class="attr"><h4>#{esc(a.rank)} {esc(a.layer_name)}[{esc(a.channel)}] &rarr; {esc(a.direction)}</h4>'
+        f'<p class="small">mean effect {a.mean_effect:.3f} · flip share {a.flip_rate:.3f} · coordinate '
+        f"{esc(a.flat_index)}</p>"
+    )
+    body = []
+    if frames:
+        mid = len(frames) // 2
+        labels = [
+            f"{'original' if v == 0 else ('toward ' + a.direction if v > 0 else 'away')} "
+            f"({v:+.2f}) · mean p({c.class_name}) = {p:.3f}"
+            for v, p in zip(values, probs, strict=True)
+        ]
+        body.append(
+            f'<div class="slider"><img id="{ident}img" src="{esc(frames[mid])}" alt="attribute frames">'
+            f'<input type="range" class="frames" min="0" max="{len(frames) - 1}" value="{mid}" step="1" '
+            f'aria-label="move the attribute" data-target="{ident}img" data-label="{ident}lab" '
+            f'data-frames="{esc(json.dumps(frames))}" data-labels="{esc(json.dumps(labels))}">'
+            f'<div class="slab"><span>away</span><output id="{ident}lab">{esc(labels[mid])}</output>'
+            f"<span>toward {esc(a.direction)}</span></div></div>"
+        )
+    stem = attribute_file_stem(a)
+    strip = run.out / "img" / f"c{y}" / f"a{a.rank:02d}_strip.png"
+    gif = run.out / "img" / f"c{y}" / f"a{a.rank:02d}.gif"
+    for src, dst in ((f"{stem}.png", strip), (f"{stem}.gif", gif)):
+        found = _attfind_picture(run, y, src)
+        if found is not None:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(found, dst)
+    # files still missing are rendered by `_strips_and_gifs` once every card is written
+    left, right = body, []  # left: the slider and the GIF; right: the strip
+    if generate or gif.is_file():
+        left.append(
+            f'<figure><img src="{esc(run.rel(gif))}" alt="sweep"><figcaption>GIF: the coordinate swept from its '
+            "minimum to its maximum</figcaption></figure>"
+        )
+    if generate or strip.is_file():
+        right.append(
+            f'<figure><img src="{esc(run.rel(strip))}" alt="before and after"><figcaption>before (top) and after '
+            "(bottom), on the images it moves most; p = probability of the class</figcaption></figure>"
+        )
+    if not (generate or gif.is_file() and strip.is_file()):
+        right.append(f'<p class="note">Strip or GIF missing in {esc(run.attributes_dir)}; re-run AttFind.</p>')
+    return f'{head}<div class="row"><div>{"".join(left)}</div><div>{"".join(right)}</div></div></div>'
+
+
+def _attfind_picture(run: _Run, y: int, name: str) -> Path | None:
+    from stylex.data import class_dir_names
+
+    folder = class_dir_names(run.names)[y]
+    path = run.attributes_dir / "attributes" / folder / name
+    return path if path.is_file() else None
+
+
+def _strips_and_gifs(run: _Run, top_k: int, quiet: bool) -> None:
+    """Render the strips and GIFs the attributes section points at but the AttFind folder lacks."""
+    from stylex.explain.attributes import render_attributes
+
+    missing = [
+        (c.class_index, a)
+        for c in run.result.classes
+        for a in c.attributes[:top_k]
+        if not (run.out / "img" / f"c{c.class_index}" / f"a{a.rank:02d}.gif").is_file()
+        or not (run.out / "img" / f"c{c.class_index}" / f"a{a.rank:02d}_strip.png").is_file()
+    ]
+    if not missing:
+        return
+    if not quiet:
+        print(f"report: drawing {len(missing)} missing strips and GIFs")
+    from stylex.data import class_dir_names
+    from stylex.explain.attributes import attribute_file_stem
+
+    s, noise, _ = _attfind_images(run)
+    scratch = run.out / "_render"
+    render_attributes(run.model.G, run.classifier, s, noise, run.result, run.effects, scratch)
+    folders = class_dir_names(run.names)
+    for y, a in missing:
+        stem = attribute_file_stem(a)
+        for src, dst in ((f"{stem}.png", f"a{a.rank:02d}_strip.png"), (f"{stem}.gif", f"a{a.rank:02d}.gif")):
+            path = scratch / folders[y] / src
+            if path.is_file():
+                shutil.copyfile(path, run.out / "img" / f"c{y}" / dst)
+    shutil.rmtree(scratch)
+
+
+# ------------------------------------------------------------------------------------------------ explanations
+def _pick_images(predicted: torch.Tensor, n: int) -> list[int]:
+    """n positions, taking the classes in turn (so each predicted class appears when it can)."""
+    by_class = [torch.nonzero(predicted == k).flatten().tolist() for k in range(int(predicted.max()) + 1)]
+    out: list[int] = []
+    while len(out) < min(n, len(predicted)):
+        for rows in by_class:
+            if rows and len(out) < n:
+                out.append(rows.pop(0))
+    return out
+
+
+def _explanations_section(run: _Run, num_explanations: int) -> str:
+    from stylex.explain.render import save_image
+    from stylex.explain.run import explain_styles, sequence_image
+
+    if run.result is None:
+        return f'<p class="note">{esc(run.attfind_note)}</p>'
+    if num_explanations == 0:
+        return '<p class="note">None requested.</p>'
+    effects, G, C = run.effects, run.model.G, run.classifier
+    s_all, noise_all, indices = _attfind_images(run)
+    same_data = (
+        run.dataset is not None
+        and run.data_path is not None
+        and str(Path(run.data_path).resolve()) == effects.meta.get("data")
+    )
+    parts = [
+        '<p class="small">For a few of the AttFind images: the "subset" strategy adds, one at a time, the edit of this '
+        "image's styles that raises the target class most together with those chosen so far, until the decision "
+        "flips (at most 5 edits). Under each picture: the classifier's probabilities.</p>"
+    ]
+    for i, pos in enumerate(_pick_images(effects.predicted, num_explanations)):
+        s, noise = s_all.index([pos]), [t[[pos]] for t in noise_all]
+        index = indices[pos]
+        x, name = None, f"image {index}"
+        if same_data and 0 <= index < len(run.dataset):
+            x = run.dataset.tensors([index]).to(run.device)
+            if run.dataset.filenames:
+                name = f"image {index}: {run.dataset.filenames[index]}"
+        found, _, _ = explain_styles(
+            G, C, s, noise, effects, run.result, row=effects.subset([pos]), strategies=("subset",), source=name
+        )
+        e = found["subset"]
+        dst = save_image(sequence_image(G, C, x, s, noise, e, effects), run.out / "img" / "explain" / f"e{i}.png")
+        names = e.class_names
+        verdict = "flips" if e.flipped else "does not flip"
+        steps = "".join(
+            f"<li>+ {esc(st.describe())}: p({esc(names[e.target_class])}) = {st.probs[e.target_class]:.3f}</li>"
+            for st in e.steps
+        )
+        parts.append(
+            f'<div class="expl"><h4>{esc(name)}</h4><p>{esc(names[e.original_class])} &rarr; '
+            f"{esc(names[e.target_class])}: {esc(verdict)} after {len(e.steps)} edits "
+            f"(p({esc(names[e.target_class])}) = {e.base_probs[e.target_class]:.3f} before)</p>"
+            f'<img class="pic" src="{esc(run.rel(dst))}" alt="explanation"><ol>{steps}</ol></div>'
+        )
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ commands
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _commands(run: _Run) -> list[tuple[str, str]]:
+    """(what, command) pairs that redo the run, rebuilt from the configs it recorded."""
+    from stylex.config import preset
+
+    q = shlex.quote
+    rd = str(run.run_dir.resolve())
+    info = run.info
+    data = str(info.get("data") or "DATA")
+    out: list[tuple[str, str]] = []
+    synth = Path(data) / "synth.json"
+    if synth.is_file():
+        try:
+            meta = json.loads(synth.read_text(encoding="utf-8"))
+            cmd = (
+                f"stylex data synth --out {q(data)} --num-images {q(str(meta['num_images']))} "
+                f"--resolution {q(str(meta['resolution']))} --seed {q(str(meta['seed']))} "
+                f"--label {q(str(meta['label_rule']))}"
+            )
+            for k, v in (meta.get("correlate") or {}).items():
+                cmd += f" --correlate {q(f'{k}={v}')}"
+            out.append(("synthetic data", cmd))
+        except (ValueError, KeyError, TypeError):
+            pass
+    spec = info.get("classifier") or {}
+    location = str(spec.get("location", "CLASSIFIER"))
+    if spec.get("kind") in ("stylex", "torchscript") and not Path(location).is_absolute():
+        location = str(run.run_dir / location)
+    if spec.get("kind") == "stylex":
+        loc = Path(location)
+        try:
+            clf = json.loads((loc / "config.json").read_text(encoding="utf-8"))
+            metrics = _classifier_metrics(run) or {}
+            t = clf["train"]
+            cmd = (
+                f"stylex train-classifier --data {q(data)} --out {q(str(loc))} "
+                f"--resolution {q(str(clf['resolution']))} --epochs {q(str(t['epochs']))} "
+                f"--width {q(str(t['width']))} --batch-size {q(str(t['batch_size']))} "
+                f"--lr {q(str(t['lr']))} --seed {q(str(t['seed']))}"
+            )
+            if t.get("hflip"):
+                cmd += " --hflip"
+            n_train, n_val = metrics.get("num_train"), metrics.get("num_val")
+            if isinstance(n_train, int) and isinstance(n_val, int) and n_train + n_val:
+                cmd += f" --val-fraction {round(n_val / (n_train + n_val), 3)}"
+            out.append(("classifier", cmd))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    train = info.get("train") or {}
+    cmd = f"stylex train --data {q(data)} --classifier {q(location)}"
+    if spec.get("weights"):
+        cmd += f" --classifier-weights {q(str(spec['weights']))}"
+    cmd += f" --out {q(rd)} --preset {q(str(train.get('preset', 'shapes-32')))}"
+    try:
+        base = _flat(preset(str(train.get("preset"))).to_dict())
+    except StylexError:
+        base = {}
+    for k, v in _flat(train).items():
+        if k == "preset" or base.get(k, object()) == v or (isinstance(v, list) and base.get(k) == tuple(v)):
+            continue
+        if isinstance(base.get(k), tuple) and list(base[k]) == v:
+            continue
+        flag = {"max_minutes": "--max-minutes", "max_steps": "--max-steps"}.get(k)
+        cmd += f" {flag} {q(json.dumps(v))}" if flag else f" --set {q(f'{k}={json.dumps(v)}')}"
+    out.append(("StylEx", cmd))
+    rec = _reconstruction_figures(run)
+    if rec is not None:
+        out.append(("reconstructions", f"stylex reconstruct --model {q(rd)}"))
+    if run.result is not None:
+        s, st = run.result.settings, run.result.stats
+        cmd = f"stylex attfind --model {q(rd)} --num-images {q(str(s.get('num_images', 250)))}"
+        cmd += f" --top-k {q(str(s.get('top_k', 10)))}"
+        if st.get("fast"):
+            cmd += f" --fast {q(str(st['fast']))}"
+        if s.get("shift_size", 1.0) != 1.0:
+            cmd += f" --shift-size {q(str(s['shift_size']))}"
+        if s.get("threshold", 1.0) != 1.0:
+            cmd += f" --threshold {q(str(s['threshold']))}"
+        if st.get("precision") == "bf16":
+            cmd += " --bf16"
+        cmd += f" --seed {q(str(s.get('seed', 0)))} --out {q(str(run.attributes_dir.resolve()))}"
+        out.append(("attributes", cmd))
+    final = run.out.with_name(run.out.name.removesuffix(".partial"))
+    cmd = f"stylex report {q(rd)} --out {q(str(final.resolve()))}"
+    if run.attributes_dir is not None and run.attributes_dir != run.run_dir / "attfind":
+        cmd += f" --attributes {q(str(run.attributes_dir.resolve()))}"
+    out.append(("this report", cmd))
+    return out
+
+
+def _reproduce_section(run: _Run) -> str:
+    lines = "\n".join(f"# {what}\n{cmd}" for what, cmd in _commands(run))
+    parts = [
+        '<p class="small">Rebuilt from the configs the run recorded (a run does not store the command line it was '
+        "started with); values equal to the preset's are left out.</p>",
+        f"<pre>{esc(lines)}</pre>",
+        "<details><summary>config.json of the run</summary>"
+        f"<pre>{esc(json.dumps(run.info, indent=2, default=str))}</pre></details>",
+    ]
+    if run.result is not None:
+        facts = {"settings": run.result.settings, "stats": run.result.stats}
+        parts.append(
+            "<details><summary>AttFind settings and timings</summary>"
+            f"<pre>{esc(json.dumps(facts, indent=2, default=str))}</pre></details>"
+        )
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ style, script
+_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1280px;
+padding:0 18px 40px;color:#222;background:#fafafa}
+header{padding:14px 0 6px;border-bottom:1px solid #ddd}h1{font-size:24px;margin:6px 0}
+h2{font-size:20px;margin:28px 0 8px;border-bottom:1px solid #e4e4e4;padding-bottom:4px}
+h3{font-size:17px;margin:18px 0 6px}
+h4{font-size:15px;margin:4px 0}.meta,.small{color:#555;font-size:13px}nav a{margin-right:4px}
+code,pre{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}pre{background:#f0f0f0;padding:10px;overflow-x:auto;
+white-space:pre-wrap;word-break:break-all}
+.note{background:#fff6dd;border-left:4px solid #e0b100;padding:6px 10px;font-size:14px}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}.card{background:#fff;border:1px solid #ddd;
+border-radius:6px;padding:8px 14px;min-width:130px}.cv{font-size:22px;font-weight:600}.cl{font-size:13px}
+.ch{font-size:11px;color:#777}
+table{border-collapse:collapse;margin:6px 0;background:#fff}th,td{border:1px solid #ddd;padding:3px 8px;
+text-align:left;font-size:13px}table.grid td{text-align:right}
+.bar{display:flex;align-items:center;gap:8px;font-size:13px;margin:2px 0}.bl{min-width:200px;max-width:320px;
+overflow-wrap:anywhere}.bv{color:#444}
+.plots{display:flex;flex-wrap:wrap;gap:8px}svg.plot{background:#fff;border:1px solid #e2e2e2}
+.pt{font-size:12px;font-weight:600}.pl{font-size:10px;fill:#444}.pf{fill:none;stroke:#bbb}
+.pg{stroke:#eee}
+img{image-rendering:pixelated}.pic{max-width:100%;border:1px solid #ddd;background:#fff}
+h3.cls{background:#eef3fb;padding:4px 8px;border-radius:4px}q{font-weight:600}
+.attrs{display:flex;flex-direction:column;gap:12px}.attr{background:#fff;border:1px solid #ddd;border-radius:6px;
+padding:8px 12px}.slider{display:flex;flex-direction:column;gap:4px;margin:4px 0 10px}
+.slider input{width:100%}.slab{display:flex;justify-content:space-between;gap:10px;font-size:12px;color:#555}
+.slab output{color:#111}.row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+figure{margin:4px 0}figcaption{font-size:12px;color:#555;max-width:420px}
+.expl{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:10px 0}
+footer{margin-top:30px;font-size:12px;color:#777}
+"""
+
+_JS = """
+"use strict";
+document.querySelectorAll("input.frames").forEach(function (input) {
+  var frames = JSON.parse(input.dataset.frames);
+  var labels = JSON.parse(input.dataset.labels);
+  var img = document.getElementById(input.dataset.target);
+  var out = document.getElementById(input.dataset.label);
+  input.addEventListener("input", function () {
+    var i = Number(input.value);
+    img.src = frames[i];
+    out.textContent = labels[i];
+  });
+});
+"""

@@ -1,0 +1,725 @@
+"""`stylex serve`: a live viewer on the standard library's http.server (no web framework).
+
+Pick one of a few dataset images or upload one, see its reconstruction and the classifier's probabilities, and
+move the top AttFind attributes with sliders; each move asks the server for the edited image and its
+probabilities (JSON, images as base64 PNG).
+
+Security, as a viewer on a researcher's machine needs it:
+- binds 127.0.0.1 by default; on a loopback address, requests whose Host is not that address are refused (a web
+  page elsewhere cannot reach the viewer through DNS rebinding), and so are cross-origin POSTs;
+- no request path reaches the file system: the page is one in-memory string, the rest is a JSON API;
+- uploads are size-checked (`MAX_UPLOAD_BYTES`) before they are read, decoded from memory with Pillow after a
+  format and pixel-count check (never written to disk), and anything that is not an image gets a 400;
+- every string from the run (class names, file names) reaches the page as JSON and is inserted with
+  `textContent`, never as HTML; the page's Content-Security-Policy allows only its own inline script and style.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import ipaddress
+import json
+import os
+import re
+import secrets
+import sys
+import threading
+import traceback
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import torch
+
+from stylex.errors import StylexError
+from stylex.explain.html import csp_policy, page
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+"""Largest upload accepted (bytes); larger requests get a 413 before their body is read."""
+MAX_JSON_BYTES = 64 * 1024
+"""Largest JSON request body (bytes)."""
+MAX_PIXELS = 40_000_000
+"""Largest decoded image (width x height) an upload may declare; guards against decompression bombs."""
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+"""Pillow formats an upload may have."""
+MAX_UPLOADS = 16
+"""Uploaded images kept in memory (least recently used dropped first)."""
+
+
+class HTTPError(StylexError):
+    """A request the viewer refuses; `status` is the HTTP status code."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+def decode_image(data: bytes, resolution: int) -> np.ndarray:
+    """Uploaded bytes -> uint8 RGB [R, R, 3], decoded in memory (centre-cropped and resized like the data).
+
+    Raises:
+        HTTPError: 400 when the bytes are empty, not an image of an accepted format, or too many pixels.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from stylex.data.dataset import _center_square, _resize, _to_rgb8
+
+    if not data:
+        raise HTTPError(400, "the upload is empty; choose an image file.")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format not in IMAGE_FORMATS:
+                raise HTTPError(400, f"{im.format} images are not accepted; upload one of {', '.join(IMAGE_FORMATS)}.")
+            width, height = im.size
+            if width < 1 or height < 1 or width * height > MAX_PIXELS:
+                raise HTTPError(400, f"the image is {width}x{height} pixels; upload one under {MAX_PIXELS:,} pixels.")
+            im.load()
+            a = _to_rgb8(ImageOps.exif_transpose(im))
+    except HTTPError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        raise HTTPError(400, "the upload is not a readable image; upload a PNG or JPEG file.") from None
+    return np.ascontiguousarray(_resize(_center_square(a), resolution))
+
+
+def _png_uri(x: torch.Tensor, min_size: int = 192) -> str:
+    """One image [3, R, R] in [-1, 1] -> a PNG data URI, nearest-neighbour upscaled to at least min_size px."""
+    from PIL import Image
+
+    from stylex.data.convert import to_uint8
+    from stylex.explain.html import png_data_uri
+
+    a = to_uint8(x[None].float().cpu())[0]  # [R, R, 3]
+    scale = max(1, -(-min_size // a.shape[0]))
+    img = Image.fromarray(a).resize((a.shape[1] * scale, a.shape[0] * scale), Image.Resampling.NEAREST)
+    return png_data_uri(img)
+
+
+# ------------------------------------------------------------------------------------------------ the model side
+@dataclass
+class Slider:
+    """One slider: a conv style coordinate; position -1 moves it to its minimum, +1 to its maximum.
+
+    Attributes:
+        coord: flat coordinate j.
+        name: e.g. "b8.conv0[12]".
+        raises_min, raises_max: the classes whose attribute moves the coordinate that way.
+    """
+
+    coord: int
+    name: str
+    raises_min: list[str]
+    raises_max: list[str]
+
+
+@dataclass
+class _Image:
+    x: torch.Tensor  # [1, 3, R, R]
+    s: Any  # StyleVector, batch 1
+    noise: list[torch.Tensor]
+    input_uri: str
+    rec_uri: str
+    probs_input: list[float]
+    probs_rec: list[float]
+
+
+class Viewer:
+    """The viewer's state and its three verbs (`info`, `render`, `upload`), independent of HTTP.
+
+    Args:
+        model: the `StylEx` model; classifier: images [N, 3, R, R] in [-1, 1] -> logits [N, K].
+        result: the `AttFindResult` (class names and attributes); effects: its `Effects` (s_min, s_max [S]).
+        images: dataset images to offer [M, 3, R, R] in [-1, 1] (M may be 0).
+        keys: M dataset indices (they fix each image's noise, as in AttFind); labels: M captions.
+        sliders_per_class: the top attributes of every class that get a slider (shared coordinates merged).
+        seed: the noise seed (AttFind's).
+        title: shown at the top of the page.
+    """
+
+    def __init__(
+        self,
+        model,
+        classifier,
+        result,
+        effects,
+        images: torch.Tensor,
+        keys: list[int],
+        labels: list[str],
+        sliders_per_class: int = 5,
+        seed: int = 0,
+        title: str = "",
+    ):
+        assert images.ndim == 4 and len(images) == len(keys) == len(labels), (tuple(images.shape), len(keys))
+        self.model, self.C, self.result, self.effects = model, classifier, result, effects
+        self.device = next(model.parameters()).device
+        self.s_min, self.s_max = effects.s_min.to(self.device), effects.s_max.to(self.device)
+        self.names = result.class_names
+        self.seed, self.title = seed, title
+        self.sliders = self._make_sliders(sliders_per_class)
+        self._images = images
+        self._keys, self._labels = list(keys), list(labels)
+        self._cache: OrderedDict[str, _Image] = OrderedDict()
+        self._uploads: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _make_sliders(self, per_class: int) -> list[Slider]:
+        layout = self.model.G.layout
+        by_coord: dict[int, Slider] = {}
+        order: list[int] = []
+        for rank in range(per_class):  # interleave the classes: every class's best attribute comes first
+            for c in self.result.classes:
+                if rank >= len(c.attributes):
+                    continue
+                a = c.attributes[rank]
+                if a.flat_index not in by_coord:
+                    coord = layout.coord(a.flat_index)
+                    name = f"{layout.conv_names[coord.layer]}[{coord.channel}]"
+                    by_coord[a.flat_index] = Slider(a.flat_index, name, [], [])
+                    order.append(a.flat_index)
+                side = by_coord[a.flat_index].raises_max if a.direction == "max" else by_coord[a.flat_index].raises_min
+                if c.class_name not in side:
+                    side.append(c.class_name)
+        return [by_coord[j] for j in order]
+
+    # --- verbs ---------------------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """What the page needs to draw itself: classes, images with thumbnails, sliders, limits."""
+        images = [
+            {"id": f"i{k}", "label": label, "thumb": _png_uri(self._images[k], 64)}
+            for k, label in enumerate(self._labels)
+        ]
+        sliders = [
+            {"id": i, "name": sl.name, "raises_min": sl.raises_min, "raises_max": sl.raises_max}
+            for i, sl in enumerate(self.sliders)
+        ]
+        return {
+            "title": self.title,
+            "classes": list(self.names),
+            "images": images,
+            "sliders": sliders,
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
+            "resolution": self.model.resolution,
+        }
+
+    @torch.no_grad()
+    def render(self, image: str, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The image `image` with the sliders at `values`.
+
+        Args:
+            image: an id from `info()["images"]` or from `upload`.
+            values: {slider id (as a string or int): position in [-1, 1]}; missing sliders stay at 0.
+
+        Returns:
+            {"image", "input", "reconstruction", "edited" (PNG data URIs), "probs_input", "probs_reconstruction",
+            "probs" (of the edited image, [K]), "predicted" (argmax of probs)}.
+        """
+        from stylex.explain.slider import slide
+
+        positions = self._positions(values or {})
+        with self._lock:
+            entry = self._entry(image)
+            s = slide(entry.s, positions, self.s_min, self.s_max) if positions else entry.s
+            x_edit = self.model.G.synthesis(s, entry.noise)  # [1, 3, R, R]
+            probs = self.C(x_edit).float().softmax(dim=1)[0].cpu()  # [K]
+        return {
+            "image": image,
+            "input": entry.input_uri,
+            "reconstruction": entry.rec_uri,
+            "edited": _png_uri(x_edit[0]),
+            "probs_input": entry.probs_input,
+            "probs_reconstruction": entry.probs_rec,
+            "probs": [round(float(p), 6) for p in probs],
+            "predicted": int(probs.argmax()),
+        }
+
+    def upload(self, data: bytes) -> dict[str, Any]:
+        """Decode an uploaded image, keep it in memory and render it (as `render`, plus its new id)."""
+        from stylex.data import to_tensor
+
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise HTTPError(413, f"the upload is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}.")
+        x = to_tensor(decode_image(data, self.model.resolution)[None].copy())  # [1, 3, R, R]
+        token = "u" + secrets.token_hex(8)
+        with self._lock:
+            self._uploads[token] = x
+            while len(self._uploads) > MAX_UPLOADS:
+                old, _ = self._uploads.popitem(last=False)
+                self._cache.pop(old, None)
+        return self.render(token)
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    def _positions(self, values: Mapping[str, Any]) -> dict[int, float]:
+        if not isinstance(values, Mapping) or len(values) > len(self.sliders):
+            raise HTTPError(400, "values must map slider ids to positions.")
+        out: dict[int, float] = {}
+        for key, v in values.items():
+            try:
+                i = int(key)
+                v = float(v)
+            except (TypeError, ValueError, OverflowError):
+                raise HTTPError(400, f"slider {key!r:.40} has no numeric position.") from None
+            if not 0 <= i < len(self.sliders) or not np.isfinite(v):
+                raise HTTPError(400, f"slider {key!r:.40} does not exist or its position is not finite.")
+            if v != 0:
+                out[self.sliders[i].coord] = max(-1.0, min(1.0, v))
+        return out
+
+    def _entry(self, image: str) -> _Image:
+        """The cached encoding of an image id (call with the lock held)."""
+        from stylex.attfind.effects import image_noise
+        from stylex.attfind.run import encode_images
+
+        if not isinstance(image, str):
+            raise HTTPError(400, "image must be an image id string.")
+        if image in self._cache:
+            self._cache.move_to_end(image)
+            return self._cache[image]
+        if image in self._uploads:
+            x, key = self._uploads[image], -1
+        elif re.fullmatch(r"i[0-9]{1,9}", image) and int(image[1:]) < len(self._keys):
+            k = int(image[1:])
+            x, key = self._images[k : k + 1], self._keys[k]
+        else:
+            raise HTTPError(404, "no such image; pick one from the list or upload it again.")
+        x = x.to(self.device)
+        s = encode_images(self.model, self.C, x)
+        noise = image_noise(self.model.G, [key], self.seed, self.device)
+        x_rec = self.model.G.synthesis(s, noise)
+        probs = self.C(torch.cat([x, x_rec])).float().softmax(dim=1).cpu()  # [2, K]
+        entry = _Image(
+            x,
+            s,
+            noise,
+            _png_uri(x[0]),
+            _png_uri(x_rec[0]),
+            [round(float(p), 6) for p in probs[0]],
+            [round(float(p), 6) for p in probs[1]],
+        )
+        self._cache[image] = entry
+        while len(self._cache) > 64:
+            self._cache.popitem(last=False)
+        return entry
+
+
+def load_viewer(
+    run_dir: str | os.PathLike,
+    attributes_dir: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
+    num_images: int = 12,
+    sliders_per_class: int = 5,
+    classifier=None,
+    device: str = "cpu",
+) -> Viewer:
+    """A `Viewer` for a run and its AttFind folder (default RUN/attfind).
+
+    Args:
+        run_dir: the run folder; attributes_dir: the `stylex attfind` output folder.
+        data: images to offer (default AttFind's data, else the run's); without it only uploads are possible.
+        num_images: how many dataset images the picker offers (AttFind's images first).
+        sliders_per_class: top attributes per class that get a slider.
+        classifier: a loaded classifier instead of the one the run recorded.
+    """
+    from stylex.attfind.effects import Effects
+    from stylex.attfind.result import AttFindResult
+    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, pick_indices
+    from stylex.data import load_dataset
+    from stylex.pipeline import load_run
+
+    run_dir = Path(run_dir)
+    model, classifier = load_run(run_dir, classifier, device)
+    folder = Path(attributes_dir) if attributes_dir else run_dir / "attfind"
+    if not (folder / ATTRIBUTES_FILE).is_file() or not (folder / EFFECTS_FILE).is_file():
+        raise StylexError(
+            f"no AttFind results in {folder}; run `stylex attfind --model {run_dir} --fast 50` first "
+            "(or pass --attributes)."
+        )
+    result = AttFindResult.load(folder / ATTRIBUTES_FILE)
+    effects = Effects.load(folder / EFFECTS_FILE)
+    if effects.num_coords != model.G.layout.num_coords or effects.num_classes != model.num_classes:
+        raise StylexError(f"{folder} was made for another model; run `stylex attfind` for {run_dir} first.")
+    R = model.resolution
+    images, keys, labels = torch.zeros(0, 3, R, R), [], []
+    source = data or effects.meta.get("data") or model.run_info.get("data")
+    if source and Path(source).exists():
+        ds = load_dataset(source, resolution=R, progress=False)
+        attfind_keys = effects.meta.get("indices") if str(Path(source).resolve()) == effects.meta.get("data") else None
+        keys = [int(k) for k in (attfind_keys or pick_indices(len(ds), num_images, 0)) if 0 <= int(k) < len(ds)]
+        keys = keys[:num_images]
+        images = ds.tensors(keys)
+        for k in keys:
+            name = ds.filenames[k] if ds.filenames else f"image {k}"
+            label = f" ({ds.class_names[int(ds.labels[k])]})" if ds.labels is not None and ds.class_names else ""
+            labels.append(f"{k}: {name}{label}")
+    return Viewer(
+        model,
+        classifier,
+        result,
+        effects,
+        images,
+        keys,
+        labels,
+        sliders_per_class=sliders_per_class,
+        seed=int(effects.meta.get("seed", 0)),
+        title=f"StylEx viewer: {run_dir.resolve().name}",
+    )
+
+
+# ------------------------------------------------------------------------------------------------ HTTP
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes: GET / (the page), GET /api/info, POST /api/render (JSON), POST /api/upload (raw image bytes)."""
+
+    server_version = "stylex-viewer"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+
+    # --- responses -----------------------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes, content_type: str, extra: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, data: Any) -> None:
+        self._send(status, json.dumps(data).encode("utf-8"), "application/json; charset=utf-8")
+
+    def _error(self, status: int, message: str) -> None:
+        self.close_connection = True
+        self._json(status, {"error": message})
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        if not self.server.quiet:  # type: ignore[attr-defined]
+            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+    # --- checks --------------------------------------------------------------------------------------------
+    def _allowed(self, post: bool) -> bool:
+        hosts = self.server.allowed_hosts  # type: ignore[attr-defined]
+        host = self.headers.get("Host", "")
+        if hosts is not None and host not in hosts:
+            self._error(403, "this viewer answers only requests addressed to its loopback address.")
+            return False
+        origin = self.headers.get("Origin")
+        if post and origin is not None and origin != f"http://{host}":
+            self._error(403, "cross-origin requests are refused.")
+            return False
+        return True
+
+    def _body(self, limit: int, types: tuple[str, ...]) -> bytes:
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type not in types:
+            raise HTTPError(415, f"send the body as {' or '.join(types)}.")
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise HTTPError(411, "the request needs a Content-Length.")
+        if int(length) > limit:
+            if int(length) <= 4 * limit:  # read and drop it, so that the client gets the 413 rather than a reset
+                left = int(length)
+                while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+                    left -= len(chunk)
+            raise HTTPError(413, f"the request body is {int(length):,} bytes; the limit is {limit:,}.")
+        return self.rfile.read(int(length))
+
+    # --- routes --------------------------------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if not self._allowed(post=False):
+            return
+        path = urlsplit(self.path).path
+        viewer: Viewer = self.server.viewer  # type: ignore[attr-defined]
+        if path == "/":
+            html_text, policy = _page()
+            self._send(200, html_text.encode("utf-8"), "text/html; charset=utf-8", {"Content-Security-Policy": policy})
+        elif path == "/api/info":
+            self._guarded(viewer.info)
+        else:
+            self._error(404, "not found")
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._allowed(post=True):
+            return
+        path = urlsplit(self.path).path
+        viewer: Viewer = self.server.viewer  # type: ignore[attr-defined]
+        if path == "/api/render":
+
+            def render() -> dict[str, Any]:
+                try:
+                    request = json.loads(self._body(MAX_JSON_BYTES, ("application/json",)))
+                except ValueError:
+                    raise HTTPError(400, "the request is not valid JSON.") from None
+                if not isinstance(request, dict):
+                    raise HTTPError(400, 'send {"image": ID, "values": {SLIDER: POSITION}}.')
+                return viewer.render(request.get("image"), request.get("values") or {})
+
+            self._guarded(render)
+        elif path == "/api/upload":
+            types = ("application/octet-stream", "image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp")
+            self._guarded(lambda: viewer.upload(self._body(MAX_UPLOAD_BYTES, types)))
+        else:
+            self._error(404, "not found")
+
+    def _guarded(self, produce) -> None:
+        try:
+            data = produce()
+        except HTTPError as e:
+            self._error(e.status, str(e))
+        except StylexError as e:
+            self._error(400, str(e))
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            self._error(500, "internal error; see the viewer's terminal.")
+        else:
+            self._json(200, data)
+
+
+def make_server(viewer: Viewer, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> ThreadingHTTPServer:
+    """An HTTP server for `viewer` (not started: call `serve_forever`, e.g. in a thread; port 0 = any free port).
+
+    On a loopback host only requests with that Host header are answered (see the module docstring).
+    """
+    try:
+        server = ThreadingHTTPServer((host, port), _Handler)
+    except OSError as e:
+        raise StylexError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port.") from None
+    server.daemon_threads = True
+    server.viewer = viewer  # type: ignore[attr-defined]
+    server.quiet = quiet  # type: ignore[attr-defined]
+    real_port = server.server_address[1]
+    if _is_loopback(host):
+        names = {host, "localhost", "127.0.0.1", "[::1]"}
+        allowed = {f"{h}:{real_port}" for h in names} | (names if real_port == 80 else set())
+        server.allowed_hosts = allowed  # type: ignore[attr-defined]
+    else:
+        server.allowed_hosts = None  # type: ignore[attr-defined]
+    return server
+
+
+def serve(
+    run_dir: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    attributes_dir: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
+    num_images: int = 12,
+    classifier=None,
+    device: str = "cpu",
+    quiet: bool = False,
+) -> None:
+    """Serve the live viewer of a run until Ctrl-C (see `load_viewer` for the arguments)."""
+    viewer = load_viewer(run_dir, attributes_dir, data, num_images, classifier=classifier, device=device)
+    server = make_server(viewer, host, port, quiet)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"StylEx viewer on http://{shown}:{server.server_address[1]}/ (Ctrl-C stops it)", flush=True)
+    if not _is_loopback(host):
+        print(f"warning: {host} is not a loopback address; anyone who can reach it can use the viewer.", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+# ------------------------------------------------------------------------------------------------ the page
+_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1280px;
+padding:0 18px 30px;color:#222;background:#fafafa}h1{font-size:22px;margin:14px 0 4px}
+h2{font-size:17px;margin:12px 0 6px}
+main{display:grid;grid-template-columns:230px 1fr 330px;gap:16px;align-items:start}
+section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 12px}
+#thumbs{display:flex;flex-wrap:wrap;gap:6px}#thumbs button{padding:2px;border:2px solid transparent;background:#fff;
+cursor:pointer}#thumbs button.active{border-color:#1f77b4}#thumbs img{width:64px;height:64px;display:block}
+img{image-rendering:pixelated}.imgs{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0}
+.imgs img{width:176px;height:176px;border:1px solid #ddd;background:#eee;display:block}
+figcaption{font-size:13px;color:#555;text-align:center}
+table{border-collapse:collapse;margin-top:10px}th,td{border:1px solid #ddd;padding:3px 8px;font-size:13px;
+text-align:left}td.p{min-width:120px;white-space:nowrap}.pbar{display:inline-block;height:9px;background:#1f77b4;margin-right:6px;
+vertical-align:middle}tr.pred th{background:#eef3fb}
+.slider{margin:8px 0 12px}.slider .name{font-weight:600;font-size:13px}.slider input{width:100%}
+.ends{display:flex;justify-content:space-between;font-size:11px;color:#555;gap:8px}
+#message{color:#a40000;font-size:13px;min-height:1em;overflow-wrap:anywhere}.small{font-size:12px;color:#555}
+button#reset{font-size:12px}
+"""
+
+_JS = """
+"use strict";
+var state = {info: null, image: null, values: {}, busy: false, pending: false, renders: 0};
+
+function el(tag, cls, text) {
+  var e = document.createElement(tag);
+  if (cls) { e.className = cls; }
+  if (text !== undefined) { e.textContent = text; }
+  return e;
+}
+function message(text) { document.getElementById("message").textContent = text || ""; }
+function call(path, body, type) {
+  var init = body === undefined ? {} : {method: "POST", headers: {"Content-Type": type}, body: body};
+  return fetch(path, init).then(function (r) {
+    return r.json().then(function (d) {
+      if (!r.ok) { throw new Error(d.error || ("HTTP " + r.status)); }
+      return d;
+    });
+  });
+}
+function probCell(p) {
+  var td = el("td", "p");
+  var bar = el("span", "pbar");
+  bar.style.width = Math.round(80 * p) + "px";
+  td.appendChild(bar);
+  td.appendChild(document.createTextNode(p.toFixed(3)));
+  td.dataset.value = String(p);
+  return td;
+}
+function show(d) {
+  document.getElementById("input").src = d.input;
+  document.getElementById("recon").src = d.reconstruction;
+  document.getElementById("edited").src = d.edited;
+  var body = document.getElementById("probs");
+  body.replaceChildren();
+  state.info.classes.forEach(function (name, k) {
+    var tr = el("tr", k === d.predicted ? "pred" : "");
+    tr.appendChild(el("th", "", name));
+    tr.appendChild(probCell(d.probs_input[k]));
+    tr.appendChild(probCell(d.probs_reconstruction[k]));
+    var cell = probCell(d.probs[k]);
+    cell.classList.add("edited");
+    tr.appendChild(cell);
+    body.appendChild(tr);
+  });
+  state.renders += 1;
+  document.body.dataset.renders = String(state.renders);
+}
+function render() {
+  if (!state.image) { return; }
+  if (state.busy) { state.pending = true; return; }
+  state.busy = true;
+  call("/api/render", JSON.stringify({image: state.image, values: state.values}), "application/json")
+    .then(function (d) { message(""); show(d); })
+    .catch(function (e) { message(e.message); })
+    .finally(function () {
+      state.busy = false;
+      if (state.pending) { state.pending = false; render(); }
+    });
+}
+function select(id) {
+  state.image = id;
+  document.querySelectorAll("#thumbs button").forEach(function (b) {
+    b.classList.toggle("active", b.dataset.id === id);
+  });
+  render();
+}
+function addThumb(id, label, src) {
+  var b = el("button");
+  b.type = "button";
+  b.dataset.id = id;
+  b.title = label;
+  var img = el("img");
+  img.src = src;
+  img.alt = label;
+  b.appendChild(img);
+  b.addEventListener("click", function () { select(id); });
+  document.getElementById("thumbs").appendChild(b);
+}
+function buildSliders(info) {
+  var list = document.getElementById("sliders");
+  info.sliders.forEach(function (s) {
+    var box = el("div", "slider");
+    box.appendChild(el("div", "name", s.name));
+    var input = el("input");
+    input.type = "range";
+    input.min = "-1";
+    input.max = "1";
+    input.step = "0.05";
+    input.value = "0";
+    input.dataset.id = String(s.id);
+    input.setAttribute("aria-label", s.name);
+    var ends = el("div", "ends");
+    ends.appendChild(el("span", "", "min" + (s.raises_min.length ? ": raises " + s.raises_min.join(", ") : "")));
+    var pos = el("output", "", "0.00");
+    ends.appendChild(pos);
+    ends.appendChild(el("span", "", "max" + (s.raises_max.length ? ": raises " + s.raises_max.join(", ") : "")));
+    input.addEventListener("input", function () {
+      var v = Number(input.value);
+      pos.textContent = v.toFixed(2);
+      if (v === 0) { delete state.values[s.id]; } else { state.values[s.id] = v; }
+      render();
+    });
+    box.appendChild(input);
+    box.appendChild(ends);
+    list.appendChild(box);
+  });
+  if (!info.sliders.length) { list.appendChild(el("p", "small", "AttFind selected no attributes.")); }
+}
+document.getElementById("reset").addEventListener("click", function () {
+  document.querySelectorAll("#sliders input").forEach(function (i) { i.value = "0"; });
+  document.querySelectorAll("#sliders output").forEach(function (o) { o.textContent = "0.00"; });
+  state.values = {};
+  render();
+});
+document.getElementById("upload").addEventListener("change", function (ev) {
+  var file = ev.target.files[0];
+  if (!file) { return; }
+  if (file.size > state.info.max_upload_bytes) {
+    message("The file is larger than " + state.info.max_upload_bytes + " bytes.");
+    return;
+  }
+  call("/api/upload", file, "application/octet-stream").then(function (d) {
+    addThumb(d.image, file.name, d.input);
+    state.image = d.image;
+    select(d.image);
+  }).catch(function (e) { message(e.message); });
+});
+call("/api/info").then(function (info) {
+  state.info = info;
+  document.getElementById("title").textContent = info.title;
+  document.title = info.title;
+  info.images.forEach(function (im) { addThumb(im.id, im.label, im.thumb); });
+  buildSliders(info);
+  if (info.images.length) { select(info.images[0].id); } else { message("No dataset images: upload one."); }
+}).catch(function (e) { message(e.message); });
+"""
+
+_BODY = """
+<h1 id="title">StylEx viewer</h1>
+<p class="small">Pick or upload an image; move the sliders to push StyleSpace coordinates toward their minimum or
+maximum over the AttFind images and watch the classifier's probabilities.</p>
+<main>
+<section><h2>Images</h2><div id="thumbs"></div>
+<p><label class="small">Upload (PNG, JPEG, up to 5 MB): <input type="file" id="upload" accept="image/*"></label></p>
+<p id="message" role="status"></p></section>
+<section><h2>Image</h2><div class="imgs">
+<figure><img id="input" alt="input"><figcaption>input</figcaption></figure>
+<figure><img id="recon" alt="reconstruction"><figcaption>reconstruction</figcaption></figure>
+<figure><img id="edited" alt="edited"><figcaption>edited</figcaption></figure></div>
+<table><thead><tr><th>class</th><th>input</th><th>reconstruction</th><th>edited</th></tr></thead>
+<tbody id="probs"></tbody></table></section>
+<section><h2>Attributes</h2><button type="button" id="reset">reset all</button><div id="sliders"></div></section>
+</main>
+"""
+
+
+@functools.cache
+def _page() -> tuple[str, str]:
+    """(the page, its Content-Security-Policy header); static: everything dynamic arrives as JSON."""
+    policy = csp_policy(_CSS, _JS, img_src="data:", connect_src="'self'") + "; frame-ancestors 'none'"
+    return page("StylEx viewer", _BODY, _CSS, _JS, img_src="data:", connect_src="'self'"), policy

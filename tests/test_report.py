@@ -1,0 +1,345 @@
+"""Report, viewer and Python API on a tiny run whose first class is named `<img src=x onerror=alert(1)>`.
+
+Browser tests drive Debian's chromium through Playwright (`.ci/run` installs both); they skip with the reason
+when either is missing. Never `playwright install`: it downloads a browser build, which these machines cannot.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stylex.cli import main
+
+EVIL = "<img src=x onerror=alert(1)>"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def evil_run(tmp_path_factory):
+    """Two classes, the first named EVIL, in an image folder -> classifier -> tiny StylEx -> AttFind -> report."""
+    root = tmp_path_factory.mktemp("report")
+    run("data", "synth", "--out", root / "synth", "--num-images", 24, "--resolution", 16, "--quiet")
+    classes = sorted(p for p in (root / "synth").iterdir() if p.is_dir())
+    for folder, name in zip(classes, [EVIL, "circle & co"], strict=True):
+        shutil.copytree(folder, root / "data" / name)
+    run("train-classifier", "--data", root / "data", "--out", root / "clf", "--resolution", 16, "--epochs", 1,
+        "--width", 8, "--quiet")  # fmt: skip
+    run("train", "--data", root / "data", "--classifier", root / "clf", "--out", root / "run", "--preset", "tiny",
+        "--max-steps", 2, "--quiet")  # fmt: skip
+    run("attfind", "--model", root / "run", "--num-images", 6, "--top-k", 2, "--fast", 8, "--max-batch", 64, "--quiet")
+    result = run("report", root / "run", "--out", root / "report", "--top-k", 2, "--slider-images", 2,
+                 "--frames", 3, "--explanations", 2, "--quiet")  # fmt: skip
+    assert "report:" in result.output and "index.html" in result.output
+    return root
+
+
+# ------------------------------------------------------------------------------------------------ report files
+def _local_refs(html: str) -> list[str]:
+    return re.findall(r'(?:src|href)="([^"#][^"]*)"', html)
+
+
+def test_report_is_self_contained_and_escaped(evil_run):
+    report = evil_run / "report"
+    html = (report / "index.html").read_text()
+    assert EVIL not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "circle &amp; co" in html
+    refs = _local_refs(html)
+    assert refs, "the report shows pictures"
+    for ref in refs:
+        assert not re.match(r"^[a-z]+:", ref), f"no network or absolute references: {ref}"
+        assert (report / ref).is_file(), ref
+    # files are named by class index, never by a class name
+    folders = {p.name for p in (report / "img").iterdir() if p.is_dir()}
+    assert folders <= {"c0", "c1", "explain"} and "explain" in folders and folders & {"c0", "c1"}, folders
+    assert "Content-Security-Policy" in html and "script-src &#x27;sha256-" in html
+    for section in ("Data and classifier", "Training", "Reconstructions", "Sufficiency@2", "How this run was made"):
+        assert section in html
+    assert "stylex train " in html and "stylex attfind " in html
+    assert not (evil_run / "run" / "report").exists(), "the run folder is only read"
+
+
+def test_report_replaces_its_own_folder_only(evil_run, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    result = run("report", evil_run / "run", "--out", foreign, "--quiet", ok=False)
+    assert result.exit_code == 1 and result.output.startswith("error: ") and "not a stylex report" in result.output
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    over = run("report", evil_run / "run", "--out", evil_run / "run", "--quiet", ok=False)
+    assert over.exit_code == 1 and "replace the run folder" in over.output
+
+
+def test_report_without_attfind_names_the_command(evil_run, tmp_path):
+    empty = tmp_path / "no_attfind"
+    empty.mkdir()
+    run("report", evil_run / "run", "--out", tmp_path / "r", "--attributes", empty, "--quiet")
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "stylex attfind --model" in html and "No AttFind results" in html
+    for ref in _local_refs(html):
+        assert (tmp_path / "r" / ref).is_file(), ref
+
+
+# ------------------------------------------------------------------------------------------------ viewer over HTTP
+@pytest.fixture(scope="module")
+def viewer_url(evil_run):
+    from stylex.explain.viewer import load_viewer, make_server
+
+    server = make_server(load_viewer(evil_run / "run", num_images=4), "127.0.0.1", 0, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _request(url, data=None, content_type=None, headers=None):
+    h = dict(headers or {})
+    if content_type:
+        h["Content-Type"] = content_type
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=h), timeout=30) as r:
+            return r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+def _png(size=(20, 12), mode="RGB") -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, size, (200, 30, 30) if mode == "RGB" else (200, 30, 30, 128)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_viewer_api_renders_and_refuses(viewer_url):
+    status, body, headers = _request(viewer_url + "/")
+    assert status == 200 and "script-src 'sha256-" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    info = json.loads(_request(viewer_url + "/api/info")[1])
+    assert info["classes"][0] == EVIL and info["images"] and info["sliders"]
+
+    def render(values):
+        status, body, _ = _request(
+            viewer_url + "/api/render", json.dumps({"image": "i0", "values": values}).encode(), "application/json"
+        )
+        assert status == 200, body
+        return json.loads(body)
+
+    base = render({})
+    assert abs(sum(base["probs"]) - 1) < 1e-4 and base["edited"].startswith("data:image/png;base64,")
+    moved = [render({"0": 1.0}), render({"0": -1.0})]
+    assert any(m["edited"] != base["edited"] for m in moved)
+
+    # no path reaches the file system; only the page and the API exist
+    for path in ("/../../etc/passwd", "/index.html", "/%2e%2e/etc/passwd", "/static/app.js", "/api/../../etc"):
+        assert _request(viewer_url + path)[0] == 404, path
+    # uploads: images only, size-checked, decoded in memory
+    assert _request(viewer_url + "/api/upload", b"hello, not an image", "application/octet-stream")[0] == 400
+    assert _request(viewer_url + "/api/upload", b"", "application/octet-stream")[0] == 400
+    too_big = b"\x89PNG" + b"\0" * (5 * 1024 * 1024 + 1)
+    assert _request(viewer_url + "/api/upload", too_big, "application/octet-stream")[0] == 413
+    assert _request(viewer_url + "/api/upload", _png(), "text/plain")[0] == 415
+    status, body, _ = _request(viewer_url + "/api/upload", _png(mode="RGBA"), "application/octet-stream")
+    assert status == 200 and json.loads(body)["image"].startswith("u")
+    # malformed requests get a 4xx with one sentence, never a traceback
+    bad_requests = [{"image": "../x"}, {"image": "i0", "values": {"99": 1}}, {"image": "i0", "values": {"0": "NaN"}}]
+    for payload in (b"{", b"[]", *(json.dumps(r).encode() for r in bad_requests)):
+        status, body, _ = _request(viewer_url + "/api/render", payload, "application/json")
+        assert 400 <= status < 500 and "Traceback" not in body.decode()
+    # DNS rebinding and cross-origin posts
+    assert _request(viewer_url + "/", headers={"Host": "evil.example:80"})[0] == 403
+    status = _request(viewer_url + "/api/render", b"{}", "application/json", {"Origin": "http://evil.example"})[0]
+    assert status == 403
+
+
+def test_decode_image_rejects_bombs_and_non_images():
+    from PIL import Image
+
+    from stylex.explain.viewer import HTTPError, decode_image
+
+    assert decode_image(_png((30, 20)), 16).shape == (16, 16, 3)
+    buf = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(buf, "PNG")  # small file, 81 M pixels
+    with pytest.raises(HTTPError, match="pixels"):
+        decode_image(buf.getvalue(), 16)
+    with pytest.raises(HTTPError, match="not a readable image"):
+        decode_image(_png()[:40], 16)
+
+
+# ------------------------------------------------------------------------------------------------ Python API
+def test_python_api(evil_run):
+    import torch
+
+    import stylex
+    from stylex.data import load_dataset
+
+    model, classifier = stylex.load_run(evil_run / "run")
+    x = load_dataset(evil_run / "data", resolution=16, progress=False).tensors(list(range(4)))  # [4, 3, 16, 16]
+    assert model.encode(x).shape == (4, model.config.model.w_dim)
+    assert model.reconstruct(x, classifier(x)).shape == x.shape
+    result = stylex.AttFind(model, classifier, top_k=2, fast=4, max_batch=64, progress=False).run(x)
+    assert isinstance(result, stylex.AttFindResult) and result.class_names[0] == EVIL
+    assert result.effects.effects.shape == (4, 2, model.G.layout.num_coords, 2)
+    e = stylex.counterfactual(model, classifier, result, x[0], strategy="independent", top_k=2)
+    assert isinstance(e, stylex.ImageExplanation) and len(e.steps) == 2
+    loaded = stylex.load_attfind(evil_run / "run" / "attfind")
+    assert loaded.effects is not None and loaded.class_names == result.class_names
+    with pytest.raises(stylex.StylexError, match="px"):
+        stylex.AttFind(model, classifier).run(torch.zeros(3, 3, 8, 8))
+
+
+@pytest.mark.slow
+def test_tutorial_runs(evil_run, tmp_path, monkeypatch, capsys):
+    """docs/tutorial.md's Python blocks, in order, on the tiny run laid out like `make demo`'s."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "tutorial.md").read_text()
+    code = "\n".join(re.findall(r"```python\n(.*?)```", text, re.S))
+    assert 'RUN = "runs/demo"' in code
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "stylex").symlink_to(evil_run / "run")
+    (demo / "data").symlink_to(evil_run / "data")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace('RUN = "runs/demo"', f"RUN = {str(demo)!r}"), "docs/tutorial.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "sufficiency@5" in out and "open file://" in out
+    assert (demo / "report" / "index.html").is_file()
+
+
+def test_import_stylex_is_light():
+    code = "import sys, stylex; assert 'torch' not in sys.modules; stylex.StylEx; assert 'torch' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------------------------------------ in a browser
+def _playwright():
+    """Playwright's sync API; skips with the reason when chromium or playwright is missing (fails under CI=true,
+    where .ci/run installs both)."""
+    why = None
+    if not CHROMIUM.exists():
+        why = f"no {CHROMIUM}: `apt-get install -y chromium` (.ci/run installs it) to run the browser tests"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright
+
+            return sync_playwright
+        except ImportError:
+            why = "playwright is not installed: `pip install -e '.[dev]'` (never `playwright install`)"
+    if os.environ.get("CI"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_playwright = _playwright()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _page(browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+    return page, problems
+
+
+BROKEN_IMAGES = "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+
+
+@pytest.mark.slow
+def test_report_in_a_browser(browser, evil_run):
+    page, problems = _page(browser)
+    page.goto((evil_run / "report" / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    assert page.evaluate("document.images.length") >= 8
+    assert page.evaluate(BROKEN_IMAGES) == []
+    # the class name is text, not an element
+    assert page.locator("img[src='x']").count() == 0
+    assert page.get_by_text(EVIL, exact=False).count() > 0
+    # a slider move changes the shown frame
+    slider = page.locator("input.frames").first
+    img = page.locator(f"#{slider.get_attribute('data-target')}")
+    before = img.get_attribute("src")
+    slider.focus()
+    page.keyboard.press("End")
+    after = img.get_attribute("src")
+    assert after != before and after.endswith("_f2.png")
+    page.wait_for_function(f"() => document.getElementById('{slider.get_attribute('data-target')}').naturalWidth > 0")
+    assert "toward" in page.locator(f"#{slider.get_attribute('data-label')}").inner_text()
+    assert problems == []
+    page.close()
+
+
+@pytest.mark.slow
+def test_viewer_in_a_browser(browser, viewer_url, tmp_path):
+    page, problems = _page(browser)
+    page.goto(viewer_url + "/")
+    page.wait_for_function("() => document.body.dataset.renders === '1'")
+    assert page.locator("img[src='x']").count() == 0
+    assert page.locator("#probs th", has_text=EVIL).count() == 1
+
+    def shown():
+        probs = page.eval_on_selector_all("#probs td.edited", "cells => cells.map(c => Number(c.dataset.value))")
+        return page.get_attribute("#edited", "src"), probs
+
+    image0, probs0 = shown()
+    slider = page.locator("#sliders input[type=range]").first
+    slider.focus()
+    changed = False
+    for n, key in enumerate(("End", "Home"), start=2):  # the image may sit at one end of the coordinate already
+        page.keyboard.press(key)
+        page.wait_for_function(f"() => Number(document.body.dataset.renders) >= {n}")
+        page.wait_for_timeout(300)  # let a queued render finish
+        image1, probs1 = shown()
+        if image1 != image0 and probs1 != probs0:
+            changed = True
+            break
+    assert changed, "moving a slider changes the image and the probabilities"
+    assert abs(sum(probs1) - 1) < 1e-3
+
+    upload = tmp_path / "upload.png"
+    upload.write_bytes(_png((24, 24)))
+    renders = int(page.evaluate("document.body.dataset.renders"))
+    page.set_input_files("#upload", str(upload))
+    page.wait_for_function(f"() => Number(document.body.dataset.renders) > {renders}")
+    assert page.locator("#thumbs button").count() == 5
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    page.set_input_files("#upload", str(bad))
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('not a readable image')")
+    problems = [p for p in problems if "400" not in p]  # the refused upload logs its 400 response
+    assert problems == []
+    page.close()
