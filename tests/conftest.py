@@ -39,3 +39,34 @@ def stand_in_classifier():
 def tiny_images():
     g = torch.Generator().manual_seed(0)
     return torch.rand(40, 3, 16, 16, generator=g) * 2 - 1
+
+
+def run_cli(*args, ok: bool = True):
+    """Invoke the `stylex` CLI in-process; with ok=True, assert it succeeded."""
+    from click.testing import CliRunner
+
+    from stylex.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def make_tiny_run(root, num_images: int = 32, steps: int = 3, data=None):
+    """synth (16 px) -> train-classifier (1 epoch) -> train (tiny preset) under `root`; returns `root`.
+
+    Args:
+        root: folder for data/, clf/, run/.
+        num_images: synthetic images to render (ignored when `data` is given).
+        steps: StylEx training steps.
+        data: an existing image folder to use instead of rendering one.
+    """
+    if data is None:
+        data = root / "data"
+        run_cli("data", "synth", "--out", data, "--num-images", num_images, "--resolution", 16, "--quiet")
+    run_cli("train-classifier", "--data", data, "--out", root / "clf", "--resolution", 16, "--epochs", 1,
+            "--width", 8, "--quiet")  # fmt: skip
+    run_cli("train", "--data", data, "--classifier", root / "clf", "--out", root / "run", "--preset", "tiny",
+            "--max-steps", steps, "--quiet")  # fmt: skip
+    return root

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 
+from conftest import make_tiny_run, run_cli
 from stylex.attfind import (
     AttFind,
     AttFindResult,
@@ -21,7 +21,6 @@ from stylex.attfind import (
     top_overlap,
 )
 from stylex.attfind.selection import class_scores
-from stylex.cli import main
 from stylex.models import Generator
 from stylex.models.generator import SynthesisState
 from stylex.models.stylespace import StyleLayout, StyleVector
@@ -278,23 +277,13 @@ def test_edit_styles_moves_to_the_targets(tiny):
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def run(*args, ok=True):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
+run = run_cli
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """synth -> train-classifier -> train (tiny, 3 steps), once for the module."""
-    root = tmp_path_factory.mktemp("attfind")
-    run("data", "synth", "--out", root / "data", "--num-images", 32, "--resolution", 16, "--quiet")
-    run("train-classifier", "--data", root / "data", "--out", root / "clf", "--resolution", 16, "--epochs", 1,
-        "--width", 8, "--quiet")  # fmt: skip
-    run("train", "--data", root / "data", "--classifier", root / "clf", "--out", root / "run", "--preset", "tiny",
-        "--max-steps", 3, "--quiet")  # fmt: skip
-    return root
+    return make_tiny_run(tmp_path_factory.mktemp("attfind"), num_images=32, steps=3)
 
 
 def test_cli_attfind_and_explain_write_their_files(tiny_run):

@@ -6,52 +6,16 @@ import json
 import textwrap
 
 import pytest
-from click.testing import CliRunner
 
-from stylex.cli import main
+from conftest import make_tiny_run, run_cli
 
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
+run = run_cli
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """synth -> train-classifier -> train (tiny) -> reconstruct, once for the module."""
-    root = tmp_path_factory.mktemp("chain")
-    run("data", "synth", "--out", root / "data", "--num-images", 64, "--resolution", 16, "--quiet")
-    run(
-        "train-classifier",
-        "--data",
-        root / "data",
-        "--out",
-        root / "clf",
-        "--resolution",
-        16,
-        "--epochs",
-        1,
-        "--width",
-        8,
-        "--quiet",
-    )
-    run(
-        "train",
-        "--data",
-        root / "data",
-        "--classifier",
-        root / "clf",
-        "--out",
-        root / "run",
-        "--preset",
-        "tiny",
-        "--max-steps",
-        3,
-        "--quiet",
-    )
-    return root
+    return make_tiny_run(tmp_path_factory.mktemp("chain"), num_images=64, steps=3)
 
 
 def test_chain_writes_every_stage(chain):

@@ -19,9 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from stylex.cli import main
+from conftest import make_tiny_run, run_cli
 
 EVIL = "<img src=x onerror=alert(1)>"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,11 +35,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def run(*args, ok=True):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
+run = run_cli
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +46,7 @@ def evil_run(tmp_path_factory):
     classes = sorted(p for p in (root / "synth").iterdir() if p.is_dir())
     for folder, name in zip(classes, [EVIL, "circle & co"], strict=True):
         shutil.copytree(folder, root / "data" / name)
-    run("train-classifier", "--data", root / "data", "--out", root / "clf", "--resolution", 16, "--epochs", 1,
-        "--width", 8, "--quiet")  # fmt: skip
-    run("train", "--data", root / "data", "--classifier", root / "clf", "--out", root / "run", "--preset", "tiny",
-        "--max-steps", 2, "--quiet")  # fmt: skip
+    make_tiny_run(root, steps=2, data=root / "data")
     run("attfind", "--model", root / "run", "--num-images", 6, "--top-k", 2, "--fast", 8, "--max-batch", 64, "--quiet")
     result = run("report", root / "run", "--out", root / "report", "--top-k", 2, "--slider-images", 2,
                  "--frames", 3, "--explanations", 2, "--quiet")  # fmt: skip
