@@ -147,3 +147,72 @@ def test_two_processes_equal_one_and_resume_with_one(inputs, tmp_path):
     # The 2-process checkpoint resumes with 1 process and continues exactly like the 1-process run.
     _cli(*_train_args(root, two, 3), "--resume")
     _assert_same_weights(tmp_path / "one-3", two)
+
+
+# ------------------------------------------------------------------------------------------------ attfind
+
+
+def test_shares_give_every_row_to_one_process():
+    rows = torch.arange(7)
+    assert [Distributed(r, 3, r).share(rows).tolist() for r in range(3)] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [len(Distributed(r, 4, r).share(torch.arange(2))) for r in range(4)] == [1, 1, 0, 0]
+    one = Distributed()
+    assert one.share(rows) is rows and one.sum(rows) is rows and one.main_value("v") == "v"
+
+
+def _assert_close_json(a, b, atol=1e-5, where="$"):
+    """Equal JSON values, with floats equal within atol."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, abs=atol), f"{where}: {a} != {b}"
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            _assert_close_json(a[k], b[k], atol, f"{where}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), f"{where}: {len(a)} != {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_close_json(x, y, atol, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def _without_timings(info: dict) -> dict:
+    return {k: v for k, v in info.items() if k not in ("seconds", "seconds_per_image")}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
+def test_two_processes_attfind_equals_one(inputs, tmp_path):
+    from stylex.attfind import Effects
+
+    root = inputs
+    run = tmp_path / "run"
+    _cli("train", "--data", root / "data", "--classifier", root / "clf", "--out", run, "--preset", "tiny",
+         "--max-steps", 2, "--quiet")  # fmt: skip
+    # 7 images: the processes get 4 and 3 of them; strips and GIFs on, so rank 0 alone must draw them.
+    args = ["attfind", "--model", run, "--num-images", 7, "--top-k", 3, "--quiet"]
+    _cli(*args, "--out", tmp_path / "one")
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "stylex"]
+    proc = subprocess.run(
+        cmd + [str(a) for a in args] + ["--out", str(tmp_path / "two"), "--device", "cpu"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("wrote ") == 1 and proc.stdout.count("sufficiency@3 overall") == 1, "only rank 0 reports"
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    files = [sorted(p.relative_to(d) for p in d.rglob("*")) for d in (one, two)]
+    assert files[0] == files[1], "the same files as 1 process (and no chunk folder left)"
+    a, b = Effects.load(one / "effects.safetensors"), Effects.load(two / "effects.safetensors")
+    for name in ("effects", "s_min", "s_max", "base_logits", "styles", "styles_rgb", "exact"):
+        x, y = getattr(a, name).float(), getattr(b, name).float()
+        assert torch.allclose(x, y, atol=1e-5, rtol=0), f"{name} differs by {(x - y).abs().max():.3g}"
+    assert _without_timings(a.meta) == _without_timings(b.meta)
+    got, want = (json.loads((d / "attributes.json").read_text()) for d in (two, one))
+    got["stats"], want["stats"] = _without_timings(got["stats"]), _without_timings(want["stats"])
+    _assert_close_json(got, want)

@@ -39,6 +39,7 @@ from stylex.errors import StylexError
 from stylex.failpoints import failpoint
 from stylex.models.generator import SynthesisState
 from stylex.models.stylespace import StyleLayout, StyleVector
+from stylex.training.distributed import Distributed
 
 DIRECTIONS = ("min", "max")
 """Direction d of an edit: 0 moves s_j toward the minimum over the N images, 1 toward the maximum."""
@@ -349,8 +350,13 @@ class StyleEffects:
         s_max: torch.Tensor | None = None,
         checkpoint_dir: str | Path | None = None,
         meta: dict[str, Any] | None = None,
+        dist: Distributed | None = None,
     ) -> Effects:
         """The effect table of the images with styles `s` and fixed `noise`.
+
+        With several processes (`dist`), every process passes the same N images; each computes the rows of its
+        share of them (`Distributed.share`) and the rows are summed across processes, so every process returns
+        the whole table, equal to a 1-process table up to the order of float operations within a batch.
 
         Args:
             s: styles of the N images (batch N).
@@ -358,14 +364,19 @@ class StyleEffects:
             s_min, s_max: edit targets [S]; default the minimum / maximum of `s` over the N images.
             checkpoint_dir: if given, finished image chunks are saved there and reused by a later call with
                 the same inputs (resume after an interruption); the folder is removed when the table is done.
+                With several processes it should be one folder they all see: each process adds its chunks,
+                rank 0 alone reads the folder (so a run resumes with any number of processes) and removes it.
             meta: extra JSON-ready facts stored in `Effects.meta` (e.g. the dataset indices).
+            dist: the process group (default: a single process).
 
         Returns:
             `Effects`; `meta` gains mode, fast, precision, seconds, seconds_per_image and, in fast mode,
             `estimate_top10_overlap` (see `_estimate_agreement`).
         """
         t0 = time.perf_counter()
+        dist = dist or Distributed()
         n, S = s.batch_size, s.layout.num_coords
+        device = s.conv[0].device
         s_flat = s.flatten().float()  # [N, S]
         s_min = s_flat.min(dim=0).values if s_min is None else s_min.to(s_flat)
         s_max = s_flat.max(dim=0).values if s_max is None else s_max.to(s_flat)
@@ -382,18 +393,26 @@ class StyleEffects:
             settings = f"{self.shift_size}|{self.fast}|{self.precision}|{self.channels_last}"
             key = _fingerprint(s_flat, torch.cat(s.rgb, dim=1), s_min, s_max, *noise, base, settings)
             store = _ChunkStore(Path(checkpoint_dir), key)
-            for rows, eff, ex, agree in store.load():
-                fits = (
-                    rows.numel() and 0 <= int(rows.min()) and int(rows.max()) < n and eff.shape == (len(rows), 2, S, K)
-                )
-                if fits:
-                    table[rows], exact[rows], done[rows] = eff, ex, True
-                    agreement += agree
-            store.start()
+            if dist.is_main:  # rank 0 alone reads and prepares the folder; the other ranks only add chunks to it
+                for rows, eff, ex, agree in store.load():
+                    fits = (
+                        rows.numel()
+                        and 0 <= int(rows.min())
+                        and int(rows.max()) < n
+                        and eff.shape == (len(rows), 2, S, K)
+                    )
+                    if fits:
+                        table[rows], exact[rows], done[rows] = eff, ex, True
+                        agreement += agree
+                store.start()
+            else:
+                store.folder.mkdir(parents=True, exist_ok=True)
+        if dist.enabled:  # the rows rank 0 loaded, on every rank (and no rank writes a chunk before it has them)
+            done = dist.from_main(done.to(device, torch.uint8)).cpu().bool()
 
         chunk, batch = self._plan(s, noise)
         per_image = 2 * (S if self.fast is None else min(self.fast, S))
-        todo = torch.nonzero(~done).flatten()
+        todo = dist.share(torch.nonzero(~done).flatten())  # the rows left, this process's share of them
         from tqdm.auto import tqdm
 
         bar = tqdm(
@@ -411,6 +430,12 @@ class StyleEffects:
                 store.save(rows, eff, ex, agree)
         bar.close()
 
+        total, count = sum(agreement), len(agreement)
+        if dist.enabled:  # each row was loaded (rank 0) or computed by exactly one rank: the sums are the table
+            table = dist.sum(table.to(device)).cpu()  # [N, 2, S, K]
+            exact = dist.sum(exact.to(device, torch.uint8)).cpu().bool()  # [N, S]
+            sums = dist.sum(torch.tensor([total, count], dtype=torch.float64, device=device))
+            total, count = float(sums[0]), int(sums[1])
         seconds = time.perf_counter() - t0
         info = dict(meta or {})
         info.update(
@@ -424,10 +449,10 @@ class StyleEffects:
             seconds_per_image=round(seconds / max(n, 1), 4),
         )
         if self.fast is not None:
-            info["estimate_top10_overlap"] = round(sum(agreement) / max(len(agreement), 1), 4)
+            info["estimate_top10_overlap"] = round(total / max(count, 1), 4)
         rgb = torch.cat(s.rgb, dim=1).float().cpu()
         effects = Effects(table, s_min.cpu(), s_max.cpu(), base, s_flat.cpu(), rgb, exact, self.shift_size, info)
-        if store is not None:
+        if store is not None and dist.is_main:  # after the sums: every rank has written its last chunk
             store.remove()
         return effects
 

@@ -5,6 +5,14 @@ Files written into the output folder (each atomically):
     attributes.json       the `AttFindResult`: per class the ranked attributes, sufficiency@K, settings, timings
     attributes/<class>/   per attribute a before/after strip (PNG) and a sweep (GIF)
 An interrupted effects computation leaves finished chunks in `.effects_partial/`; the same command resumes.
+
+Several processes (`torchrun --nproc_per_node=N -m stylex attfind ...`): every process encodes all N images
+(cheap next to the effects, and it gives every process the same s_min / s_max), computes the effects of its
+share of them and sends its rows to the others (`StyleEffects.compute`); rank 0 then selects the attributes,
+measures sufficiency, draws and writes every file, so the output equals a 1-process run's up to float rounding.
+All processes add their finished chunks to the one `.effects_partial/` folder and rank 0 alone reads it, so an
+interrupted run resumes with any number of processes. (Across machines that do not share the output folder, rank
+0 still writes every file, but the other machines' chunks are neither reused nor removed.)
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from stylex.attfind.result import AttFindResult
 from stylex.attfind.search import AttFind
 from stylex.errors import StylexError
 from stylex.models.stylespace import StyleVector
+from stylex.training.distributed import Distributed, process_group
 
 EFFECTS_FILE = "effects.safetensors"
 ATTRIBUTES_FILE = "attributes.json"
@@ -69,7 +78,7 @@ def run_attfind(
     classifier=None,
     device: str = "cpu",
     quiet: bool = False,
-) -> AttFindResult:
+) -> AttFindResult | None:
     """AttFind on a trained run: effects of every conv style coordinate, per-class attributes, sufficiency@K.
 
     Args:
@@ -87,11 +96,63 @@ def run_attfind(
             reused when it matches and an error is raised when it does not.
         resume: reuse the finished chunks an interrupted run with the same inputs left in `out/.effects_partial`.
         classifier: a loaded classifier instead of the one the run recorded.
+        device: "cpu" or "cuda" (under torchrun each process uses cuda:LOCAL_RANK).
+        quiet: no progress bars.
 
     Returns:
         the `AttFindResult` (also written to `out/attributes.json`); `stats["reused_effects"]` says whether the
-        effects were read from an earlier run.
+        effects were read from an earlier run. Under torchrun: the result on rank 0, None on the other ranks.
     """
+    with process_group(device) as dist:
+        return _run_attfind(
+            run_dir,
+            data,
+            out,
+            num_images=num_images,
+            top_k=top_k,
+            fast=fast,
+            shift_size=shift_size,
+            threshold=threshold,
+            one_vs_all=one_vs_all,
+            max_batch=max_batch,
+            memory_mb=memory_mb,
+            precision=precision,
+            channels_last=channels_last,
+            seed=seed,
+            render=render,
+            recompute=recompute,
+            resume=resume,
+            classifier=classifier,
+            device=str(dist.device(device)),
+            quiet=quiet or not dist.is_main,
+            dist=dist,
+        )
+
+
+def _run_attfind(
+    run_dir: str | os.PathLike,
+    data: str | os.PathLike | None,
+    out: str | os.PathLike | None,
+    *,
+    num_images: int,
+    top_k: int,
+    fast: int | None,
+    shift_size: float,
+    threshold: float,
+    one_vs_all: bool | None,
+    max_batch: int,
+    memory_mb: float,
+    precision: str,
+    channels_last: bool,
+    seed: int,
+    render: bool,
+    recompute: bool,
+    resume: bool,
+    classifier,
+    device: str,
+    quiet: bool,
+    dist: Distributed,
+) -> AttFindResult | None:
     from stylex.data import load_dataset
     from stylex.pipeline import load_run
 
@@ -113,16 +174,23 @@ def run_attfind(
     key = _fingerprint(s.flatten(), torch.cat(s.rgb, dim=1), settings)
     meta = {"key": key, "run": str(run_dir), "data": str(Path(data).resolve()), "indices": indices, "seed": seed}
 
-    effects = None
     effects_path = out / EFFECTS_FILE
-    if effects_path.is_file() and not recompute:
-        saved = Effects.load(effects_path)
-        if saved.meta.get("key") != key:
-            raise StylexError(
-                f"{effects_path} holds effects of other images or settings; pass --recompute to replace it, "
-                "or choose another --out."
-            )
-        effects = saved
+    partial = out / PARTIAL_DIR
+    effects, error = None, None
+    if dist.is_main:  # rank 0 alone reads the output folder; its verdict reaches every rank
+        try:
+            effects = _saved_effects(effects_path, key, recompute)
+        except StylexError as e:
+            if not dist.enabled:
+                raise
+            error = str(e)
+        if not resume and partial.is_dir():
+            shutil.rmtree(partial)
+    error = dist.share_error(error)
+    if error is not None:
+        raise StylexError(error)
+    if dist.main_value(effects is not None) and not dist.is_main:
+        return None  # rank 0 reuses the saved effects: nothing left to share
     finder = AttFind(
         model.G,
         classifier,
@@ -138,13 +206,15 @@ def run_attfind(
         class_names=names,
         progress=not quiet,
     )
-    partial = out / PARTIAL_DIR
-    if not resume and partial.is_dir():
-        shutil.rmtree(partial)
-    result = finder.run(s, noise, effects=effects, checkpoint_dir=partial, meta=meta)
-    if effects is None:
+    reused = effects is not None
+    if not reused:  # every rank computes its share of the rows and receives the others'
+        effects = finder.effects_finder.compute(s, noise, checkpoint_dir=partial, meta=meta, dist=dist)
+    if not dist.is_main:
+        return None
+    result = finder.run(s, noise, effects=effects)
+    if not reused:
         result.effects.save(effects_path)
-    result.stats["reused_effects"] = effects is not None
+    result.stats["reused_effects"] = reused
     result.settings.update(run=str(run_dir), data=meta["data"], seed=seed)
     result.stats.pop("key", None)
     result.stats.pop("indices", None)
@@ -154,3 +224,16 @@ def run_attfind(
         render_attributes(model.G, classifier, s, noise, result, result.effects, out / "attributes")
     result.save(out / ATTRIBUTES_FILE)
     return result
+
+
+def _saved_effects(path: Path, key: str, recompute: bool) -> Effects | None:
+    """The effects in `path` when they were made from the same images and settings (`key`); None to compute."""
+    if not path.is_file() or recompute:
+        return None
+    saved = Effects.load(path)
+    if saved.meta.get("key") != key:
+        raise StylexError(
+            f"{path} holds effects of other images or settings; pass --recompute to replace it, "
+            "or choose another --out."
+        )
+    return saved

@@ -22,6 +22,9 @@ z-path fakes] batch that D sees on z-path steps (checked, not assumed: see `_gro
 cannot be split that way (M not a multiple of N, e.g. 4 processes sharing a batch of 8 in groups of 4), the
 shard is contiguous, groups shrink to fit a rank's shard, and the run is no longer identical to 1 process;
 rank 0 warns.
+
+`torchrun ... -m stylex attfind` uses the same process group to split its images (`share`), add up the
+effect rows (`sum`) and pass rank 0's verdicts on (`main_value`, `share_error`); see `stylex.attfind.run`.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as torch_dist
 from torch import nn
 
 from stylex.errors import StylexError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,31 @@ class Distributed:
         values = values.clone()
         torch_dist.broadcast(values, src=0)
         return values
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum of a tensor over the processes (the same result on every rank; on cuda with nccl)."""
+        if not self.enabled:
+            return values
+        values = values.clone()
+        torch_dist.all_reduce(values, op=torch_dist.ReduceOp.SUM)
+        return values
+
+    def share(self, items: torch.Tensor) -> torch.Tensor:
+        """This process's share of `items` [n]: contiguous blocks in rank order, sizes differing by at most 1.
+
+        Every item goes to exactly one process; a process gets none when n < world_size.
+        """
+        if not self.enabled:
+            return items
+        return torch.tensor_split(items, self.world_size)[self.rank]
+
+    def main_value(self, value: T) -> T:
+        """Rank 0's `value` (a small picklable object: a verdict, a flag) on every rank."""
+        if not self.enabled:
+            return value
+        box = [value if self.is_main else None]
+        torch_dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def share_error(self, error: str | None) -> str | None:
         """Rank 0's error message (or None) on every rank: all processes stop together, or none does."""
