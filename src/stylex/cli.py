@@ -302,32 +302,55 @@ def attfind_cmd(
     device,
     quiet,
 ):
-    """Find the StyleSpace attributes that move the classifier, per class; writes effects, attributes, pictures."""
+    """Find the StyleSpace attributes that move the classifier, per class; writes effects, attributes, pictures.
+
+    Several processes: `torchrun --nproc_per_node=N -m stylex attfind ...` (each computes the effects of its share
+    of the images; rank 0 writes the same files as one process would).
+    """
+    import time
+    import warnings
+
     from stylex.attfind import run_attfind
+    from stylex.training.distributed import process_group
 
     if shift_size <= 0 or memory_mb <= 0:
         raise StylexError("--shift-size and --memory-mb must be positive.")
     out = Path(out) if out else Path(run_dir) / "attfind"
-    result = run_attfind(
-        run_dir,
-        data,
-        out,
-        num_images=num_images,
-        top_k=top_k,
-        fast=fast,
-        shift_size=shift_size,
-        threshold=threshold,
-        max_batch=max_batch,
-        memory_mb=memory_mb,
-        precision="bf16" if bf16 else "fp32",
-        channels_last=bf16,
-        seed=seed,
-        render=not no_render,
-        recompute=recompute,
-        resume=resume,
-        device=device,
-        quiet=quiet,
-    )
+    with process_group(device) as dist:
+        if not dist.is_main:  # rank 0 shows the warnings; the other ranks would repeat them
+            warnings.simplefilter("ignore")
+        try:
+            result = run_attfind(
+                run_dir,
+                data,
+                out,
+                num_images=num_images,
+                top_k=top_k,
+                fast=fast,
+                shift_size=shift_size,
+                threshold=threshold,
+                max_batch=max_batch,
+                memory_mb=memory_mb,
+                precision="bf16" if bf16 else "fp32",
+                channels_last=bf16,
+                seed=seed,
+                render=not no_render,
+                recompute=recompute,
+                resume=resume,
+                device=str(dist.device(device)),
+                quiet=quiet,
+            )
+        except StylexError:
+            if not dist.is_main:  # every rank meets the same error; rank 0 reports it, given a moment to do so
+                time.sleep(1.0)  # before torchrun, seeing this rank exit, stops the others
+                sys.exit(1)
+            raise
+        except KeyboardInterrupt:
+            if not dist.is_main:
+                sys.exit(130)
+            raise
+    if not dist.is_main:
+        return
     stats = result.stats
     if stats.get("reused_effects"):
         click.echo(f"reused the effects in {out / 'effects.safetensors'} (pass --recompute to redo them)")
@@ -455,6 +478,60 @@ def serve_cmd(run_dir, attributes_dir, data, host, port, num_images, device, qui
         serve(run_dir, host, port, attributes_dir, data, num_images, device=device, quiet=quiet)
     except KeyboardInterrupt:
         click.echo("viewer stopped.")
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+@main.command("evaluate")
+@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Run folder.")
+@click.option(
+    "--attributes", "attributes_dir", required=True, type=click.Path(exists=True, file_okay=False),
+    help="Folder with attributes.json: `stylex attfind --out`, or a baseline's.",
+)  # fmt: skip
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for metrics.json.")
+@click.option("--data", type=click.Path(exists=True), help="Images (default: those the attributes were found on).")
+@click.option("--k", "ks", default="3,5,10", show_default=True, help="The K of sufficiency@K and precision@K, etc.")
+@click.option("--num-images", type=click.IntRange(min=2), help="Images (default: as many as AttFind used).")
+@click.option("--seed", type=int, help="Picks the images and their noise (default: AttFind's).")
+@click.option("--num-scenes", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Fresh scenes for the true importance of each factor (synthetic data only).")  # fmt: skip
+@click.option("--num-values", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Interventions per scene on a continuous factor.")  # fmt: skip
+@click.option("--used-threshold", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Decision-change rate at which a factor counts as truly used.")  # fmt: skip
+@click.option("--min-change", default=0.1, show_default=True, type=click.FloatRange(min=0),
+              help="Normalised change an attribute needs to have a dominant factor.")  # fmt: skip
+@click.option("--read-images", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Images per class on which the oracle reads each attribute.")  # fmt: skip
+@click.option("--device", default="cpu", show_default=True)
+def evaluate_cmd(run_dir, attributes_dir, out, data, ks, num_images, seed, num_scenes, num_values, used_threshold,
+                 min_change, read_images, device):  # fmt: skip
+    """Measure an explanation: sufficiency@K, consistency, reconstruction and, on synthetic shapes, whether the
+    attributes name the factors the classifier really uses (precision, coverage, purity, rank correlation)."""
+    from stylex.metrics.evaluate import METRICS_FILE, evaluate_run, format_metrics
+
+    try:
+        k_values = [int(k) for k in ks.split(",") if k.strip()]
+    except ValueError:
+        k_values = []
+    if not k_values or min(k_values) < 1:
+        raise StylexError(f"--k must list whole numbers >= 1 separated by commas, e.g. 3,5,10; got {ks!r}.")
+    metrics = evaluate_run(
+        run_dir,
+        attributes_dir,
+        out,
+        data=data,
+        ks=k_values,
+        num_images=num_images,
+        seed=seed,
+        num_scenes=num_scenes,
+        num_values=num_values,
+        used_threshold=used_threshold,
+        min_change=min_change,
+        max_read_images=read_images,
+        device=device,
+    )
+    click.echo(format_metrics(metrics))
+    click.echo(f"wrote {Path(out) / METRICS_FILE}")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,10 @@ class TrainConfig:
             weights cannot be downloaded here): L1 between the frozen classifier's normalised feature maps.
         w_rec_weight: weight of L1(E(x), E(x_rec)).
         cls_weight: weight of KL(C(x) || C(x_rec)).
+        conditional: feed the classifier's logits c to G (w' = concat(w, c)) and D (projection); StylEx. False feeds
+            G zeros in place of c and builds an unconditional D: a plain StyleGAN2 with an encoder, the model of the
+            baselines (Wu et al.'s detector, AttFind on an unconditioned model). Set cls_weight=0 (and
+            perceptual_weight=0, whose features are the classifier's) with it so that no loss sees the classifier.
         adv_weight: weight of the adversarial term on the encoder path (0 = a plain conditional autoencoder).
         z_path_every: a plain GAN step (z -> mapping -> G, adversarial only) every this many steps; 0 = never.
         r1_gamma: R1 penalty weight on real images; 0 turns it off.
@@ -90,6 +94,7 @@ class TrainConfig:
     perceptual_weight: float = 1.0
     w_rec_weight: float = 0.1
     cls_weight: float = 1.0
+    conditional: bool = True
     adv_weight: float = 1.0
     z_path_every: int = 0
     r1_gamma: float = 1.0

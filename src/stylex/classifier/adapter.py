@@ -346,7 +346,8 @@ class ClassifierAdapter(nn.Module):
             )
         grad = None
         if c.requires_grad:
-            (grad,) = torch.autograd.grad(c.float().sum(), x, allow_unused=True)
+            with torch.enable_grad():  # the caller may be inside torch.no_grad()
+                (grad,) = torch.autograd.grad(c.float().sum(), x, allow_unused=True)
         if grad is None or not torch.isfinite(grad).all():
             raise StylexError(
                 f"Classifier {name} returns logits that are not differentiable w.r.t. its input "

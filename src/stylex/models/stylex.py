@@ -16,12 +16,19 @@ from stylex.models.stylespace import StyleVector
 
 
 def build_networks(config: TrainConfig, c_dim: int) -> tuple[Generator, Encoder, Discriminator]:
-    """G, E, D of the sizes in `config` for a classifier with `c_dim` classes."""
+    """G, E, D of the sizes in `config` for a classifier with `c_dim` classes (D unconditional when
+    `config.conditional` is False; G keeps its c inputs, which are then fed zeros, see `condition`)."""
     m = config.model
     G = Generator(m.resolution, m.z_dim, m.w_dim, c_dim, m.num_mapping_layers, m.channel_base, m.channel_max)
     E = Encoder(m.resolution, m.w_dim, m.channel_base, m.channel_max)
-    D = Discriminator(m.resolution, c_dim, m.channel_base, m.channel_max, m.mbstd_group)
+    D = Discriminator(m.resolution, c_dim if config.conditional else 0, m.channel_base, m.channel_max, m.mbstd_group)
     return G, E, D
+
+
+def condition(c: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """What G sees of the classifier logits c [N, K]: c itself, or zeros for a model trained without conditioning
+    (`TrainConfig.conditional` False), so that its images never depend on the classifier."""
+    return c if config.conditional else torch.zeros_like(c)
 
 
 class StylEx(nn.Module):
@@ -78,8 +85,8 @@ class StylEx(nn.Module):
         return self.E(x)
 
     def styles(self, x: torch.Tensor, c: torch.Tensor) -> StyleVector:
-        """Styles of images x with classifier logits c [N, K]."""
-        return self.G.styles(self.encode(x), c)
+        """Styles of images x with classifier logits c [N, K] (ignored by a model trained without conditioning)."""
+        return self.G.styles(self.encode(x), condition(c, self.config))
 
     def reconstruct(self, x: torch.Tensor, c: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
         """x_rec = G(E(x), C(x)) [N, 3, R, R]; pass the classifier logits c [N, K] of x."""

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from stylex import losses
 from stylex.config import CONFIG_FORMAT_VERSION, TrainConfig, read_json, write_json
 from stylex.errors import StylexError
-from stylex.models.stylex import build_networks
+from stylex.models.stylex import build_networks, condition
 from stylex.training.checkpoint import (
     STATE,
     TMP_SUFFIX,
@@ -365,20 +365,21 @@ class Trainer:
         with torch.no_grad():
             c = self.classify(x)  # [B, K]
             feats_x = self.C.features(x.float()) if self.use_perceptual else None
+        c_g = condition(c, cfg)  # what G (and D) see: c, or zeros for an unconditioned model (baselines)
         z_step = cfg.z_path_every > 0 and self.step % cfg.z_path_every == 0
 
         # 2. Discriminator: real against reconstructions (and z-path fakes).
         if cfg.adv_weight > 0 or z_step:
             with torch.no_grad(), self.autocast():
-                fakes = [self.G(self.E(x), c, self._noise())]
+                fakes = [self.G(self.E(x), c_g, self._noise())]
                 if z_step:
-                    fakes.append(self.G(self.G.mapping(self._z()), c, self._noise()))
+                    fakes.append(self.G(self.G.mapping(self._z()), c_g, self._noise()))
             fake = self.prepare(torch.cat(fakes).float())
-            c_fake = c.repeat(len(fakes), 1)
+            c_fake = c_g.repeat(len(fakes), 1)
             r1_step = cfg.r1_gamma > 0 and self.step % cfg.r1_interval == 0
             x_real = x.detach().requires_grad_(r1_step)
             with self.autocast():
-                real_score, fake_score = self.D_train(x_real, c), self.D_train(fake, c_fake)
+                real_score, fake_score = self.D_train(x_real, c_g), self.D_train(fake, c_fake)
             loss_d = losses.d_logistic(real_score, fake_score)
             stats["loss_d"] = loss_d.detach()
             if r1_step:
@@ -395,8 +396,8 @@ class Trainer:
             # 3. Encoder step: x -> E -> G, all losses.
             with self.autocast():
                 w = self.E_train(x)  # [B, w_dim]
-                x_rec = self.G_train(w, c, self._noise())  # [B, 3, R, R]
-                score = self.D(x_rec, c) if cfg.adv_weight > 0 else None
+                x_rec = self.G_train(w, c_g, self._noise())  # [B, 3, R, R]
+                score = self.D(x_rec, c_g) if cfg.adv_weight > 0 else None
                 w_rec = self.E_train(x_rec) if cfg.w_rec_weight > 0 else None
             x_rec = x_rec.float()
             loss_l1 = losses.l1(x_rec, x)
@@ -427,8 +428,8 @@ class Trainer:
             # 4. GAN step on the random path: z -> mapping -> G with the logits of the batch's real images.
             if z_step:
                 with self.autocast():
-                    x_fake = self.G_train(self.mapping_train(self._z()), c, self._noise())
-                    loss_gz = losses.g_nonsaturating(self.D(x_fake, c))
+                    x_fake = self.G_train(self.mapping_train(self._z()), c_g, self._noise())
+                    loss_gz = losses.g_nonsaturating(self.D(x_fake, c_g))
                 self.opt_g.zero_grad(set_to_none=True)
                 loss_gz.backward()
                 self.opt_g.step()
@@ -448,7 +449,7 @@ class Trainer:
         from stylex.explain.render import save_grid
 
         x = self.prepare(self.sample_x)
-        c = self.classify(x)
+        c = condition(self.classify(x), self.config)
         x_rec = self.G_ema(self.E_ema(x), c, self.sample_noise)
         x_z = self.G_ema(self.G_ema.mapping(self.sample_z), c, self.sample_noise)
         path = self.out_dir / "samples" / f"step-{self.step:07d}.png"
@@ -466,7 +467,7 @@ class Trainer:
         for i in range(0, len(x), 64):
             xb = self.prepare(x[i : i + 64])
             noise = self.G_ema.make_noise(len(xb), generator=gen, device=self.device)
-            x_rec.append(self.G_ema(self.E_ema(xb), self.classify(xb), noise).float())
+            x_rec.append(self.G_ema(self.E_ema(xb), condition(self.classify(xb), self.config), noise).float())
         return reconstruction_report(x, torch.cat(x_rec), self.classify)
 
     def _log(self, record: dict[str, Any]) -> None:

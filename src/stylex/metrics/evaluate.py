@@ -1,0 +1,235 @@
+"""`stylex evaluate` as one library call: every figure of an explanation, into ``metrics.json``.
+
+For a run and an attributes file (from `stylex attfind` or a baseline, `stylex.attfind.baselines`), on the images
+AttFind used (the same data, number of images and seed, read from the attributes file's settings, so the same
+edit targets s_min / s_max):
+
+- ``sufficiency``: sufficiency@K for each K (`stylex.metrics.sufficiency`), per class and overall;
+- ``reconstruction``: classifier consistency, L1 and identity of the reconstructions G(E(x), C(x)), with the two
+  trivial baselines (`stylex.metrics.reconstruction`);
+- ``groundtruth`` (only when the data are synthetic shapes with their factors): the classifier's true importance
+  of every factor, what each of the top attributes changes (oracle readings, dominant factor, purity), and per K
+  precision@K, coverage@K, mean purity, Spearman and each factor's first rank (`stylex.metrics.groundtruth`);
+  also how well the oracle reads the inputs and how faithfully the reconstructions keep each factor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stylex.config import write_json
+from stylex.errors import StylexError
+from stylex.metrics.groundtruth import MIN_CHANGE, USED_THRESHOLD
+
+METRICS_FILE = "metrics.json"
+METRICS_FORMAT = "stylex.metrics.evaluate"
+METRICS_VERSION = 1
+DEFAULT_KS = (3, 5, 10)
+
+
+def _batched_synthesis(G, s, noise: list[torch.Tensor], batch_size: int) -> torch.Tensor:
+    n = s.batch_size
+    return torch.cat(
+        [
+            G.synthesis(s.index(slice(a, a + batch_size)), [t[a : a + batch_size] for t in noise])
+            for a in range(0, n, batch_size)
+        ]
+    )
+
+
+@torch.no_grad()
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    attributes_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    num_images: int | None = None,
+    seed: int | None = None,
+    num_scenes: int = 256,
+    num_values: int = 4,
+    used_threshold: float = USED_THRESHOLD,
+    min_change: float = MIN_CHANGE,
+    max_read_images: int = 64,
+    classifier=None,
+    device: str = "cpu",
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Evaluate an explanation; writes ``out/metrics.json`` and returns the same dict.
+
+    Args:
+        run_dir: the run folder the attributes were found in.
+        attributes_dir: a folder with ``attributes.json`` (`stylex attfind --out`, or a baseline's).
+        out: folder for ``metrics.json``.
+        data: images (default: those recorded in the attributes file, else the run's data).
+        ks: the K of sufficiency@K and of the factor scores (each cut to the attributes available).
+        num_images, seed: which images and their fixed noise (default: the attributes file's settings, i.e.
+            AttFind's own images).
+        num_scenes, num_values: size of the true-importance experiment (`true_importance`).
+        used_threshold: decision-change rate at which a factor is truly used.
+        min_change: normalised change an attribute needs for a dominant factor.
+        max_read_images: images per class on which each attribute is read by the oracle.
+        classifier: a loaded classifier instead of the one the run recorded.
+        device: where the networks run.
+        batch_size: images per forward pass.
+
+    Returns:
+        the metrics (see the module docstring).
+    """
+    from stylex.attfind.effects import image_noise
+    from stylex.attfind.result import AttFindResult
+    from stylex.attfind.run import ATTRIBUTES_FILE, encode_images, pick_indices
+    from stylex.data import FACTOR_NAMES, load_dataset
+    from stylex.metrics.reconstruction import reconstruction_report
+    from stylex.metrics.sufficiency import sufficiency
+    from stylex.pipeline import load_run
+
+    t0 = time.perf_counter()
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise StylexError(f"every K must be a whole number >= 1, got {list(ks)}.")
+    model, classifier = load_run(run_dir, classifier, device)
+    attributes_file = Path(attributes_dir) / ATTRIBUTES_FILE
+    result = AttFindResult.load(attributes_file)
+    S, K = model.G.layout.num_coords, model.num_classes
+    bad = [a.flat_index for c in result.classes for a in c.attributes if not 0 <= a.flat_index < S]
+    if len(result.classes) != K or bad:
+        raise StylexError(
+            f"{attributes_file} does not belong to {run_dir} ({len(result.classes)} classes for a {K}-class model"
+            + (f", coordinates {bad[:3]} outside [0, {S})" if bad else "")
+            + "); pass the attributes folder found in this run."
+        )
+    settings = result.settings
+    data = data or settings.get("data") or model.run_info.get("data")
+    if data is None:
+        raise StylexError(f"neither {attributes_file} nor {run_dir} records its data; pass --data.")
+    num_images = int(num_images or settings.get("num_images") or 250)
+    seed = int(settings.get("seed", 0) if seed is None else seed)
+    shift_size = float(settings.get("shift_size", 1.0))
+    dataset = load_dataset(data, resolution=model.resolution, progress=False)
+    if len(dataset) < 2:
+        raise StylexError(f"{data} has {len(dataset)} image; evaluation needs at least 2.")
+    indices = pick_indices(len(dataset), num_images, seed)
+
+    # 1. The images, their styles, fixed noise, reconstructions and edit targets (as AttFind made them).
+    x = dataset.tensors(indices).to(device)  # [N, 3, R, R]
+    s = encode_images(model, classifier, x, batch_size)
+    noise = image_noise(model.G, indices, seed, device)
+    s_flat = s.flatten().float()
+    s_min, s_max = s_flat.min(dim=0).values, s_flat.max(dim=0).values  # [S]
+    x_rec = _batched_synthesis(model.G, s, noise, batch_size)  # [N, 3, R, R]
+    base_logits = torch.cat([classifier(x_rec[a : a + batch_size]) for a in range(0, len(x_rec), batch_size)]).cpu()
+    predicted = base_logits.argmax(dim=1)
+
+    # 2. Sufficiency@K and reconstruction.
+    names = result.class_names
+    suff = {}
+    for k in ks:
+        figures = sufficiency(
+            model.G, classifier, s, noise, base_logits, {c.class_index: c.edits[:k] for c in result.classes},
+            s_min, s_max, shift_size, batch_size,
+        )  # fmt: skip
+        suff[str(k)] = {
+            "overall": figures["overall"],
+            "per_class": {names[y]: v for y, v in figures["per_class"].items()},
+            "counts": {names[y]: v for y, v in figures["counts"].items()},
+        }
+    recon = reconstruction_report(x, x_rec, classifier, batch_size)
+
+    metrics: dict[str, Any] = {
+        "format": METRICS_FORMAT,
+        "version": METRICS_VERSION,
+        "run": str(run_dir),
+        "attributes": str(attributes_file),
+        "method": settings.get("method", "attfind"),
+        "data": str(data),
+        "num_images": len(indices),
+        "seed": seed,
+        "ks": ks,
+        "class_names": names,
+        "sufficiency": suff,
+        "reconstruction": recon,
+        "groundtruth": None,
+    }
+
+    # 3. Ground truth, for synthetic shapes.
+    factors = dataset.factors or {}
+    if all(f in factors for f in FACTOR_NAMES):
+        metrics["groundtruth"] = _groundtruth(
+            model, classifier, s, noise, result, s_min, s_max, shift_size, predicted, x, x_rec,
+            {f: factors[f][indices] for f in FACTOR_NAMES}, ks, num_scenes, num_values, used_threshold, min_change,
+            max_read_images, seed, device, batch_size,
+        )  # fmt: skip
+    else:
+        metrics["groundtruth_skipped"] = (
+            f"{data} has no synthetic-shapes factors (factors.csv from `stylex data synth`)"
+        )
+    metrics["seconds"] = round(time.perf_counter() - t0, 2)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / METRICS_FILE, metrics)
+    return metrics
+
+
+def _groundtruth(
+    model, classifier, s, noise, result, s_min, s_max, shift_size, predicted, x, x_rec, true_factors, ks,
+    num_scenes, num_values, used_threshold, min_change, max_read_images, seed, device, batch_size,
+) -> dict[str, Any]:  # fmt: skip
+    """The ground-truth part of `evaluate_run` (its module docstring)."""
+    from stylex.metrics.groundtruth import read_attributes, score_explanation, true_importance
+    from stylex.metrics.oracle import oracle_errors, read_factors
+
+    importance = true_importance(
+        classifier, model.resolution, num_scenes, num_values, seed, used_threshold, max(batch_size, 256), device
+    )
+    readings = read_attributes(
+        model.G, s, noise, result, s_min, s_max, shift_size, predicted, max(ks), max_read_images, min_change,
+        batch_size,
+    )  # fmt: skip
+    scores = {str(k): score_explanation(readings, importance, k).to_dict() for k in ks}
+    return {
+        "true_importance": importance.to_dict(),
+        "scores": scores,
+        "attributes": [r.to_dict() for r in readings],
+        "oracle_on_inputs": oracle_errors(true_factors, read_factors(x)),
+        "reconstruction_factors": oracle_errors(true_factors, read_factors(x_rec)),
+        "min_change": min_change,
+        "max_read_images": max_read_images,
+    }
+
+
+def _fmt(v: float | None) -> str:
+    return "  n/a" if v is None else f"{v:5.3f}"
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A few lines for the terminal: sufficiency, reconstruction, and the ground-truth scores per K."""
+    rec = metrics["reconstruction"]["stylex"]
+    lines = [
+        f"{metrics['method']} on {metrics['num_images']} images: consistency {rec['consistency']:.3f}, "
+        f"L1 {rec['l1']:.3f}, identity {rec['identity']:.3f}",
+        "sufficiency@K: " + ", ".join(f"@{k} {_fmt(v['overall'])}" for k, v in metrics["sufficiency"].items()),
+    ]
+    gt = metrics.get("groundtruth")
+    if gt is None:
+        lines.append(f"ground truth: skipped ({metrics.get('groundtruth_skipped', 'no factors')})")
+        return "\n".join(lines)
+    ti = gt["true_importance"]
+    ranked = ", ".join(f"{f} {ti['flip_rate'][f]:.2f}" for f in ti["ranking"])
+    lines.append(f"true importance (decision-change rate): {ranked}; used: {', '.join(ti['used']) or 'none'}")
+    lines.append(
+        f"{'K':>4s}{'precision':>11s}{'coverage':>10s}{'purity':>8s}{'spearman':>10s}  first rank of used factors"
+    )
+    for k, sc in gt["scores"].items():
+        first = ", ".join(f"{f} {sc['first_rank'][f] or '-'}" for f in sc["used"]) or "-"
+        lines.append(
+            f"{k:>4s}{_fmt(sc['precision']):>11s}{_fmt(sc['coverage']):>10s}{_fmt(sc['mean_purity']):>8s}"
+            f"{_fmt(sc['spearman']):>10s}  {first}"
+        )
+    return "\n".join(lines)

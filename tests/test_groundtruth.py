@@ -1,0 +1,260 @@
+"""Ground truth on synthetic shapes: true importance, the factor oracle, attribute readings and scores, the
+baselines (Wu et al., random, an unconditioned model) and `stylex evaluate`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_tiny_run, run_cli
+from stylex.attfind.baselines import baseline_attributes, run_baseline, typical_difference
+from stylex.attfind.result import AttFindResult, Attribute, ClassAttributes
+from stylex.data import FACTOR_NAMES, render_scene, sample_factors, to_tensor
+from stylex.metrics.groundtruth import (
+    AttributeReading,
+    TrueImportance,
+    read_attributes,
+    score_explanation,
+    spearman,
+    true_importance,
+)
+from stylex.metrics.oracle import gaussian_blur, oracle_errors, read_factors
+from stylex.models.stylespace import StyleLayout, StyleVector
+
+
+def _render(factors: dict[str, np.ndarray], resolution: int) -> np.ndarray:
+    n = len(factors["shape"])
+    return np.stack([render_scene({k: v[i] for k, v in factors.items()}, resolution) for i in range(n)])
+
+
+# ------------------------------------------------------------------------------------------------ true importance
+class BrightBackground(nn.Module):
+    """Hand-written classifier: class 1 iff the background is bright (median HSV value of the border > 0.5)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = ((x + 1) / 2).amax(dim=1)  # [N, R, R] HSV value
+        border = torch.cat([v[:, 0], v[:, -1], v[:, 1:-1, 0], v[:, 1:-1, -1]], dim=1)
+        logit = 40 * (border.median(dim=1).values - 0.5)
+        return torch.stack([-logit, logit], dim=1)
+
+
+class CircleOrRed(nn.Module):
+    """Factor-reading classifier: the rule `shape==circle or obj_hue<0.25`, applied to the oracle's reading."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = read_factors(x)
+        label = torch.as_tensor((f["shape"] == 0) | (f["obj_hue"] < 0.25), dtype=torch.float32)
+        logit = 10 * (label - 0.5)
+        return torch.stack([-logit, logit], dim=1)
+
+
+def test_true_importance_finds_the_factor_a_pixel_classifier_reads():
+    imp = true_importance(BrightBackground(), resolution=16, num_scenes=48, num_values=2, seed=0)
+    flips = dict(zip(imp.factors, imp.flip_rate, strict=True))
+    assert imp.used() == ["bg_brightness"] and imp.ranking()[0] == "bg_brightness"
+    assert flips["bg_brightness"] > 0.3  # a redraw crosses 0.5 half the time
+    assert max(v for f, v in flips.items() if f != "bg_brightness") < 0.05
+
+
+def test_true_importance_finds_both_factors_of_a_two_factor_rule():
+    imp = true_importance(CircleOrRed(), resolution=16, num_scenes=32, num_values=2, seed=1)
+    assert set(imp.used()) == {"shape", "obj_hue"} and set(imp.ranking()[:2]) == {"shape", "obj_hue"}
+    assert all(imp.flip_rate[imp.factors.index(f)] == 0 for f in FACTOR_NAMES if f not in ("shape", "obj_hue"))
+    d = imp.to_dict()
+    assert d["used"] == imp.used() and set(d["flip_rate"]) == set(FACTOR_NAMES)
+
+
+# ------------------------------------------------------------------------------------------------ oracle
+@pytest.mark.parametrize(
+    "resolution, sigma, shape_acc, tol",
+    [(32, 0.0, 1.0, 0.005), (32, 1.0, 0.95, 0.015), (16, 0.0, 0.95, 0.01), (16, 1.0, 0.85, 0.03)],
+)
+def test_oracle_reads_fresh_renders(resolution, sigma, shape_acc, tol):
+    factors = sample_factors(60, seed=11)
+    images = _render(factors, resolution)
+    if sigma:
+        images = np.clip(np.round(gaussian_blur(images.astype(np.float64), sigma)), 0, 255).astype(np.uint8)
+    err = oracle_errors(factors, read_factors(images))
+    assert err["shape_accuracy"] >= shape_acc, err
+    for name in ("obj_hue", "pos_x", "pos_y", "bg_hue", "bg_brightness"):
+        assert err[f"{name}_mae"] < tol, (name, err)
+    assert err["obj_size_mae"] < 2 * tol, err
+    # the model convention reads the same as the file convention
+    again = read_factors(to_tensor(images[:8]))
+    assert all(np.allclose(again[f], read_factors(images[:8])[f]) for f in FACTOR_NAMES)
+
+
+# ------------------------------------------------------------------------------------------------ scores
+def _importance(flip: dict[str, float], prob: dict[str, float] | None = None) -> TrueImportance:
+    prob = prob or flip
+    return TrueImportance(
+        tuple(FACTOR_NAMES),
+        np.array([flip.get(f, 0.0) for f in FACTOR_NAMES]),
+        np.array([prob.get(f, 0.0) for f in FACTOR_NAMES]),
+        num_scenes=1,
+        num_values=1,
+    )
+
+
+def _reading(class_index: int, rank: int, **changes: float) -> AttributeReading:
+    return AttributeReading(class_index, str(class_index), rank, {f: changes.get(f, 0.0) for f in FACTOR_NAMES})
+
+
+def test_purity_precision_coverage_on_a_hand_made_table():
+    importance = _importance({"shape": 0.5, "bg_hue": 0.2})  # truly used: shape, bg_hue
+    readings = [
+        _reading(0, 1, shape=1.0),  # one factor: purity 1
+        _reading(0, 2, obj_hue=0.6, pos_x=0.2),  # dominant obj_hue (not used), purity 0.75
+        _reading(1, 1, bg_hue=0.6, shape=0.2),  # dominant bg_hue, purity 0.75
+        _reading(1, 2, **{f: 0.05 for f in FACTOR_NAMES}),  # changes nothing visibly: no dominant factor
+    ]
+    assert readings[0].dominant == "shape" and readings[0].purity == 1.0
+    assert readings[1].dominant == "obj_hue" and readings[1].purity == pytest.approx(0.75)
+    assert readings[3].dominant is None and readings[3].purity == 0.0
+
+    k1 = score_explanation(readings, importance, top_k=1)
+    assert (k1.num_attributes, k1.precision, k1.coverage) == (2, 1.0, 1.0)
+    assert k1.mean_purity == pytest.approx(0.875)
+    k2 = score_explanation(readings, importance, top_k=2)
+    assert (k2.num_attributes, k2.precision, k2.coverage) == (4, 0.5, 1.0)
+    assert k2.mean_purity == pytest.approx((1 + 0.75 + 0.75 + 0) / 4)
+    assert k2.first_rank["shape"] == 1 and k2.first_rank["obj_hue"] == 2 and k2.first_rank["pos_y"] is None
+    assert k2.dominant_counts["none"] == 1 and k2.used == ["shape", "bg_hue"]
+    assert k2.factor_importance["shape"] == pytest.approx(1.25)  # 1 from the first, 0.25 of the third
+
+    only_shape = score_explanation(readings[:1], importance, top_k=1)
+    assert only_shape.coverage == 0.5 and only_shape.precision == 1.0
+    nothing_used = score_explanation(readings, _importance({}), top_k=2)
+    assert nothing_used.coverage is None and nothing_used.precision == 0.0
+
+
+def test_spearman():
+    assert spearman([1, 2, 3, 4], [10, 20, 35, 90]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.5 * 3**0.5)  # tied ranks share their mean
+    assert spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+# ------------------------------------------------------------------------------------------------ reading attributes
+class FactorGenerator(nn.Module):
+    """A toy generator whose 9 styles are the scene: styles 0-6 are the factors (shape as a continuous code),
+    style 7 moves bg_hue only (a clean attribute), style 8 moves every factor a little (a random mix)."""
+
+    resolution = 16
+    layout = StyleLayout(conv_dims=(9,), rgb_dims=(1,), conv_names=("toy",))
+    MIX = np.array([0.6, 0.2, 0.1, 0.2, 0.2, 0.3, 0.3])
+
+    def synthesis(self, s: StyleVector, noise=None) -> torch.Tensor:
+        flat = s.flatten().double().cpu().numpy()  # [N, 9]
+        images = []
+        for row in flat:
+            f = dict(zip(FACTOR_NAMES, row[:7], strict=True))
+            f["bg_hue"] = f["bg_hue"] + row[7]
+            f = {k: v + self.MIX[i] * row[8] for i, (k, v) in enumerate(f.items())}
+            f["shape"] = int(np.clip(np.floor(f["shape"]), 0, 2))
+            f["obj_size"] = float(np.clip(f["obj_size"], 0.25, 0.5))
+            images.append(render_scene(f, self.resolution))
+        return to_tensor(np.stack(images))
+
+
+def test_read_attributes_finds_the_one_factor_a_clean_edit_changes():
+    n = 12
+    f = sample_factors(n, seed=3)
+    g = torch.Generator().manual_seed(0)
+    cols = [torch.as_tensor(f[name], dtype=torch.float32) + (0.5 if name == "shape" else 0.0) for name in FACTOR_NAMES]
+    s_flat = torch.stack(cols + [torch.rand(n, generator=g) * 0.3, torch.rand(n, generator=g)], dim=1)  # [n, 9]
+    s = StyleVector([s_flat], [torch.zeros(n, 1)], FactorGenerator.layout)
+
+    def attribute(rank: int, j: int) -> Attribute:
+        return Attribute(rank, j, 0, "toy", j, "max", 0.0, 0.0)
+
+    result = AttFindResult([ClassAttributes(0, "a", n, [attribute(1, 7), attribute(2, 8)])])
+    readings = read_attributes(
+        FactorGenerator(), s, [], result, s_flat.min(0).values, s_flat.max(0).values, 1.0,
+        predicted=torch.ones(n, dtype=torch.long), top_k=2, max_images=n,
+    )  # fmt: skip
+    clean, mixed = readings
+    assert clean.dominant == "bg_hue" and clean.purity > 0.95 and clean.num_images == n
+    assert mixed.purity < 0.6 and sum(v > 0.1 for v in mixed.changes.values()) >= 3
+
+
+# ------------------------------------------------------------------------------------------------ baselines
+def test_wu_detector_ranks_a_planted_coordinate_first():
+    g = torch.Generator().manual_seed(0)
+    s_flat = torch.randn(300, 40, generator=g)
+    planted = 17
+    p1 = torch.sigmoid(4 * s_flat[:, planted])
+    probs = torch.stack([1 - p1, p1], dim=1)
+    layout = StyleLayout(conv_dims=(8,) * 5, rgb_dims=(1,) * 3, conv_names=tuple(f"l{i}" for i in range(5)))
+    result = baseline_attributes("wu", s_flat, probs, layout, top_k=3, class_names=["no", "yes"])
+    yes, no = result.for_class("yes").attributes[0], result.for_class("no").attributes[0]
+    assert yes.flat_index == planted and yes.direction == "max" and (yes.layer, yes.channel) == (2, 1)
+    assert no.flat_index == planted and no.direction == "min"
+    score, direction = typical_difference(s_flat, probs, 1)
+    assert int(score.argmax()) == planted and int(direction[planted]) == 1
+    assert result.settings["method"] == "wu"
+
+    random_a = baseline_attributes("random", s_flat, probs, layout, top_k=5, seed=1)
+    random_b = baseline_attributes("random", s_flat, probs, layout, top_k=5, seed=1)
+    assert random_a.to_dict() == random_b.to_dict()
+    coords = [a.flat_index for a in random_a.classes[0].attributes]
+    assert len(set(coords)) == 5
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """A tiny StylEx run and an unconditioned one on the same 16 px shapes and classifier."""
+    root = make_tiny_run(tmp_path_factory.mktemp("groundtruth"), num_images=32, steps=2)
+    run_cli("train", "--data", root / "data", "--classifier", root / "clf", "--out", root / "plain", "--preset",
+            "tiny", "--max-steps", 2, "--set", "conditional=false", "--set", "cls_weight=0", "--set",
+            "perceptual_weight=0", "--quiet")  # fmt: skip
+    return root
+
+
+def test_unconditioned_model_ignores_the_classifier(tiny_runs):
+    from stylex.config import TrainConfig, preset
+    from stylex.models.stylex import StylEx, build_networks
+
+    model = StylEx.load(tiny_runs / "plain")
+    assert model.config.conditional is False and model.num_classes == 2
+    assert build_networks(model.config, 2)[2].c_dim == 0, "D is unconditional"
+    older = {k: v for k, v in preset("tiny").to_dict().items() if k != "conditional"}
+    assert TrainConfig.from_dict(older).conditional is True, "runs from before the option stay conditional"
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    a, b = model.styles(x, torch.randn(3, 2)), model.styles(x, torch.randn(3, 2))
+    assert torch.equal(a.flatten(), b.flatten())
+    conditioned, b_c = StylEx.load(tiny_runs / "run"), torch.ones(3, 2)
+    assert not torch.equal(conditioned.styles(x, torch.zeros(3, 2)).flatten(), conditioned.styles(x, b_c).flatten())
+
+
+def test_evaluate_writes_metrics_for_attfind_and_baselines(tiny_runs):
+    run_dir = tiny_runs / "run"
+    run_cli("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 2, "--fast", 4, "--no-render", "--quiet")
+    result = run_cli("evaluate", "--model", run_dir, "--attributes", run_dir / "attfind", "--out", tiny_runs / "ev",
+                     "--k", "1,2", "--num-scenes", 8, "--num-values", 1, "--read-images", 4)  # fmt: skip
+    assert "precision" in result.output and "sufficiency@K" in result.output
+    metrics = json.loads((tiny_runs / "ev" / "metrics.json").read_text())
+    assert metrics["method"] == "attfind" and metrics["num_images"] == 6 and metrics["ks"] == [1, 2]
+    assert set(metrics["sufficiency"]) == {"1", "2"} and 0 <= metrics["reconstruction"]["stylex"]["consistency"] <= 1
+    gt = metrics["groundtruth"]
+    assert set(gt["true_importance"]["flip_rate"]) == set(FACTOR_NAMES) and set(gt["scores"]) == {"1", "2"}
+    assert all(r["rank"] <= 2 for r in gt["attributes"]) and gt["oracle_on_inputs"]["shape_accuracy"] > 0.8
+
+    plain = tiny_runs / "plain"
+    wu = run_baseline(plain, "wu", num_images=6, top_k=2, out=plain / "wu")
+    assert wu.settings["method"] == "wu" and (plain / "wu" / "attributes.json").is_file()
+    run_baseline(run_dir, "random", num_images=6, top_k=2, out=run_dir / "random")
+    for folder, method in ((plain / "wu", "wu"), (run_dir / "random", "random")):
+        model = plain if method == "wu" else run_dir
+        run_cli("evaluate", "--model", model, "--attributes", folder, "--out", folder / "ev", "--k", "2",
+                "--num-scenes", 4, "--num-values", 1, "--read-images", 2)  # fmt: skip
+        assert json.loads((folder / "ev" / "metrics.json").read_text())["method"] == method
+
+    wrong = run_cli("evaluate", "--model", run_dir, "--attributes", tiny_runs / "clf", "--out", tiny_runs / "x",
+                    ok=False)  # fmt: skip
+    assert wrong.exit_code == 1 and wrong.output.startswith("error: ") and "attfind" in wrong.output
