@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import click
@@ -136,6 +139,24 @@ def _load_classifier(kw: dict, resolution: int, device: str):
     return load_classifier(kw["classifier"], kw.get("classifier_weights"), spec, device=device, resolution=resolution)
 
 
+@contextlib.contextmanager
+def _rank_messages(dist):
+    """Under torchrun, rank 0 shows warnings and errors; the other ranks, meeting the same ones, exit quietly."""
+    if not dist.is_main:
+        warnings.simplefilter("ignore")
+    try:
+        yield
+    except StylexError:
+        if not dist.is_main:
+            time.sleep(1.0)  # let rank 0 report before torchrun, seeing this rank exit, stops the others
+            sys.exit(1)
+        raise
+    except KeyboardInterrupt:
+        if not dist.is_main:
+            sys.exit(130)
+        raise
+
+
 @main.command("train-classifier")
 @click.option("--data", required=True, type=click.Path(), help="Labelled image folder (class subfolders) or .npz.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the classifier.")
@@ -192,9 +213,6 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
 
     Several processes: `torchrun --nproc_per_node=N -m stylex train ...` (DDP; batch_size stays the global batch).
     """
-    import time
-    import warnings
-
     from stylex.config import parse_override, preset
     from stylex.pipeline import train_stylex
     from stylex.training.distributed import process_group
@@ -207,22 +225,11 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
         values.setdefault("max_minutes", 0)
     config = preset(preset_name, **values)
     with process_group(device) as dist:
-        if not dist.is_main:  # rank 0 shows the warnings; the other ranks would repeat them
-            warnings.simplefilter("ignore")
-        try:
+        with _rank_messages(dist):
             dist.check_batch(config.batch_size)
             device = str(dist.device(device))
             classifier = _load_classifier(kw, config.model.resolution, device)
             result = train_stylex(data, classifier, out, config, resume=resume, device=device, quiet=quiet)
-        except StylexError:
-            if not dist.is_main:  # every rank meets the same error; rank 0 reports it, given a moment to do so
-                time.sleep(1.0)  # before torchrun, seeing this rank exit, stops the others
-                sys.exit(1)
-            raise
-        except KeyboardInterrupt:
-            if not dist.is_main:
-                sys.exit(130)
-            raise
     if dist.is_main:
         click.echo(f"trained to step {result.step} in {result.seconds / 60:.1f} min; run folder {out}")
 
@@ -307,8 +314,6 @@ def attfind_cmd(
     Several processes: `torchrun --nproc_per_node=N -m stylex attfind ...` (each computes the effects of its share
     of the images; rank 0 writes the same files as one process would).
     """
-    import time
-    import warnings
 
     from stylex.attfind import run_attfind
     from stylex.training.distributed import process_group
@@ -317,9 +322,7 @@ def attfind_cmd(
         raise StylexError("--shift-size and --memory-mb must be positive.")
     out = Path(out) if out else Path(run_dir) / "attfind"
     with process_group(device) as dist:
-        if not dist.is_main:  # rank 0 shows the warnings; the other ranks would repeat them
-            warnings.simplefilter("ignore")
-        try:
+        with _rank_messages(dist):
             result = run_attfind(
                 run_dir,
                 data,
@@ -340,15 +343,6 @@ def attfind_cmd(
                 device=str(dist.device(device)),
                 quiet=quiet,
             )
-        except StylexError:
-            if not dist.is_main:  # every rank meets the same error; rank 0 reports it, given a moment to do so
-                time.sleep(1.0)  # before torchrun, seeing this rank exit, stops the others
-                sys.exit(1)
-            raise
-        except KeyboardInterrupt:
-            if not dist.is_main:
-                sys.exit(130)
-            raise
     if not dist.is_main:
         return
     stats = result.stats
