@@ -18,6 +18,8 @@ from typing import Any
 from stylex.errors import StylexError
 
 CONFIG_FORMAT_VERSION = 1
+W_SCALES = ("none", "match_mapping")  # TrainConfig.w_scale
+KEEP_BEST = ("", "identity", "consistency")  # TrainConfig.keep_best
 
 
 @dataclass
@@ -64,6 +66,17 @@ class TrainConfig:
             perceptual_weight=0, whose features are the classifier's) with it so that no loss sees the classifier.
         adv_weight: weight of the adversarial term on the encoder path (0 = a plain conditional autoencoder).
         z_path_every: a plain GAN step (z -> mapping -> G, adversarial only) every this many steps; 0 = never.
+        adv_start_step: reconstruction-first warm-up: before this step (counted from 0) no adversarial term
+            runs at all (no D step, no adversarial loss on the encoder path, no z-path step), so E and G learn
+            from the reconstruction, w and KL losses alone; from this step on, training is as configured.
+            0 = adversarial from the first step (off). Measured here: a warm-up let E collapse to a constant
+            when its output was normalised (../shared/REFERENCES.md, "Training").
+        w_scale: how E(x) is scaled before G sees it beside the logits. "none": E's raw output. "match_mapping":
+            each sample's w is rescaled to the RMS (over its w_dim entries) of the mapping network's output, a
+            running estimate (momentum 0.99 per step, from mapping(z) on a fresh global batch of z) kept as
+            the buffer `E.w_rms` (saved with E, so `StylEx.load` and AttFind see the same scale). Meant for the
+            case seen here where E(x) had 1/23 of mapping(z)'s norm and G drew from the logits alone; it
+            removes the per-sample norm as a degree of freedom of E (a pixel norm up to a scale).
         r1_gamma: R1 penalty weight on real images; 0 turns it off.
         r1_interval: lazy regularisation: R1 every this many steps, scaled up by the interval (StyleGAN2).
         ema_beta: EMA decay of G_ema / E_ema per step (ramped up from 0 over the first steps).
@@ -79,6 +92,14 @@ class TrainConfig:
         sample_every: steps between sample grids in samples/ (0 = only at the end).
         checkpoint_every: steps between checkpoints (0 = only at the end).
         eval_every: steps between held-out reconstruction metrics in stats.jsonl (0 = never).
+        eval_every_minutes: also evaluate (as `eval_every`) each time the training clock (minutes of training,
+            counted over resumed sessions, evaluation time excluded) passes a multiple of this, so that recipes
+            with different step times compare on the same clock. 0 = off.
+        keep_best: "" = off; "identity" or "consistency": after each evaluation, when that held-out figure of
+            G_ema / E_ema is higher than at every evaluation before (best.json's figure survives --resume),
+            write the EMA weights as `best.safetensors` (G_ema, E_ema; load with
+            `StylEx.load(run, weights="best.safetensors")`) and `best.json` (step, minutes, the figures) into
+            the run folder, each atomically, rank 0 only.
         seed: seed for weights, data order and noise.
         val_fraction: share of the data held out (deterministic split by `seed`).
     """
@@ -97,6 +118,8 @@ class TrainConfig:
     conditional: bool = True
     adv_weight: float = 1.0
     z_path_every: int = 0
+    adv_start_step: int = 0
+    w_scale: str = "none"
     r1_gamma: float = 1.0
     r1_interval: int = 16
     ema_beta: float = 0.995
@@ -110,6 +133,8 @@ class TrainConfig:
     sample_every: int = 200
     checkpoint_every: int = 200
     eval_every: int = 0
+    eval_every_minutes: float = 0.0
+    keep_best: str = ""
     seed: int = 0
     val_fraction: float = 0.1
 
@@ -125,6 +150,10 @@ class TrainConfig:
             raise StylexError(f"model.resolution must be a power of two from 8 to 1024, got {r}.")
         if self.amp not in ("bf16", "none"):
             raise StylexError(f"amp must be 'bf16' or 'none', got {self.amp!r}.")
+        if self.w_scale not in W_SCALES:
+            raise StylexError(f"w_scale must be one of {', '.join(W_SCALES)}, got {self.w_scale!r}.")
+        if self.keep_best not in KEEP_BEST:
+            raise StylexError(f"keep_best must be '' (off), 'identity' or 'consistency', got {self.keep_best!r}.")
         at_least = {
             "model.z_dim": (m.z_dim, 1),
             "model.w_dim": (m.w_dim, 1),
@@ -134,6 +163,7 @@ class TrainConfig:
             "model.mbstd_group": (m.mbstd_group, 0),
             "batch_size": (self.batch_size, 1),
             "z_path_every": (self.z_path_every, 0),
+            "adv_start_step": (self.adv_start_step, 0),
             "r1_interval": (self.r1_interval, 1),
             "max_steps": (self.max_steps, 0),
             "log_every": (self.log_every, 1),
@@ -160,6 +190,7 @@ class TrainConfig:
             "r1_gamma",
             "max_minutes",
             "max_loss",
+            "eval_every_minutes",
         )
         for key in non_negative:
             value = getattr(self, key)

@@ -34,11 +34,24 @@ class Encoder(nn.Module):
         resolution: input size R.
         w_dim: output width (the generator's w_dim).
         channel_base, channel_max: channel rule as in the generator.
+        match_rms: rescale each output w to the per-sample RMS held in the buffer `w_rms` (a scalar the trainer
+            keeps at the mapping network's output RMS; `TrainConfig.w_scale = "match_mapping"`). False: raw output,
+            and no buffer.
     """
 
-    def __init__(self, resolution: int, w_dim: int, channel_base: int = 4096, channel_max: int = 128):
+    def __init__(
+        self,
+        resolution: int,
+        w_dim: int,
+        channel_base: int = 4096,
+        channel_max: int = 128,
+        match_rms: bool = False,
+    ):
         super().__init__()
         self.resolution, self.w_dim = resolution, w_dim
+        self.match_rms = match_rms
+        if match_rms:
+            self.register_buffer("w_rms", torch.ones(()))  # target RMS of w, set by the trainer
         self.trunk = ResNetTrunk(resolution, channel_base, channel_max)
         c4 = self.trunk.out_channels
         self.fc = EqualLinear(c4 * 16, c4, activation=True)
@@ -47,4 +60,9 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert x.ndim == 4 and x.shape[1:] == (3, self.resolution, self.resolution), tuple(x.shape)
         h = self.trunk(x).flatten(1)  # [N, C4 * 16]
-        return self.out(self.fc(h))  # [N, w_dim]
+        w = self.out(self.fc(h))  # [N, w_dim]
+        if self.match_rms:  # per-sample RMS -> w_rms (the scale G sees from mapping(z))
+            w = w * (self.w_rms.to(w.dtype) * torch.rsqrt(w.float().square().mean(dim=1, keepdim=True) + 1e-8)).to(
+                w.dtype
+            )
+        return w

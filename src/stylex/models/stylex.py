@@ -20,7 +20,7 @@ def build_networks(config: TrainConfig, c_dim: int) -> tuple[Generator, Encoder,
     `config.conditional` is False; G keeps its c inputs, which are then fed zeros, see `condition`)."""
     m = config.model
     G = Generator(m.resolution, m.z_dim, m.w_dim, c_dim, m.num_mapping_layers, m.channel_base, m.channel_max)
-    E = Encoder(m.resolution, m.w_dim, m.channel_base, m.channel_max)
+    E = Encoder(m.resolution, m.w_dim, m.channel_base, m.channel_max, match_rms=config.w_scale == "match_mapping")
     D = Discriminator(m.resolution, c_dim if config.conditional else 0, m.channel_base, m.channel_max, m.mbstd_group)
     return G, E, D
 
@@ -55,8 +55,22 @@ class StylEx(nn.Module):
         return self.G.c_dim
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> StylEx:
-        """Load G_ema and E_ema (or the raw G and E with ema=False) of a run folder written by `stylex train`."""
+    def load(
+        cls,
+        run_dir: str | Path,
+        device: str | torch.device = "cpu",
+        ema: bool = True,
+        weights: str | None = None,
+    ) -> StylEx:
+        """Load G_ema and E_ema (or the raw G and E with ema=False) of a run folder written by `stylex train`.
+
+        Args:
+            run_dir: the run folder.
+            device: where the networks go.
+            ema: the moving averages (True) or the raw training weights.
+            weights: the weights file inside `run_dir`: the last checkpoint (None, "weights.safetensors") or the
+                best one by a held-out figure ("best.safetensors", written with `TrainConfig.keep_best`; EMA only).
+        """
         from stylex.training.checkpoint import WEIGHTS, load_modules, read_weights
 
         run_dir = Path(run_dir)
@@ -71,9 +85,10 @@ class StylEx(nn.Module):
         config = TrainConfig.from_dict(info["train"], str(run_dir / "config.json"))
         config.validate()  # refuses absurd sizes from a hand-edited or hostile config.json
         G, E, _ = build_networks(config, int(info["num_classes"]))
-        tensors, _ = read_weights(run_dir / WEIGHTS)
+        path = run_dir / (weights or WEIGHTS)
+        tensors, _ = read_weights(path)
         names = {"G_ema": G, "E_ema": E} if ema else {"G": G, "E": E}
-        load_modules(tensors, names, run_dir / WEIGHTS)
+        load_modules(tensors, names, path)
         model = cls(G, E, config, info).to(device).eval()
         model.requires_grad_(False)
         return model

@@ -97,6 +97,15 @@ def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], state: dict[st
     _fsync_dir(run_dir)
 
 
+def save_weights(path: Path, modules: dict[str, nn.Module], step: int) -> None:
+    """Write the state dicts of `modules` to `path` atomically (temporary file, flush, rename): readers see the
+    previous file or the new one, never a part (used for `best.safetensors`)."""
+    path = Path(path)
+    _write_weights(_tmp(path), modules, step)
+    os.replace(_tmp(path), path)
+    _fsync_dir(path.parent)
+
+
 def _weights_step(path: Path) -> int | None:
     """The step recorded in a complete weights file; None when it is missing, damaged or incomplete."""
     from safetensors import safe_open

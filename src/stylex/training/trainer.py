@@ -5,6 +5,7 @@ Each step, as in the paper (Lang et al. 2021, Sec. 3) with the recipe that learn
     2. a discriminator step: real x against reconstructions (and z-path fakes), R1 every r1_interval steps;
     3. an encoder step: x_rec = G(E(x), c), with adversarial + reconstruction (L1, perceptual, w) + KL losses;
     4. every z_path_every steps, a plain GAN step: x_fake = G(mapping(z), c), adversarial loss only;
+       (2 and 4, and the adversarial loss of 3, start at step adv_start_step: a reconstruction-first warm-up;)
     5. EMA of G and E; then logging, samples, held-out metrics and checkpoints behind interval checks.
 
 With several processes (`stylex.training.distributed`, launched by torchrun) each process runs these steps on
@@ -39,15 +40,30 @@ from stylex.training.checkpoint import (
     read_weights,
     recover_checkpoint,
     save_checkpoint,
+    save_weights,
 )
 from stylex.training.distributed import Distributed
 from stylex.training.ema import make_ema, update_ema
 
 # Config keys that may change when a run is resumed: when to stop, how often to log, and compilation.
 RESUMABLE_KEYS = frozenset(
-    {"max_steps", "max_minutes", "max_loss", "log_every", "sample_every", "checkpoint_every", "eval_every", "compile"}
+    {
+        "max_steps",
+        "max_minutes",
+        "max_loss",
+        "log_every",
+        "sample_every",
+        "checkpoint_every",
+        "eval_every",
+        "eval_every_minutes",
+        "keep_best",
+        "compile",
+    }
 )
 STATS = "stats.jsonl"
+BEST_WEIGHTS = "best.safetensors"  # G_ema, E_ema at the best held-out figure (TrainConfig.keep_best)
+BEST_INFO = "best.json"
+W_RMS_MOMENTUM = 0.99  # running estimate of mapping(z)'s RMS for TrainConfig.w_scale = "match_mapping"
 
 
 class DivergenceError(StylexError):
@@ -157,6 +173,15 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0
         self.use_perceptual = config.perceptual_weight > 0 and getattr(classifier, "has_features", False)
+        self.best: float | None = None  # the best held-out figure so far (keep_best)
+        self._eval_mark = 0  # how many eval_every_minutes intervals the clock has passed at the last evaluation
+        if config.w_scale == "match_mapping":
+            # Start the running estimate from 1024 z drawn with a fixed seed (not the training RNG).
+            z0 = torch.randn(1024, config.model.z_dim, generator=torch.Generator().manual_seed(config.seed))
+            with torch.no_grad():
+                rms0 = self.G.mapping(z0.to(self.device)).float().square().mean(dim=1).sqrt().mean()
+            for E in (self.E, self.E_ema):
+                E.w_rms.fill_(rms0.item())
         # Fixed images and noise for the sample grids, so that grids of different steps compare.
         gen = torch.Generator().manual_seed(1234)
         src = val_images if len(val_images) else train_images
@@ -196,8 +221,13 @@ class Trainer:
             raise StylexError(error)
         if resume:
             self._load_checkpoint()
+        if self.config.eval_every_minutes:
+            self._eval_mark = int(self.seconds // (self.config.eval_every_minutes * 60))
         if self.dist.is_main:
             self._write_config(resume)
+            if resume and self.config.keep_best and (self.out_dir / BEST_INFO).is_file():
+                with contextlib.suppress(StylexError, TypeError, ValueError, KeyError):
+                    self.best = float(read_json(self.out_dir / BEST_INFO)["figures"][self.config.keep_best])
 
     def _check_folder(self, resume: bool) -> None:
         """A run to resume that fits the config now given, or a folder that holds no run."""
@@ -237,7 +267,7 @@ class Trainer:
         else:
             (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
             # Left by a run that was stopped before its first checkpoint: nothing of it can be resumed.
-            for name in (STATS, WEIGHTS + TMP_SUFFIX, STATE + TMP_SUFFIX):
+            for name in (STATS, WEIGHTS + TMP_SUFFIX, STATE + TMP_SUFFIX, BEST_WEIGHTS, BEST_INFO):
                 (self.out_dir / name).unlink(missing_ok=True)
         write_json(self.out_dir / "config.json", self.config_json())  # on resume: the new stopping point
 
@@ -366,10 +396,13 @@ class Trainer:
             c = self.classify(x)  # [B, K]
             feats_x = self.C.features(x.float()) if self.use_perceptual else None
         c_g = condition(c, cfg)  # what G (and D) see: c, or zeros for an unconditioned model (baselines)
-        z_step = cfg.z_path_every > 0 and self.step % cfg.z_path_every == 0
+        adversarial = self.step >= cfg.adv_start_step  # reconstruction-first warm-up: no D, no adversarial loss
+        z_step = adversarial and cfg.z_path_every > 0 and self.step % cfg.z_path_every == 0
+        if cfg.w_scale == "match_mapping":
+            self._update_w_rms()
 
         # 2. Discriminator: real against reconstructions (and z-path fakes).
-        if cfg.adv_weight > 0 or z_step:
+        if (cfg.adv_weight > 0 and adversarial) or z_step:
             with torch.no_grad(), self.autocast():
                 fakes = [self.G(self.E(x), c_g, self._noise())]
                 if z_step:
@@ -397,7 +430,7 @@ class Trainer:
             with self.autocast():
                 w = self.E_train(x)  # [B, w_dim]
                 x_rec = self.G_train(w, c_g, self._noise())  # [B, 3, R, R]
-                score = self.D(x_rec, c_g) if cfg.adv_weight > 0 else None
+                score = self.D(x_rec, c_g) if cfg.adv_weight > 0 and adversarial else None
                 w_rec = self.E_train(x_rec) if cfg.w_rec_weight > 0 else None
             x_rec = x_rec.float()
             loss_l1 = losses.l1(x_rec, x)
@@ -443,6 +476,14 @@ class Trainer:
             return dict(zip(stats, values.tolist(), strict=True))
         return {k: float(v) for k, v in stats.items()}
 
+    @torch.no_grad()
+    def _update_w_rms(self) -> None:
+        """w_scale = "match_mapping": move E's target RMS toward the RMS of mapping(z) on a fresh global batch of z
+        (drawn identically on every rank, so every rank keeps the same estimate)."""
+        z = torch.randn(self.config.batch_size, self.config.model.z_dim, device=self.device)
+        rms = self.G.mapping(z).float().square().mean(dim=1).sqrt().mean()  # mean per-sample RMS of w
+        self.E.w_rms.lerp_(rms, 1 - W_RMS_MOMENTUM)
+
     # ----------------------------------------------------------------------------------------- outputs
     @torch.no_grad()
     def write_samples(self) -> Path:
@@ -469,6 +510,35 @@ class Trainer:
             noise = self.G_ema.make_noise(len(xb), generator=gen, device=self.device)
             x_rec.append(self.G_ema(self.E_ema(xb), condition(self.classify(xb), self.config), noise).float())
         return reconstruction_report(x, torch.cat(x_rec), self.classify)
+
+    def _keep_best(self, report: dict[str, Any]) -> None:
+        """keep_best: when the held-out figure beats every earlier one, write best.safetensors, then best.json."""
+        key = self.config.keep_best
+        value = float(report["stylex"][key])
+        if self.best is not None and value <= self.best:
+            return
+        self.best = value
+        save_weights(self.out_dir / BEST_WEIGHTS, {"G_ema": self.G_ema, "E_ema": self.E_ema}, self.step)
+        info = {
+            "step": self.step,
+            "minutes": round(self.seconds / 60, 3),
+            "keep_best": key,
+            "figures": report["stylex"],
+            "class_median": report.get("class_median"),
+            "weights": BEST_WEIGHTS,
+        }
+        write_json(self.out_dir / BEST_INFO, info)
+
+    def _eval_due(self) -> bool:
+        """Evaluation every eval_every steps, and each time the training clock passes a multiple of
+        eval_every_minutes."""
+        cfg = self.config
+        due = bool(cfg.eval_every) and self.step % cfg.eval_every == 0
+        if cfg.eval_every_minutes:
+            mark = int(self.seconds // (cfg.eval_every_minutes * 60))
+            if mark > self._eval_mark:
+                self._eval_mark, due = mark, True
+        return due
 
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out_dir / "stats.jsonl", "a") as f:
@@ -539,9 +609,11 @@ class Trainer:
                     )
                     bar.set_postfix({k: f"{v:.3g}" for k, v in last.items() if k in ("l1", "kl", "loss_d", "g_adv")})
                     sums, count = {}, 0
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and len(self.val_images):
+                if self._eval_due() and len(self.val_images):
                     report = self.evaluate()
                     self._log({"step": self.step, "seconds": round(self.seconds, 2), "eval": report})
+                    if cfg.keep_best:
+                        self._keep_best(report)
                     t_prev = time.perf_counter()  # evaluation time does not count as training time
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.write_samples()
