@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stylex.attfind.effects import DIRECTIONS, edit_styles, image_noise
+from stylex.attfind.effects import edit_styles, image_noise
 from stylex.attfind.result import AttFindResult, Attribute, ClassAttributes
 from stylex.errors import StylexError
 from stylex.models.stylespace import StyleLayout, StyleVector
@@ -146,19 +146,8 @@ def baseline_attributes(
         rates = flip_rates(y, edits) if flip_rates is not None else [0.0] * len(edits)
         attributes = []
         for rank, ((j, d), rate) in enumerate(zip(edits, rates, strict=True), start=1):
-            coord = layout.coord(j)
-            attributes.append(
-                Attribute(
-                    rank=rank,
-                    flat_index=j,
-                    layer=coord.layer,
-                    layer_name=layout.conv_names[coord.layer],
-                    channel=coord.channel,
-                    direction=DIRECTIONS[d],
-                    mean_effect=round(float(score[j]), 6) if method == "wu" else 0.0,
-                    flip_rate=round(float(rate), 6),
-                )
-            )
+            mean = float(score[j]) if method == "wu" else 0.0
+            attributes.append(Attribute.of(layout, rank, j, d, mean, rate))
         classes.append(ClassAttributes(y, names[y], int((predicted != y).sum()), attributes))
     settings = {
         "method": method,

@@ -41,9 +41,6 @@ from stylex.models.generator import SynthesisState
 from stylex.models.stylespace import StyleLayout, StyleVector
 from stylex.training.distributed import Distributed
 
-DIRECTIONS = ("min", "max")
-"""Direction d of an edit: 0 moves s_j toward the minimum over the N images, 1 toward the maximum."""
-
 EFFECTS_FORMAT = "stylex.attfind.effects"
 EFFECTS_VERSION = 1
 PRECISIONS = ("fp32", "bf16")

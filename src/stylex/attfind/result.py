@@ -9,6 +9,8 @@ from typing import Any
 
 from stylex.errors import StylexError
 
+DIRECTIONS = ("min", "max")  # direction index d of an edit: toward the coordinate's minimum / maximum
+
 RESULT_FORMAT = "stylex.attfind.attributes"
 RESULT_VERSION = 1
 
@@ -36,6 +38,21 @@ class Attribute:
     direction: str
     mean_effect: float
     flip_rate: float
+
+    @classmethod
+    def of(cls, layout, rank: int, j: int, d: int, mean_effect: float, flip_rate: float) -> Attribute:
+        """The attribute that moves flat coordinate `j` of `layout` in direction `d` (0 = min, 1 = max)."""
+        coord = layout.coord(j)
+        return cls(
+            rank=rank,
+            flat_index=j,
+            layer=coord.layer,
+            layer_name=layout.conv_names[coord.layer],
+            channel=coord.channel,
+            direction=DIRECTIONS[d],
+            mean_effect=round(float(mean_effect), 6),
+            flip_rate=round(float(flip_rate), 6),
+        )
 
     @property
     def direction_index(self) -> int:

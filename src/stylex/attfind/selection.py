@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from stylex.attfind.effects import DIRECTIONS, Effects
+from stylex.attfind.effects import Effects
 from stylex.attfind.result import AttFindResult, Attribute, ClassAttributes
 from stylex.errors import StylexError
 from stylex.models.stylespace import StyleLayout
@@ -129,20 +129,8 @@ def select_attributes(
         picked = greedy_select(scores, top_k, threshold, flt)
         attributes = []
         for rank, (j, d, mean) in enumerate(picked, start=1):
-            coord = layout.coord(j)
             after = effects.base_logits[rows] + effects.effects[rows, d, j]  # [M, K]
-            attributes.append(
-                Attribute(
-                    rank=rank,
-                    flat_index=j,
-                    layer=coord.layer,
-                    layer_name=layout.conv_names[coord.layer],
-                    channel=coord.channel,
-                    direction=DIRECTIONS[d],
-                    mean_effect=round(mean, 6),
-                    flip_rate=round(float((after.argmax(dim=1) == y).float().mean()), 6),
-                )
-            )
+            attributes.append(Attribute.of(layout, rank, j, d, mean, (after.argmax(dim=1) == y).float().mean()))
         classes.append(ClassAttributes(y, names[y], int(rows.numel()), attributes))
     settings = {
         "top_k": top_k,
