@@ -8,7 +8,6 @@
 """
 
 from stylex.attfind.effects import (
-    DIRECTIONS,
     Effects,
     StyleEffects,
     edit_styles,
@@ -18,7 +17,7 @@ from stylex.attfind.effects import (
     top_overlap,
 )
 from stylex.attfind.filters import stable_images
-from stylex.attfind.result import AttFindResult, Attribute, ClassAttributes
+from stylex.attfind.result import DIRECTIONS, AttFindResult, Attribute, ClassAttributes
 from stylex.attfind.run import run_attfind
 from stylex.attfind.search import AttFind
 from stylex.attfind.selection import class_scores, greedy_select, select_attributes

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from stylex.attfind.effects import DIRECTIONS, Effects, edit_styles
+from stylex.attfind.effects import Effects, edit_styles
+from stylex.attfind.result import DIRECTIONS
 from stylex.attfind.selection import class_scores
 from stylex.errors import StylexError
 from stylex.models.stylespace import StyleVector
