@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stylex.attfind.effects import edit_styles, image_noise
+from stylex.attfind.effects import image_noise
 from stylex.attfind.result import AttFindResult, Attribute, ClassAttributes
 from stylex.errors import StylexError
 from stylex.models.stylespace import StyleLayout, StyleVector
@@ -83,15 +83,12 @@ def single_edit_flip_rates(
     batch_size: int = 64,
 ) -> list[float]:
     """For each edit alone: the share of the images not predicted as y that it turns into y (0 if there are none)."""
-    device = s.conv[0].device
+    from stylex.metrics.sufficiency import count_flips
+
     rows = torch.nonzero(predicted.cpu() != y).flatten()
     rates = []
     for edit in edits:
-        flipped = 0
-        for a in range(0, rows.numel(), batch_size):
-            r = rows[a : a + batch_size].to(device)
-            s_edit = edit_styles(s.index(r), [edit], s_min.to(device), s_max.to(device), shift_size)
-            flipped += int((classifier(G.synthesis(s_edit, [n[r] for n in noise])).argmax(dim=1) == y).sum())
+        flipped = count_flips(G, classifier, s, noise, rows, y, [edit], s_min, s_max, shift_size, batch_size)
         rates.append(flipped / rows.numel() if rows.numel() else 0.0)
     return rates
 

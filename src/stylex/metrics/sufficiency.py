@@ -18,6 +18,32 @@ from stylex.models.stylespace import StyleVector
 
 
 @torch.no_grad()
+def count_flips(
+    G: nn.Module,
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    s: StyleVector,
+    noise: list[torch.Tensor],
+    rows: torch.Tensor,
+    y: int,
+    edits: Sequence[tuple[int, int]],
+    s_min: torch.Tensor,
+    s_max: torch.Tensor,
+    shift_size: float = 1.0,
+    batch_size: int = 64,
+) -> int:
+    """How many of the images `rows` [M] the edits (flat j, direction d), applied together, turn into class y."""
+    device = s.conv[0].device
+    s_min, s_max = s_min.to(device), s_max.to(device)
+    flipped = 0
+    for a in range(0, rows.numel(), batch_size):
+        r = rows[a : a + batch_size].to(device)
+        s_edit = edit_styles(s.index(r), list(edits), s_min, s_max, shift_size)
+        logits = classifier(G.synthesis(s_edit, [n[r] for n in noise]))  # [B, K]
+        flipped += int((logits.argmax(dim=1).cpu() == y).sum())
+    return flipped
+
+
+@torch.no_grad()
 def sufficiency(
     G: nn.Module,
     classifier: Callable[[torch.Tensor], torch.Tensor],
@@ -48,12 +74,7 @@ def sufficiency(
     per_class, counts = {}, {}
     for y, edit_list in edits.items():
         rows = torch.nonzero(pred != y).flatten()
-        flipped = 0
-        for a in range(0, rows.numel(), batch_size):
-            r = rows[a : a + batch_size]
-            s_edit = edit_styles(s.index(r), list(edit_list), s_min, s_max, shift_size)
-            logits = classifier(G.synthesis(s_edit, [n[r] for n in noise]))  # [B, K]
-            flipped += int((logits.argmax(dim=1).cpu() == y).sum())
+        flipped = count_flips(G, classifier, s, noise, rows, y, list(edit_list), s_min, s_max, shift_size, batch_size)
         total = int(rows.numel())
         counts[y] = [flipped, total]
         per_class[y] = flipped / total if total and edit_list else None
