@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from stylex.attfind import StyleEffects, image_noise, reference_effects, select_attributes, top_overlap
-from stylex.attfind.run import class_names_of, encode_images, pick_indices
+from stylex.attfind import StyleEffects, reference_effects, select_attributes, top_overlap
+from stylex.attfind.run import class_names_of, encode_dataset, pick_indices
 from stylex.data import load_dataset
 from stylex.pipeline import load_run
 
@@ -51,9 +51,7 @@ def main() -> None:
     data = args.data or model.run_info["data"]
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
     indices = pick_indices(len(dataset), args.num_images, args.seed)
-    x = dataset.tensors(indices).to(args.device)
-    s = encode_images(model, C, x)
-    noise = image_noise(model.G, indices, args.seed, args.device)
+    s, noise = encode_dataset(model, C, dataset, indices, args.seed, args.device)
     G, n = model.G, len(indices)
     S = G.layout.num_coords
     names = class_names_of(model, C)

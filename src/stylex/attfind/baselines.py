@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stylex.attfind.effects import image_noise
 from stylex.attfind.result import AttFindResult, Attribute, ClassAttributes
 from stylex.errors import StylexError
 from stylex.models.stylespace import StyleLayout, StyleVector
@@ -194,7 +193,7 @@ def run_baseline(
     Returns:
         the `AttFindResult`.
     """
-    from stylex.attfind.run import ATTRIBUTES_FILE, class_names_of, encode_images, pick_indices
+    from stylex.attfind.run import ATTRIBUTES_FILE, class_names_of, encode_dataset, pick_indices
     from stylex.data import load_dataset
     from stylex.metrics.sufficiency import sufficiency
     from stylex.pipeline import load_run
@@ -209,9 +208,7 @@ def run_baseline(
     if len(dataset) < 2:
         raise StylexError(f"{data} has {len(dataset)} image; a baseline needs at least 2 (min and max of each style).")
     indices = pick_indices(len(dataset), num_images, seed)
-    x = dataset.tensors(indices).to(device)  # [N, 3, R, R]
-    s = encode_images(model, classifier, x, batch_size)
-    noise = image_noise(model.G, indices, seed, device)
+    s, noise = encode_dataset(model, classifier, dataset, indices, seed, device, batch_size)
     s_flat = s.flatten().float()
     s_min, s_max = s_flat.min(dim=0).values, s_flat.max(dim=0).values
     logits = torch.cat(

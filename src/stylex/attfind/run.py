@@ -51,6 +51,16 @@ def class_names_of(model, classifier) -> list[str]:
     return list(names) if names else [str(k) for k in range(model.num_classes)]
 
 
+def encode_dataset(model, classifier, dataset, indices: list[int], seed: int, device, batch_size: int = 64):
+    """The images `indices` of `dataset` as AttFind sees them: (styles s, fixed per-image noise).
+
+    attfind, the baselines and the speed benchmark go through here, so they edit the same styles with the
+    same noise.
+    """
+    x = dataset.tensors(indices).to(device)  # [N, 3, R, R]
+    return encode_images(model, classifier, x, batch_size), image_noise(model.G, indices, seed, device)
+
+
 def pick_indices(num_available: int, num_images: int, seed: int) -> list[int]:
     """`num_images` dataset indices drawn without replacement (seeded), sorted."""
     n = min(num_images, num_available)
@@ -167,9 +177,7 @@ def _run_attfind(
     out = Path(out) if out is not None else Path(run_dir) / "attfind"
     names = class_names_of(model, classifier)
 
-    x = dataset.tensors(indices).to(device)  # [N, 3, R, R]
-    s = encode_images(model, classifier, x)
-    noise = image_noise(model.G, indices, seed, device)
+    s, noise = encode_dataset(model, classifier, dataset, indices, seed, device)
     settings = f"{shift_size}|{fast}|{precision}|{channels_last}|{seed}|{indices}"
     key = _fingerprint(s.flatten(), torch.cat(s.rgb, dim=1), settings)
     meta = {"key": key, "run": str(run_dir), "data": str(Path(data).resolve()), "indices": indices, "seed": seed}
