@@ -1,10 +1,11 @@
-# The two commands of the README: `make demo` and `make test`. Each builds .venv from nothing.
+# The commands of the README: `make demo`, `make demo-train` and `make test`. Each builds .venv from nothing.
+# `make help` lists the targets.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo demo-train test lint install clean help
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,18 +15,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) ## build .venv (torch CPU wheel + stylex with the dev extras)
 
-demo: $(STAMP)
+demo: $(STAMP) ## explain the shipped pepper-leaf classifier with the shipped pepper-64 model, no training -> runs/demo
 	$(PY) -m stylex demo --out runs/demo
 
-test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+demo-train: $(STAMP) ## the whole chain from nothing: shapes -> classifier -> 5-min StylEx run -> report -> runs/demo-train
+	$(PY) -m stylex demo --train --out runs/demo-train
+
+test: $(STAMP) ## ruff + the whole test suite
+	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+lint: $(STAMP) ## ruff check and format check
+	$(PY) -m ruff check src tests benchmarks scripts
+	$(PY) -m ruff format --check src tests benchmarks scripts
 
-clean:
+clean: ## remove .venv and runs/
 	rm -rf $(VENV) runs
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14

@@ -70,3 +70,21 @@ def make_tiny_run(root, num_images: int = 32, steps: int = 3, data=None):
     run_cli("train", "--data", data, "--classifier", root / "clf", "--out", root / "run", "--preset", "tiny",
             "--max-steps", steps, "--quiet")  # fmt: skip
     return root
+
+
+def use_stand_in_zoo(monkeypatch, zoo_dir, models: dict | None = None):
+    """Point `stylex.zoo.zoo_root()` at `zoo_dir`, first copying exported model folders into it.
+
+    Args:
+        zoo_dir: the stand-in zoo folder (created).
+        models: {name: an exported folder (`stylex export --out`)} to copy in as `zoo_dir/<name>`.
+    """
+    import shutil
+
+    import stylex.zoo
+
+    zoo_dir.mkdir(parents=True, exist_ok=True)
+    for name, folder in (models or {}).items():
+        shutil.copytree(folder, zoo_dir / name)
+    monkeypatch.setattr(stylex.zoo, "zoo_root", lambda: zoo_dir)
+    return zoo_dir

@@ -177,3 +177,15 @@ def test_unknown_override_key(chain, tmp_path):
         ),
         "lr_q",
     )
+
+
+@pytest.mark.parametrize("method", ["wu", "random"])
+def test_baseline_writes_attributes_with_sufficiency(chain, tmp_path, method):
+    out = tmp_path / method
+    result = run(
+        "baseline", "--model", chain / "run", "--method", method, "--num-images", 8, "--top-k", 2, "--out", out
+    )
+    assert f"wrote {out / 'attributes.json'}" in result.output
+    info = json.loads((out / "attributes.json").read_text())
+    assert info["classes"] and all(len(c["attributes"]) <= 2 for c in info["classes"])
+    assert 0 <= info["sufficiency"] <= 1

@@ -54,8 +54,45 @@ class _Group(click.Group):
 def main():
     """StylEx: explain an image classifier with a GAN trained in its StyleSpace.
 
-    Stages: `data synth` -> `train-classifier` -> `train` -> `reconstruct`; `demo` runs the chain.
+    Stages: `data synth` -> `train-classifier` -> `train` -> `reconstruct` -> `attfind` -> `explain` -> `report`.
+    `demo` explains a shipped model without training (`demo --train` runs the whole chain); `export` makes a
+    shipped model of a run, `zoo` lists them.
     """
+
+
+# ------------------------------------------------------------------------------------------------ model arguments
+class _ModelArg(click.ParamType):
+    """A trained model: a run folder, or `zoo:NAME` for a shipped model (see `stylex zoo`); converts to the run
+    folder's path. The one place the command line resolves model arguments."""
+
+    name = "RUN|zoo:NAME"
+    _folder = click.Path(exists=True, file_okay=False)
+
+    def convert(self, value, param, ctx):
+        from stylex.zoo import PREFIX, resolve_model
+
+        if str(value).startswith(PREFIX):
+            try:
+                return str(resolve_model(value))
+            except StylexError as e:
+                self.fail(str(e).rstrip("."), param, ctx)
+        return self._folder.convert(value, param, ctx)
+
+
+MODEL = _ModelArg()
+MODEL_HELP = "Run folder, or zoo:NAME for a shipped model (`stylex zoo` lists them)."
+
+
+def _out_dir(run_dir: str, out: str | None, default: str) -> Path:
+    """--out, or RUN/<default> when it is not given; a shipped model's folder belongs to the package, so there
+    --out is required."""
+    from stylex.zoo import is_shipped
+
+    if out is not None:
+        return Path(out)
+    if is_shipped(run_dir):
+        raise StylexError(f"{run_dir} is a shipped model, which stylex does not write into; pass --out DIR.")
+    return Path(run_dir) / default
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -235,7 +272,7 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
 
 
 @main.command("reconstruct")
-@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Run folder.")
+@click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
 @click.option("--data", type=click.Path(), help="Images to reconstruct (default: the run's own data).")
 @click.option("--split", type=click.Choice(["val", "all"]), default="val", show_default=True)
 @click.option("--num-images", default=256, show_default=True, type=click.IntRange(min=2))
@@ -245,25 +282,102 @@ def reconstruct_cmd(run_dir, data, split, num_images, out, device):
     """Encode and regenerate images: a grid, and consistency / L1 / identity beside two trivial baselines."""
     from stylex.pipeline import format_report, reconstruct
 
+    out = _out_dir(run_dir, out, "reconstruct")
     report = reconstruct(run_dir, data, out, num_images=num_images, split=split, device=device)
     click.echo(format_report(report))
     click.echo(f"grid: {report['grid']}")
 
 
 @main.command("demo")
-@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--minutes", default=5.0, show_default=True, type=float, help="StylEx training budget.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: runs/demo, with --train "
+              "runs/demo-train].")  # fmt: skip
+@click.option("--model", "model_name", default="pepper-64", show_default=True,
+              help="The shipped model to explain (`stylex zoo` lists them).")  # fmt: skip
+@click.option("--train", is_flag=True, help="Instead: the whole chain from nothing (synthetic shapes -> classifier -> "
+              "short StylEx run -> AttFind -> report).")  # fmt: skip
+@click.option("--minutes", default=5.0, show_default=True, type=float, help="StylEx training budget (with --train).")
 @click.option("--quiet", is_flag=True)
-def demo_cmd(out, minutes, quiet):
-    """Synthetic shapes -> classifier -> short StylEx run -> reconstruction grid and figures."""
-    from stylex.pipeline import demo
+def demo_cmd(out, model_name, train, minutes, quiet):
+    """Explain the shipped leaf classifier with the shipped pepper-64 model, no training: AttFind (fast mode) on
+    its sample images, a few image explanations and the HTML report, whose path comes last."""
+    from stylex.pipeline import demo, demo_train
 
-    demo(Path(out), minutes=minutes, quiet=quiet)
+    if train:
+        demo_train(Path(out or "runs/demo-train"), minutes=minutes, quiet=quiet)
+    else:
+        demo(Path(out or "runs/demo"), model=model_name.removeprefix("zoo:"), quiet=quiet)
+
+
+# ------------------------------------------------------------------------------------------------ shipped models
+@main.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="New folder for the exported model.")
+@click.option("--samples", type=click.Path(exists=True), help="Images to ship (default: the held-out split of the "
+              "run's own data).")  # fmt: skip
+@click.option("--num-samples", default=24, show_default=True, type=click.IntRange(min=2),
+              help="Images to ship, balanced over the classes.")  # fmt: skip
+@click.option("--half/--no-half", default=True, show_default=True, help="Store the weights as float16.")
+@click.option("--name", help="The model's name in its card (default: the --out folder's name).")
+@click.option("--notes", default="", help="Free text for the card, e.g. the training command and its duration.")
+@click.option("--metric", "metric_values", multiple=True, metavar="KEY=VALUE",
+              help="A further figure for the card, e.g. --metric sufficiency@10=0.47. Repeatable.")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--device", default="cpu", show_default=True)
+def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_values, overwrite, device):
+    """Write a trained run as a self-contained model folder to ship: stylex/ (G_ema and E_ema only), classifier/,
+    samples/ (held-out images in class folders) and card.json (what it is and how well it reconstructs)."""
+    from stylex.zoo import export_run
+
+    metrics = {}
+    for item in metric_values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise StylexError(f"--metric takes KEY=VALUE, e.g. sufficiency@10=0.47; got {item!r}.")
+        try:
+            metrics[key.strip()] = float(value)
+        except ValueError:
+            metrics[key.strip()] = value
+    card = export_run(
+        run_dir,
+        out,
+        samples=samples,
+        num_samples=num_samples,
+        half=half,
+        name=name,
+        notes=notes,
+        metrics=metrics,
+        overwrite=overwrite,
+        device=device,
+    )
+    rec, training = card["reconstruction"], card["training"]
+    click.echo(
+        f"{card['name']}: {card['resolution']} px, {len(card['class_names'])} classes, step {training['steps']}; "
+        f"on {rec['num_images']} shipped images: consistency {rec['consistency']:.3f}, L1 {rec['l1']:.3f}, "
+        f"identity {rec['identity']:.3f}"
+    )
+    for path, size in card["files"].items():
+        if not path.startswith("samples/"):
+            click.echo(f"  {path:48s}{size / 1e6:9.3f} MB")
+    click.echo(f"  {'samples/ (' + str(card['samples']['num_images']) + ' images)':48s}"
+               f"{sum(v for k, v in card['files'].items() if k.startswith('samples/')) / 1e6:9.3f} MB")  # fmt: skip
+    click.echo(f"wrote {out} ({card['total_bytes'] / 1e6:.2f} MB)")
+
+
+@main.command("zoo")
+def zoo_cmd():
+    """List the shipped models (use one as --model zoo:NAME)."""
+    from stylex.zoo import format_models, zoo_root
+
+    lines = format_models()
+    if not lines:
+        click.echo(f"no shipped models in {zoo_root()}; `stylex export RUN --out {zoo_root()}/NAME` adds one.")
+    for line in lines:
+        click.echo(line)
 
 
 # ------------------------------------------------------------------------------------------------ attfind / explain
 @main.command("attfind")
-@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Run folder.")
+@click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
 @click.option("--data", type=click.Path(exists=True), help="Images to search with (default: the run's own data).")
 @click.option("--num-images", default=250, show_default=True, type=click.IntRange(min=2), help="N images (seeded).")
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=1), help="Attributes per class.")
@@ -320,7 +434,7 @@ def attfind_cmd(
 
     if shift_size <= 0 or memory_mb <= 0:
         raise StylexError("--shift-size and --memory-mb must be positive.")
-    out = Path(out) if out else Path(run_dir) / "attfind"
+    out = _out_dir(run_dir, out, "attfind")
     with process_group(device) as dist:
         with _rank_messages(dist):
             result = run_attfind(
@@ -357,8 +471,35 @@ def attfind_cmd(
     click.echo(f"wrote {out / 'attributes.json'}")
 
 
+@main.command("baseline")
+@click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
+@click.option(
+    "--method",
+    required=True,
+    type=click.Choice(["wu", "random"]),
+    help="wu: Wu et al.'s StyleSpace detector (class-typical mean styles vs the mean; as in their paper, on a model "
+    "trained without the classifier: `stylex train --set conditional=false --set cls_weight=0`); random: random "
+    "coordinates and directions.",
+)
+@click.option("--data", type=click.Path(exists=True), help="Images (default: the run's own data).")
+@click.option("--num-images", default=250, show_default=True, type=click.IntRange(min=2), help="N images (seeded).")
+@click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=1), help="Attributes per class.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Picks the images (as `stylex attfind --seed`).")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN/<method>).")
+@click.option("--device", default="cpu", show_default=True)
+def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, device):
+    """A baseline explanation on the images AttFind would use: attributes.json with flip rates and sufficiency@K,
+    to compare with `stylex attfind` (and to pass to `stylex evaluate --attributes`)."""
+    from stylex.attfind.baselines import run_baseline
+
+    out = _out_dir(run_dir, out, method)
+    result = run_baseline(run_dir, method, data, out, num_images=num_images, top_k=top_k, seed=seed, device=device)
+    click.echo(result.summary())
+    click.echo(f"wrote {out / 'attributes.json'}")
+
+
 @main.command("explain")
-@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Run folder.")
+@click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
 @click.option(
     "--attributes", "attributes_dir", required=True, type=click.Path(exists=True, file_okay=False),
     help="The `stylex attfind` output folder.",
@@ -414,7 +555,7 @@ def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, to
 
 # ------------------------------------------------------------------------------------------------ report / serve
 @main.command("report")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", type=MODEL)
 @click.option("--out", required=True, type=click.Path(), help="Report folder (index.html + images); replaced if it "
               "holds an earlier report.")  # fmt: skip
 @click.option("--attributes", "attributes_dir", type=click.Path(exists=True, file_okay=False),
@@ -454,7 +595,7 @@ def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames,
 
 
 @main.command("serve")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", type=MODEL)
 @click.option("--attributes", "attributes_dir", type=click.Path(exists=True, file_okay=False),
               help="The `stylex attfind` output folder (default RUN/attfind).")  # fmt: skip
 @click.option("--data", type=click.Path(exists=True), help="Images to offer (default: AttFind's data).")
@@ -476,7 +617,7 @@ def serve_cmd(run_dir, attributes_dir, data, host, port, num_images, device, qui
 
 # ------------------------------------------------------------------------------------------------ evaluate
 @main.command("evaluate")
-@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Run folder.")
+@click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
 @click.option(
     "--attributes", "attributes_dir", required=True, type=click.Path(exists=True, file_okay=False),
     help="Folder with attributes.json: `stylex attfind --out`, or a baseline's.",

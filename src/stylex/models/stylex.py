@@ -64,10 +64,14 @@ class StylEx(nn.Module):
     ) -> StylEx:
         """Load G_ema and E_ema (or the raw G and E with ema=False) of a run folder written by `stylex train`.
 
+        Also reads the run folder of an exported model (`stylex export`, see `stylex.zoo`): its weights hold only
+        G_ema and E_ema, maybe stored as float16 (loaded as float32), and its relative data location (the shipped
+        samples) is resolved against the folder.
+
         Args:
             run_dir: the run folder.
             device: where the networks go.
-            ema: the moving averages (True) or the raw training weights.
+            ema: the moving averages (True) or the raw training weights (not in an exported model).
             weights: the weights file inside `run_dir`: the last checkpoint (None, "weights.safetensors") or the
                 best one by a held-out figure ("best.safetensors", written with `TrainConfig.keep_best`; EMA only).
         """
@@ -82,11 +86,22 @@ class StylEx(nn.Module):
                 f"{run_dir} is not a StylEx run folder (its config.json is not from `stylex train`); "
                 "pass the --out folder of `stylex train`."
             )
+        exported = isinstance(info.get("export"), dict)
+        if exported and not ema:
+            raise StylexError(
+                f"{run_dir} is an exported model (`stylex export`): it holds only the moving averages G_ema and E_ema, "
+                "not the raw training weights; load it with ema=True, or load the original run folder."
+            )
         config = TrainConfig.from_dict(info["train"], str(run_dir / "config.json"))
         config.validate()  # refuses absurd sizes from a hand-edited or hostile config.json
         G, E, _ = build_networks(config, int(info["num_classes"]))
         path = run_dir / (weights or WEIGHTS)
         tensors, _ = read_weights(path)
+        if exported:
+            tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}
+            data = info.get("data")
+            if isinstance(data, str) and not Path(data).is_absolute():  # the shipped samples, beside the run folder
+                info["data"] = str((run_dir / data).resolve())
         names = {"G_ema": G, "E_ema": E} if ema else {"G": G, "E": E}
         load_modules(tensors, names, path)
         model = cls(G, E, config, info).to(device).eval()
