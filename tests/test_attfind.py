@@ -200,22 +200,147 @@ def test_fast_mode_keeps_the_planted_coordinate(toy):
     G, s = toy
     result = AttFind(G, brightness_classifier, top_k=3, fast=2, progress=False).run(s, [])
     eff = result.effects
-    assert eff.meta["mode"] == "fast" and eff.exact.sum(dim=1).eq(2).all()
-    assert eff.exact[:, PLANTED].all(), "the planted coordinate is evaluated exactly for every image"
-    assert result.for_class(1).attributes[0].edit == (PLANTED, 1)
+    n = eff.num_images
+    assert eff.meta["mode"] == "fast" and eff.exact.flatten(1).sum(dim=1).eq(4).all(), "2M edits per image"
     exact = StyleEffects(G, brightness_classifier, progress=False).compute(s, [])
-    assert torch.allclose(eff.effects[:, :, PLANTED], exact.effects[:, :, PLANTED], atol=1e-5)
+    strong = exact.effects[:, :, PLANTED].abs().amax(dim=-1).argmax(dim=1)  # [N] the direction that moves it most
+    assert eff.exact[torch.arange(n), strong, PLANTED].all(), "the planted edit is evaluated exactly for every image"
+    assert result.for_class(1).attributes[0].edit == (PLANTED, 1)
+    mask = eff.exact[..., None].expand_as(eff.effects)  # [N, 2, S, K]
+    assert torch.allclose(eff.effects[mask], exact.effects[mask], atol=1e-5)
     assert top_overlap(eff, exact, k=1) == 1.0
 
 
 def test_fast_mode_exact_entries_match_on_a_real_generator(tiny):
     G, C, s, noise = tiny
+    S = G.layout.num_coords
     exact = StyleEffects(G, C, progress=False).compute(s, noise)
-    fast = StyleEffects(G, C, fast=10, progress=False).compute(s, noise)
-    mask = fast.exact[:, None, :, None].expand_as(fast.effects)  # [N, 2, S, K]
+    for points in (0, 3):
+        fast = StyleEffects(G, C, fast=10, fast_points=points, progress=False).compute(s, noise)
+        assert fast.exact.shape == (3, 2, S) and fast.exact.flatten(1).sum(dim=1).eq(20).all()
+        mask = fast.exact[..., None].expand_as(fast.effects)  # [N, 2, S, K]
+        assert torch.allclose(fast.effects[mask], exact.effects[mask], atol=1e-4)
+        # elsewhere: the first-order estimate at the image, not the exact value
+        grad = StyleEffects(G, C, progress=False)._gradients(s, noise)[:, 0]  # [N, S, K]
+        estimate = grad[:, None] * fast.deltas()[..., None]  # [N, 2, S, K]
+        assert torch.allclose(fast.effects[~mask], estimate[~mask], atol=1e-5)
+        assert 0.0 <= fast.meta["estimate_top10_overlap"] <= 1.0
+        assert fast.meta["fast_points"] == points
+        assert 0.0 <= top_overlap(fast, exact, k=5) <= 1.0
+
+
+@pytest.mark.parametrize("points", [0, 2])
+def test_fast_mode_evaluates_the_pairs_with_the_largest_estimate(tiny, points):
+    """Each image's 2M evaluated pairs are its top 2M by |grad * delta|, max over classes and gradient points
+    (the image's styles and `points` perturbed copies, N(0, (fast_noise * (s_max - s_min))^2), seeded)."""
+    G, C, s, noise = tiny
+    n, S = s.batch_size, G.layout.num_coords
+    fast = StyleEffects(G, C, fast=6, fast_points=points, fast_noise=0.1, seed=3, progress=False).compute(s, noise)
+    perturb = None
+    if points:
+        scale = 0.1 * (fast.s_max - fast.s_min)
+        perturb = torch.randn(n, points, S, generator=torch.Generator().manual_seed(3)) * scale
+    grads = StyleEffects(G, C, progress=False)._gradients(s, noise, perturb)  # [N, 1 + P, S, K]
+    estimate = grads[:, :, None] * fast.deltas()[:, None, :, :, None]  # [N, 1 + P, 2, S, K]
+    score = estimate.abs().amax(dim=(1, 4)).flatten(1)  # [N, 2S]
+    expected = torch.zeros_like(score, dtype=torch.bool).scatter_(1, score.topk(12, dim=1).indices, True)
+    assert torch.equal(fast.exact.flatten(1), expected)
+
+
+def test_fast_mode_gradient_points_are_seeded_and_perturbed(tiny):
+    G, C, s, noise = tiny
+    a = StyleEffects(G, C, fast=5, seed=1, progress=False).compute(s, noise)
+    b = StyleEffects(G, C, fast=5, seed=1, progress=False).compute(s, noise)
+    assert torch.equal(a.exact, b.exact) and torch.equal(a.effects, b.effects)
+    finder = StyleEffects(G, C, progress=False)
+    perturb = 0.1 * torch.randn(3, 2, G.layout.num_coords, generator=torch.Generator().manual_seed(0))
+    grads = finder._gradients(s, noise, perturb, batch=4)  # [N, 1 + 2, S, K], batches split images' points
+    assert grads.shape == (3, 3, G.layout.num_coords, 2)
+    assert torch.allclose(grads[:, 0], finder._gradients(s, noise)[:, 0], atol=1e-5)
+    moved = s.unflatten(s.flatten() + perturb[:, 1])
+    assert torch.allclose(grads[:, 2], finder._gradients(moved, noise)[:, 0], atol=1e-5)
+    assert not torch.allclose(grads[:, 0], grads[:, 2])
+
+
+def test_effects_file_of_version_1_loads_with_a_per_coordinate_mask(tmp_path, tiny):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    G, C, s, noise = tiny
+    fast = StyleEffects(G, C, fast=4, progress=False).compute(s, noise)
+    fast.save(tmp_path / "e.safetensors")
+    with safe_open(str(tmp_path / "e.safetensors"), framework="pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    tensors["exact"] = fast.exact_coords().to(torch.uint8)  # version 1 stored [N, S]
+    save_file(tensors, str(tmp_path / "v1.safetensors"), metadata={**metadata, "version": "1"})
+    back = Effects.load(tmp_path / "v1.safetensors")
+    assert back.exact.shape == fast.exact.shape
+    assert torch.equal(back.exact, fast.exact_coords()[:, None].expand(-1, 2, -1))
+
+
+def test_bf16_edit_path_reproduces_the_base_logits_bit_for_bit(tiny):
+    """A zero edit from any layer's cached state gives the base logits exactly, also with the low-resolution
+    layers in fp32 and channels_last states, so an effect holds no path noise; the fp32 hooks are removed."""
+    G, C, s, noise = tiny
+    n = s.batch_size
+    for bf16_from in (0, 8, None):
+        finder = StyleEffects(G, C, precision="bf16", channels_last=True, bf16_from=bf16_from, progress=False)
+        base = finder._base_logits(s, noise)  # [N, K]
+        with torch.no_grad(), finder._autocast():
+            states = finder._states(s, noise)
+            for layer, off in enumerate(G.layout.offsets()[:-1]):
+                zero = finder._edited_logits(layer, states, s, noise, torch.arange(n), torch.full((n,), off), 0.0)
+                assert torch.equal(zero, base), (bf16_from, layer)
+        assert all(not m._forward_pre_hooks and not m._forward_hooks for m in [*G.layers, *G.to_rgbs])
+
+
+def test_bf16_from_runs_the_low_resolution_layers_in_fp32(tiny):
+    G, C, s, noise = tiny  # 16 px: conv layers at 4, 8, 8, 16, 16 px
+    seen = {}
+    hooks = [
+        layer.register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out.dtype))
+        for i, layer in enumerate(G.layers)
+    ]
+    finder = StyleEffects(G, C, precision="bf16", bf16_from=16, progress=False)
+    finder._base_logits(s, noise)
+    for h in hooks:
+        h.remove()
+    assert [seen[i] for i in range(5)] == [torch.float32] * 3 + [torch.bfloat16] * 2
+    exact = StyleEffects(G, C, progress=False).compute(s, noise)
+    mixed = StyleEffects(G, C, precision="bf16", channels_last=True, bf16_from=16, progress=False).compute(s, noise)
+    assert (mixed.effects - exact.effects).abs().max() < 0.1 * exact.effects.abs().max()
+
+
+def test_fast_mode_in_bf16_evaluates_what_the_exact_bf16_table_holds(tiny):
+    G, C, s, noise = tiny
+    # batch 1 for both: oneDNN's bf16 kernels round differently at different batch sizes
+    kw = dict(precision="bf16", channels_last=True, max_batch=1, progress=False)
+    exact = StyleEffects(G, C, **kw).compute(s, noise)
+    fast = StyleEffects(G, C, fast=8, **kw).compute(s, noise)
+    mask = fast.exact[..., None].expand_as(fast.effects)
     assert torch.allclose(fast.effects[mask], exact.effects[mask], atol=1e-4)
-    assert 0.0 <= fast.meta["estimate_top10_overlap"] <= 1.0
-    assert 0.0 <= top_overlap(fast, exact, k=5) <= 1.0
+
+
+def test_cpu_batches_are_sized_for_the_cache(tiny):
+    G, C, s, noise = tiny
+    _, largest = StyleEffects(G, C, progress=False)._probe(s, noise)
+    _, batch = StyleEffects(G, C, cache_mb=64 * largest * 4 / 2**20, progress=False)._plan(s, noise)
+    assert batch == 64
+    _, batch = StyleEffects(G, C, cache_mb=0, max_batch=300, progress=False)._plan(s, noise)
+    assert batch == 300  # 0 turns the cap off
+
+
+def test_channels_last_falls_back_for_a_classifier_that_needs_contiguous_input(tiny):
+    G, C, s, noise = tiny
+
+    def flat_classifier(x):  # .view needs a contiguous tensor: fails on channels_last input
+        return x.view(x.shape[0], -1)[:, :2] * 3
+
+    plain = StyleEffects(G, flat_classifier, progress=False).compute(s, noise)
+    finder = StyleEffects(G, flat_classifier, channels_last=True, progress=False)
+    got = finder.compute(s, noise)
+    assert not finder._classifier_channels_last
+    assert torch.allclose(got.effects, plain.effects, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ selection

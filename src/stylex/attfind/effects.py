@@ -9,12 +9,21 @@ and the effect is the change of every classifier logit against the unedited reco
 fixed noise: effects[i, d, j, k] = C(G(s_i + delta e_j))_k - C(G(s_i))_k, a table [N, 2, S, K].
 
 How it is made fast (`StyleEffects`):
-1. batched: many (image, coordinate, direction) edits run in one forward pass;
+1. batched: many (image, coordinate, direction) edits run in one forward pass; on a CPU in batches small enough
+   to stay in its caches (`cache_mb`; measured on a Xeon: 1.1-2x faster per edit than batches of 256);
 2. cached: per image, the activations entering every conv layer are computed once
    (`Generator.synthesis_states`); an edit of layer l re-runs only layers >= l (`Generator.synthesis_from`);
-3. optionally bf16 autocast + channels_last (`precision="bf16"`);
-4. fast mode (`fast=M`): one forward and K backward passes per image give d logit_k / d s_j; the first-order
-   estimate grad * delta ranks the coordinates, and only the top M per image are evaluated exactly.
+3. optionally bf16 autocast + channels_last (`precision="bf16"`), the classifier's input included, with the
+   cheap low-resolution layers kept in fp32 (`bf16_from`), where bf16 rounding costs the most accuracy;
+4. fast mode (`fast=M`): the budget of M coordinates evaluated both ways (2M edits per image) goes to the 2M
+   (coordinate, direction) pairs with the largest estimated effect. The estimate is first order,
+   grad_s(logit_k) * delta, with the gradient taken at the image's styles and at `fast_points` randomly
+   perturbed copies of them; a pair's score is the largest |estimate| over points and classes. (Measured on the
+   shapes-32 model: the gradient at the image alone misses many coordinates whose effect it underestimates
+   2-20x, those that only act once the edit is large; the maximum over a few perturbed points finds most of
+   them, and ranking pairs rather than coordinates spends no edits on the direction that does little. In bf16,
+   M = 30 with 3 points kept 0.92 of each image's exact top-10 at 1/54-1/60 of the plain loop's CPU time on a
+   loaded 2-core Xeon; see benchmarks/attfind_speed.py.)
 
 `reference_effects` is the plain loop the public ports run (one edit, one full forward); tests and
 benchmarks compare against it.
@@ -42,7 +51,7 @@ from stylex.models.stylespace import StyleLayout, StyleVector
 from stylex.training.distributed import Distributed
 
 EFFECTS_FORMAT = "stylex.attfind.effects"
-EFFECTS_VERSION = 1
+EFFECTS_VERSION = 2  # 2: the exact mask is per (image, direction, coordinate), [N, 2, S]
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -122,7 +131,9 @@ class Effects:
         base_logits: [N, K] logits of the unedited reconstructions (the same fixed noise).
         styles: [N, S] conv styles of the images.
         styles_rgb: [N, S_rgb] toRGB styles (so the full StyleVector can be rebuilt).
-        exact: [N, S] bool, True where the effect was evaluated exactly (all True unless fast mode).
+        exact: [N, 2, S] bool, True where the effect of that edit was evaluated exactly (all True unless fast
+            mode; elsewhere `effects` holds the first-order estimate). An [N, S] mask (one flag for both
+            directions, as in version 1 files) is accepted and expanded.
         shift_size: the edit size used.
         meta: JSON-ready facts: mode, fast, precision, seconds, indices, seed, ...
     """
@@ -139,8 +150,10 @@ class Effects:
 
     def __post_init__(self) -> None:
         n, two, s, k = self.effects.shape
+        if self.exact.ndim == 2:
+            self.exact = self.exact[:, None].expand(-1, 2, -1).clone()
         assert two == 2 and self.base_logits.shape == (n, k), (tuple(self.effects.shape), self.base_logits.shape)
-        assert self.styles.shape == (n, s) and self.exact.shape == (n, s), (self.styles.shape, self.exact.shape)
+        assert self.styles.shape == (n, s) and self.exact.shape == (n, 2, s), (self.styles.shape, self.exact.shape)
         assert self.s_min.shape == (s,) and self.s_max.shape == (s,)
 
     @property
@@ -173,6 +186,10 @@ class Effects:
     def coordinate_scores(self) -> torch.Tensor:
         """How strongly each coordinate moves each image: max over directions and classes of |effect|, [N, S]."""
         return self.effects.abs().amax(dim=(1, 3))
+
+    def exact_coords(self) -> torch.Tensor:
+        """[N, S] bool: both directions of the coordinate were evaluated exactly."""
+        return self.exact.all(dim=1)
 
     def subset(self, rows: torch.Tensor | Sequence[int]) -> Effects:
         """The table for some images only (s_min / s_max stay those of all N images)."""
@@ -251,7 +268,7 @@ class Effects:
             base_logits=tensors["base_logits"].float(),
             styles=tensors["styles"].float(),
             styles_rgb=tensors["styles_rgb"].float(),
-            exact=tensors["exact"].bool(),
+            exact=tensors["exact"].bool(),  # [N, S] in version 1 files: expanded by __post_init__
             shift_size=shift_size,
             meta=meta,
         )
@@ -268,11 +285,12 @@ def _check_table(t: dict[str, torch.Tensor]) -> None:
         "s_max": (s,),
         "base_logits": (n, k),
         "styles": (n, s),
-        "exact": (n, s),
     }
     for name, shape in expected.items():
         if tuple(t[name].shape) != shape:
             raise ValueError(f"{name} must be {list(shape)}, got {list(t[name].shape)}")
+    if tuple(t["exact"].shape) not in ((n, 2, s), (n, s)):  # [N, S] in version 1 files
+        raise ValueError(f"exact must be [{n}, 2, {s}], got {list(t['exact'].shape)}")
     if t["styles_rgb"].ndim != 2 or t["styles_rgb"].shape[0] != n:
         raise ValueError(f"styles_rgb must be [{n}, S_rgb], got {list(t['styles_rgb'].shape)}")
     for name in ("effects", "s_min", "s_max", "base_logits", "styles", "styles_rgb"):
@@ -300,15 +318,34 @@ class StyleEffects:
         G: the generator (`layout`, `synthesis`, `synthesis_states`, `synthesis_from`).
         classifier: images [N, 3, R, R] in [-1, 1] -> logits [N, K].
         shift_size: edit size, the fraction of the way to the coordinate's min / max (1 in the paper).
-        fast: None for the exact table; M > 0 for fast mode: rank coordinates per image by the first-order
-            estimate |grad * delta| (max over directions and classes) and evaluate only the top M exactly (both
-            directions); the other entries hold the estimate and are marked in `Effects.exact`.
+        fast: None for the exact table; M > 0 for fast mode: per image, the 2M (coordinate, direction) pairs with
+            the largest estimated |effect| (max over classes and gradient points, see the module docstring) are
+            evaluated exactly, as many edits as M coordinates in both directions; the other entries hold the
+            first-order estimate at the image and are marked False in `Effects.exact`.
+        fast_points: fast mode only: randomly perturbed copies of each image's styles at which the gradient is
+            also taken (each costs one forward and K backward passes per image, about 6 edits at K = 2); 0 ranks
+            by the gradient at the image alone.
+        fast_noise: fast mode only: standard deviation of those perturbations, as a fraction of each
+            coordinate's range s_max - s_min.
+        seed: seeds the perturbations (the same inputs give the same table).
         max_batch: at most this many edits per forward pass.
+        cache_mb: on a CPU, a batch of edits is also kept small enough that its largest activation (at 4 bytes
+            per element) fits in about this many MiB: cache-sized batches run faster per edit than large ones
+            (8 MiB: 32 edits of the shapes-32 model; 16-64 ran fastest among 8-256). 0 turns this off. Not applied
+            on GPUs.
         memory_mb: rough bound (MiB) on the memory of the activation cache plus one batch of edits; it lowers
             the batch and the images per chunk when needed. The classifier's own activations are not counted.
         images_per_chunk: images whose caches are held at once (also the unit of checkpointing).
-        precision: "fp32", or "bf16" (autocast; faster on recent CPUs and GPUs; bf16 rounding blurs small effects).
-        channels_last: keep cached activations in channels_last memory format (pairs well with bf16).
+        precision: "fp32", or "bf16" (autocast, also for fast mode's gradients; faster on recent CPUs and GPUs;
+            bf16 rounding blurs small effects).
+        bf16_from: with bf16, the generator's layers below this resolution still run in fp32: they cost little,
+            and bf16 rounding there, spread over every pixel after them, costs the most accuracy. Measured on the
+            shapes-32 model (share of each image's fp32 top-10 coordinates an exact bf16 table keeps): all layers
+            bf16 0.958; the default 16 (4 and 8 px layers fp32, no measurable cost) 0.961; 32 (4-16 px fp32,
+            ~15% slower) 0.975-0.983. None: the output resolution (only the last block in bf16); 0: all layers
+            in bf16. Needs a `Generator` (`layers`, `to_rgbs`, `noise_sizes`); ignored otherwise.
+        channels_last: keep cached activations, and the classifier's input, in channels_last memory format
+            (pairs well with bf16; a classifier that cannot take such input gets a contiguous one).
         progress: show a tqdm bar over the edits.
     """
 
@@ -318,10 +355,15 @@ class StyleEffects:
         classifier: Callable[[torch.Tensor], torch.Tensor],
         shift_size: float = 1.0,
         fast: int | None = None,
+        fast_points: int = 3,
+        fast_noise: float = 0.05,
+        seed: int = 0,
         max_batch: int = 256,
+        cache_mb: float = 8.0,
         memory_mb: float = 2048.0,
         images_per_chunk: int = 16,
         precision: str = "fp32",
+        bf16_from: int | None = 16,
         channels_last: bool = False,
         progress: bool = True,
     ):
@@ -329,13 +371,18 @@ class StyleEffects:
             raise StylexError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
         if fast is not None and fast < 1:
             raise StylexError(f"fast mode needs M >= 1 coordinates per image, got {fast}.")
-        if max_batch < 1 or images_per_chunk < 1 or memory_mb <= 0:
-            raise StylexError("max_batch, images_per_chunk and memory_mb must be positive.")
+        if fast_points < 0 or not (math.isfinite(fast_noise) and fast_noise >= 0):
+            raise StylexError("fast_points and fast_noise must be >= 0.")
+        if max_batch < 1 or images_per_chunk < 1 or memory_mb <= 0 or cache_mb < 0:
+            raise StylexError("max_batch, images_per_chunk and memory_mb must be positive, cache_mb >= 0.")
         self.G, self.C = G, classifier
         self.shift_size = float(shift_size)
-        self.fast = fast
-        self.max_batch, self.memory_mb, self.images_per_chunk = max_batch, memory_mb, images_per_chunk
+        self.fast, self.fast_points, self.fast_noise, self.seed = fast, fast_points, float(fast_noise), seed
+        self.max_batch, self.cache_mb, self.memory_mb = max_batch, cache_mb, memory_mb
+        self.images_per_chunk = images_per_chunk
         self.precision, self.channels_last, self.progress = precision, channels_last, progress
+        self.bf16_from = bf16_from
+        self._classifier_channels_last = channels_last  # turned off if the classifier rejects such input
 
     # --- public -------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -368,7 +415,7 @@ class StyleEffects:
 
         Returns:
             `Effects`; `meta` gains mode, fast, precision, seconds, seconds_per_image and, in fast mode,
-            `estimate_top10_overlap` (see `_estimate_agreement`).
+            fast_points, fast_noise and `estimate_top10_overlap` (see `_estimate_agreement`).
         """
         t0 = time.perf_counter()
         dist = dist or Distributed()
@@ -378,16 +425,23 @@ class StyleEffects:
         s_min = s_flat.min(dim=0).values if s_min is None else s_min.to(s_flat)
         s_max = s_flat.max(dim=0).values if s_max is None else s_max.to(s_flat)
         delta = style_deltas(s_flat, s_min, s_max, self.shift_size).cpu()  # [N, 2, S]
+        perturb = None  # [N, P, S] offsets of fast mode's extra gradient points
+        if self.fast is not None and self.fast_points > 0:
+            g = torch.Generator().manual_seed(self.seed)
+            scale = self.fast_noise * (s_max - s_min).float().cpu()  # [S]
+            perturb = torch.randn(n, self.fast_points, S, generator=g) * scale
         base = self._base_logits(s, noise)  # [N, K]
         K = base.shape[1]
         table = torch.zeros(n, 2, S, K)
-        exact = torch.zeros(n, S, dtype=torch.bool)
+        exact = torch.zeros(n, 2, S, dtype=torch.bool)
         done = torch.zeros(n, dtype=torch.bool)
         agreement: list[float] = []
 
         store = None
         if checkpoint_dir is not None:
             settings = f"{self.shift_size}|{self.fast}|{self.precision}|{self.channels_last}"
+            if self.fast is not None:
+                settings += f"|{self.fast_points}|{self.fast_noise}|{self.seed}"
             key = _fingerprint(s_flat, torch.cat(s.rgb, dim=1), s_min, s_max, *noise, base, settings)
             store = _ChunkStore(Path(checkpoint_dir), key)
             if dist.is_main:  # rank 0 alone reads and prepares the folder; the other ranks only add chunks to it
@@ -397,6 +451,7 @@ class StyleEffects:
                         and 0 <= int(rows.min())
                         and int(rows.max()) < n
                         and eff.shape == (len(rows), 2, S, K)
+                        and ex.shape == (len(rows), 2, S)
                     )
                     if fits:
                         table[rows], exact[rows], done[rows] = eff, ex, True
@@ -420,7 +475,15 @@ class StyleEffects:
         )
         for a in range(0, len(todo), chunk):
             rows = todo[a : a + chunk]  # [n_c]
-            eff, ex, agree = self._chunk(s.index(rows), _index_noise(noise, rows), delta[rows], base[rows], batch, bar)
+            eff, ex, agree = self._chunk(
+                s.index(rows),
+                _index_noise(noise, rows),
+                delta[rows],
+                base[rows],
+                None if perturb is None else perturb[rows],
+                batch,
+                bar,
+            )
             table[rows], exact[rows] = eff, ex
             agreement += agree
             if store is not None:
@@ -430,7 +493,7 @@ class StyleEffects:
         total, count = sum(agreement), len(agreement)
         if dist.enabled:  # each row was loaded (rank 0) or computed by exactly one rank: the sums are the table
             table = dist.sum(table.to(device)).cpu()  # [N, 2, S, K]
-            exact = dist.sum(exact.to(device, torch.uint8)).cpu().bool()  # [N, S]
+            exact = dist.sum(exact.to(device, torch.uint8)).cpu().bool()  # [N, 2, S]
             sums = dist.sum(torch.tensor([total, count], dtype=torch.float64, device=device))
             total, count = float(sums[0]), int(sums[1])
         seconds = time.perf_counter() - t0
@@ -446,6 +509,7 @@ class StyleEffects:
             seconds_per_image=round(seconds / max(n, 1), 4),
         )
         if self.fast is not None:
+            info.update(fast_points=self.fast_points, fast_noise=self.fast_noise, fast_seed=self.seed)
             info["estimate_top10_overlap"] = round(total / max(count, 1), 4)
         rgb = torch.cat(s.rgb, dim=1).float().cpu()
         effects = Effects(table, s_min.cpu(), s_max.cpu(), base, s_flat.cpu(), rgb, exact, self.shift_size, info)
@@ -455,13 +519,23 @@ class StyleEffects:
 
     # --- steps --------------------------------------------------------------------------------------------
     def _autocast(self):
-        if self.precision == "bf16":
-            device = self.G.const.device.type if hasattr(self.G, "const") else "cpu"
-            return torch.autocast(device_type=device, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """bf16 autocast (with `bf16_from`'s fp32 layers), or nothing for fp32."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        device = self.G.const.device.type if hasattr(self.G, "const") else "cpu"
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(device_type=device, dtype=torch.bfloat16))
+        fp32 = _low_resolution_modules(self.G, self.bf16_from)
+        stack.enter_context(_outside_autocast(fp32, device, self.channels_last))
+        return stack
 
     def _classify(self, img: torch.Tensor) -> torch.Tensor:
-        return self.C(img).float()  # [B, K]
+        if self._classifier_channels_last and img.ndim == 4:
+            try:
+                return self.C(img.contiguous(memory_format=torch.channels_last)).float()  # [B, K]
+            except RuntimeError:  # e.g. a `.view` that needs contiguous activations: use plain input from now on
+                self._classifier_channels_last = False
+        return self.C(img.contiguous()).float()  # [B, K]
 
     def _base_logits(self, s: StyleVector, noise: list[torch.Tensor]) -> torch.Tensor:
         """Logits of the unedited reconstructions [N, K], in the same precision as the edits."""
@@ -472,33 +546,28 @@ class StyleEffects:
                 out.append(self._classify(self.G.synthesis(s.index(rows), _index_noise(noise, rows))))
         return torch.cat(out).cpu()
 
-    def _chunk(self, s, noise, delta, base, batch, bar) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-        """Effects [n, 2, S, K] and the exact mask [n, S] of one chunk of n images."""
+    def _chunk(self, s, noise, delta, base, perturb, batch, bar) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+        """Effects [n, 2, S, K] and the exact mask [n, 2, S] of one chunk of n images.
+
+        perturb: [n, P, S] offsets of fast mode's extra gradient points, or None.
+        """
         n, S, K = s.batch_size, s.layout.num_coords, base.shape[1]
-        agree: list[float] = []
+        with self._autocast():
+            states = self._states(s, noise)
         if self.fast is None:
             table = torch.zeros(n, 2, S, K)
-            exact = torch.ones(n, S, dtype=torch.bool)
-            coords = torch.arange(S).repeat(n)  # [n*S]
+            exact = torch.ones(n, 2, S, dtype=torch.bool)
+            estimate = None
         else:
-            grad = self._gradients(s, noise)  # [n, S, K]
-            table = grad[:, None] * delta[..., None]  # [n, 2, S, K] first-order estimate
-            score = delta.abs().amax(dim=1) * grad.abs().amax(dim=2)  # [n, S]
-            m = min(self.fast, S)
-            top = score.topk(m, dim=1).indices  # [n, M]
-            exact = torch.zeros(n, S, dtype=torch.bool)
-            exact[torch.arange(n)[:, None], top] = True
-            coords = top.reshape(-1)  # [n*M]
-        per_row = coords.numel() // n
-        rows = torch.arange(n).repeat_interleave(per_row)  # [n*M]
-        rows, coords = rows.repeat(2), coords.repeat(2)  # both directions
-        dirs = torch.arange(2).repeat_interleave(rows.numel() // 2)
-        estimate = table.clone() if self.fast is not None else None
-        with self._autocast():
-            states = self.G.synthesis_states(s, noise)
-            if self.channels_last:
-                states = [SynthesisState(st.x.contiguous(memory_format=torch.channels_last), st.img) for st in states]
-            layer_of = torch.bucketize(coords, torch.tensor(s.layout.offsets()[1:]), right=True)  # [E]
+            grads = self._gradients(s, noise, perturb, batch, start=states[0])  # [n, 1 + P, S, K]
+            table = grads[:, 0, None] * delta[..., None]  # [n, 2, S, K] first-order estimate at the image
+            score = (grads[:, :, None] * delta[:, None, :, :, None]).abs().amax(dim=(1, 4))  # [n, 2, S]
+            top = score.reshape(n, 2 * S).topk(min(2 * self.fast, 2 * S), dim=1).indices  # [n, 2M] pairs
+            exact = torch.zeros(n, 2 * S, dtype=torch.bool).scatter_(1, top, True).reshape(n, 2, S)
+            estimate = table.clone()
+        rows, dirs, coords = torch.nonzero(exact, as_tuple=True)  # [E] each, row-major
+        layer_of = torch.bucketize(coords, torch.tensor(s.layout.offsets()[1:]), right=True)  # [E]
+        with torch.inference_mode(), self._autocast():  # no autograd bookkeeping at all on the hot path
             for layer in layer_of.unique().tolist():
                 sel = torch.nonzero(layer_of == layer).flatten()
                 for b in range(0, sel.numel(), batch):
@@ -506,9 +575,24 @@ class StyleEffects:
                     r, j, d = rows[e], coords[e], dirs[e]
                     table[r, d, j] = self._edited_logits(layer, states, s, noise, r, j, delta[r, d, j]) - base[r]
                     bar.update(e.numel())
-        if estimate is not None:
-            agree = _estimate_agreement(estimate, table, exact)
+        agree = [] if estimate is None else _estimate_agreement(estimate, table, exact)
         return table, exact, agree
+
+    def _states(self, s: StyleVector, noise: list[torch.Tensor]) -> list[SynthesisState]:
+        """The activations entering every conv layer (`synthesis_states`); with `channels_last`, those entering
+        the layers that run in bf16 are converted (fp32 layers keep their input's format, so an edit path
+        computes what `_base_logits`'s path computes, bit for bit: fp32 convolutions round differently in the
+        two formats)."""
+        states = self.G.synthesis_states(s, noise)
+        if not self.channels_last:
+            return states
+        fp32 = _low_resolution_modules(self.G, self.bf16_from) if self.precision == "bf16" else []
+        layers = list(getattr(self.G, "layers", []))
+        keep = {i for i, layer in enumerate(layers) if layer in fp32}
+        return [
+            st if i in keep else SynthesisState(st.x.contiguous(memory_format=torch.channels_last), st.img)
+            for i, st in enumerate(states)
+        ]
 
     def _edited_logits(self, layer, states, s, noise, rows, coords, deltas) -> torch.Tensor:
         """Logits [B, K] after adding deltas [B] to coords [B] of images rows [B], re-running layers >= layer."""
@@ -518,18 +602,49 @@ class StyleEffects:
         img = self.G.synthesis_from(layer, state, s_b, _index_noise(noise, rows))  # [B, 3, R, R]
         return self._classify(img).cpu()
 
-    def _gradients(self, s: StyleVector, noise: list[torch.Tensor]) -> torch.Tensor:
-        """d logit_k / d s_j for every image, coordinate and class [n, S, K] (fp32; one backward per class)."""
-        with torch.enable_grad():
-            flat = s.flatten().detach().float().requires_grad_(True)  # [n, S]
-            conv = list(torch.split(flat, list(s.layout.conv_dims), dim=1))
-            sv = StyleVector(conv, [t.detach() for t in s.rgb], s.layout)
-            logits = self._classify(self.G.synthesis(sv, noise))  # [n, K]
-            K = logits.shape[1]
-            grads = [
-                torch.autograd.grad(logits[:, k].sum(), flat, retain_graph=k < K - 1)[0] for k in range(K)
-            ]  # images are independent, so the gradient of the sum is each image's own gradient
-        return torch.stack(grads, dim=-1).cpu()  # [n, S, K]
+    def _gradients(
+        self,
+        s: StyleVector,
+        noise: list[torch.Tensor],
+        perturb: torch.Tensor | None = None,
+        batch: int = 256,
+        start: SynthesisState | None = None,
+    ) -> torch.Tensor:
+        """d logit_k / d s_j at each image's styles and at its perturbed copies: [n, 1 + P, S, K].
+
+        One forward and K backward passes per (image, point), `batch` of them at a time, in `precision`.
+
+        Args:
+            perturb: [n, P, S] offsets of the extra points (None: the images' own styles only).
+            start: the state entering conv layer 0 (`_states(s, noise)[0]`, e.g. channels_last); default
+                `synthesis` from its own start.
+        """
+        n, S = s.batch_size, s.layout.num_coords
+        points = s.flatten().detach().float()[:, None]  # [n, 1, S]
+        if perturb is not None:
+            points = torch.cat([points, points + perturb.to(points)], dim=1)  # [n, 1 + P, S]
+        p = points.shape[1]
+        points = points.reshape(n * p, S)
+        owner = torch.arange(n).repeat_interleave(p)  # image of each point [n * p]
+        out = []
+        for a in range(0, n * p, batch):
+            rows = owner[a : a + batch]
+            with torch.enable_grad(), self._autocast():
+                flat = points[a : a + batch].clone().requires_grad_(True)  # [B, S]
+                conv = list(torch.split(flat, list(s.layout.conv_dims), dim=1))
+                sv = StyleVector(conv, [t[rows].detach() for t in s.rgb], s.layout)
+                noise_b = _index_noise(noise, rows)
+                if start is None:
+                    img = self.G.synthesis(sv, noise_b)  # [B, 3, R, R]
+                else:
+                    img = self.G.synthesis_from(0, SynthesisState(start.x[rows], None), sv, noise_b)
+                logits = self._classify(img)  # [B, K]
+                K = logits.shape[1]
+                grads = [  # points are independent, so the gradient of the sum is each point's own gradient
+                    torch.autograd.grad(logits[:, k].sum(), flat, retain_graph=k < K - 1)[0] for k in range(K)
+                ]
+            out.append(torch.stack(grads, dim=-1).float().cpu())  # [B, S, K]
+        return torch.cat(out).reshape(n, p, S, -1)
 
     # --- memory -------------------------------------------------------------------------------------------
     def _probe(self, s: StyleVector, noise: list[torch.Tensor]) -> tuple[int, int]:
@@ -542,25 +657,73 @@ class StyleEffects:
         return cache, largest
 
     def _plan(self, s: StyleVector, noise: list[torch.Tensor]) -> tuple[int, int]:
-        """(images per chunk, edits per forward pass): half the memory budget for each."""
+        """(images per chunk, edits per forward pass): half the memory budget for each; on a CPU, batches whose
+        largest activation, counted at 4 bytes per element, fits in `cache_mb`."""
         cache, largest = self._probe(s, noise)
         budget = self.memory_mb * 2**20 / 2
         per_edit = 8 * 4 * largest  # ~8 live fp32 tensors the size of the largest activation
         chunk = max(1, min(self.images_per_chunk, int(budget // max(cache, 1))))
-        return chunk, max(1, min(self.max_batch, int(budget // per_edit)))
+        batch = max(1, min(self.max_batch, int(budget // per_edit)))
+        if self.cache_mb > 0 and s.conv[0].device.type == "cpu":
+            batch = max(1, min(batch, int(self.cache_mb * 2**20 // (4 * largest))))
+        return chunk, batch
+
+
+def _low_resolution_modules(G: nn.Module, bf16_from: int | None) -> list[nn.Module]:
+    """The synthesis layers and toRGBs of `G` whose output resolution is below `bf16_from` (None: G's own)."""
+    if not all(hasattr(G, a) for a in ("layers", "to_rgbs", "noise_sizes", "resolution")):
+        return []
+    limit = G.resolution if bf16_from is None else bf16_from
+    sizes = list(G.noise_sizes)  # output resolution of each conv layer; toRGB k follows conv layer 2k
+    layers = [layer for layer, r in zip(G.layers, sizes, strict=True) if r < limit]
+    return layers + [rgb for k, rgb in enumerate(G.to_rgbs) if sizes[2 * k] < limit]
+
+
+@contextlib.contextmanager
+def _outside_autocast(modules: Sequence[nn.Module], device_type: str, channels_last: bool = False):
+    """Inside an autocast region, run `modules` in fp32: autocast is off during their forward and their floating
+    point inputs are cast to fp32 (their outputs stay fp32; the next autocast op casts them back). With
+    `channels_last` their 4-d outputs are made channels_last, so the bf16 layers after them get that format on
+    every path (the cached states, the base logits, the gradients)."""
+    entered: list[torch.autocast] = []
+
+    def pre(module, args):
+        ctx = torch.autocast(device_type=device_type, enabled=False)
+        ctx.__enter__()
+        entered.append(ctx)
+        return tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+    def post(module, args, output):
+        entered.pop().__exit__(None, None, None)
+        if channels_last and isinstance(output, torch.Tensor) and output.ndim == 4:
+            return output.contiguous(memory_format=torch.channels_last)
+        return None
+
+    handles = [h for m in modules for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        while entered:  # a forward that raised never reached its post hook
+            entered.pop().__exit__(None, None, None)
 
 
 def _estimate_agreement(estimate: torch.Tensor, exact_table: torch.Tensor, exact: torch.Tensor, k: int = 10):
-    """Per image: share of the exact top-k (among the exactly evaluated coordinates) that the first-order
-    estimate also puts in its top-k there. A self-check of fast mode that needs no extra forwards."""
+    """Per image: share of the exact top-k (among the exactly evaluated edits) that the first-order estimate at
+    the image also puts in its top-k there. A self-check of fast mode that needs no extra forwards.
+
+    Args:
+        estimate, exact_table: [n, 2, S, K]; exact: [n, 2, S] mask of the evaluated edits.
+    """
     out = []
     for i in range(estimate.shape[0]):
-        cols = torch.nonzero(exact[i]).flatten()
+        cols = torch.nonzero(exact[i].flatten()).flatten()  # evaluated (direction, coordinate) pairs
         kk = min(k, cols.numel())
         if kk == 0:
             continue
-        est = estimate[i][:, cols].abs().amax(dim=(0, 2))  # [M]
-        ex = exact_table[i][:, cols].abs().amax(dim=(0, 2))
+        est = estimate[i].flatten(0, 1)[cols].abs().amax(dim=1)  # [E]
+        ex = exact_table[i].flatten(0, 1)[cols].abs().amax(dim=1)
         a = set(cols[est.topk(kk).indices].tolist())
         b = set(cols[ex.topk(kk).indices].tolist())
         out.append(len(a & b) / kk)
@@ -640,7 +803,7 @@ class _ChunkStore:
         return data.get("key") if isinstance(data, dict) else None
 
     def load(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]]:
-        """(rows [n], effects [n, 2, S, K], exact [n, S], agreement) of each complete chunk of these inputs."""
+        """(rows [n], effects [n, 2, S, K], exact [n, 2, S], agreement) of each complete chunk of these inputs."""
         if self._key_on_disk() != self.key:
             return []
         from safetensors import safe_open

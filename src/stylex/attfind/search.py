@@ -26,8 +26,8 @@ class AttFind:
         threshold: accumulated effect at which an image stops counting in the greedy search (1.0).
         shift_size: edit size, the fraction of the way to the coordinate's min / max (1.0).
         one_vs_all: score classes by their one-vs-all log-odds; default True when K > 2, else the logit.
-        fast: None for exact effects; M to evaluate only the top M coordinates per image exactly (see
-            `StyleEffects`).
+        fast: None for exact effects; M to evaluate only the top 2M (coordinate, direction) pairs per image
+            exactly (see `StyleEffects`).
         max_batch, memory_mb, images_per_chunk, precision, channels_last: see `StyleEffects`.
         class_names: names of the K classes.
         unstable_filter: None (off), or (effect_threshold, max_large_effects) for `filters.stable_images`.
