@@ -4,10 +4,14 @@ Lang et al., "Explaining in Style: Training a GAN to explain a classifier in Sty
 Nothing heavy happens at import: the names below are imported on first use (module `__getattr__`).
 
     import stylex
-    model, classifier = stylex.load_run("runs/demo/stylex")      # StylEx + the classifier it explains
-    result = stylex.AttFind(model, classifier, fast=50).run(x)    # x [N, 3, R, R] in [-1, 1]
+    model, classifier = stylex.load_run("runs/demo-train/stylex")  # StylEx + the classifier it explains
+    model, classifier = stylex.load_zoo("pepper-64")  # or a shipped model (stylex.list_models())
+    result = stylex.AttFind(model, classifier, fast=50).run(x)  # x [N, 3, R, R] in [-1, 1]
     explanation = stylex.counterfactual(model, classifier, result, x[0])
-    stylex.write_report("runs/demo/stylex", "runs/demo/report")   # static HTML; stylex.serve(...) is live
+    stylex.write_report("runs/demo-train/stylex", "runs/demo-train/report")  # static HTML; stylex.serve(...) is live
+
+`make demo-train` writes the run folder runs/demo-train/stylex (the whole chain from nothing); `make demo`
+explains the shipped pepper-64 model without training and writes into runs/demo.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ _LAZY = {
     "AttFind": "stylex.api",
     "counterfactual": "stylex.api",
     "load_attfind": "stylex.api",
+    "load_zoo": "stylex.zoo",
+    "list_models": "stylex.zoo",
     "AttFindResult": "stylex.attfind.result",
     "ImageExplanation": "stylex.explain.counterfactual",
     "write_report": "stylex.explain.report",

@@ -2,14 +2,18 @@
 
     import stylex
 
-    model, classifier = stylex.load_run("runs/demo/stylex")     # StylEx (G_ema, E_ema) + the run's classifier
-    w = model.encode(x)                                          # x [N, 3, R, R] in [-1, 1] -> w [N, w_dim]
-    x_rec = model.reconstruct(x, classifier(x))                  # [N, 3, R, R]
-    result = stylex.AttFind(model, classifier, top_k=10, fast=50).run(x)   # -> AttFindResult
-    e = stylex.counterfactual(model, classifier, result, x[0])   # -> ImageExplanation
+    model, classifier = stylex.load_run("runs/demo-train/stylex")  # StylEx (G_ema, E_ema) + the run's classifier
+    model, classifier = stylex.load_zoo("pepper-64")  # or a shipped model (stylex.list_models())
+    w = model.encode(x)  # x [N, 3, R, R] in [-1, 1] -> w [N, w_dim]
+    x_rec = model.reconstruct(x, classifier(x))  # [N, 3, R, R]
+    result = stylex.AttFind(model, classifier, top_k=10, fast=50).run(x)  # -> AttFindResult
+    e = stylex.counterfactual(model, classifier, result, x[0])  # -> ImageExplanation
 
-Every name here is re-exported lazily by `stylex` itself (importing `stylex` loads nothing heavy). The image
-explanation is `counterfactual`, not `explain`: `stylex.explain` is the subpackage that draws and reports.
+Every name here is re-exported lazily by `stylex` itself (importing `stylex` loads nothing heavy), and so are
+`load_run` (`stylex.pipeline`) and `load_zoo` / `list_models` (`stylex.zoo`). `make demo-train` writes the run
+folder runs/demo-train/stylex; `make demo` explains the shipped pepper-64 model (into runs/demo) without training.
+The image explanation is `counterfactual`, not `explain`: `stylex.explain` is the subpackage that draws and
+reports.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ class AttFind(_GeneratorAttFind):
         model: a `StylEx` model (e.g. from `StylEx.load` or `load_run`).
         classifier: images [N, 3, R, R] in [-1, 1] -> logits [N, K] (e.g. from `load_run`).
         **kwargs: the options of `stylex.attfind.AttFind`: top_k (10), threshold (1.0), shift_size (1.0),
-            one_vs_all, fast (None = exact effects; M = evaluate only the top M coordinates per image exactly),
+            one_vs_all, fast (None = exact effects; M = evaluate only the top 2M (coordinate, direction) pairs per
+            image exactly),
             max_batch, memory_mb, images_per_chunk, precision, channels_last, class_names (default the run's),
             unstable_filter, sufficiency, progress.
     """

@@ -386,7 +386,8 @@ def zoo_cmd():
     "--fast",
     type=click.IntRange(min=1),
     metavar="M",
-    help="Fast mode: rank coordinates by a gradient estimate, evaluate only the top M per image exactly.",
+    help="Fast mode: rank (coordinate, direction) pairs by a first-order estimate, evaluate only the top 2M per "
+    "image exactly (2M edits instead of 2S).",
 )
 @click.option("--shift-size", default=1.0, show_default=True, type=float, help="Edit size toward the min / max.")
 @click.option("--threshold", default=1.0, show_default=True, type=float, help="Accumulated effect to drop an image.")
@@ -395,6 +396,9 @@ def zoo_cmd():
 @click.option("--bf16", is_flag=True, help="bf16 autocast + channels_last (faster; bf16 rounding blurs small effects).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Picks the images and their fixed noise.")
 @click.option("--no-render", is_flag=True, help="Skip the strips and GIFs.")
+@click.option("--frames", default=16, show_default=True, type=click.IntRange(min=2),
+              help="GIF sweep positions from each coordinate's minimum to its maximum (the GIF goes there and back: "
+              "2N-2 frames); fewer draw faster.")  # fmt: skip
 @click.option("--recompute", is_flag=True, help="Replace effects.safetensors in --out made with other settings.")
 @click.option(
     "--resume/--no-resume",
@@ -418,6 +422,7 @@ def attfind_cmd(
     bf16,
     seed,
     no_render,
+    frames,
     recompute,
     resume,
     device,
@@ -452,6 +457,7 @@ def attfind_cmd(
                 channels_last=bf16,
                 seed=seed,
                 render=not no_render,
+                num_frames=frames,
                 recompute=recompute,
                 resume=resume,
                 device=str(dist.device(device)),

@@ -83,6 +83,7 @@ def run_attfind(
     channels_last: bool = False,
     seed: int = 0,
     render: bool = True,
+    num_frames: int = 16,
     recompute: bool = False,
     resume: bool = True,
     classifier=None,
@@ -102,6 +103,8 @@ def run_attfind(
         max_batch, memory_mb, precision, channels_last: speed and memory knobs, see `StyleEffects`.
         seed: picks the images and their fixed noise.
         render: draw the strips and GIFs.
+        num_frames: GIF sweep positions from each coordinate's minimum to its maximum (the GIF goes there and
+            back: 2 * num_frames - 2 frames); each is one synthesis, most of the drawing time.
         recompute: replace an existing effects file made with other settings; without it the existing file is
             reused when it matches and an error is raised when it does not.
         resume: reuse the finished chunks an interrupted run with the same inputs left in `out/.effects_partial`.
@@ -130,6 +133,7 @@ def run_attfind(
             channels_last=channels_last,
             seed=seed,
             render=render,
+            num_frames=num_frames,
             recompute=recompute,
             resume=resume,
             classifier=classifier,
@@ -156,6 +160,7 @@ def _run_attfind(
     channels_last: bool,
     seed: int,
     render: bool,
+    num_frames: int,
     recompute: bool,
     resume: bool,
     classifier,
@@ -229,7 +234,9 @@ def _run_attfind(
     if render:
         from stylex.explain.attributes import render_attributes
 
-        render_attributes(model.G, classifier, s, noise, result, result.effects, out / "attributes")
+        render_attributes(
+            model.G, classifier, s, noise, result, result.effects, out / "attributes", num_frames=num_frames
+        )
     result.save(out / ATTRIBUTES_FILE)
     return result
 

@@ -11,6 +11,7 @@ from torch import nn
 from stylex.attfind.effects import Effects, edit_styles
 from stylex.attfind.result import AttFindResult, Attribute
 from stylex.attfind.selection import class_scores
+from stylex.errors import StylexError
 from stylex.models.stylespace import StyleVector
 
 
@@ -45,6 +46,12 @@ def render_attributes(
         s, noise: styles and fixed noise of the N AttFind images.
         result: the selected attributes; effects: the table they came from.
         out_dir: folder to write into (class subfolders are made).
+        num_images: images in each strip.
+        num_gif_images: images each GIF sweeps.
+        num_frames: sweep positions from the coordinate's minimum to its maximum, at least 2. The GIF goes there
+            and back (2 * num_frames - 2 frames; the way back shows the same pictures again); each position costs
+            one synthesis of `num_gif_images` images, most of the drawing time. Each way takes about 1.8 s
+            whatever the count (fewer frames are shown longer).
         scale: tile upscaling; default so that tiles are at least 96 px.
 
     Returns:
@@ -53,6 +60,8 @@ def render_attributes(
     from stylex.data import class_dir_names
     from stylex.explain.render import annotated_grid, save_gif, save_image
 
+    if num_frames < 2:
+        raise StylexError(f"a GIF sweep needs at least 2 frames (the minimum and the maximum), got {num_frames}.")
     out_dir = Path(out_dir)
     R = G.resolution if hasattr(G, "resolution") else None
     scale = scale or max(1, -(-96 // (R or 96)))
@@ -87,10 +96,8 @@ def render_attributes(
             g = r[:num_gif_images]
             s_g, noise_g = s.index(g), [n[g] for n in noise]
             lo, hi = float(s_min[j]), float(s_max[j])
-            values = torch.linspace(lo, hi, num_frames)
-            values = torch.cat([values, values.flip(0)[1:-1]])  # there and back
             frames = []
-            for v in values:
+            for v in torch.linspace(lo, hi, num_frames):
                 flat = s_g.flatten().clone()
                 flat[:, j] = v
                 img = G.synthesis(s_g.unflatten(flat), noise_g)
@@ -104,5 +111,7 @@ def render_attributes(
                         title=f"{a.layer_name}[{a.channel}] = {float(v):+.2f} ({lo:+.2f} .. {hi:+.2f})",
                     )
                 )
-            written.append(save_gif(frames, out_dir / folder / f"{stem}.gif"))
+            frames += frames[-2:0:-1]  # and back: the same pictures (fixed noise), not drawn twice
+            duration = max(40, round(1800 / (num_frames - 1)))  # ms: each way takes about 1.8 s at any frame count
+            written.append(save_gif(frames, out_dir / folder / f"{stem}.gif", duration_ms=duration))
     return written

@@ -116,11 +116,15 @@ def save_image(image: Image.Image, path: str | Path) -> Path:
 
 
 def save_gif(frames: list[Image.Image], path: str | Path, duration_ms: int = 120) -> Path:
-    """Write an animated GIF that loops forever, atomically."""
+    """Write an animated GIF that loops forever, atomically (a frame listed twice is converted once)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    frames = [f.convert("P", palette=Image.Palette.ADAPTIVE) for f in frames]
+    converted: dict[int, Image.Image] = {}
+    for f in frames:
+        if id(f) not in converted:
+            converted[id(f)] = f.convert("P", palette=Image.Palette.ADAPTIVE)
+    frames = [converted[id(f)] for f in frames]
     frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
     tmp.replace(path)
     return path

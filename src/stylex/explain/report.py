@@ -64,10 +64,53 @@ class _Run:
     result: Any = None
     effects: Any = None
     attfind_note: str = ""
+    export: dict[str, Any] | None = None  # the config's "export" entry: the run is a `stylex export` folder
+    card: dict[str, Any] | None = None  # that folder's card.json, when it is beside the run folder
 
     def rel(self, path: Path) -> str:
         """A path inside the report folder as a relative URL."""
         return path.relative_to(self.out).as_posix()
+
+    @property
+    def name(self) -> str:
+        """The model's name: an export's (its card's, else its config's), else the run folder's."""
+        for d in (self.card, self.export):
+            if d and isinstance(d.get("name"), str) and d["name"]:
+                return d["name"]
+        return self.run_dir.name
+
+    def model_ref(self) -> str:
+        """How commands name the model: `zoo:NAME` for a shipped one, else the run folder's absolute path."""
+        from stylex.zoo import PREFIX, is_shipped
+
+        if self.export is not None and is_shipped(self.run_dir):
+            return PREFIX + self.run_dir.resolve().parent.name
+        return str(self.run_dir.resolve())
+
+    def shows_samples(self) -> bool:
+        """Whether the images shown are an export's shipped samples (the data its config records)."""
+        if self.export is None or not self.data_path or not self.info.get("data"):
+            return False
+        return Path(self.data_path).resolve() == (self.run_dir / str(self.info["data"])).resolve()
+
+    def num_samples(self) -> Any:
+        """How many sample images an export ships ("?" when its card does not say)."""
+        return ((self.card or {}).get("samples") or {}).get("num_images", "?")
+
+
+def _load_export(run: _Run) -> None:
+    """Recognise a `stylex export` folder (its config's "export" entry) and read the card beside it."""
+    from stylex.zoo import CARD, read_card
+
+    export = run.info.get("export")
+    if not isinstance(export, dict):
+        return
+    run.export = export
+    if (run.run_dir.parent / CARD).is_file():
+        try:
+            run.card = read_card(run.run_dir.parent)
+        except StylexError:
+            run.card = None  # the report still shows what the config records
 
 
 def _load_dataset(run: _Run, data: str | os.PathLike | None) -> None:
@@ -93,7 +136,7 @@ def _load_attfind(run: _Run, attributes_dir: Path) -> None:
     from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE
 
     run.attributes_dir = attributes_dir
-    command = f"stylex attfind --model {shlex.quote(str(run.run_dir))} --fast 50 --num-images 100"
+    command = f"stylex attfind --model {shlex.quote(str(run.run_dir))} --fast 30 --num-images 100"
     if not (attributes_dir / ATTRIBUTES_FILE).is_file() or not (attributes_dir / EFFECTS_FILE).is_file():
         run.attfind_note = f"No AttFind results in {attributes_dir}; `{command}` finds the attributes (then re-run)."
         return
@@ -159,11 +202,12 @@ def write_report(
     (partial / "img").mkdir(parents=True)
     try:
         run = _Run(run_dir, partial, model, classifier, class_names_of(model, classifier), device, model.run_info)
+        _load_export(run)
         _load_dataset(run, data)
         _load_attfind(run, Path(attributes_dir) if attributes_dir else run_dir / "attfind")
         with torch.no_grad():
             body = _body(run, top_k, num_slider_images, num_frames, num_explanations, generate, quiet)
-        html_text = page(f"StylEx report: {run_dir.name}", body, _CSS, _JS)
+        html_text = page(f"StylEx report: {run.name}", body, _CSS, _JS)
         (partial / "index.html").write_text(html_text, encoding="utf-8")
         (partial / MARKER).write_text("written by `stylex report`; the folder is replaced when the report is redone\n")
     except BaseException:
@@ -197,9 +241,16 @@ def _body(run: _Run, top_k, num_slider_images, num_frames, num_explanations, gen
         _strips_and_gifs(run, top_k, quiet)  # fills the img tags the attributes section refers to
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     nav = " · ".join(f'<a href="#{k}">{esc(t)}</a>' for k, t, _ in sections)
+    if run.export is not None:
+        source = run.export.get("source_run")
+        what = f"exported model <code>{esc(run.model_ref())}</code>"
+        if source:
+            what += f" (from the run <code>{esc(source)}</code>, step {esc(run.export.get('step', '?'))})"
+    else:
+        what = f"run <code>{esc(run.run_dir.resolve())}</code>"
     head = (
-        f"<header><h1>StylEx report: {esc(run.run_dir.name)}</h1>"
-        f'<p class="meta">run <code>{esc(run.run_dir.resolve())}</code> · {esc(len(run.names))} classes · '
+        f"<header><h1>StylEx report: {esc(run.name)}</h1>"
+        f'<p class="meta">{what} · {esc(len(run.names))} classes · '
         f"written {esc(when)} by stylex {esc(__version__)}</p><nav>{nav}</nav></header>"
     )
     parts = [head, _summary(run)]
@@ -221,24 +272,48 @@ def _card(label: str, value: str, hint: str = "") -> str:
 
 
 def _summary(run: _Run) -> str:
+    """The figures at the top; for an export, its card's (the figures it was shipped with)."""
     cards = []
-    metrics = _classifier_metrics(run)
-    if metrics and isinstance(metrics.get("val_accuracy"), int | float):
-        cards.append(_card("classifier accuracy", f"{metrics['val_accuracy']:.3f}", "held-out images"))
+    card = run.card or {}
+    clf = card.get("classifier") or {}
+    metrics = _classifier_metrics(run) or {}
+    accuracy = clf.get("val_accuracy", metrics.get("val_accuracy"))
+    if isinstance(accuracy, int | float):
+        num_val = clf.get("num_val", metrics.get("num_val"))
+        hint = f"{num_val} held-out images" if isinstance(num_val, int) else "held-out images"
+        cards.append(_card("classifier accuracy", f"{accuracy:.3f}", hint))
     rec = _reconstruction_figures(run)
-    if rec:
-        n = rec.get("num_images")
+    figures = (rec or {}).get("stylex") or {}
+    n = (rec or {}).get("num_images")
+    on = ""
+    if isinstance(card.get("reconstruction"), dict):  # measured at export time on the shipped samples
+        figures, n = card["reconstruction"], card["reconstruction"].get("num_images")
+        on = f"on the {n} shipped samples; "
+    if figures:
         chance = f"chance {1 / n:.3f}" if isinstance(n, int) and n > 0 else ""
-        cards.append(_card("consistency", _num(rec["stylex"].get("consistency")), "C(x_rec) agrees with C(x)"))
-        cards.append(_card("identity", _num(rec["stylex"].get("identity")), chance))
+        cards.append(_card("consistency", _num(figures.get("consistency")), f"{on}C(x_rec) agrees with C(x)"))
+        cards.append(_card("identity", _num(figures.get("identity")), f"{on}{chance}".strip("; ")))
     if run.result is not None and run.result.sufficiency is not None:
         k = run.result.settings.get("top_k", "K")
         cards.append(_card(f"sufficiency@{k}", f"{run.result.sufficiency:.3f}", "decisions flipped by top-K"))
-    stats = _stats(run)
-    if stats["losses"]:
-        last = stats["losses"][-1]
-        cards.append(_card("training", f"{last.get('step', 0)} steps", f"{float(last.get('seconds', 0)) / 60:.1f} min"))
+    training = _training_length(run)
+    if training is not None:
+        steps, minutes = training
+        cards.append(_card("training", f"{steps} steps", f"{minutes:.1f} min" if minutes is not None else ""))
     return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _training_length(run: _Run) -> tuple[Any, float | None] | None:
+    """(steps, minutes) of the StylEx training: an export's recorded figures, else the last training record."""
+    for d in ((run.card or {}).get("training"), (run.export or {}).get("training")):
+        if isinstance(d, dict) and d.get("steps") is not None:
+            minutes = d.get("minutes")
+            return d["steps"], float(minutes) if isinstance(minutes, int | float) else None
+    losses = _stats(run)["losses"]
+    if not losses:
+        return None
+    last = losses[-1]
+    return last.get("step", 0), float(last.get("seconds", 0) or 0) / 60
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -260,14 +335,27 @@ def _classifier_metrics(run: _Run) -> dict[str, Any] | None:
 def _data_section(run: _Run) -> str:
     parts = []
     info = run.info
-    rows = [
-        ("data", run.data_path or info.get("data", "not recorded")),
+    if run.export is not None:
+        samples = (run.card or {}).get("samples") or {}
+        shown = run.data_path or info.get("data", "not recorded")
+        if run.shows_samples():
+            shown = f"the {run.num_samples()} shipped samples ({samples.get('source', 'held-out images')}): {shown}"
+        rows = [
+            ("training data", run.export.get("source_data") or "not recorded"),
+            ("images shown here", shown),
+        ]
+    else:
+        rows = [("data", run.data_path or info.get("data", "not recorded"))]
+    rows += [
         ("images (train / held out)", f"{info.get('num_train', '?')} / {info.get('num_val', '?')}"),
         ("resolution", f"{run.model.resolution} px"),
         ("classes", ", ".join(run.names)),
     ]
     spec = info.get("classifier") or {}
-    rows.append(("classifier", f"{spec.get('kind', '?')}: {spec.get('location', '?')}"))
+    location = spec.get("location", "?")
+    if run.export is not None and spec.get("kind") in ("stylex", "torchscript") and not Path(location).is_absolute():
+        location = (run.run_dir / location).resolve()  # the exported classifier, beside the model
+    rows.append(("classifier", f"{spec.get('kind', '?')}: {location}"))
     rows.append(("classifier fingerprint", info.get("classifier_fingerprint", "not recorded")))
     parts.append(_table(rows))
     ds = run.dataset
@@ -275,9 +363,13 @@ def _data_section(run: _Run) -> str:
     if ds is not None and ds.labels is not None:
         counts = [int((ds.labels == k).sum()) for k in range(len(ds.class_names))]
         total = sum(counts)
-        for k, (name, n) in enumerate(zip(ds.class_names, counts, strict=True)):
+        labels = ds.class_names
+        if run.shows_samples() and len(labels) == len(run.names):
+            labels = run.names  # the shipped samples' folders are "<index>_<name>" (`class_dir_names`)
+        for k, (name, n) in enumerate(zip(labels, counts, strict=True)):
             balance.append(bar_row(name, n, total, PALETTE[k % len(PALETTE)], f"{n} ({n / max(total, 1):.1%})"))
-        parts.append(f"<h3>Class balance ({total} images)</h3>{''.join(balance)}")
+        of = "the shipped samples, " if run.shows_samples() else ""
+        parts.append(f"<h3>Class balance ({of}{total} images)</h3>{''.join(balance)}")
     elif run.data_note:
         parts.append(f'<p class="note">{esc(run.data_note)}</p>')
     metrics = _classifier_metrics(run)
@@ -366,6 +458,8 @@ def _training_section(run: _Run) -> str:
     line = f"{last['step']} steps in {seconds / 60:.1f} min"
     if seconds and last.get("images"):
         line += f" ({float(last['images']) / seconds:.0f} images/s)"
+    if run.export is not None and run.export.get("source_run"):
+        line = f"The training log of the run this model was exported from ({run.export['source_run']}): {line}"
     parts = [f"<p>{esc(line)}. Faint lines: logged values; solid: their moving average.</p>"]
     parts.append(f'<div class="plots">{"".join(plots)}</div>')
     samples = sorted((run.run_dir / "samples").glob("*.png")) if (run.run_dir / "samples").is_dir() else []
@@ -407,7 +501,15 @@ def _reconstruction_section(run: _Run, generate: bool, quiet: bool) -> str:
     if rec is None and generate and run.data_path:
         if not quiet:
             print("report: reconstructing held-out images")
-        reconstruct(run.run_dir, run.data_path, run.out / "reconstruct", classifier=run.classifier, device=run.device)
+        split = "all" if run.shows_samples() else "val"  # shipped samples are held-out images already
+        reconstruct(
+            run.run_dir,
+            run.data_path,
+            run.out / "reconstruct",
+            split=split,
+            classifier=run.classifier,
+            device=run.device,
+        )
         rec, generated = _reconstruction_figures(run), True
     if rec is None:
         return f'<p class="note">No reconstruction figures; `{esc(command)}` makes them.</p>'
@@ -428,9 +530,12 @@ def _reconstruction_section(run: _Run, generate: bool, quiet: bool) -> str:
             cells = "".join(f"<td>{_num(r.get(k))}</td>" for k in ("consistency", "l1", "identity"))
             rows.append(f"<tr><th>{esc(label)}</th>{cells}</tr>")
     n = rec.get("num_images", "?")
+    which = "held-out" if rec.get("split") == "val" else str(rec.get("split", ""))
+    if run.export is not None and (run.shows_samples() or Path(rec["_folder"]) == run.run_dir / "reconstruct"):
+        which = "shipped sample"
     parts.append(f'<table class="grid">{head}{"".join(rows)}</table>')
     parts.append(
-        f'<p class="small">{esc(n)} {esc(rec.get("split", ""))} images. Consistency: share of reconstructions the '
+        f'<p class="small">{esc(n)} {esc(which)} images. Consistency: share of reconstructions the '
         "classifier assigns the class of their input. Identity: share whose nearest input (pixel L2) is their own "
         "(says whether a reconstruction depends on its input, not only on its class).</p>"
     )
@@ -704,13 +809,20 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _commands(run: _Run) -> list[tuple[str, str]]:
-    """(what, command) pairs that redo the run, rebuilt from the configs it recorded."""
+    """(what, command) pairs that redo the run, rebuilt from the configs it recorded.
+
+    For an exported model: the training chain on the data it was trained on (the export records it), into new
+    folders under runs/<name>/, then `stylex export`; the later commands (AttFind, this report) name the exported
+    model itself (`zoo:NAME` when it is shipped).
+    """
     from stylex.config import preset
 
     q = shlex.quote
-    rd = str(run.run_dir.resolve())
+    rd = run.model_ref()
     info = run.info
-    data = str(info.get("data") or "DATA")
+    export = run.export
+    data = str((export.get("source_data") if export is not None else info.get("data")) or "DATA")
+    base = f"runs/{run.name}"  # an export's training chain writes new folders here
     out: list[tuple[str, str]] = []
     synth = Path(data) / "synth.json"
     if synth.is_file():
@@ -729,15 +841,19 @@ def _commands(run: _Run) -> list[tuple[str, str]]:
     spec = info.get("classifier") or {}
     location = str(spec.get("location", "CLASSIFIER"))
     if spec.get("kind") in ("stylex", "torchscript") and not Path(location).is_absolute():
-        location = str(run.run_dir / location)
+        location = str((run.run_dir / location).resolve() if export is not None else run.run_dir / location)
+    weights = spec.get("weights")
+    if weights and export is not None and not Path(str(weights)).is_absolute():
+        weights = str((run.run_dir / str(weights)).resolve())
     if spec.get("kind") == "stylex":
         loc = Path(location)
+        clf_out = f"{base}/classifier" if export is not None else str(loc)
         try:
             clf = json.loads((loc / "config.json").read_text(encoding="utf-8"))
             metrics = _classifier_metrics(run) or {}
             t = clf["train"]
             cmd = (
-                f"stylex train-classifier --data {q(data)} --out {q(str(loc))} "
+                f"stylex train-classifier --data {q(data)} --out {q(clf_out)} "
                 f"--resolution {q(str(clf['resolution']))} --epochs {q(str(t['epochs']))} "
                 f"--width {q(str(t['width']))} --batch-size {q(str(t['batch_size']))} "
                 f"--lr {q(str(t['lr']))} --seed {q(str(t['seed']))}"
@@ -747,33 +863,49 @@ def _commands(run: _Run) -> list[tuple[str, str]]:
             n_train, n_val = metrics.get("num_train"), metrics.get("num_val")
             if isinstance(n_train, int) and isinstance(n_val, int) and n_train + n_val:
                 cmd += f" --val-fraction {round(n_val / (n_train + n_val), 3)}"
-            out.append(("classifier", cmd))
+            out.append((f"classifier (the exported one: {location})" if export is not None else "classifier", cmd))
+            location = clf_out
         except (OSError, ValueError, KeyError, TypeError):
             pass
     train = info.get("train") or {}
+    train_out = f"{base}/stylex" if export is not None else rd
     cmd = f"stylex train --data {q(data)} --classifier {q(location)}"
-    if spec.get("weights"):
-        cmd += f" --classifier-weights {q(str(spec['weights']))}"
-    cmd += f" --out {q(rd)} --preset {q(str(train.get('preset', 'shapes-32')))}"
+    if weights:
+        cmd += f" --classifier-weights {q(str(weights))}"
+    cmd += f" --out {q(train_out)} --preset {q(str(train.get('preset', 'shapes-32')))}"
     try:
-        base = _flat(preset(str(train.get("preset"))).to_dict())
+        defaults = _flat(preset(str(train.get("preset"))).to_dict())
     except StylexError:
-        base = {}
+        defaults = {}
     for k, v in _flat(train).items():
-        if k == "preset" or base.get(k, object()) == v or (isinstance(v, list) and base.get(k) == tuple(v)):
+        if k == "preset" or defaults.get(k, object()) == v or (isinstance(v, list) and defaults.get(k) == tuple(v)):
             continue
-        if isinstance(base.get(k), tuple) and list(base[k]) == v:
+        if isinstance(defaults.get(k), tuple) and list(defaults[k]) == v:
             continue
         flag = {"max_minutes": "--max-minutes", "max_steps": "--max-steps"}.get(k)
         cmd += f" {flag} {q(json.dumps(v))}" if flag else f" --set {q(f'{k}={json.dumps(v)}')}"
     out.append(("StylEx", cmd))
     rec = _reconstruction_figures(run)
-    if rec is not None:
+    if export is not None:
+        samples = (run.card or {}).get("samples") or {}
+        cmd = f"stylex export {q(train_out)} --out {q(base + '/export')} --name {q(run.name)}"
+        source = str(samples.get("source") or "")
+        if source.startswith("all images of "):
+            cmd += f" --samples {q(source.removeprefix('all images of '))}"
+        if isinstance(samples.get("num_images"), int):
+            cmd += f" --num-samples {samples['num_images']}"
+        if export.get("weights_dtype") == "float32":
+            cmd += " --no-half"
+        out.append(("export (G_ema, E_ema, the classifier, samples, card.json, reconstruction figures)", cmd))
+    elif rec is not None:
         out.append(("reconstructions", f"stylex reconstruct --model {q(rd)}"))
     if run.result is not None:
         s, st = run.result.settings, run.result.stats
-        cmd = f"stylex attfind --model {q(rd)} --num-images {q(str(s.get('num_images', 250)))}"
-        cmd += f" --top-k {q(str(s.get('top_k', 10)))}"
+        cmd = f"stylex attfind --model {q(rd)}"
+        own = info.get("data")
+        if s.get("data") and not (own and Path(str(s["data"])).resolve() == (run.run_dir / str(own)).resolve()):
+            cmd += f" --data {q(str(s['data']))}"
+        cmd += f" --num-images {q(str(s.get('num_images', 250)))} --top-k {q(str(s.get('top_k', 10)))}"
         if st.get("fast"):
             cmd += f" --fast {q(str(st['fast']))}"
         if s.get("shift_size", 1.0) != 1.0:
@@ -788,19 +920,102 @@ def _commands(run: _Run) -> list[tuple[str, str]]:
     cmd = f"stylex report {q(rd)} --out {q(str(final.resolve()))}"
     if run.attributes_dir is not None and run.attributes_dir != run.run_dir / "attfind":
         cmd += f" --attributes {q(str(run.attributes_dir.resolve()))}"
+    if run.data_path and not run.shows_samples() and run.data_path != info.get("data"):
+        cmd += f" --data {q(str(run.data_path))}"
     out.append(("this report", cmd))
     return out
 
 
+def _model_card(run: _Run) -> str:
+    """An export's card as a table: what was trained on what, for how long, and how well it does."""
+    card, export = run.card or {}, run.export or {}
+    training = card.get("training") or export.get("training") or {}
+    clf = card.get("classifier") or {}
+    samples = card.get("samples") or {}
+    rec = card.get("reconstruction") or {}
+    rows: list[tuple[str, Any]] = [("name", run.name)]
+    if run.model_ref() != str(run.run_dir.resolve()):  # zoo:NAME
+        rows.append(("shipped as", f"{run.model_ref()} (stylex.load_zoo({run.name!r}))"))
+    rows.append(("exported", f"{export.get('date', '?')} from {export.get('source_run', '?')} at step "
+                             f"{export.get('step', '?')}"))  # fmt: skip
+    rows.append(("training data", export.get("source_data") or card.get("source_data") or "not recorded"))
+    minutes = training.get("minutes")
+    length = f"{training.get('steps', '?')} steps"
+    if isinstance(minutes, int | float):
+        length += f" in {minutes:.1f} min"
+    if training.get("preset"):
+        length += f", preset {training['preset']}"
+    if training.get("batch_size"):
+        length += f", batch {training['batch_size']}"
+    if training.get("num_train"):
+        length += f", {training['num_train']} training images"
+    rows.append(("StylEx training", length))
+    if isinstance(clf.get("val_accuracy"), int | float):
+        acc = f"{clf['val_accuracy']:.3f} on {clf.get('num_val', '?')} held-out images"
+        if isinstance(clf.get("train_accuracy"), int | float):
+            acc += f" (training {clf['train_accuracy']:.3f})"
+        rows.append(("classifier accuracy", f"{acc}; {clf.get('architecture') or clf.get('kind', '?')}"))
+    if rec:
+        rows.append((
+            "reconstruction on the samples",
+            f"consistency {_num(rec.get('consistency'))}, L1 {_num(rec.get('l1'))}, identity "
+            f"{_num(rec.get('identity'))} ({rec.get('num_images', '?')} images)",
+        ))  # fmt: skip
+    if samples:
+        per_class = ", ".join(f"{k} {v}" for k, v in (samples.get("per_class") or {}).items())
+        rows.append(("shipped samples", f"{samples.get('num_images', '?')} ({per_class}); {samples.get('source', '')}"))
+    for k, v in (card.get("metrics") or {}).items():
+        rows.append((k, _num(v) if isinstance(v, float) else v))
+    if card.get("weights_dtype") or export.get("weights_dtype"):
+        size = card.get("total_bytes")
+        rows.append((
+            "weights",
+            f"{card.get('weights_dtype') or export.get('weights_dtype')}"
+            + (f"; {size / 1e6:.1f} MB in all" if isinstance(size, int | float) else ""),
+        ))  # fmt: skip
+    machine = card.get("exported_by") or {}
+    if machine:
+        rows.append(("exported by", f"stylex {machine.get('stylex', '?')}, torch {machine.get('torch', '?')}, "
+                                    f"{machine.get('platform', '?')}"))  # fmt: skip
+    return _table(rows)
+
+
 def _reproduce_section(run: _Run) -> str:
     lines = "\n".join(f"# {what}\n{cmd}" for what, cmd in _commands(run))
-    parts = [
-        '<p class="small">Rebuilt from the configs the run recorded (a run does not store the command line it was '
-        "started with); values equal to the preset's are left out.</p>",
+    parts = []
+    if run.export is not None:
+        parts.append(
+            f"<p>An exported model (<code>stylex export</code>): G_ema and E_ema of a training run, its classifier "
+            f"and {esc(run.num_samples())} held-out sample images. The images shown in this report are those "
+            "shipped samples, not the data it was trained on.</p>"
+        )
+        parts.append(_model_card(run))
+        notes = str((run.card or {}).get("notes") or "").strip()
+        if notes:
+            parts.append(f"<h3>Notes recorded at export</h3><pre>{esc(notes)}</pre>")
+        elif run.card is None:
+            parts.append(f'<p class="note">No card.json beside {esc(run.run_dir)}; the figures come from the '
+                         "config alone.</p>")  # fmt: skip
+        parts.append(
+            '<p class="small">The commands below are rebuilt from the configs the source run recorded (a run does '
+            "not store the command line it was started with; values equal to the preset's are left out): the "
+            "training chain writes new folders, then AttFind and this report use the exported model.</p>"
+        )
+    else:
+        parts.append(
+            '<p class="small">Rebuilt from the configs the run recorded (a run does not store the command line it '
+            "was started with); values equal to the preset's are left out.</p>"
+        )
+    parts += [
         f"<pre>{esc(lines)}</pre>",
         "<details><summary>config.json of the run</summary>"
         f"<pre>{esc(json.dumps(run.info, indent=2, default=str))}</pre></details>",
     ]
+    if run.card is not None:
+        parts.append(
+            "<details><summary>card.json of the exported model</summary>"
+            f"<pre>{esc(json.dumps(run.card, indent=2, default=str))}</pre></details>"
+        )
     if run.result is not None:
         facts = {"settings": run.result.settings, "stats": run.result.stats}
         parts.append(
