@@ -12,7 +12,7 @@ import click
 
 from stylex.errors import StylexError
 
-PRESET_HELP = "tiny (tests), shapes-32, mnist-32, plant-64"
+PRESET_HELP = "tiny (tests), shapes-32, mnist-32, plant-64, faces-64 (DiffAugment)"
 
 
 class _Group(click.Group):

@@ -20,6 +20,7 @@ from stylex.errors import StylexError
 CONFIG_FORMAT_VERSION = 1
 W_SCALES = ("none", "match_mapping")  # TrainConfig.w_scale
 KEEP_BEST = ("", "identity", "consistency")  # TrainConfig.keep_best
+DIFFAUG_POLICIES = ("color", "translation", "cutout")  # TrainConfig.diffaug; see stylex.training.augment
 
 
 @dataclass
@@ -77,6 +78,13 @@ class TrainConfig:
             the buffer `E.w_rms` (saved with E, so `StylEx.load` and AttFind see the same scale). Meant for the
             case seen here where E(x) had 1/23 of mapping(z)'s norm and G drew from the logits alone; it
             removes the per-sample norm as a degree of freedom of E (a pixel norm up to a scale).
+        diffaug: Differentiable Augmentation (Zhao et al., NeurIPS 2020) of every image D sees, for small data
+            sets: comma-separated policies from "color" (per-image brightness, saturation, contrast),
+            "translation" (shift by up to 1/8 of the size, zero padded) and "cutout" (a square of half the size
+            zeroed), applied in the order given, each image with its own random parameters. It augments the
+            inputs of D only (real and fake in the D step, the reals of R1, the fakes of G's adversarial terms),
+            never the reconstruction, w or classifier losses, so G still learns the un-augmented images (see
+            `stylex.training.augment`). "" = off.
         r1_gamma: R1 penalty weight on real images; 0 turns it off.
         r1_interval: lazy regularisation: R1 every this many steps, scaled up by the interval (StyleGAN2).
         ema_beta: EMA decay of G_ema / E_ema per step (ramped up from 0 over the first steps).
@@ -120,6 +128,7 @@ class TrainConfig:
     z_path_every: int = 0
     adv_start_step: int = 0
     w_scale: str = "none"
+    diffaug: str = ""
     r1_gamma: float = 1.0
     r1_interval: int = 16
     ema_beta: float = 0.995
@@ -154,6 +163,7 @@ class TrainConfig:
             raise StylexError(f"w_scale must be one of {', '.join(W_SCALES)}, got {self.w_scale!r}.")
         if self.keep_best not in KEEP_BEST:
             raise StylexError(f"keep_best must be '' (off), 'identity' or 'consistency', got {self.keep_best!r}.")
+        parse_diffaug(self.diffaug)
         at_least = {
             "model.z_dim": (m.z_dim, 1),
             "model.w_dim": (m.w_dim, 1),
@@ -211,6 +221,24 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
         return _from_dict(cls, data, source)
+
+
+def parse_diffaug(text: str) -> tuple[str, ...]:
+    """TrainConfig.diffaug -> the policy names in order, e.g. "color, cutout" -> ("color", "cutout"); "" -> ().
+
+    Raises:
+        StylexError: an unknown, empty or repeated name, naming the valid policies.
+    """
+    if not text.strip():
+        return ()
+    names = tuple(name.strip() for name in text.split(","))
+    valid = f"valid policies: {', '.join(DIFFAUG_POLICIES)} (comma-separated, e.g. 'color,translation,cutout')"
+    bad = [name for name in names if name not in DIFFAUG_POLICIES]
+    if bad:
+        raise StylexError(f"diffaug {text!r} has unknown policy {bad[0]!r}; {valid}, or '' for off.")
+    if len(set(names)) < len(names):
+        raise StylexError(f"diffaug {text!r} names a policy twice; {valid}.")
+    return names
 
 
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
@@ -285,10 +313,12 @@ def _preset(name: str) -> TrainConfig:
             model=ModelConfig(resolution=64, w_dim=256, channel_base=4096, channel_max=128),
             max_minutes=60.0,
         )
+    if name == "faces-64":  # FairFace faces, 64 px: plant-64 plus DiffAugment, for a data set of a few hundred images
+        return dataclasses.replace(_preset("plant-64"), preset=name, diffaug="color,translation,cutout")
     raise StylexError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
 
 
-PRESETS = ("tiny", "shapes-32", "mnist-32", "plant-64")
+PRESETS = ("tiny", "shapes-32", "mnist-32", "plant-64", "faces-64")
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:

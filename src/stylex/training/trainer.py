@@ -3,6 +3,7 @@
 Each step, as in the paper (Lang et al. 2021, Sec. 3) with the recipe that learns on a CPU:
     1. a batch of real images x and the frozen classifier's logits c = C(x);
     2. a discriminator step: real x against reconstructions (and z-path fakes), R1 every r1_interval steps;
+       with `diffaug`, every image D sees in 2, 3 and 4 is augmented first (DiffAugment, `training.augment`);
     3. an encoder step: x_rec = G(E(x), c), with adversarial + reconstruction (L1, perceptual, w) + KL losses;
     4. every z_path_every steps, a plain GAN step: x_fake = G(mapping(z), c), adversarial loss only;
        (2 and 4, and the adversarial loss of 3, start at step adv_start_step: a reconstruction-first warm-up;)
@@ -28,9 +29,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from stylex import losses
-from stylex.config import CONFIG_FORMAT_VERSION, TrainConfig, read_json, write_json
+from stylex.config import CONFIG_FORMAT_VERSION, TrainConfig, parse_diffaug, read_json, write_json
 from stylex.errors import StylexError
 from stylex.models.stylex import build_networks, condition
+from stylex.training.augment import apply_augment, sample_augment
 from stylex.training.checkpoint import (
     STATE,
     TMP_SUFFIX,
@@ -64,6 +66,7 @@ STATS = "stats.jsonl"
 BEST_WEIGHTS = "best.safetensors"  # G_ema, E_ema at the best held-out figure (TrainConfig.keep_best)
 BEST_INFO = "best.json"
 W_RMS_MOMENTUM = 0.99  # running estimate of mapping(z)'s RMS for TrainConfig.w_scale = "match_mapping"
+AUG_SEED_OFFSET = 0x5EED_A06  # DiffAugment's generator is seeded seed + this: a stream apart from the data order's
 
 
 class DivergenceError(StylexError):
@@ -168,6 +171,10 @@ class Trainer:
         self.opt_e = torch.optim.Adam(self.E.parameters(), lr=config.lr_e, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
         self.data_gen = torch.Generator().manual_seed(config.seed)
+        # DiffAugment's parameters: drawn on the CPU from their own generator (saved with the state) for the
+        # global batch, so they are the same on every rank and device and survive --resume.
+        self.aug_policy = parse_diffaug(config.diffaug)
+        self.aug_gen = torch.Generator().manual_seed(config.seed + AUG_SEED_OFFSET)
         self.perm = torch.randperm(len(train_images), generator=self.data_gen)
         self.pos = 0
         self.step = 0
@@ -305,6 +312,13 @@ class Trainer:
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.data_gen.set_state(state["rng_data"])
+        if self.aug_policy:
+            if not isinstance(state.get("rng_aug"), torch.Tensor):
+                raise StylexError(
+                    f"{self.out_dir / STATE} has no DiffAugment RNG state (rng_aug) although the run uses diffaug; "
+                    "the file is damaged, re-train or resume from a complete checkpoint."
+                )
+            self.aug_gen.set_state(state["rng_aug"])
         self.perm, self.pos = state["perm"], int(state["pos"])
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
 
@@ -318,6 +332,7 @@ class Trainer:
             "rng_torch": torch.get_rng_state(),
             **({"rng_cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
             "rng_data": self.data_gen.get_state(),
+            **({"rng_aug": self.aug_gen.get_state()} if self.aug_policy else {}),
             "perm": self.perm,
             "pos": self.pos,
         }
@@ -381,6 +396,28 @@ class Trainer:
         z = torch.randn(self.config.batch_size, self.config.model.z_dim, device=self.device)
         return z if self.shard is None else z[self.shard_on_device]
 
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """DiffAugment (TrainConfig.diffaug) of an input of D, x unchanged when it is off; differentiable in x.
+
+        Args:
+            x: [k * B, 3, R, R], k global batches stacked (real: 1; reconstructions and z-path fakes: 2), each
+                as this process's share of B. The parameters are drawn for the k global batches, as with one
+                process, and this process takes its rows.
+
+        Returns:
+            [k * B, 3, R, R] float32, each image with its own random transform.
+        """
+        if not self.aug_policy:
+            return x
+        b, res = self.config.batch_size, self.config.model.resolution
+        b_local = b if self.shard is None else len(self.shard)
+        k = len(x) // b_local
+        assert len(x) == k * b_local, f"expected a multiple of {b_local} images, got {len(x)}"
+        params = sample_augment(self.aug_policy, k * b, (res, res), self.aug_gen)
+        if self.shard is not None:
+            params = params.rows((torch.arange(k)[:, None] * b + self.shard[None, :]).reshape(-1))
+        return self.prepare(apply_augment(x.float(), params.to(self.device)))
+
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """C(x) in float32 outside autocast (the KL is computed in float32)."""
         return self.C(x.float())
@@ -411,8 +448,11 @@ class Trainer:
             c_fake = c_g.repeat(len(fakes), 1)
             r1_step = cfg.r1_gamma > 0 and self.step % cfg.r1_interval == 0
             x_real = x.detach().requires_grad_(r1_step)
+            # DiffAugment: reals and fakes alike, so D cannot memorise the few reals; R1's gradient is taken with
+            # respect to the un-augmented reals, through the augmentation (as DiffAugment's and ADA's code do).
+            x_real_d, fake_d = self.augment(x_real), self.augment(fake)
             with self.autocast():
-                real_score, fake_score = self.D_train(x_real, c_g), self.D_train(fake, c_fake)
+                real_score, fake_score = self.D_train(x_real_d, c_g), self.D_train(fake_d, c_fake)
             loss_d = losses.d_logistic(real_score, fake_score)
             stats["loss_d"] = loss_d.detach()
             if r1_step:
@@ -430,7 +470,7 @@ class Trainer:
             with self.autocast():
                 w = self.E_train(x)  # [B, w_dim]
                 x_rec = self.G_train(w, c_g, self._noise())  # [B, 3, R, R]
-                score = self.D(x_rec, c_g) if cfg.adv_weight > 0 and adversarial else None
+                score = self.D(self.augment(x_rec), c_g) if cfg.adv_weight > 0 and adversarial else None
                 w_rec = self.E_train(x_rec) if cfg.w_rec_weight > 0 else None
             x_rec = x_rec.float()
             loss_l1 = losses.l1(x_rec, x)
@@ -462,7 +502,7 @@ class Trainer:
             if z_step:
                 with self.autocast():
                     x_fake = self.G_train(self.mapping_train(self._z()), c_g, self._noise())
-                    loss_gz = losses.g_nonsaturating(self.D(x_fake, c_g))
+                    loss_gz = losses.g_nonsaturating(self.D(self.augment(x_fake), c_g))
                 self.opt_g.zero_grad(set_to_none=True)
                 loss_gz.backward()
                 self.opt_g.step()
