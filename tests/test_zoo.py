@@ -1,0 +1,243 @@
+"""Shipped models: `stylex export` of a tiny run, `zoo:NAME` model arguments, `stylex zoo`, the no-training demo; and
+the models really shipped in the package (`zoo_root()`), each checked against its card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import make_tiny_run, run_cli, use_stand_in_zoo
+from stylex.errors import StylexError
+from stylex.zoo import (
+    CARD,
+    list_models,
+    load_zoo,
+    read_card,
+    resolve_model,
+    zoo_path,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny run (64 shapes at 16 px, 2 steps) and its export (6 held-out images, float16) in `root/export`."""
+    root = make_tiny_run(tmp_path_factory.mktemp("zoo"), num_images=64, steps=2)
+    result = run_cli("export", root / "run", "--out", root / "export", "--num-samples", 6, "--notes", "tiny test")
+    assert "wrote" in result.output and "weights.safetensors" in result.output
+    return root
+
+
+def _reconstructions(model, classifier, x):
+    noise = model.G.make_noise(len(x), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return model.reconstruct(x, classifier(x), noise)
+
+
+# ------------------------------------------------------------------------------------------------ export
+def test_export_round_trip(tiny):
+    """The exported model reconstructs as the run's EMA model does (float16 rounding only), with the same classifier."""
+    from stylex.models.stylex import StylEx
+    from stylex.pipeline import load_run
+
+    run_model, run_clf = load_run(tiny / "run")
+    model, clf = load_run(tiny / "export" / "stylex")
+    assert clf.fingerprint() == run_clf.fingerprint() == run_model.run_info["classifier_fingerprint"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    diff = (_reconstructions(model, clf, x) - _reconstructions(run_model, run_clf, x)).abs().max().item()
+    assert 0 < diff < 2e-2  # float16 weights: close, not equal
+    assert StylEx.load(tiny / "export" / "stylex").resolution == 16
+
+
+def test_export_holds_only_inference_weights(tiny):
+    from stylex.models.stylex import StylEx
+
+    exp = tiny / "export"
+    assert not list(exp.rglob("state.pt"))
+    with safe_open(str(exp / "stylex" / "weights.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+        dtypes = {f.get_tensor(k).dtype for k in keys}
+    assert keys and all(k.startswith(("G_ema.", "E_ema.")) for k in keys)
+    assert not any(k.startswith(("D.", "G.", "E.")) for k in keys)
+    assert torch.float16 in dtypes
+    with pytest.raises(StylexError, match="exported model.*ema=True"):
+        StylEx.load(exp / "stylex", ema=False)
+
+
+def test_export_card_and_samples(tiny):
+    from stylex.data import load_dataset
+
+    exp = tiny / "export"
+    card = read_card(exp)
+    assert card["name"] == "export" and card["resolution"] == 16 and card["notes"] == "tiny test"
+    assert card["class_names"] == ["not(shape==circle)", "shape==circle"]
+    assert card["training"]["steps"] == 2 and card["training"]["minutes"] is not None
+    assert isinstance(card["classifier"]["val_accuracy"], float)
+    assert card["weights_dtype"] == "float16" and card["exported_by"]["torch"] == torch.__version__
+    for key in ("consistency", "l1", "identity"):
+        assert 0.0 <= card["reconstruction"][key] <= 2.0
+    files = {p.relative_to(exp).as_posix(): p.stat().st_size for p in exp.rglob("*") if p.is_file()}
+    assert card["files"] == {k: v for k, v in files.items() if k != CARD}
+    assert card["total_bytes"] == sum(card["files"].values())
+    # the held-out split of the run's data, in class folders that load with labels, balanced
+    samples = load_dataset(exp / "samples", resolution=16, progress=False)
+    assert len(samples) == card["samples"]["num_images"] == 6
+    counts = [int((samples.labels == k).sum()) for k in range(2)]
+    assert counts == list(card["samples"]["per_class"].values())
+    data = load_dataset(tiny / "data", resolution=16, progress=False)
+    _, val = data.split(0.1, 0)
+    available = [int((val.labels == k).sum()) for k in range(2)]
+    assert [min(n, 3) for n in available] == [min(n, 3) for n in counts]  # balanced as far as the images allow
+    val_pixels = {im.tobytes() for im in val.images}
+    assert all(im.tobytes() in val_pixels for im in samples.images)
+    config = json.loads((exp / "stylex" / "config.json").read_text())
+    assert config["classifier"]["location"] == "../classifier" and config["data"] == "../samples"
+
+
+def test_export_is_deterministic_and_refuses_to_overwrite(tiny, tmp_path):
+    run_cli("export", tiny / "run", "--out", tmp_path / "again", "--num-samples", 6)
+    listing = sorted(p.relative_to(tmp_path / "again").as_posix() for p in (tmp_path / "again" / "samples").rglob("*"))
+    expected = sorted(p.relative_to(tiny / "export").as_posix() for p in (tiny / "export" / "samples").rglob("*"))
+    assert listing == expected
+    result = run_cli("export", tiny / "run", "--out", tmp_path / "again", ok=False)
+    assert result.exit_code == 1 and "already exists" in result.output
+    for out in (tiny, tiny / "run" / "export"):  # replacing the run's parent would delete the run
+        result = run_cli("export", tiny / "run", "--out", out, "--overwrite", ok=False)
+        assert result.exit_code == 1 and "overlap" in result.output
+    assert (tiny / "run" / "weights.safetensors").is_file() and not (tiny / "run" / "export").exists()
+
+
+def test_export_options(tiny, tmp_path):
+    """--no-half stores float32 (then exactly the run's EMA model); --samples of another source: all its images are
+    candidates; --name; --metric."""
+    from stylex.pipeline import load_run
+
+    out = tmp_path / "full"
+    run_cli("export", tiny / "run", "--out", out, "--samples", tiny / "export" / "samples", "--num-samples", 4,
+            "--no-half", "--name", "shapes-16", "--metric", "sufficiency@10=0.5", "--metric", "note=x")  # fmt: skip
+    card = read_card(out)
+    assert card["name"] == "shapes-16" and card["weights_dtype"] == "float32"
+    assert card["metrics"] == {"sufficiency@10": 0.5, "note": "x"}
+    assert card["samples"]["num_images"] == 4 and card["samples"]["source"].startswith("all images")
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    a = _reconstructions(*load_run(out / "stylex"), x)
+    b = _reconstructions(*load_run(tiny / "run"), x)
+    assert torch.equal(a, b)
+    result = run_cli("export", tiny / "run", "--out", tmp_path / "bad", "--metric", "novalue", ok=False)
+    assert result.exit_code == 1 and "KEY=VALUE" in result.output
+
+
+def test_exported_folder_moves(tiny, tmp_path):
+    """The classifier and the samples are found relative to the folder, wherever it goes."""
+    from stylex.pipeline import load_run
+
+    moved = tmp_path / "elsewhere" / "model"
+    shutil.copytree(tiny / "export", moved)
+    model, clf = load_run(moved / "stylex")
+    assert model.run_info["data"] == str((moved / "samples").resolve())
+    assert clf.fingerprint() == read_card(moved)["classifier"]["fingerprint"]
+    shutil.rmtree(moved / "classifier")
+    with pytest.raises(StylexError, match="classifier"):
+        load_run(moved / "stylex")
+
+
+def test_export_refuses_a_factory_classifier(tmp_path):
+    from stylex.zoo import _export_classifier
+
+    entry = {"kind": "factory", "location": "mypkg.models:make", "input_spec": {}}
+    with pytest.raises(StylexError, match="cannot carry"):
+        _export_classifier(entry, tmp_path, tmp_path / "classifier")
+
+
+# ------------------------------------------------------------------------------------------------ zoo:NAME
+def test_zoo_names(tiny, tmp_path, monkeypatch):
+    use_stand_in_zoo(monkeypatch, tmp_path / "zoo", {"tiny-16": tiny / "export"})
+    (tmp_path / "zoo" / "not-a-model").mkdir()  # no card.json: not listed
+    assert list_models() == ["tiny-16"]
+    assert zoo_path("tiny-16") == tmp_path / "zoo" / "tiny-16"
+    assert resolve_model("zoo:tiny-16") == tmp_path / "zoo" / "tiny-16" / "stylex"
+    assert resolve_model(tiny / "run") == tiny / "run"
+    model, clf = load_zoo("tiny-16")
+    assert model.resolution == 16 and clf.num_classes == 2
+    with pytest.raises(StylexError, match="no shipped model named 'nope'.*shipped: tiny-16"):
+        load_zoo("nope")
+
+
+def test_zoo_model_arguments(tiny, tmp_path, monkeypatch):
+    use_stand_in_zoo(monkeypatch, tmp_path / "zoo", {"tiny-16": tiny / "export"})
+    result = run_cli("reconstruct", "--model", "zoo:tiny-16", "--out", tmp_path / "rec")
+    assert (tmp_path / "rec" / "reconstruction.json").is_file()
+    assert "(6 images;" in result.output  # the shipped samples are held out already: all of them, not a split
+    result = run_cli("reconstruct", "--model", "zoo:nope", ok=False)
+    assert result.exit_code == 2 and "tiny-16" in result.output and "error:" in result.output
+    # a shipped model's folder is the package's: without --out, commands that would write into it refuse
+    for command in ("reconstruct", "attfind"):
+        result = run_cli(command, "--model", "zoo:tiny-16", ok=False)
+        assert result.exit_code == 1 and "pass --out" in result.output
+    assert not (tmp_path / "zoo" / "tiny-16" / "stylex" / "attfind").exists()
+    run_cli("attfind", "--model", "zoo:tiny-16", "--out", tmp_path / "af", "--fast", 8, "--top-k", 2, "--no-render",
+            "--quiet")  # fmt: skip
+    run_cli("report", "zoo:tiny-16", "--out", tmp_path / "report", "--attributes", tmp_path / "af", "--top-k", 2,
+            "--slider-images", 1, "--frames", 3, "--explanations", 1, "--quiet")  # fmt: skip
+    assert (tmp_path / "report" / "index.html").is_file()
+
+
+def test_zoo_command(tiny, tmp_path, monkeypatch):
+    use_stand_in_zoo(monkeypatch, tmp_path / "empty")
+    assert "no shipped models" in run_cli("zoo").output
+    use_stand_in_zoo(monkeypatch, tmp_path / "zoo", {"tiny-16": tiny / "export", "b-model": tiny / "export"})
+    lines = run_cli("zoo").output.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["b-model", "tiny-16"]
+    consistency = read_card(tiny / "export")["reconstruction"]["consistency"]
+    assert "16 px, 2 classes" in lines[1] and f"consistency {consistency:.3f} on 6 shipped images" in lines[1]
+
+
+# ------------------------------------------------------------------------------------------------ the demo
+def test_demo_with_a_stand_in_zoo(tiny, tmp_path, monkeypatch, capsys):
+    from stylex.pipeline import demo
+
+    use_stand_in_zoo(monkeypatch, tmp_path / "zoo", {"pepper-64": tiny / "export"})
+    summary = demo(tmp_path / "demo", quiet=True, num_explanations=2)
+    out = capsys.readouterr().out.strip().splitlines()
+    index = tmp_path / "demo" / "report" / "index.html"
+    assert index.is_file() and summary["report"] == str(index)
+    assert out[-1].endswith(f"file://{index.resolve()}")
+    assert (tmp_path / "demo" / "attfind" / "attributes.json").is_file()
+    assert len(summary["explanations"]) == 2
+    for folder in summary["explanations"]:
+        assert (tmp_path / "demo" / "explanations").resolve() in Path(folder).resolve().parents
+    assert set(summary["seconds"]) == {"load", "attfind", "explanations", "report", "total"}
+    assert not (tmp_path / "zoo" / "pepper-64" / "stylex" / "attfind").exists()  # the shipped model is only read
+
+
+def test_demo_names_the_missing_model(tmp_path, monkeypatch):
+    use_stand_in_zoo(monkeypatch, tmp_path / "zoo")
+    result = run_cli("demo", "--out", tmp_path / "demo", ok=False)
+    assert result.exit_code == 1
+    assert "'pepper-64'" in result.output and "stylex demo --train" in result.output
+    assert not (tmp_path / "demo").exists()
+
+
+# ------------------------------------------------------------------------------------------------ the real zoo
+@pytest.mark.parametrize("name", list_models())
+def test_shipped_model_matches_its_card(name, tmp_path):
+    """Every shipped model loads and reconstructs its shipped samples as consistently as its card says."""
+    from stylex.pipeline import reconstruct
+
+    folder = zoo_path(name)
+    card = read_card(folder)
+    report = reconstruct(
+        folder / "stylex", folder / "samples", tmp_path, num_images=card["samples"]["num_images"], split="all"
+    )
+    assert report["num_images"] == card["reconstruction"]["num_images"]
+    assert abs(report["stylex"]["consistency"] - card["reconstruction"]["consistency"]) <= 0.05
+
+
+def test_zoo_ships_pepper_and_digits():
+    """The two shipped domains (fails until the trained models are added to src/stylex/assets/zoo)."""
+    assert {"pepper-64", "digits-32"} <= set(list_models())
