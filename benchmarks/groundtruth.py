@@ -389,14 +389,21 @@ def main() -> None:
 
     resolution = preset(args.preset).model.resolution
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    cells = [Cell(s, seed, args.root / s / f"seed{seed}") for s in args.scenarios for seed in args.seeds]
+    # seed-major, so that an interrupted run has every scenario for its first seeds
+    cells = [Cell(s, seed, args.root / s / f"seed{seed}") for seed in args.seeds for s in args.scenarios]
     t0 = time.time()
     if not args.table_only:
         for cell in cells:
             prepare_cell(cell, args, resolution)
-        run_trainings([Training(c, kind) for c in cells for kind in ("stylex", "plain")], args, env)
-        for cell in cells:
-            explain_and_evaluate(cell, args, env)
+        if args.jobs == 1:  # one cell after another: its table rows exist as soon as it is done
+            for cell in cells:
+                run_trainings([Training(cell, kind) for kind in ("stylex", "plain")], args, env)
+                explain_and_evaluate(cell, args, env)
+                table(cells, args.root)
+        else:
+            run_trainings([Training(c, kind) for c in cells for kind in ("stylex", "plain")], args, env)
+            for cell in cells:
+                explain_and_evaluate(cell, args, env)
     text = table(cells, args.root)
     print(text)
     log(f"table written to {args.root / 'table.md'} ({(time.time() - t0) / 60:.1f} min)")
