@@ -1,12 +1,14 @@
-"""Trainer options for the recipe comparison (issue 3): warm-up, w scale, evaluation clock, best checkpoint."""
+"""Trainer options: warm-up, w scale, evaluation clock, best checkpoint (issue 3); conditioning; fine-tune."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from stylex.config import preset
+from stylex.errors import StylexError
 from stylex.models.stylex import StylEx
 from stylex.training.trainer import BEST_INFO, BEST_WEIGHTS, Trainer
 
@@ -71,3 +73,59 @@ def test_eval_every_minutes_evaluates_on_the_clock(tmp_path, stand_in_classifier
     t = _trainer(tmp_path, stand_in_classifier, tiny_images, eval_every_minutes=1e-9)
     t.run()
     assert [r["step"] for r in _evals(tmp_path / "run")] == [1, 2, 3, 4]
+
+
+def test_cond_rgb_false_keeps_the_logits_out_of_the_torgb_styles(tmp_path, stand_in_classifier, tiny_images):
+    t = _trainer(tmp_path, stand_in_classifier, tiny_images, cond_rgb=False)
+    torch.manual_seed(0)
+    w, c = torch.randn(4, t.G.w_dim), torch.randn(4, t.G.c_dim)
+    with torch.no_grad():
+        a, b = t.G.styles(w, c), t.G.styles(w, c + 3.0)
+        on = _trainer(tmp_path, stand_in_classifier, tiny_images).G  # the paper's G: every affine sees c
+        on.load_state_dict(t.G.state_dict())
+        a_on, b_on = on.styles(w, c), on.styles(w, c + 3.0)
+    assert all(torch.equal(x, y) for x, y in zip(a.rgb, b.rgb, strict=True))
+    assert not torch.allclose(a.flatten(), b.flatten())  # the conv styles still see c
+    assert torch.equal(a.flatten(), a_on.flatten())
+    assert not all(torch.allclose(x, y) for x, y in zip(a_on.rgb, b_on.rgb, strict=True))
+
+
+def test_cond_sparsity_shrinks_the_logit_columns_of_the_conv_affines(tmp_path, stand_in_classifier, tiny_images):
+    def after(weight):
+        # Adam moves each weight by about lr per step, so a large lr shows the pull within a few steps
+        t = _trainer(tmp_path, stand_in_classifier, tiny_images, cond_sparsity=weight, adv_weight=0.0, lr_g=0.05)
+        t.start(resume=False)
+        stats = [t.train_step() for _ in range(10)]
+        return t, float(t.G.cond_group_norm().detach()), stats
+
+    t0, base, stats0 = after(0.0)
+    t1, shrunk, stats1 = after(1.0)
+    assert "cond_norm" not in stats0[-1] and "cond_norm" in stats1[-1]
+    assert shrunk < 0.8 * base, (shrunk, base)
+    # the term is the sum over conv style channels of the L2 norm of their weights on the logits
+    G = t0.G
+    rows = torch.cat([(L.conv.affine.weight[:, G.w_dim :] * L.conv.affine.weight_gain) for L in G.layers])
+    assert rows.shape == (G.layout.num_coords, G.c_dim)
+    assert torch.allclose(G.cond_group_norm(), rows.norm(dim=1).sum())
+
+
+def test_init_from_starts_a_new_run_from_another_runs_networks(tmp_path, stand_in_classifier, tiny_images):
+    src = _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=2, max_minutes=0)
+    src.run()
+    cfg = preset("tiny", max_steps=1, max_minutes=0, cond_sparsity=1.0)
+    t = Trainer(cfg, stand_in_classifier, tiny_images[:32], tiny_images[32:], tmp_path / "tuned", quiet=True)
+    t.start(resume=False)
+    t.init_weights(tmp_path / "run")
+    for name, module in t.modules().items():
+        ref = src.modules()[name].state_dict()
+        assert all(torch.equal(v, ref[k]) for k, v in module.state_dict().items()), name
+    assert t.step == 0
+    t2 = Trainer(cfg, stand_in_classifier, tiny_images[:32], tiny_images[32:], tmp_path / "tuned2", quiet=True)
+    t2.run(init_from=tmp_path / "run")
+    saved = json.loads((tmp_path / "tuned2" / "config.json").read_text())
+    assert saved["init_from"] == str((tmp_path / "run").resolve())
+    assert saved["train"]["cond_sparsity"] == 1.0
+    with pytest.raises(StylexError, match="drop it to --resume"):
+        Trainer(cfg, stand_in_classifier, tiny_images[:32], tiny_images[32:], tmp_path / "tuned2", quiet=True).run(
+            resume=True, init_from=tmp_path / "run"
+        )

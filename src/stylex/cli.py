@@ -243,9 +243,15 @@ def train_classifier_cmd(
 @click.option(
     "--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (any number of processes)."
 )
+@click.option(
+    "--init-from",
+    type=click.Path(exists=True, file_okay=False),
+    help="Start a new run from this training run's networks (fresh optimisers, step 0): a fine-tune, e.g. with "
+    "another --set recipe. Same network sizes and classifier.",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (under torchrun: cuda:LOCAL_RANK).")
 @click.option("--quiet", is_flag=True)
-def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume, device, quiet, **kw):
+def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume, init_from, device, quiet, **kw):
     """Train StylEx (G, E, D) for a frozen classifier; checkpoints, stats.jsonl and samples go into --out.
 
     Several processes: `torchrun --nproc_per_node=N -m stylex train ...` (DDP; batch_size stays the global batch).
@@ -266,7 +272,9 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
             dist.check_batch(config.batch_size)
             device = str(dist.device(device))
             classifier = _load_classifier(kw, config.model.resolution, device)
-            result = train_stylex(data, classifier, out, config, resume=resume, device=device, quiet=quiet)
+            result = train_stylex(
+                data, classifier, out, config, resume=resume, device=device, quiet=quiet, init_from=init_from
+            )
     if dist.is_main:
         click.echo(f"trained to step {result.step} in {result.seconds / 60:.1f} min; run folder {out}")
 

@@ -65,6 +65,18 @@ class TrainConfig:
             G zeros in place of c and builds an unconditional D: a plain StyleGAN2 with an encoder, the model of the
             baselines (Wu et al.'s detector, AttFind on an unconditioned model). Set cls_weight=0 (and
             perceptual_weight=0, whose features are the classifier's) with it so that no loss sees the classifier.
+        cond_rgb: whether the toRGB styles see the logits too (the paper's G: every affine sees w' = concat(w, c)).
+            False feeds the toRGB affines zeros in place of c, so that what the class changes in G's picture has
+            to pass through the conv styles, the StyleSpace AttFind searches. Measured on the pepper-64 model
+            (cond_rgb on): swapping only the logits to the other class's mean flipped 99-100% of reconstructions,
+            but 3-13% when only the conv styles took the swap and 63-97% when only the toRGB styles did.
+        cond_sparsity: weight of a group-lasso term on the logits' columns of the conv style affines: the sum
+            over conv style channels of the L2 norm of that channel's weights on c (with the affine's gain), so
+            that few StyleSpace coordinates depend on the classifier's logits and a class change is carried by
+            a few coordinates, which AttFind's top-K can hold. 0 = off (the paper). Not in the paper. Scale: on
+            the pepper-64 model the data's gradient on a channel's logit weights had a median norm of 0.0017 per
+            step and the term pulls each channel with weight x gain (gain 0.062 there), so 0.03-0.1 outweighs
+            the data on most channels.
         adv_weight: weight of the adversarial term on the encoder path (0 = a plain conditional autoencoder).
         z_path_every: a plain GAN step (z -> mapping -> G, adversarial only) every this many steps; 0 = never.
         adv_start_step: reconstruction-first warm-up: before this step (counted from 0) no adversarial term
@@ -124,6 +136,8 @@ class TrainConfig:
     w_rec_weight: float = 0.1
     cls_weight: float = 1.0
     conditional: bool = True
+    cond_rgb: bool = True
+    cond_sparsity: float = 0.0
     adv_weight: float = 1.0
     z_path_every: int = 0
     adv_start_step: int = 0
@@ -196,6 +210,7 @@ class TrainConfig:
             "perceptual_weight",
             "w_rec_weight",
             "cls_weight",
+            "cond_sparsity",
             "adv_weight",
             "r1_gamma",
             "max_minutes",

@@ -35,6 +35,7 @@ def train_stylex(
     resume: bool = False,
     device: str = "cpu",
     quiet: bool = False,
+    init_from: str | os.PathLike | None = None,
 ):
     """Train (or resume) a StylEx model for `classifier` on the images in `data`.
 
@@ -49,6 +50,7 @@ def train_stylex(
         out_dir: the run folder (config.json, weights.safetensors, state.pt, stats.jsonl, samples/).
         config: the resolved training config.
         resume: continue the run in `out_dir` from its last checkpoint (also with another number of processes).
+        init_from: start a new run from the networks of this run folder (a fine-tune; see `Trainer.init_weights`).
         device: "cpu" or "cuda" (under torchrun each process uses cuda:LOCAL_RANK).
     Returns:
         `TrainResult` (step, seconds, last logged losses).
@@ -59,7 +61,8 @@ def train_stylex(
     with process_group(device) as dist:
         dist.check_batch(config.batch_size)
         device = dist.device(device)
-        return _train(data, classifier.to(device), out_dir, config, resume, device, quiet or not dist.is_main, dist)
+        quiet = quiet or not dist.is_main
+        return _train(data, classifier.to(device), out_dir, config, resume, device, quiet, dist, init_from)
 
 
 def _train(
@@ -71,6 +74,7 @@ def _train(
     device: torch.device,
     quiet: bool,
     dist: Distributed,
+    init_from: str | os.PathLike | None = None,
 ):
     from stylex.data import load_dataset
     from stylex.training.trainer import Trainer
@@ -98,7 +102,7 @@ def _train(
         quiet=quiet,
         dist=dist,
     )
-    return trainer.run(resume=resume)
+    return trainer.run(resume=resume, init_from=init_from)
 
 
 def load_run(run_dir: str | os.PathLike, classifier=None, device: str = "cpu"):

@@ -7,6 +7,9 @@ edit targets s_min / s_max):
 - ``sufficiency``: sufficiency@K for each K (`stylex.metrics.sufficiency`), per class and overall;
 - ``reconstruction``: classifier consistency, L1 and identity of the reconstructions G(E(x), C(x)), with the two
   trivial baselines (`stylex.metrics.reconstruction`);
+- ``conditioning`` (conditioned models; None otherwise): how often swapping the logits G sees to another class's
+  flips the decision when the swap reaches all styles, only the conv styles, only the toRGB styles, or only the
+  max(K) conv coordinates it moves most (`stylex.metrics.conditioning`): where the model keeps the class;
 - ``groundtruth`` (only when the data are synthetic shapes with their factors): the classifier's true importance
   of every factor, what each of the top attributes changes (oracle readings, dominant factor, purity), and per K
   precision@K, coverage@K, mean purity, Spearman and each factor's first rank (`stylex.metrics.groundtruth`);
@@ -86,6 +89,7 @@ def evaluate_run(
     from stylex.attfind.result import AttFindResult
     from stylex.attfind.run import ATTRIBUTES_FILE, encode_images, pick_indices
     from stylex.data import FACTOR_NAMES, load_dataset
+    from stylex.metrics.conditioning import class_swap
     from stylex.metrics.reconstruction import reconstruction_report
     from stylex.metrics.sufficiency import sufficiency
     from stylex.pipeline import load_run
@@ -141,6 +145,10 @@ def evaluate_run(
             "counts": {names[y]: v for y, v in figures["counts"].items()},
         }
     recon = reconstruction_report(x, x_rec, classifier, batch_size)
+    swap = class_swap(model, classifier, x, noise, base_logits, s_min, s_max, max(ks), batch_size)
+    if swap is not None:
+        swap["per_class"] = {names[y]: v for y, v in swap["per_class"].items()}
+        swap["counts"] = {names[y]: v for y, v in swap["counts"].items()}
 
     metrics: dict[str, Any] = {
         "format": METRICS_FORMAT,
@@ -155,6 +163,7 @@ def evaluate_run(
         "class_names": names,
         "sufficiency": suff,
         "reconstruction": recon,
+        "conditioning": swap,
         "groundtruth": None,
     }
 
@@ -216,6 +225,12 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         f"L1 {rec['l1']:.3f}, identity {rec['identity']:.3f}",
         "sufficiency@K: " + ", ".join(f"@{k} {_fmt(v['overall'])}" for k, v in metrics["sufficiency"].items()),
     ]
+    swap = metrics.get("conditioning")
+    if swap:
+        lines.append(
+            "class swap (logits G sees -> another class's), decision flips: "
+            + ", ".join(f"{mode} {_fmt(v)}" for mode, v in swap["overall"].items())
+        )
     gt = metrics.get("groundtruth")
     if gt is None:
         lines.append(f"ground truth: skipped ({metrics.get('groundtruth_skipped', 'no factors')})")

@@ -79,6 +79,8 @@ class Generator(nn.Module):
         c_dim: number of classifier logits K appended to w.
         num_mapping_layers: depth of the mapping MLP.
         channel_base, channel_max: channels at resolution r are min(channel_base / r, channel_max).
+        cond_rgb: the toRGB styles see c too; False feeds their affines zeros in place of c (see
+            `TrainConfig.cond_rgb`).
     """
 
     def __init__(
@@ -90,9 +92,11 @@ class Generator(nn.Module):
         num_mapping_layers: int = 4,
         channel_base: int = 4096,
         channel_max: int = 128,
+        cond_rgb: bool = True,
     ):
         super().__init__()
         self.resolution, self.z_dim, self.w_dim, self.c_dim = resolution, z_dim, w_dim, c_dim
+        self.cond_rgb = cond_rgb
         style_dim = w_dim + c_dim
         self.mapping_net = MappingNetwork(z_dim, w_dim, num_mapping_layers)
         ch = {2**i: channels_at(2**i, channel_base, channel_max) for i in range(2, log2_int(resolution) + 1)}
@@ -127,8 +131,19 @@ class Generator(nn.Module):
         assert c.ndim == 2 and c.shape == (w.shape[0], self.c_dim), (tuple(c.shape), self.c_dim)
         w_prime = torch.cat([w, c.to(w.dtype)], dim=1)  # [N, w_dim + c_dim]
         conv = [layer.conv.affine(w_prime) for layer in self.layers]
-        rgb = [to_rgb.conv.affine(w_prime) for to_rgb in self.to_rgbs]
+        w_rgb = w_prime if self.cond_rgb else torch.cat([w, torch.zeros_like(c, dtype=w.dtype)], dim=1)
+        rgb = [to_rgb.conv.affine(w_rgb) for to_rgb in self.to_rgbs]
         return StyleVector(conv, rgb, self.layout)
+
+    def cond_group_norm(self) -> torch.Tensor:
+        """Sum over the conv style channels of the L2 norm of each channel's affine weights on c (with the
+        equalised-lr gain): the group-lasso term of `TrainConfig.cond_sparsity`; 0-dim, differentiable. A sum,
+        so that the pull on each channel does not depend on how many channels G has."""
+        norms = [
+            (layer.conv.affine.weight[:, self.w_dim :] * layer.conv.affine.weight_gain).norm(dim=1)
+            for layer in self.layers
+        ]
+        return torch.cat(norms).sum()
 
     def make_noise(self, batch_size: int, generator: torch.Generator | None = None, device=None) -> list[torch.Tensor]:
         """Per-layer noise maps [N, 1, r, r]; pass a seeded `generator` for fixed noise."""

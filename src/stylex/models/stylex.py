@@ -19,7 +19,16 @@ def build_networks(config: TrainConfig, c_dim: int) -> tuple[Generator, Encoder,
     """G, E, D of the sizes in `config` for a classifier with `c_dim` classes (D unconditional when
     `config.conditional` is False; G keeps its c inputs, which are then fed zeros, see `condition`)."""
     m = config.model
-    G = Generator(m.resolution, m.z_dim, m.w_dim, c_dim, m.num_mapping_layers, m.channel_base, m.channel_max)
+    G = Generator(
+        m.resolution,
+        m.z_dim,
+        m.w_dim,
+        c_dim,
+        m.num_mapping_layers,
+        m.channel_base,
+        m.channel_max,
+        cond_rgb=config.cond_rgb,
+    )
     E = Encoder(m.resolution, m.w_dim, m.channel_base, m.channel_max, match_rms=config.w_scale == "match_mapping")
     D = Discriminator(m.resolution, c_dim if config.conditional else 0, m.channel_base, m.channel_max, m.mbstd_group)
     return G, E, D

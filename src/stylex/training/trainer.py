@@ -253,6 +253,8 @@ class Trainer:
                     f"{self.out_dir / 'config.json'} differs from the config given now in {changed}; resume with "
                     "the same preset and overrides (only the stopping and logging intervals may change)."
                 )
+            if saved.get("init_from") and "init_from" not in self.run_info:  # provenance survives resuming
+                self.run_info["init_from"] = saved["init_from"]
             fp_saved, fp_now = (
                 saved.get("classifier_fingerprint"),
                 self.run_info.get("classifier_fingerprint"),
@@ -492,6 +494,10 @@ class Trainer:
                 loss_p = losses.feature_distance(feats_x, self.C.features(x_rec))
                 loss = loss + cfg.perceptual_weight * loss_p
                 stats["perceptual"] = loss_p.detach()
+            if cfg.cond_sparsity > 0:
+                loss_cs = self.G.cond_group_norm()
+                loss = loss + cfg.cond_sparsity * loss_cs
+                stats["cond_norm"] = loss_cs.detach()
             self.opt_g.zero_grad(set_to_none=True)
             self.opt_e.zero_grad(set_to_none=True)
             loss.backward()
@@ -585,10 +591,41 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     # ----------------------------------------------------------------------------------------- loop
-    def run(self, resume: bool = False) -> TrainResult:
-        """Train until max_steps or max_minutes (counted over all resumed sessions), then checkpoint."""
+    def init_weights(self, run_dir: str | Path) -> None:
+        """Start from the networks (G, E, D and their moving averages) of another run's last checkpoint, with
+        fresh optimisers at step 0: a fine-tune, e.g. to a changed recipe. The networks must have the same
+        sizes; the classifier must be the one that run was trained with."""
+        run_dir = Path(run_dir)
+        saved = read_json(run_dir / "config.json")
+        fp_saved, fp_now = saved.get("classifier_fingerprint"), self.run_info.get("classifier_fingerprint")
+        if fp_saved and fp_now and fp_saved != fp_now:
+            raise StylexError(
+                f"{run_dir} was trained with another classifier (fingerprint {fp_saved}, given {fp_now}); "
+                "a model can only be fine-tuned for the classifier it was trained with."
+            )
+        tensors, _ = read_weights(run_dir / WEIGHTS)
+        if not any(k.startswith("D.") for k in tensors):
+            raise StylexError(
+                f"{run_dir / WEIGHTS} holds no discriminator (an exported model?); --init-from needs a training "
+                "run folder written by `stylex train`."
+            )
+        load_modules(tensors, self.modules(), run_dir / WEIGHTS)
+
+    def run(self, resume: bool = False, init_from: str | Path | None = None) -> TrainResult:
+        """Train until max_steps or max_minutes (counted over all resumed sessions), then checkpoint.
+
+        Args:
+            resume: continue the run in the output folder from its last checkpoint.
+            init_from: a new run that starts from another run's networks (see `init_weights`).
+        """
         cfg = self.config
+        if init_from is not None:
+            if resume:
+                raise StylexError("--init-from starts a new run from another run's weights; drop it to --resume.")
+            self.run_info["init_from"] = str(Path(init_from).resolve())
         self.start(resume)
+        if init_from is not None:
+            self.init_weights(init_from)
         good_step = self.step if resume else None
         bar = tqdm(
             total=cfg.max_steps or None,
