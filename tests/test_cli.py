@@ -63,6 +63,19 @@ def test_resume_continues_the_step_counter(chain, tmp_path):
     assert [r["step"] for r in lines if "step" in r][-1] == 5
 
 
+def test_init_from_fine_tunes_with_another_recipe(chain, tmp_path):
+    out = tmp_path / "tuned"
+    args = ["train", "--data", chain / "data", "--classifier", chain / "clf", "--out", out, "--preset", "tiny",
+            "--max-steps", 2, "--quiet", "--set", "cond_rgb=false", "--set", "cond_sparsity=0.1"]  # fmt: skip
+    run(*args, "--init-from", chain / "run")
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["init_from"] == str((chain / "run").resolve())
+    assert saved["train"]["cond_rgb"] is False
+    records = [json.loads(s) for s in (out / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "cond_norm" in r][-1] == 2  # a new run: steps count from 0
+    _error(run(*args, "--resume", "--init-from", chain / "run", ok=False), "drop it to --resume")
+
+
 def _error(result, *words):
     assert result.exit_code != 0
     assert result.output.startswith("error: "), result.output
