@@ -255,19 +255,19 @@ class Trainer:
                 )
             if saved.get("init_from") and "init_from" not in self.run_info:  # provenance survives resuming
                 self.run_info["init_from"] = saved["init_from"]
-            fp_saved, fp_now = (
-                saved.get("classifier_fingerprint"),
-                self.run_info.get("classifier_fingerprint"),
-            )
-            if fp_saved and fp_now and fp_saved != fp_now:
-                raise StylexError(
-                    f"{self.out_dir} was trained with another classifier (fingerprint {fp_saved}, given {fp_now}); "
-                    "pass the classifier the run was started with."
-                )
+            self._check_classifier(saved, self.out_dir, "pass the classifier the run was started with.")
             return
         if weights.exists() or (self.out_dir / STATE).exists():
             raise StylexError(
                 f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out."
+            )
+
+    def _check_classifier(self, saved: dict, run_dir: Path, advice: str) -> None:
+        """Stop when the run in `run_dir` (its config.json `saved`) was trained with another classifier."""
+        fp_saved, fp_now = saved.get("classifier_fingerprint"), self.run_info.get("classifier_fingerprint")
+        if fp_saved and fp_now and fp_saved != fp_now:
+            raise StylexError(
+                f"{run_dir} was trained with another classifier (fingerprint {fp_saved}, given {fp_now}); {advice}"
             )
 
     def _write_config(self, resume: bool) -> None:
@@ -597,12 +597,7 @@ class Trainer:
         sizes; the classifier must be the one that run was trained with."""
         run_dir = Path(run_dir)
         saved = read_json(run_dir / "config.json")
-        fp_saved, fp_now = saved.get("classifier_fingerprint"), self.run_info.get("classifier_fingerprint")
-        if fp_saved and fp_now and fp_saved != fp_now:
-            raise StylexError(
-                f"{run_dir} was trained with another classifier (fingerprint {fp_saved}, given {fp_now}); "
-                "a model can only be fine-tuned for the classifier it was trained with."
-            )
+        self._check_classifier(saved, run_dir, "a model can only be fine-tuned for the classifier it was trained with.")
         tensors, _ = read_weights(run_dir / WEIGHTS)
         if not any(k.startswith("D.") for k in tensors):
             raise StylexError(
