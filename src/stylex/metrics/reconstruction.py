@@ -22,7 +22,7 @@ def identity(x_rec: torch.Tensor, x: torch.Tensor) -> float:
     a = x_rec.float().flatten(1)
     b = x.float().flatten(1)
     d = torch.cdist(a, b)  # [N, N]
-    return (d.argmin(dim=1) == torch.arange(len(x))).float().mean().item()
+    return (d.argmin(dim=1) == torch.arange(len(x), device=d.device)).float().mean().item()
 
 
 @torch.no_grad()
