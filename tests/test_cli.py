@@ -63,6 +63,19 @@ def test_resume_continues_the_step_counter(chain, tmp_path):
     assert [r["step"] for r in lines if "step" in r][-1] == 5
 
 
+def test_resume_without_preset_keeps_the_runs_own_config(chain, tmp_path):
+    out = tmp_path / "tuned"
+    args = ["train", "--data", chain / "data", "--classifier", chain / "clf", "--out", out, "--quiet"]
+    run(*args, "--preset", "tiny", "--max-steps", 2, "--set", "cond_rgb=false", "--set", "cond_sparsity=0.1")
+    run(*args, "--max-steps", 3, "--resume")  # neither the preset nor the --set values repeated
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert (saved["preset"], saved["cond_rgb"], saved["cond_sparsity"], saved["max_steps"]) == ("tiny", False, 0.1, 3)
+    records = [json.loads(s) for s in (out / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "step" in r][-1] == 3
+    # a preset given explicitly is still checked against the run
+    _error(run(*args, "--preset", "tiny", "--max-steps", 4, "--resume", ok=False), "cond_rgb", "cond_sparsity")
+
+
 def test_init_from_fine_tunes_with_another_recipe(chain, tmp_path):
     out = tmp_path / "tuned"
     args = ["train", "--data", chain / "data", "--classifier", chain / "clf", "--out", out, "--preset", "tiny",

@@ -241,7 +241,10 @@ def train_classifier_cmd(
 @click.option("--max-minutes", type=float, help="Wall-clock budget (shorthand for --set max_minutes=...).")
 @click.option("--max-steps", type=int, help="Step budget (shorthand for --set max_steps=...).")
 @click.option(
-    "--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (any number of processes)."
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its last checkpoint (any number of processes), with the run's own config "
+    "unless --preset is given; --set and the budgets may change the stopping and logging values.",
 )
 @click.option(
     "--init-from",
@@ -266,7 +269,7 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
     if max_steps is not None:
         values["max_steps"] = max_steps
         values.setdefault("max_minutes", 0)
-    config = preset(preset_name, **values)
+    config = _train_config(out, preset_name, values, resume)
     with process_group(device) as dist:
         with _rank_messages(dist):
             dist.check_batch(config.batch_size)
@@ -277,6 +280,19 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
             )
     if dist.is_main:
         click.echo(f"trained to step {result.step} in {result.seconds / 60:.1f} min; run folder {out}")
+
+
+def _train_config(out, preset_name: str, values: dict, resume: bool):
+    """The preset with the overrides; with --resume and no --preset given, the run's saved config with them."""
+    from stylex.config import TrainConfig, apply_overrides, preset, read_json
+
+    source = click.get_current_context().get_parameter_source("preset_name")
+    saved = Path(out) / "config.json"
+    if resume and source is click.core.ParameterSource.DEFAULT and saved.is_file():
+        train = read_json(saved).get("train")
+        if isinstance(train, dict):
+            return apply_overrides(TrainConfig.from_dict(train, str(saved)), values)
+    return preset(preset_name, **values)
 
 
 @main.command("reconstruct")
