@@ -259,7 +259,7 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
 
     Several processes: `torchrun --nproc_per_node=N -m stylex train ...` (DDP; batch_size stays the global batch).
     """
-    from stylex.config import parse_override, preset
+    from stylex.config import parse_override
     from stylex.pipeline import train_stylex
     from stylex.training.distributed import process_group
 
