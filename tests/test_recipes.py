@@ -109,6 +109,24 @@ def test_cond_sparsity_shrinks_the_logit_columns_of_the_conv_affines(tmp_path, s
     assert torch.allclose(G.cond_group_norm(), rows.norm(dim=1).sum())
 
 
+def test_cond_sparsity_class_groups_are_an_l1_on_each_logit_weight(tmp_path, stand_in_classifier, tiny_images):
+    t = _trainer(tmp_path, stand_in_classifier, tiny_images, cond_sparsity=1.0, cond_sparsity_groups="class",
+                 adv_weight=0.0, lr_g=0.05)  # fmt: skip
+    G = t.G
+    rows = torch.cat([(L.conv.affine.weight[:, G.w_dim :] * L.conv.affine.weight_gain) for L in G.layers])
+    assert torch.allclose(G.cond_group_norm("class"), rows.abs().sum())
+    assert G.cond_group_norm("class") > G.cond_group_norm("channel")  # c_dim > 1: L1 exceeds the row norms
+    before = G.cond_group_norm("class").item()
+    t.start(resume=False)
+    for _ in range(10):
+        t.train_step()
+    assert G.cond_group_norm("class").item() < 0.8 * before
+    with pytest.raises(StylexError, match="cond_sparsity_groups must be one of channel, class"):
+        preset("tiny", cond_sparsity_groups="rows")
+    with pytest.raises(ValueError, match="groups"):
+        G.cond_group_norm("rows")
+
+
 def test_init_from_starts_a_new_run_from_another_runs_networks(tmp_path, stand_in_classifier, tiny_images):
     src = _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=2, max_minutes=0)
     src.run()

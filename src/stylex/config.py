@@ -20,6 +20,7 @@ from stylex.errors import StylexError
 CONFIG_FORMAT_VERSION = 1
 W_SCALES = ("none", "match_mapping")  # TrainConfig.w_scale
 KEEP_BEST = ("", "identity", "consistency")  # TrainConfig.keep_best
+COND_SPARSITY_GROUPS = ("channel", "class")  # TrainConfig.cond_sparsity_groups
 DIFFAUG_POLICIES = ("color", "translation", "cutout")  # TrainConfig.diffaug; see stylex.training.augment
 
 
@@ -77,6 +78,10 @@ class TrainConfig:
             the pepper-64 model the data's gradient on a channel's logit weights had a median norm of 0.0017 per
             step and the term pulls each channel with weight x gain (gain 0.062 there), so 0.03-0.1 outweighs
             the data on most channels.
+        cond_sparsity_groups: the groups of that term. "channel": one group per conv style channel (all its logit
+            weights together), so that few channels depend on the logits at all. "class": one group per (channel,
+            class logit), an L1 on each weight, so that each class's logit moves few channels of its own; meant
+            for many classes, where a channel shared by all of them carries no single class. Not in the paper.
         adv_weight: weight of the adversarial term on the encoder path (0 = a plain conditional autoencoder).
         z_path_every: a plain GAN step (z -> mapping -> G, adversarial only) every this many steps; 0 = never.
         adv_start_step: reconstruction-first warm-up: before this step (counted from 0) no adversarial term
@@ -138,6 +143,7 @@ class TrainConfig:
     conditional: bool = True
     cond_rgb: bool = True
     cond_sparsity: float = 0.0
+    cond_sparsity_groups: str = "channel"
     adv_weight: float = 1.0
     z_path_every: int = 0
     adv_start_step: int = 0
@@ -177,6 +183,11 @@ class TrainConfig:
             raise StylexError(f"w_scale must be one of {', '.join(W_SCALES)}, got {self.w_scale!r}.")
         if self.keep_best not in KEEP_BEST:
             raise StylexError(f"keep_best must be '' (off), 'identity' or 'consistency', got {self.keep_best!r}.")
+        if self.cond_sparsity_groups not in COND_SPARSITY_GROUPS:
+            raise StylexError(
+                f"cond_sparsity_groups must be one of {', '.join(COND_SPARSITY_GROUPS)}, "
+                f"got {self.cond_sparsity_groups!r}."
+            )
         parse_diffaug(self.diffaug)
         at_least = {
             "model.z_dim": (m.z_dim, 1),

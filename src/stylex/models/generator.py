@@ -135,15 +135,17 @@ class Generator(nn.Module):
         rgb = [to_rgb.conv.affine(w_rgb) for to_rgb in self.to_rgbs]
         return StyleVector(conv, rgb, self.layout)
 
-    def cond_group_norm(self) -> torch.Tensor:
-        """Sum over the conv style channels of the L2 norm of each channel's affine weights on c (with the
-        equalised-lr gain): the group-lasso term of `TrainConfig.cond_sparsity`; 0-dim, differentiable. A sum,
-        so that the pull on each channel does not depend on how many channels G has."""
-        norms = [
-            (layer.conv.affine.weight[:, self.w_dim :] * layer.conv.affine.weight_gain).norm(dim=1)
-            for layer in self.layers
-        ]
-        return torch.cat(norms).sum()
+    def cond_group_norm(self, groups: str = "channel") -> torch.Tensor:
+        """The group-lasso term of `TrainConfig.cond_sparsity`; 0-dim, differentiable. groups="channel": the sum
+        over the conv style channels of the L2 norm of each channel's affine weights on c (with the equalised-lr
+        gain); groups="class": the sum of the absolute values of those weights, one group per (channel, class).
+        A sum, so that the pull on each channel does not depend on how many channels G has."""
+        if groups not in ("channel", "class"):
+            raise ValueError(f"groups must be 'channel' or 'class', got {groups!r}")
+        weights = [layer.conv.affine.weight[:, self.w_dim :] * layer.conv.affine.weight_gain for layer in self.layers]
+        if groups == "class":
+            return torch.cat([w.abs().flatten() for w in weights]).sum()
+        return torch.cat([w.norm(dim=1) for w in weights]).sum()
 
     def make_noise(self, batch_size: int, generator: torch.Generator | None = None, device=None) -> list[torch.Tensor]:
         """Per-layer noise maps [N, 1, r, r]; pass a seeded `generator` for fixed noise."""

@@ -495,7 +495,7 @@ class Trainer:
                 loss = loss + cfg.perceptual_weight * loss_p
                 stats["perceptual"] = loss_p.detach()
             if cfg.cond_sparsity > 0:
-                loss_cs = self.G.cond_group_norm()
+                loss_cs = self.G.cond_group_norm(cfg.cond_sparsity_groups)
                 loss = loss + cfg.cond_sparsity * loss_cs
                 stats["cond_norm"] = loss_cs.detach()
             self.opt_g.zero_grad(set_to_none=True)
