@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from stylex import losses
 from stylex.config import preset
 from stylex.errors import StylexError
 from stylex.models.stylex import StylEx
@@ -125,6 +126,38 @@ def test_cond_sparsity_class_groups_are_an_l1_on_each_logit_weight(tmp_path, sta
         preset("tiny", cond_sparsity_groups="rows")
     with pytest.raises(ValueError, match="groups"):
         G.cond_group_norm("rows")
+
+
+def test_swap_weight_teaches_g_to_draw_the_class_of_the_logits_it_sees(tmp_path, stand_in_classifier, tiny_images):
+    class Sharp(type(stand_in_classifier)):  # decides on left vs right brightness, with confident logits
+        def forward(self, x):
+            d = (x[..., : x.shape[-1] // 2].mean((1, 2, 3)) - x[..., x.shape[-1] // 2 :].mean((1, 2, 3))) * 40
+            return torch.stack([d, -d], dim=1)
+
+    def swap_kl(weight):
+        torch.manual_seed(0)
+        t = _trainer(tmp_path / str(weight), Sharp(), tiny_images, swap_weight=weight, lr_g=0.01, adv_weight=0.0)
+        t.start(resume=False)
+        stats = [t.train_step() for _ in range(STEPS)]
+        with torch.no_grad():  # the swap KL of the trained G on all images, fixed noise
+            x = tiny_images
+            c = t.classify(x)
+            c_swap = torch.roll(c, 1, dims=0)
+            x_swap = t.G(t.E(x), c_swap, t.G.make_noise(len(x), torch.Generator().manual_seed(1)))
+            return stats, float(losses.classifier_kl(c_swap, t.classify(x_swap)))
+
+    STEPS = 15
+    stats, with_swap = swap_kl(1.0)
+    assert all("swap" in st and st["swap"] >= 0 for st in stats)
+    _, without = swap_kl(0.0)
+    assert with_swap < 0.7 * without, (with_swap, without)
+    off = _trainer(tmp_path / "off", stand_in_classifier, tiny_images)
+    off.start(resume=False)
+    assert "swap" not in off.train_step()
+    with pytest.raises(StylexError, match="swap_weight needs a conditional model"):
+        preset("tiny", swap_weight=1.0, conditional=False)
+    with pytest.raises(StylexError, match="swap_weight must be a finite number >= 0"):
+        preset("tiny", swap_weight=-1.0)
 
 
 def test_init_from_starts_a_new_run_from_another_runs_networks(tmp_path, stand_in_classifier, tiny_images):

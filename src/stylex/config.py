@@ -82,6 +82,12 @@ class TrainConfig:
             weights together), so that few channels depend on the logits at all. "class": one group per (channel,
             class logit), an L1 on each weight, so that each class's logit moves few channels of its own; meant
             for many classes, where a channel shared by all of them carries no single class. Not in the paper.
+        swap_weight: weight of a logit-swap term: each step G also draws every image's w (detached) with the
+            logits of another image of the batch (the next one), and the classifier must see that other image's
+            class: KL(softmax(c_other) || C(G(w, c_other))); the swapped images also take the adversarial term (at
+            adv_weight), so that G cannot pass the class with a pattern no real image has. Without it G can
+            ignore c, since w alone reconstructs x: on the digits-32 model (cond_sparsity 0.15) swapping the
+            logits G sees to another class's flipped 24% of decisions. 0 = off (the paper). Not in the paper.
         adv_weight: weight of the adversarial term on the encoder path (0 = a plain conditional autoencoder).
         z_path_every: a plain GAN step (z -> mapping -> G, adversarial only) every this many steps; 0 = never.
         adv_start_step: reconstruction-first warm-up: before this step (counted from 0) no adversarial term
@@ -144,6 +150,7 @@ class TrainConfig:
     cond_rgb: bool = True
     cond_sparsity: float = 0.0
     cond_sparsity_groups: str = "channel"
+    swap_weight: float = 0.0
     adv_weight: float = 1.0
     z_path_every: int = 0
     adv_start_step: int = 0
@@ -183,6 +190,8 @@ class TrainConfig:
             raise StylexError(f"w_scale must be one of {', '.join(W_SCALES)}, got {self.w_scale!r}.")
         if self.keep_best not in KEEP_BEST:
             raise StylexError(f"keep_best must be '' (off), 'identity' or 'consistency', got {self.keep_best!r}.")
+        if self.swap_weight > 0 and not self.conditional:
+            raise StylexError("swap_weight needs a conditional model (conditional=true): it swaps the logits G sees.")
         if self.cond_sparsity_groups not in COND_SPARSITY_GROUPS:
             raise StylexError(
                 f"cond_sparsity_groups must be one of {', '.join(COND_SPARSITY_GROUPS)}, "
@@ -222,6 +231,7 @@ class TrainConfig:
             "w_rec_weight",
             "cls_weight",
             "cond_sparsity",
+            "swap_weight",
             "adv_weight",
             "r1_gamma",
             "max_minutes",

@@ -494,6 +494,17 @@ class Trainer:
                 loss_p = losses.feature_distance(feats_x, self.C.features(x_rec))
                 loss = loss + cfg.perceptual_weight * loss_p
                 stats["perceptual"] = loss_p.detach()
+            if cfg.swap_weight > 0:
+                # the logits of the next image of the batch, with this image's w: G must draw that image's class
+                c_swap = torch.roll(c_g, 1, dims=0)
+                with self.autocast():
+                    x_swap = self.G_train(w.detach(), c_swap, self._noise())
+                    score_swap = self.D(self.augment(x_swap), c_swap) if score is not None else None
+                loss_swap = losses.classifier_kl(c_swap, self.classify(x_swap))
+                loss = loss + cfg.swap_weight * loss_swap
+                stats["swap"] = loss_swap.detach()
+                if score_swap is not None:
+                    loss = loss + cfg.adv_weight * losses.g_nonsaturating(score_swap)
             if cfg.cond_sparsity > 0:
                 loss_cs = self.G.cond_group_norm(cfg.cond_sparsity_groups)
                 loss = loss + cfg.cond_sparsity * loss_cs
