@@ -39,6 +39,26 @@ def test_reconstruct_prints_figures_and_baselines(chain):
     assert (chain / "rec" / "reconstructions.png").is_file()
 
 
+def test_data_heldout_writes_the_runs_own_validation_split(chain, tmp_path):
+    import numpy as np
+
+    from stylex.config import TrainConfig
+    from stylex.data import load_dataset
+
+    out = tmp_path / "val.npz"
+    result = run("data", "heldout", "--model", chain / "run", "--out", out)
+    info = json.loads((chain / "run" / "config.json").read_text())
+    cfg = TrainConfig.from_dict(info["train"])
+    _, val = load_dataset(chain / "data").split(cfg.val_fraction, cfg.seed)
+    written = load_dataset(out)
+    assert f"wrote {len(val)} held-out images" in result.output and 0 < len(val) < 64
+    assert np.array_equal(written.images, val.images) and np.array_equal(written.labels, val.labels)
+    assert written.filenames == val.filenames and written.class_names == val.class_names
+    # the file is a --data like any other
+    run("reconstruct", "--model", chain / "run", "--data", out, "--split", "all", "--out", tmp_path / "rec")
+    _error(run("data", "heldout", "--model", chain / "run", "--out", tmp_path / "val.png", ok=False), ".npz")
+
+
 def test_resume_continues_the_step_counter(chain, tmp_path):
     import shutil
 

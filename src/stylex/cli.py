@@ -98,7 +98,20 @@ def _out_dir(run_dir: str, out: str | None, default: str) -> Path:
 # ------------------------------------------------------------------------------------------------ data
 @main.group()
 def data():
-    """Datasets: write the synthetic shapes set with ground-truth factors."""
+    """Datasets: write the synthetic shapes set with ground-truth factors, or a run's held-out split."""
+
+
+@data.command("heldout")
+@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Run folder.")
+@click.option("--data", type=click.Path(exists=True), help="Images to split (default: the run's own data).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .npz file to write.")
+def data_heldout(run_dir, data, out):
+    """Write the images a run held out from training (its own split) as an .npz, for `--data` of attfind,
+    evaluate, baseline, explain and report."""
+    from stylex.pipeline import write_held_out
+
+    n = write_held_out(run_dir, out, data)
+    click.echo(f"wrote {n} held-out images to {out}")
 
 
 @data.command("synth")

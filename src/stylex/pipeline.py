@@ -27,6 +27,44 @@ def _held_out(dataset, config: TrainConfig):
     return dataset.split(config.val_fraction, config.seed)
 
 
+def write_held_out(run_dir: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike | None = None) -> int:
+    """Write the held-out split of a run's data (the images its training never saw) as an .npz file that every
+    command takes as `--data`; returns the number of images.
+
+    Args:
+        run_dir: a run folder written by `stylex train`.
+        out: the .npz file to write (images, labels, class_names, filenames; no ground-truth factors).
+        data: the images to split; default the run's own data. The split is the run's (its `val_fraction` and
+            `seed`), so it matches training only for the data the run was trained on.
+    """
+    import numpy as np
+
+    from stylex.data import load_dataset
+    from stylex.models.stylex import StylEx
+
+    model = StylEx.load(run_dir)
+    if data is None and isinstance(model.run_info.get("export"), dict):
+        raise StylexError(
+            f"{run_dir} is an exported model: its shipped samples are held-out images already; pass --data to "
+            "split another file with the model's split."
+        )
+    data = data or model.run_info.get("data")
+    if data is None:
+        raise StylexError(f"{run_dir} does not record its data; pass --data.")
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise StylexError(f"--out must name an .npz file, got {out}.")
+    _, val = _held_out(load_dataset(data, resolution=model.resolution, progress=False), model.config)
+    if len(val) == 0:
+        raise StylexError(f"{run_dir} holds no images out (val_fraction {model.config.val_fraction}).")
+    arrays = {"images": val.images, "class_names": np.array(val.class_names), "filenames": np.array(val.filenames)}
+    if val.labels is not None:
+        arrays["labels"] = val.labels
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)
+    return len(val)
+
+
 def train_stylex(
     data: str | os.PathLike,
     classifier,
