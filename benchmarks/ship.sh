@@ -6,8 +6,10 @@
 #
 # Writes, beside the run: reconstruct/ (held-out consistency, identity, L1), attfind-fast/ and attfind/ (250
 # images, fast mode and exact, both bf16; their wall times in timings.txt), random/ and wu/ (baselines on the same
-# images; wu-plain/ on the unconditioned model when it is given), and exports the model to
-# src/stylex/assets/zoo/<name> with the figures on its card. Set SKIP_EXACT=1 to leave out the exact AttFind.
+# images; wu-plain/ on the unconditioned model when it is given). Set SKIP_EXACT=1 to leave out the exact AttFind.
+# Then ship it by hand, with the figures on its card (the commands are in the card's notes):
+#   stylex export RUN --out src/stylex/assets/zoo/<name> --name <name> --overwrite --notes "..." --metric KEY=VALUE ...
+#   git checkout src/stylex/assets/zoo/<name>/LICENSE.md     # --overwrite replaces the folder, licence included
 set -euo pipefail
 name=$1 run=$2 plain=${3:-}
 py=${PY:-.venv/bin/python}
