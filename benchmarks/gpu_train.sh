@@ -15,7 +15,8 @@
 # steps each (~0.1 s/step, 16 images), digits-32 4,300 steps; the whole call took 391 s plus about a minute to
 # start. (On the 2-core CPU machine one pepper-64 run alone makes 0.6-0.9 s/step.)
 # Continue a run later with `stylex train --data D --classifier C --out RUN --resume --max-minutes M`.
-# Env:  GPU_MINUTES (training minutes of each run, default 6), PYTHON (default python3), RUNS (the names to train,
+# Env:  GPU_MINUTES (training minutes of each run, default 6), GPU_STEPS (also a step budget: the run stops at
+#       whichever comes first), PYTHON (default python3), RUNS (the names to train,
 #       default all of those below), GPU_EVAL (N > 0: after the export, AttFind --fast 50 --bf16 on N images of
 #       the run's data and `stylex evaluate` on the same device; NAME.tgz then holds attfind/ and eval/ too).
 set -uo pipefail
@@ -23,12 +24,14 @@ cd "$(dirname "$0")/.."
 IN=$(cd "$1" && pwd) OUT=$2 SPEC_FILE=${3:-}
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
 WORK=$(mktemp -d -t stylex-gpu-train.XXXXXX)
 if [ "${GPU_TRAIN_DRY:-0}" = "1" ]; then
     DEVICE=cpu BUDGET=(--max-steps 2 --set log_every=1)
     export OMP_NUM_THREADS=1
 else
     DEVICE=cuda BUDGET=(--max-minutes "${GPU_MINUTES:-6}")
+    [ -n "${GPU_STEPS:-}" ] && BUDGET+=(--max-steps "$GPU_STEPS")  # whichever comes first
     nvidia-smi -L || exit 1
 fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"

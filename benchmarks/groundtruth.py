@@ -124,6 +124,15 @@ def prepare_cell(cell: Cell, args, resolution: int) -> None:
 
     spec = SCENARIOS[cell.scenario]
     data, eval_data, clf = cell.root / "data", cell.root / "eval-data", cell.root / "clf"
+    if args.init_root is not None:  # data, classifier and the unconditioned model come from the earlier root
+        source = init_cell(cell, args)
+        if not (source / "stylex" / "weights.safetensors").is_file():
+            raise SystemExit(f"{cell.name}: --init-root has no StylEx run to start from ({source / 'stylex'})")
+        cell.root.mkdir(parents=True, exist_ok=True)
+        for name in ("data", "eval-data", "clf", "plain", "plain.benchmark.json", "classifier.json"):
+            link = cell.root / name
+            if not link.exists() and (source / name).exists():
+                link.symlink_to((source / name).resolve())
     if not (data / "factors.csv").is_file():
         log(f"{cell.name}: rendering {args.num_images} training images ({spec['rule']}, correlate {spec['correlate']})")
         write_synth(data, args.num_images, resolution, cell.seed, spec["rule"], spec["correlate"], True, False)
@@ -151,6 +160,11 @@ def prepare_cell(cell: Cell, args, resolution: int) -> None:
         f"{figures['eval_accuracy_uncorrelated']:.3f}")  # fmt: skip
 
 
+def init_cell(cell: Cell, args) -> Path:
+    """The same (scenario, seed) under --init-root."""
+    return args.init_root / cell.scenario / f"seed{cell.seed}"
+
+
 # ------------------------------------------------------------------------------------------------ trainings
 @dataclass
 class Training:
@@ -172,7 +186,12 @@ class Training:
         return self.cell.root / f"{self.kind}.benchmark.pid"
 
     def budget(self, args) -> dict:
-        return {"steps": args.steps} if args.steps else {"minutes": args.minutes}
+        budget = {"steps": args.steps} if args.steps else {"minutes": args.minutes}
+        if self.kind == "stylex" and args.stylex_set:
+            budget["stylex_set"] = args.stylex_set
+        if self.kind == "stylex" and args.init_root is not None:
+            budget["init_from"] = str(init_cell(self.cell, args).resolve() / "stylex")
+        return budget
 
     def done(self, args) -> bool:
         if not self.marker.is_file():
@@ -196,10 +215,13 @@ class Training:
         cmd = stylex_cmd("train", "--data", c / "data", "--classifier", c / "clf", "--out", self.out,
                          "--preset", args.preset, "--device", args.device, "--quiet")  # fmt: skip
         cmd += ["--max-steps", args.steps] if args.steps else ["--max-minutes", args.minutes, "--max-steps", 0]
-        for override in (UNCONDITIONED if self.kind == "plain" else []) + args.set:
+        overrides = UNCONDITIONED + args.set if self.kind == "plain" else args.set + args.stylex_set
+        for override in overrides:
             cmd += ["--set", override]
         if (self.out / "weights.safetensors").is_file():
             cmd.append("--resume")
+        elif self.kind == "stylex" and args.init_root is not None:
+            cmd += ["--init-from", init_cell(self.cell, args) / "stylex"]
         return [str(a) for a in cmd]
 
     def start(self, args, env) -> None:
@@ -372,6 +394,21 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget per training")
     p.add_argument("--steps", type=int, default=0, help="step budget per training instead of --minutes")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra overrides, both models")
+    p.add_argument(
+        "--stylex-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra overrides of the StylEx model alone (e.g. swap_weight=1.0, which needs conditioning)",
+    )
+    p.add_argument(
+        "--init-root",
+        type=Path,
+        default=None,
+        help="an earlier ROOT: link its data, classifier and unconditioned model, and fine-tune its StylEx "
+        "model (--init-from) instead of training one from scratch",
+    )
+    p.add_argument("--prepare-only", action="store_true", help="render the data and train the classifiers, then stop")
     p.add_argument("--num-images", type=int, default=3000, help="training images per scenario and seed")
     p.add_argument("--eval-images", type=int, default=500, help="uncorrelated images for explanations")
     p.add_argument("--classifier-epochs", type=int, default=4)
@@ -398,13 +435,16 @@ def main() -> None:
     if not args.table_only:
         for cell in cells:
             prepare_cell(cell, args, resolution)
+        if args.prepare_only:
+            return
+        kinds = ("stylex",) if args.init_root is not None else ("stylex", "plain")
         if args.jobs == 1:  # one cell after another: its table rows exist as soon as it is done
             for cell in cells:
-                run_trainings([Training(cell, kind) for kind in ("stylex", "plain")], args, env)
+                run_trainings([Training(cell, kind) for kind in kinds], args, env)
                 explain_and_evaluate(cell, args, env)
                 table(cells, args.root)
         else:
-            run_trainings([Training(c, kind) for c in cells for kind in ("stylex", "plain")], args, env)
+            run_trainings([Training(c, kind) for c in cells for kind in kinds], args, env)
             for cell in cells:
                 explain_and_evaluate(cell, args, env)
     text = table(cells, args.root)
