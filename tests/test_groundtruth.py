@@ -17,6 +17,8 @@ from stylex.data import FACTOR_NAMES, render_scene, sample_factors, to_tensor
 from stylex.metrics.groundtruth import (
     AttributeReading,
     TrueImportance,
+    best_reach,
+    factor_reach,
     read_attributes,
     score_explanation,
     spearman,
@@ -161,13 +163,19 @@ class FactorGenerator(nn.Module):
         return to_tensor(np.stack(images))
 
 
-def test_read_attributes_finds_the_one_factor_a_clean_edit_changes():
-    n = 12
-    f = sample_factors(n, seed=3)
-    g = torch.Generator().manual_seed(0)
+def _factor_styles(n: int, seed: int) -> StyleVector:
+    """Styles of `FactorGenerator` for n random scenes, with random values of the two extra styles."""
+    f = sample_factors(n, seed=seed)
+    g = torch.Generator().manual_seed(seed)
     cols = [torch.as_tensor(f[name], dtype=torch.float32) + (0.5 if name == "shape" else 0.0) for name in FACTOR_NAMES]
     s_flat = torch.stack(cols + [torch.rand(n, generator=g) * 0.3, torch.rand(n, generator=g)], dim=1)  # [n, 9]
-    s = StyleVector([s_flat], [torch.zeros(n, 1)], FactorGenerator.layout)
+    return StyleVector([s_flat], [torch.zeros(n, 1)], FactorGenerator.layout)
+
+
+def test_read_attributes_finds_the_one_factor_a_clean_edit_changes():
+    n = 12
+    s = _factor_styles(n, seed=3)
+    s_flat = s.flatten()
 
     def attribute(rank: int, j: int) -> Attribute:
         return Attribute(rank, j, 0, "toy", j, "max", 0.0, 0.0)
@@ -180,6 +188,27 @@ def test_read_attributes_finds_the_one_factor_a_clean_edit_changes():
     clean, mixed = readings
     assert clean.dominant == "bg_hue" and clean.purity > 0.95 and clean.num_images == n
     assert mixed.purity < 0.6 and sum(v > 0.1 for v in mixed.changes.values()) >= 3
+
+
+def test_factor_reach_names_the_coordinate_that_moves_each_factor():
+    n = 12
+    s = _factor_styles(n, seed=4)
+    calls = []
+    edits = factor_reach(
+        FactorGenerator(), s, [], BrightBackground(), batch_size=4 * n, progress=lambda d, t: calls.append((d, t))
+    )
+    assert len(edits) == 2 * 9 and calls[-1] == (18, 18) and len(calls) == 5  # 4 edits per synthesis call
+    best = best_reach(edits, "conv", top=1)
+    assert best["obj_size"][0]["channel"] == FACTOR_NAMES.index("obj_size")
+    assert best["pos_x"][0]["channel"] == FACTOR_NAMES.index("pos_x")
+    assert best["bg_hue"][0]["channel"] in (FACTOR_NAMES.index("bg_hue"), 7)  # the factor itself, or the clean edit
+    clean = [e for e in edits if e["channel"] == 7]
+    assert all(max(e["changes"], key=e["changes"].get) == "bg_hue" for e in clean)
+    # only the background's brightness moves this classifier's decisions
+    flips = max(edits, key=lambda e: e["decision_flips"])
+    assert flips["channel"] == FACTOR_NAMES.index("bg_brightness") and flips["decision_flips"] > 0.2
+    assert all(e["decision_flips"] == 0 for e in edits if e["channel"] in (0, 2, 3, 4))
+    assert best_reach(edits, "rgb")["bg_hue"] == []  # toRGB styles are edited only with include_rgb
 
 
 # ------------------------------------------------------------------------------------------------ baselines

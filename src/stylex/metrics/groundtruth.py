@@ -23,6 +23,10 @@ attributes change.
    explanation's factor importance (per factor, the sum over the top-K attributes of that factor's share of the
    attribute's change) and the true importance (mean absolute probability change); and, per factor, the best rank
    at which it is an attribute's dominant factor (e.g. to ask whether a shortcut is among the top 3).
+4. **Factor reach** (`factor_reach`, a diagnostic): every style coordinate edited alone, both directions, as
+   AttFind edits; per factor the edits that change it most. AttFind and the baselines explain with single
+   coordinates, so a factor that no coordinate moves cannot be any attribute's dominant factor, however the
+   coordinates are ranked (`benchmarks/factor_reach.py`).
 """
 
 from __future__ import annotations
@@ -407,3 +411,90 @@ def score_explanation(
     counts = {f: sum(d == f for d in dominant) for f in factors}
     counts["none"] = sum(d is None for d in dominant)
     return ExplanationScores(top_k, len(top), precision, coverage, mean_purity, rho, explained, first, counts, used)
+
+
+# ------------------------------------------------------------------------------------------------ factor reach
+@torch.no_grad()
+def factor_reach(
+    G: torch.nn.Module,
+    s,
+    noise: list[torch.Tensor],
+    classifier: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    include_rgb: bool = False,
+    batch_size: int = 256,
+    read: Callable[[torch.Tensor], dict[str, np.ndarray]] = read_factors,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Edit every style coordinate alone and read which factors each edit changes (module docstring, 4).
+
+    Each edit sets one coordinate of every image to that coordinate's minimum or maximum over the images (AttFind's
+    edit at shift size 1), with the images' own noise.
+
+    Args:
+        G: generator (`synthesis`).
+        s: `StyleVector` of the N images; noise: their fixed noise maps.
+        classifier: if given, each edit also records the mean |logit change| and the share of changed decisions.
+        include_rgb: also edit the toRGB styles (AttFind does not: it searches modulated-conv styles only).
+        batch_size: images per synthesis call (several edits share a call).
+        read: the oracle, images [n, 3, R, R] in [-1, 1] -> factors.
+        progress: called with (edits done, edits in all) after each synthesis call.
+
+    Returns:
+        one dict per edit: ``kind`` ("conv" or "rgb"), ``layer`` (index), ``channel``, ``direction`` ("min" or
+        "max"), ``changes`` (factor -> mean normalised change) and, with a classifier, ``mean_abs_logit_change``
+        and ``decision_flips``.
+    """
+    from stylex.models.stylespace import StyleVector
+
+    n = s.batch_size
+    groups = [("conv", i, d) for i, d in enumerate(s.layout.conv_dims)]
+    groups += [("rgb", i, d) for i, d in enumerate(s.layout.rgb_dims)] if include_rgb else []
+    edits = [(kind, i, c, d) for kind, i, dims in groups for c in range(dims) for d in ("min", "max")]
+
+    def synthesise(styles) -> torch.Tensor:
+        return G.synthesis(styles, noise)
+
+    base = synthesise(s)
+    before = read(base)
+    base_logits = classifier(base) if classifier is not None else None
+    per_call = max(1, batch_size // n)
+    out: list[dict[str, Any]] = []
+    for a in range(0, len(edits), per_call):
+        chunk = edits[a : a + per_call]
+        images = []
+        for kind, i, c, d in chunk:
+            conv, rgb = list(s.conv), list(s.rgb)
+            styles = conv if kind == "conv" else rgb
+            column = styles[i][:, c]
+            edited = styles[i].clone()
+            edited[:, c] = column.min() if d == "min" else column.max()
+            styles[i] = edited
+            images.append(synthesise(StyleVector(conv, rgb, s.layout)))
+        after = torch.cat(images)  # [len(chunk) * n, 3, R, R]
+        readings = read(after)
+        logits = classifier(after) if classifier is not None else None
+        for e, (kind, i, c, d) in enumerate(chunk):
+            rows = slice(e * n, (e + 1) * n)
+            change = factor_change(before, {f: v[rows] for f, v in readings.items()})
+            record: dict[str, Any] = {
+                "kind": kind,
+                "layer": i,
+                "channel": c,
+                "direction": d,
+                "changes": {f: float(change[f].mean() / CHANGE_SCALE[f]) for f in FACTOR_NAMES},
+            }
+            if logits is not None:
+                delta = logits[rows] - base_logits
+                record["mean_abs_logit_change"] = float(delta.abs().mean())
+                flips = logits[rows].argmax(dim=1) != base_logits.argmax(dim=1)
+                record["decision_flips"] = float(flips.float().mean())
+            out.append(record)
+        if progress is not None:
+            progress(min(a + per_call, len(edits)), len(edits))
+    return out
+
+
+def best_reach(edits: Sequence[dict[str, Any]], kind: str | None = None, top: int = 5) -> dict[str, list[dict]]:
+    """Per factor, the `top` edits of `factor_reach` that change it most (only those of `kind`, if given)."""
+    pool = [e for e in edits if kind is None or e["kind"] == kind]
+    return {f: sorted(pool, key=lambda e: -e["changes"][f])[:top] for f in FACTOR_NAMES}
