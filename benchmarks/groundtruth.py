@@ -55,6 +55,17 @@ sequentially (``--jobs 1``). On a GPU machine pass ``--device cuda`` (and more `
 Measured for the README's table (``--steps 1800 --threads 2``, nothing else running most of the time): StylEx
 8.7-9.3 min, the unconditioned model 6.7 min, explanations and metrics about 2.7 min per (scenario, seed); 137.5 min
 in all.
+
+Fine-tuning an earlier root (``--init-root ROOT``): the data, classifiers and unconditioned models are linked from
+ROOT, and each StylEx model starts from ROOT's (``stylex train --init-from``) with ``--stylex-set`` overrides (the
+StylEx model alone), e.g. the README's swap table:
+
+    python benchmarks/groundtruth.py --root runs/groundtruth-swap --init-root runs/groundtruth-cond --steps 3200 \\
+        --stylex-set cond_rgb=false --stylex-set cond_sparsity=0.15 --stylex-set swap_weight=1.0 --threads 2
+
+Measured: each fine-tune about 20 min on the CPU with 2 threads (0.4 s/step with the swap term); explanations and
+metrics of the three StylEx methods 5.9 min for all six cells. ``--prepare-only`` renders the data (and trains any
+missing classifier) and stops, e.g. on a GPU machine before ``benchmarks/gpu_train.sh``.
 """
 
 from __future__ import annotations
