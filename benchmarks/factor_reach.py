@@ -12,6 +12,13 @@ factor the coordinates that change it most, with the classifier's response to th
 Changes are normalised as in `stylex evaluate`: 1.0 = as much as redrawing the factor at random. Needs synthetic
 shapes (the oracle reads their seven factors). About 3 minutes for a shapes-32 model on 32 images with --rgb on
 the 2-core CPU machine (the oracle reads ~45,000 images).
+
+``--probe FACTOR`` then asks whether the factor is *editable* along any linear direction of the styles: a ridge
+regression from the styles (conv and toRGB) of 400 images to the factor ((cos, sin) for a hue), checked on other
+images (R^2), and an edit of 32 further images along its minimal-norm direction that should move the factor to
+its mirror value (a hue half-way round the circle; a size or position to low + high - value). A factor that is
+decodable (high R^2) but does not move under this edit is held by the generator in a way no linear style edit
+reaches. A few seconds.
 """
 
 from __future__ import annotations
@@ -60,6 +67,60 @@ def reach(run: str, data: str, num_images: int, rgb: bool, seed: int, device: st
     }
 
 
+@torch.no_grad()
+def linear_probe(run: str, data: str, factor: str, seed: int, device: str, num_fit: int = 400) -> dict:
+    import numpy as np
+
+    from stylex.attfind.effects import image_noise
+    from stylex.attfind.run import encode_images, pick_indices
+    from stylex.data import FACTORS, load_dataset
+    from stylex.metrics.oracle import CHANGE_SCALE, factor_change, read_factors
+    from stylex.models.stylespace import StyleVector
+    from stylex.pipeline import load_run
+
+    spec = {f.name: f for f in FACTORS}[factor]
+    if spec.is_categorical:
+        raise SystemExit(f"--probe needs a continuous factor, not {factor}")
+    model, classifier = load_run(run, None, device)
+    dataset = load_dataset(data, resolution=model.resolution, progress=False)
+    indices = pick_indices(len(dataset), num_fit + 64, seed)
+    s = encode_images(model, classifier, dataset.tensors(indices).to(device))
+    layout, n_conv = s.layout, s.flatten().shape[1]
+    x = torch.cat([s.flatten(), *s.rgb], dim=1).double().cpu()  # [N, S + S_rgb]
+    v = np.asarray(dataset.factors[factor], dtype=np.float64)[indices]
+    hue = factor.endswith("hue")
+
+    def targets(values: np.ndarray) -> torch.Tensor:
+        cols = [np.cos(2 * np.pi * values), np.sin(2 * np.pi * values)] if hue else [values]
+        return torch.tensor(np.stack(cols, axis=1))
+
+    y = targets(v)
+    fit, test, edit = slice(0, num_fit), slice(num_fit, num_fit + 32), slice(num_fit + 32, num_fit + 64)
+    mu_x, mu_y = x[fit].mean(0), y[fit].mean(0)
+    xc = x[fit] - mu_x
+    w = torch.linalg.solve(xc.T @ xc + torch.eye(x.shape[1], dtype=x.dtype), xc.T @ (y[fit] - mu_y))  # ridge, 1.0
+    pred = (x[test] - mu_x) @ w + mu_y
+    r2 = [float(1 - ((pred[:, k] - y[test][:, k]) ** 2).mean() / y[test][:, k].var()) for k in range(y.shape[1])]
+    mirror = (v[edit] + 0.5) % 1.0 if hue else spec.low + spec.high - v[edit]
+    delta = (targets(mirror) - ((x[edit] - mu_x) @ w + mu_y)) @ torch.linalg.pinv(w)  # minimal-norm edit
+    edited = (x[edit] + delta).float().to(device)
+    conv = list(torch.split(edited[:, :n_conv], list(layout.conv_dims), dim=1))
+    rgb = list(torch.split(edited[:, n_conv:], list(layout.rgb_dims), dim=1))
+    rows = list(range(num_fit + 32, num_fit + 64))
+    noise = image_noise(model.G, [indices[i] for i in rows], seed, device)
+    before = model.G.synthesis(s.index(torch.tensor(rows, device=s.conv[0].device)), noise)
+    after = model.G.synthesis(StyleVector(conv, rgb, layout), noise)
+    change = factor_change(read_factors(before), read_factors(after))
+    flips = (classifier(before).argmax(1) != classifier(after).argmax(1)).float().mean()
+    return {
+        "factor": factor,
+        "r2": [round(r, 3) for r in r2],
+        "changes": {f: round(float(change[f].mean() / CHANGE_SCALE[f]), 3) for f in change},
+        "intended_change": round(float(np.abs(mirror - v[edit]).mean() / CHANGE_SCALE[factor]) if not hue else 2.0, 3),
+        "decision_flips": round(float(flips), 3),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a run folder or exported model")
@@ -69,8 +130,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="write the full result as JSON")
+    p.add_argument("--probe", metavar="FACTOR", help="also try a linear edit of the styles for this factor")
     args = p.parse_args()
+    if args.probe:
+        probe = linear_probe(args.model, args.data, args.probe, args.seed, args.device)
+        print(
+            f"linear probe of {args.probe}: held-out R^2 {probe['r2']}; an edit meant to change it by "
+            f"{probe['intended_change']} changes {probe['changes']}; decisions changed {probe['decision_flips']}"
+        )
     result = reach(args.model, args.data, args.num_images, args.rgb, args.seed, args.device)
+    if args.probe:
+        result["linear_probe"] = probe
     print(f"{args.model}: {result['num_edits']} single-coordinate edits on {result['num_images']} images")
     for title, key in (("conv styles (what AttFind searches)", "best_conv"), ("all edited styles", "best")):
         if key == "best" and not args.rgb:
