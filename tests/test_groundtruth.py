@@ -26,6 +26,7 @@ from stylex.metrics.groundtruth import (
 )
 from stylex.metrics.oracle import gaussian_blur, oracle_errors, read_factors
 from stylex.models.stylespace import StyleLayout, StyleVector
+from stylex.models.stylex import StylEx
 
 
 def _render(factors: dict[str, np.ndarray], resolution: int) -> np.ndarray:
@@ -209,6 +210,12 @@ def test_factor_reach_names_the_coordinate_that_moves_each_factor():
     assert flips["channel"] == FACTOR_NAMES.index("bg_brightness") and flips["decision_flips"] > 0.2
     assert all(e["decision_flips"] == 0 for e in edits if e["channel"] in (0, 2, 3, 4))
     assert best_reach(edits, "rgb")["bg_hue"] == []  # toRGB styles are edited only with include_rgb
+    mean = s.flatten().mean(dim=0)  # targets halfway in: smaller changes than to the extremes
+    near = factor_reach(FactorGenerator(), s, [], s_min=mean, s_max=mean)
+    size = FACTOR_NAMES.index("obj_size")
+    assert (
+        max(e["changes"]["obj_size"] for e in near if e["channel"] == size) < best["obj_size"][0]["changes"]["obj_size"]
+    )
 
 
 # ------------------------------------------------------------------------------------------------ baselines
@@ -265,14 +272,21 @@ def test_evaluate_writes_metrics_for_attfind_and_baselines(tiny_runs):
     run_dir = tiny_runs / "run"
     run_cli("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 2, "--fast", 4, "--no-render", "--quiet")
     result = run_cli("evaluate", "--model", run_dir, "--attributes", run_dir / "attfind", "--out", tiny_runs / "ev",
-                     "--k", "1,2", "--num-scenes", 8, "--num-values", 1, "--read-images", 4)  # fmt: skip
-    assert "precision" in result.output and "sufficiency@K" in result.output
+                     "--k", "1,2", "--num-scenes", 8, "--num-values", 1, "--read-images", 4, "--reach", 3)  # fmt: skip
+    assert "precision" in result.output and "sufficiency@K" in result.output and "reach (" in result.output
     metrics = json.loads((tiny_runs / "ev" / "metrics.json").read_text())
     assert metrics["method"] == "attfind" and metrics["num_images"] == 6 and metrics["ks"] == [1, 2]
     assert set(metrics["sufficiency"]) == {"1", "2"} and 0 <= metrics["reconstruction"]["stylex"]["consistency"] <= 1
     gt = metrics["groundtruth"]
     assert set(gt["true_importance"]["flip_rate"]) == set(FACTOR_NAMES) and set(gt["scores"]) == {"1", "2"}
     assert all(r["rank"] <= 2 for r in gt["attributes"]) and gt["oracle_on_inputs"]["shape_accuracy"] > 0.8
+    reach = gt["reach"]
+    assert reach["num_images"] == 3 and set(reach["best_conv"]) == set(FACTOR_NAMES)
+    layout = StylEx.load(run_dir).G.layout
+    assert reach["num_edits"] == 2 * layout.num_coords  # every conv coordinate, both directions
+    for f, best in reach["best_conv"].items():
+        assert best["layer_name"] in layout.conv_names and best["change"] == best["changes"][f] >= 0
+        assert 0 <= best["decision_flips"] <= 1 and best["mean_abs_logit_change"] >= 0
 
     plain = tiny_runs / "plain"
     wu = run_baseline(plain, "wu", num_images=6, top_k=2, out=plain / "wu")

@@ -680,9 +680,12 @@ def serve_cmd(run_dir, attributes_dir, data, host, port, num_images, device, qui
               help="Normalised change an attribute needs to have a dominant factor.")  # fmt: skip
 @click.option("--read-images", default=64, show_default=True, type=click.IntRange(min=1),
               help="Images per class on which the oracle reads each attribute.")  # fmt: skip
+@click.option("--reach", "reach_images", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Also edit every conv coordinate alone on this many images and report, per factor, the largest "
+                   "change one coordinate makes (synthetic data; 0 = off; ~2 min for 32 images at 32 px).")  # fmt: skip
 @click.option("--device", default="cpu", show_default=True)
 def evaluate_cmd(run_dir, attributes_dir, out, data, ks, num_images, seed, num_scenes, num_values, used_threshold,
-                 min_change, read_images, device):  # fmt: skip
+                 min_change, read_images, reach_images, device):  # fmt: skip
     """Measure an explanation: sufficiency@K, consistency, reconstruction and, on synthetic shapes, whether the
     attributes name the factors the classifier really uses (precision, coverage, purity, rank correlation)."""
     from stylex.metrics.evaluate import METRICS_FILE, evaluate_run, format_metrics
@@ -706,6 +709,7 @@ def evaluate_cmd(run_dir, attributes_dir, out, data, ks, num_images, seed, num_s
         used_threshold=used_threshold,
         min_change=min_change,
         max_read_images=read_images,
+        reach_images=reach_images,
         device=device,
     )
     click.echo(format_metrics(metrics))

@@ -13,7 +13,10 @@ edit targets s_min / s_max):
 - ``groundtruth`` (only when the data are synthetic shapes with their factors): the classifier's true importance
   of every factor, what each of the top attributes changes (oracle readings, dominant factor, purity), and per K
   precision@K, coverage@K, mean purity, Spearman and each factor's first rank (`stylex.metrics.groundtruth`);
-  also how well the oracle reads the inputs and how faithfully the reconstructions keep each factor.
+  also how well the oracle reads the inputs and how faithfully the reconstructions keep each factor; with
+  ``reach_images`` > 0, ``groundtruth.reach``: per factor the single conv coordinate that changes it most on that
+  many of the images (`stylex.metrics.groundtruth.factor_reach`), i.e. whether any single-coordinate explanation
+  could name the factor at all.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def evaluate_run(
     used_threshold: float = USED_THRESHOLD,
     min_change: float = MIN_CHANGE,
     max_read_images: int = 64,
+    reach_images: int = 0,
     classifier=None,
     device: str = "cpu",
     batch_size: int = 64,
@@ -78,6 +82,8 @@ def evaluate_run(
         used_threshold: decision-change rate at which a factor is truly used.
         min_change: normalised change an attribute needs for a dominant factor.
         max_read_images: images per class on which each attribute is read by the oracle.
+        reach_images: > 0: also the factor reach on the first that many images (2 edits per coordinate; about 2
+            minutes for 32 images of a shapes-32 model on 2 CPU cores).
         classifier: a loaded classifier instead of the one the run recorded.
         device: where the networks run.
         batch_size: images per forward pass.
@@ -173,7 +179,7 @@ def evaluate_run(
         metrics["groundtruth"] = _groundtruth(
             model, classifier, s, noise, result, s_min, s_max, shift_size, predicted, x, x_rec,
             {f: factors[f][indices] for f in FACTOR_NAMES}, ks, num_scenes, num_values, used_threshold, min_change,
-            max_read_images, seed, device, batch_size,
+            max_read_images, seed, device, batch_size, reach_images,
         )  # fmt: skip
     else:
         metrics["groundtruth_skipped"] = (
@@ -188,10 +194,10 @@ def evaluate_run(
 
 def _groundtruth(
     model, classifier, s, noise, result, s_min, s_max, shift_size, predicted, x, x_rec, true_factors, ks,
-    num_scenes, num_values, used_threshold, min_change, max_read_images, seed, device, batch_size,
+    num_scenes, num_values, used_threshold, min_change, max_read_images, seed, device, batch_size, reach_images=0,
 ) -> dict[str, Any]:  # fmt: skip
     """The ground-truth part of `evaluate_run` (its module docstring)."""
-    from stylex.metrics.groundtruth import read_attributes, score_explanation, true_importance
+    from stylex.metrics.groundtruth import best_reach, factor_reach, read_attributes, score_explanation, true_importance
     from stylex.metrics.oracle import oracle_errors, read_factors
 
     importance = true_importance(
@@ -202,6 +208,28 @@ def _groundtruth(
         batch_size,
     )  # fmt: skip
     scores = {str(k): score_explanation(readings, importance, k).to_dict() for k in ks}
+    reach = None
+    if reach_images > 0:
+        n = min(reach_images, s.batch_size)
+        rows = torch.arange(n, device=s.conv[0].device)
+        edits = factor_reach(
+            model.G, s.index(rows), [z[:n] for z in noise], classifier, batch_size=max(batch_size, 256),
+            s_min=s_min, s_max=s_max,
+        )  # fmt: skip
+        names = model.G.layout.conv_names
+        best = {}
+        for f, ranked in best_reach(edits, "conv", top=1).items():
+            e = ranked[0]
+            best[f] = {
+                "change": round(e["changes"][f], 6),
+                "layer_name": names[e["layer"]],
+                "channel": e["channel"],
+                "direction": e["direction"],
+                "changes": {g: round(v, 6) for g, v in e["changes"].items()},
+                "mean_abs_logit_change": round(e["mean_abs_logit_change"], 6),
+                "decision_flips": round(e["decision_flips"], 6),
+            }
+        reach = {"num_images": n, "num_edits": len(edits), "best_conv": best}
     return {
         "true_importance": importance.to_dict(),
         "scores": scores,
@@ -210,6 +238,7 @@ def _groundtruth(
         "reconstruction_factors": oracle_errors(true_factors, read_factors(x_rec)),
         "min_change": min_change,
         "max_read_images": max_read_images,
+        "reach": reach,
     }
 
 
@@ -246,5 +275,12 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         lines.append(
             f"{k:>4s}{_fmt(sc['precision']):>11s}{_fmt(sc['coverage']):>10s}{_fmt(sc['mean_purity']):>8s}"
             f"{_fmt(sc['spearman']):>10s}  {first}"
+        )
+    reach = gt.get("reach")
+    if reach:
+        best = reach["best_conv"]
+        lines.append(
+            f"reach (largest change of each factor by one conv coordinate, {reach['num_images']} images): "
+            + ", ".join(f"{f} {best[f]['change']:.2f}" for f in sorted(best, key=lambda f: -best[f]["change"]))
         )
     return "\n".join(lines)

@@ -424,11 +424,14 @@ def factor_reach(
     batch_size: int = 256,
     read: Callable[[torch.Tensor], dict[str, np.ndarray]] = read_factors,
     progress: Callable[[int, int], None] | None = None,
+    s_min: torch.Tensor | None = None,
+    s_max: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Edit every style coordinate alone and read which factors each edit changes (module docstring, 4).
 
     Each edit sets one coordinate of every image to that coordinate's minimum or maximum over the images (AttFind's
-    edit at shift size 1), with the images' own noise.
+    edit at shift size 1; `s_min` / `s_max` give other targets for the conv coordinates, e.g. AttFind's over more
+    images), with the images' own noise.
 
     Args:
         G: generator (`synthesis`).
@@ -438,6 +441,7 @@ def factor_reach(
         batch_size: images per synthesis call (several edits share a call).
         read: the oracle, images [n, 3, R, R] in [-1, 1] -> factors.
         progress: called with (edits done, edits in all) after each synthesis call.
+        s_min, s_max: [S] conv edit targets (default: the minimum / maximum over these images).
 
     Returns:
         one dict per edit: ``kind`` ("conv" or "rgb"), ``layer`` (index), ``channel``, ``direction`` ("min" or
@@ -447,6 +451,10 @@ def factor_reach(
     from stylex.models.stylespace import StyleVector
 
     n = s.batch_size
+    flat = s.flatten()
+    lo = flat.min(dim=0).values if s_min is None else s_min.to(flat)
+    hi = flat.max(dim=0).values if s_max is None else s_max.to(flat)
+    offsets = [sum(s.layout.conv_dims[:i]) for i in range(len(s.layout.conv_dims))]
     groups = [("conv", i, d) for i, d in enumerate(s.layout.conv_dims)]
     groups += [("rgb", i, d) for i, d in enumerate(s.layout.rgb_dims)] if include_rgb else []
     edits = [(kind, i, c, d) for kind, i, dims in groups for c in range(dims) for d in ("min", "max")]
@@ -465,9 +473,11 @@ def factor_reach(
         for kind, i, c, d in chunk:
             conv, rgb = list(s.conv), list(s.rgb)
             styles = conv if kind == "conv" else rgb
-            column = styles[i][:, c]
             edited = styles[i].clone()
-            edited[:, c] = column.min() if d == "min" else column.max()
+            if kind == "conv":
+                edited[:, c] = (lo if d == "min" else hi)[offsets[i] + c]
+            else:
+                edited[:, c] = styles[i][:, c].min() if d == "min" else styles[i][:, c].max()
             styles[i] = edited
             images.append(synthesise(StyleVector(conv, rgb, s.layout)))
         after = torch.cat(images)  # [len(chunk) * n, 3, R, R]
