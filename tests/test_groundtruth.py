@@ -24,7 +24,7 @@ from stylex.metrics.groundtruth import (
     spearman,
     true_importance,
 )
-from stylex.metrics.oracle import gaussian_blur, oracle_errors, read_factors
+from stylex.metrics.oracle import CHANGE_SCALE, factor_change, gaussian_blur, oracle_errors, read_factors
 from stylex.models.stylespace import StyleLayout, StyleVector
 from stylex.models.stylex import StylEx
 
@@ -89,6 +89,29 @@ def test_oracle_reads_fresh_renders(resolution, sigma, shape_acc, tol):
     # the model convention reads the same as the file convention
     again = read_factors(to_tensor(images[:8]))
     assert all(np.allclose(again[f], read_factors(images[:8])[f]) for f in FACTOR_NAMES)
+
+
+def test_oracle_tells_a_size_change_from_a_shape_change_on_blurred_renders():
+    """The precision metric rests on this: a pure size change reads as size, a pure shape change as shape, also
+    when the shapes are as soft as a 2 px blur makes them."""
+    n = 40
+    f = sample_factors(n, seed=7)
+    bigger = dict(f, obj_size=np.clip(np.asarray(f["obj_size"]) + 0.06, 0.25, 0.5))
+    reshaped = dict(f, shape=(np.asarray(f["shape"]) + 1) % 3)
+
+    def read(factors):
+        images = gaussian_blur(_render(factors, 32).astype(np.float64), 2.0)
+        return read_factors(np.clip(np.round(images), 0, 255).astype(np.uint8))
+
+    base = read(f)
+    for after, factor in ((read(bigger), "obj_size"), (read(reshaped), "shape")):
+        change = factor_change(base, after)
+        norm = np.stack([change[g] / CHANGE_SCALE[g] for g in FACTOR_NAMES], axis=1)  # [n, 7]
+        dominant = np.asarray(FACTOR_NAMES)[norm.argmax(axis=1)]
+        assert (dominant == factor).mean() >= 0.9, (
+            factor,
+            dict(zip(*np.unique(dominant, return_counts=True), strict=True)),
+        )
 
 
 # ------------------------------------------------------------------------------------------------ scores
