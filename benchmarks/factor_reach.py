@@ -53,9 +53,6 @@ def reach(run: str, data: str, num_images: int, rgb: bool, seed: int, device: st
 
     edits = factor_reach(model.G, s, noise, classifier, include_rgb=rgb, progress=progress)
     bar.close()
-    names = {"conv": s.layout.conv_names, "rgb": [f"toRGB{i}" for i in range(len(s.layout.rgb_dims))]}
-    for e in edits:
-        e["layer_name"] = names[e["kind"]][e["layer"]]
     return {
         "run": str(run),
         "data": str(data),

@@ -216,19 +216,9 @@ def _groundtruth(
             model.G, s.index(rows), [z[:n] for z in noise], classifier, batch_size=max(batch_size, 256),
             s_min=s_min, s_max=s_max,
         )  # fmt: skip
-        names = model.G.layout.conv_names
-        best = {}
-        for f, ranked in best_reach(edits, "conv", top=1).items():
-            e = ranked[0]
-            best[f] = {
-                "change": round(e["changes"][f], 6),
-                "layer_name": names[e["layer"]],
-                "channel": e["channel"],
-                "direction": e["direction"],
-                "changes": {g: round(v, 6) for g, v in e["changes"].items()},
-                "mean_abs_logit_change": round(e["mean_abs_logit_change"], 6),
-                "decision_flips": round(e["decision_flips"], 6),
-            }
+        best = {
+            f: dict(ranked[0], change=ranked[0]["changes"][f]) for f, ranked in best_reach(edits, "conv", 1).items()
+        }
         reach = {"num_images": n, "num_edits": len(edits), "best_conv": best}
     return {
         "true_importance": importance.to_dict(),

@@ -444,9 +444,9 @@ def factor_reach(
         s_min, s_max: [S] conv edit targets (default: the minimum / maximum over these images).
 
     Returns:
-        one dict per edit: ``kind`` ("conv" or "rgb"), ``layer`` (index), ``channel``, ``direction`` ("min" or
-        "max"), ``changes`` (factor -> mean normalised change) and, with a classifier, ``mean_abs_logit_change``
-        and ``decision_flips``.
+        one dict per edit: ``kind`` ("conv" or "rgb"), ``layer`` (index), ``layer_name``, ``channel``,
+        ``direction`` ("min" or "max"), ``changes`` (factor -> mean normalised change) and, with a classifier,
+        ``mean_abs_logit_change`` and ``decision_flips``.
     """
     from stylex.models.stylespace import StyleVector
 
@@ -459,10 +459,7 @@ def factor_reach(
     groups += [("rgb", i, d) for i, d in enumerate(s.layout.rgb_dims)] if include_rgb else []
     edits = [(kind, i, c, d) for kind, i, dims in groups for c in range(dims) for d in ("min", "max")]
 
-    def synthesise(styles) -> torch.Tensor:
-        return G.synthesis(styles, noise)
-
-    base = synthesise(s)
+    base = G.synthesis(s, noise)
     before = read(base)
     base_logits = classifier(base) if classifier is not None else None
     per_call = max(1, batch_size // n)
@@ -479,7 +476,7 @@ def factor_reach(
             else:
                 edited[:, c] = styles[i][:, c].min() if d == "min" else styles[i][:, c].max()
             styles[i] = edited
-            images.append(synthesise(StyleVector(conv, rgb, s.layout)))
+            images.append(G.synthesis(StyleVector(conv, rgb, s.layout), noise))
         after = torch.cat(images)  # [len(chunk) * n, 3, R, R]
         readings = read(after)
         logits = classifier(after) if classifier is not None else None
@@ -489,6 +486,7 @@ def factor_reach(
             record: dict[str, Any] = {
                 "kind": kind,
                 "layer": i,
+                "layer_name": s.layout.conv_names[i] if kind == "conv" else f"toRGB{i}",
                 "channel": c,
                 "direction": d,
                 "changes": {f: float(change[f].mean() / CHANGE_SCALE[f]) for f in FACTOR_NAMES},
