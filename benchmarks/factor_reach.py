@@ -31,19 +31,22 @@ import torch
 
 
 @torch.no_grad()
-def reach(run: str, data: str, num_images: int, rgb: bool, seed: int, device: str) -> dict:
+def encode(model, classifier, dataset, num_images: int, seed: int, device: str):
+    """The styles of `num_images` images picked as AttFind picks them, with their indices."""
+    from stylex.attfind.run import encode_images, pick_indices
+
+    indices = pick_indices(len(dataset), num_images, seed)
+    return indices, encode_images(model, classifier, dataset.tensors(indices).to(device))
+
+
+@torch.no_grad()
+def reach(model, classifier, dataset, num_images: int, rgb: bool, seed: int, device: str) -> dict:
     from tqdm import tqdm
 
     from stylex.attfind.effects import image_noise
-    from stylex.attfind.run import encode_images, pick_indices
-    from stylex.data import load_dataset
     from stylex.metrics.groundtruth import best_reach, factor_reach
-    from stylex.pipeline import load_run
 
-    model, classifier = load_run(run, None, device)
-    dataset = load_dataset(data, resolution=model.resolution, progress=False)
-    indices = pick_indices(len(dataset), num_images, seed)
-    s = encode_images(model, classifier, dataset.tensors(indices).to(device))
+    indices, s = encode(model, classifier, dataset, num_images, seed, device)
     noise = image_noise(model.G, indices, seed, device)
     bar = tqdm(desc="edits", unit="edit", leave=False)
 
@@ -54,8 +57,6 @@ def reach(run: str, data: str, num_images: int, rgb: bool, seed: int, device: st
     edits = factor_reach(model.G, s, noise, classifier, include_rgb=rgb, progress=progress)
     bar.close()
     return {
-        "run": str(run),
-        "data": str(data),
         "num_images": len(indices),
         "num_edits": len(edits),
         "best_conv": best_reach(edits, "conv"),  # the coordinates AttFind searches
@@ -65,23 +66,18 @@ def reach(run: str, data: str, num_images: int, rgb: bool, seed: int, device: st
 
 
 @torch.no_grad()
-def linear_probe(run: str, data: str, factor: str, seed: int, device: str, num_fit: int = 400) -> dict:
+def linear_probe(model, classifier, dataset, factor: str, seed: int, device: str, num_fit: int = 400) -> dict:
     import numpy as np
 
     from stylex.attfind.effects import image_noise
-    from stylex.attfind.run import encode_images, pick_indices
-    from stylex.data import FACTORS, load_dataset
+    from stylex.data import FACTORS
     from stylex.metrics.oracle import CHANGE_SCALE, factor_change, read_factors
     from stylex.models.stylespace import StyleVector
-    from stylex.pipeline import load_run
 
     spec = {f.name: f for f in FACTORS}[factor]
     if spec.is_categorical:
         raise SystemExit(f"--probe needs a continuous factor, not {factor}")
-    model, classifier = load_run(run, None, device)
-    dataset = load_dataset(data, resolution=model.resolution, progress=False)
-    indices = pick_indices(len(dataset), num_fit + 64, seed)
-    s = encode_images(model, classifier, dataset.tensors(indices).to(device))
+    indices, s = encode(model, classifier, dataset, num_fit + 64, seed, device)
     layout, n_conv = s.layout, s.flatten().shape[1]
     x = torch.cat([s.flatten(), *s.rgb], dim=1).double().cpu()  # [N, S + S_rgb]
     v = np.asarray(dataset.factors[factor], dtype=np.float64)[indices]
@@ -129,13 +125,19 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="write the full result as JSON")
     p.add_argument("--probe", metavar="FACTOR", help="also try a linear edit of the styles for this factor")
     args = p.parse_args()
+    from stylex.data import load_dataset
+    from stylex.pipeline import load_run
+
+    model, classifier = load_run(args.model, None, args.device)
+    dataset = load_dataset(args.data, resolution=model.resolution, progress=False)
     if args.probe:
-        probe = linear_probe(args.model, args.data, args.probe, args.seed, args.device)
+        probe = linear_probe(model, classifier, dataset, args.probe, args.seed, args.device)
         print(
             f"linear probe of {args.probe}: held-out R^2 {probe['r2']}; an edit meant to change it by "
             f"{probe['intended_change']} changes {probe['changes']}; decisions changed {probe['decision_flips']}"
         )
-    result = reach(args.model, args.data, args.num_images, args.rgb, args.seed, args.device)
+    result = {"run": str(args.model), "data": str(args.data)}
+    result.update(reach(model, classifier, dataset, args.num_images, args.rgb, args.seed, args.device))
     if args.probe:
         result["linear_probe"] = probe
     print(f"{args.model}: {result['num_edits']} single-coordinate edits on {result['num_images']} images")

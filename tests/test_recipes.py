@@ -134,11 +134,13 @@ def test_swap_weight_teaches_g_to_draw_the_class_of_the_logits_it_sees(tmp_path,
             d = (x[..., : x.shape[-1] // 2].mean((1, 2, 3)) - x[..., x.shape[-1] // 2 :].mean((1, 2, 3))) * 40
             return torch.stack([d, -d], dim=1)
 
+    steps = 15
+
     def swap_kl(weight):
         torch.manual_seed(0)
         t = _trainer(tmp_path / str(weight), Sharp(), tiny_images, swap_weight=weight, lr_g=0.01, adv_weight=0.0)
         t.start(resume=False)
-        stats = [t.train_step() for _ in range(STEPS)]
+        stats = [t.train_step() for _ in range(steps)]
         with torch.no_grad():  # the swap KL of the trained G on all images, fixed noise
             x = tiny_images
             c = t.classify(x)
@@ -146,7 +148,6 @@ def test_swap_weight_teaches_g_to_draw_the_class_of_the_logits_it_sees(tmp_path,
             x_swap = t.G(t.E(x), c_swap, t.G.make_noise(len(x), torch.Generator().manual_seed(1)))
             return stats, float(losses.classifier_kl(c_swap, t.classify(x_swap)))
 
-    STEPS = 15
     stats, with_swap = swap_kl(1.0)
     assert all("swap" in st and st["swap"] >= 0 for st in stats)
     _, without = swap_kl(0.0)
