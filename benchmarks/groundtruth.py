@@ -66,6 +66,11 @@ StylEx model alone), e.g. the README's swap table:
 Measured: each fine-tune about 20 min on the CPU with 2 threads (0.4 s/step with the swap term); explanations and
 metrics of the three StylEx methods 5.9 min for all six cells. ``--prepare-only`` renders the data (and trains any
 missing classifier) and stops, e.g. on a GPU machine before ``benchmarks/gpu_train.sh``.
+
+Other StylEx models on the same data (``--link-root ROOT``): the data, classifiers and unconditioned models are
+linked from ROOT as with ``--init-root``, but each StylEx model trains from scratch, e.g. with other sizes
+(``--stylex-set model.channel_max=128``). Models trained elsewhere (a GPU) are used as they are when their
+``stylex.benchmark.json`` records the budget that the command line gives.
 """
 
 from __future__ import annotations
@@ -135,9 +140,9 @@ def prepare_cell(cell: Cell, args, resolution: int) -> None:
 
     spec = SCENARIOS[cell.scenario]
     data, eval_data, clf = cell.root / "data", cell.root / "eval-data", cell.root / "clf"
-    if args.init_root is not None:  # data, classifier and the unconditioned model come from the earlier root
-        source = init_cell(cell, args)
-        if not (source / "stylex" / "weights.safetensors").is_file():
+    if args.init_root is not None or args.link_root is not None:  # data, classifier, unconditioned model: linked
+        source = (args.init_root or args.link_root) / cell.scenario / f"seed{cell.seed}"
+        if args.init_root is not None and not (source / "stylex" / "weights.safetensors").is_file():
             raise SystemExit(f"{cell.name}: --init-root has no StylEx run to start from ({source / 'stylex'})")
         cell.root.mkdir(parents=True, exist_ok=True)
         for name in ("data", "eval-data", "clf", "plain", "plain.benchmark.json", "classifier.json"):
@@ -419,6 +424,13 @@ def main() -> None:
         help="an earlier ROOT: link its data, classifier and unconditioned model, and fine-tune its StylEx "
         "model (--init-from) instead of training one from scratch",
     )
+    p.add_argument(
+        "--link-root",
+        type=Path,
+        default=None,
+        help="an earlier ROOT: link its data, classifier and unconditioned model, and train the StylEx model from "
+        "scratch (e.g. with other --stylex-set sizes); not with --init-root",
+    )
     p.add_argument("--prepare-only", action="store_true", help="render the data and train the classifiers, then stop")
     p.add_argument("--num-images", type=int, default=3000, help="training images per scenario and seed")
     p.add_argument("--eval-images", type=int, default=500, help="uncorrelated images for explanations")
@@ -435,6 +447,8 @@ def main() -> None:
     p.add_argument("--redo-explanations", action="store_true", help="recompute attributes and metrics")
     p.add_argument("--table-only", action="store_true", help="only (re)write the table from existing metrics")
     args = p.parse_args()
+    if args.init_root is not None and args.link_root is not None:
+        p.error("--init-root fine-tunes the earlier StylEx models, --link-root trains new ones: give one of them")
 
     from stylex.config import preset
 
@@ -448,7 +462,7 @@ def main() -> None:
             prepare_cell(cell, args, resolution)
         if args.prepare_only:
             return
-        kinds = ("stylex",) if args.init_root is not None else ("stylex", "plain")
+        kinds = ("stylex",) if args.init_root is not None or args.link_root is not None else ("stylex", "plain")
         if args.jobs == 1:  # one cell after another: its table rows exist as soon as it is done
             for cell in cells:
                 run_trainings([Training(cell, kind) for kind in kinds], args, env)
