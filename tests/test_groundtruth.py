@@ -19,6 +19,7 @@ from stylex.metrics.groundtruth import (
     TrueImportance,
     best_reach,
     factor_reach,
+    normalised_changes,
     read_attributes,
     score_explanation,
     spearman,
@@ -324,3 +325,28 @@ def test_evaluate_writes_metrics_for_attfind_and_baselines(tiny_runs):
     wrong = run_cli("evaluate", "--model", run_dir, "--attributes", tiny_runs / "clf", "--out", tiny_runs / "x",
                     ok=False)  # fmt: skip
     assert wrong.exit_code == 1 and wrong.output.startswith("error: ") and "attfind" in wrong.output
+
+
+def test_factor_attfind_control_renders_the_scenes_it_encodes():
+    """benchmarks/factor_attfind.py: factors -> coordinates -> render gives back the scenes of the data, and moving
+    the background hue's sine coordinate to its maximum changes the background hue alone."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "factor_attfind.py"
+    spec = importlib.util.spec_from_file_location("factor_attfind", path)
+    control = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(control)
+
+    f = sample_factors(6, seed=4)
+    coords = control.to_coords(f)
+    want = np.stack([render_scene({k: f[k][i] for k in FACTOR_NAMES}, 16) for i in range(6)])
+    got = control.render(coords, 16)
+    assert torch.allclose(got, to_tensor(want), atol=1 / 127.5)  # one grey level: atan2 rounding of the hues
+
+    j = control.COORDS.index("bg_hue_sin")
+    edited = coords.copy()
+    edited[:, j] = 1.0
+    changes = normalised_changes(read_factors(got), read_factors(control.render(edited, 16)))
+    assert max(changes, key=changes.get) == "bg_hue"
+    assert changes["bg_hue"] > 0.5 and all(v < 0.1 for k, v in changes.items() if k != "bg_hue")
