@@ -14,12 +14,14 @@ from conftest import make_tiny_run, run_cli
 from stylex.attfind.baselines import baseline_attributes, run_baseline, typical_difference
 from stylex.attfind.result import AttFindResult, Attribute, ClassAttributes
 from stylex.data import FACTOR_NAMES, render_scene, sample_factors, to_tensor
+from stylex.metrics.evaluate import format_metrics
 from stylex.metrics.groundtruth import (
     AttributeReading,
     TrueImportance,
     best_reach,
     factor_reach,
     normalised_changes,
+    reach_dominant_counts,
     read_attributes,
     score_explanation,
     spearman,
@@ -234,6 +236,9 @@ def test_factor_reach_names_the_coordinate_that_moves_each_factor():
     assert flips["channel"] == FACTOR_NAMES.index("bg_brightness") and flips["decision_flips"] > 0.2
     assert all(e["decision_flips"] == 0 for e in edits if e["channel"] in (0, 2, 3, 4))
     assert best_reach(edits, "rgb")["bg_hue"] == []  # toRGB styles are edited only with include_rgb
+    counts = reach_dominant_counts(edits, "conv")
+    assert sum(counts.values()) == len(edits) and counts["bg_hue"] >= 2  # its own style and the clean edit, both ways
+    assert counts["obj_size"] >= 1 and reach_dominant_counts(edits, "rgb") == dict.fromkeys(counts, 0)
     mean = s.flatten().mean(dim=0)  # targets halfway in: smaller changes than to the extremes
     near = factor_reach(FactorGenerator(), s, [], s_min=mean, s_max=mean)
     size = FACTOR_NAMES.index("obj_size")
@@ -311,6 +316,13 @@ def test_evaluate_writes_metrics_for_attfind_and_baselines(tiny_runs):
     for f, best in reach["best_conv"].items():
         assert best["layer_name"] in layout.conv_names and best["change"] == best["changes"][f] >= 0
         assert 0 <= best["decision_flips"] <= 1 and best["mean_abs_logit_change"] >= 0
+    assert sum(reach["dominant_counts"].values()) == reach["num_edits"]
+    # the summary warns about a truly used factor that no coordinate has as its dominant factor, and only then
+    gt["true_importance"]["used"] = ["obj_size"]
+    reach["dominant_counts"]["obj_size"] = 0
+    assert "no single conv coordinate has obj_size as its dominant factor" in format_metrics(metrics)
+    reach["dominant_counts"]["obj_size"] = 1
+    assert "warning" not in format_metrics(metrics)
 
     plain = tiny_runs / "plain"
     wu = run_baseline(plain, "wu", num_images=6, top_k=2, out=plain / "wu")

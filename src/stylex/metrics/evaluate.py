@@ -15,8 +15,9 @@ edit targets s_min / s_max):
   precision@K, coverage@K, mean purity, Spearman and each factor's first rank (`stylex.metrics.groundtruth`);
   also how well the oracle reads the inputs and how faithfully the reconstructions keep each factor; with
   ``reach_images`` > 0, ``groundtruth.reach``: per factor the single conv coordinate that changes it most on that
-  many of the images (`stylex.metrics.groundtruth.factor_reach`), i.e. whether any single-coordinate explanation
-  could name the factor at all.
+  many of the images (`stylex.metrics.groundtruth.factor_reach`), and per factor how many of those edits have it
+  as their dominant factor (``dominant_counts``), i.e. whether any single-coordinate explanation could name the
+  factor at all (the terminal summary warns about truly used factors that none can).
 """
 
 from __future__ import annotations
@@ -197,7 +198,14 @@ def _groundtruth(
     num_scenes, num_values, used_threshold, min_change, max_read_images, seed, device, batch_size, reach_images=0,
 ) -> dict[str, Any]:  # fmt: skip
     """The ground-truth part of `evaluate_run` (its module docstring)."""
-    from stylex.metrics.groundtruth import best_reach, factor_reach, read_attributes, score_explanation, true_importance
+    from stylex.metrics.groundtruth import (
+        best_reach,
+        factor_reach,
+        reach_dominant_counts,
+        read_attributes,
+        score_explanation,
+        true_importance,
+    )
     from stylex.metrics.oracle import oracle_errors, read_factors
 
     importance = true_importance(
@@ -219,7 +227,12 @@ def _groundtruth(
         best = {
             f: dict(ranked[0], change=ranked[0]["changes"][f]) for f, ranked in best_reach(edits, "conv", 1).items()
         }
-        reach = {"num_images": n, "num_edits": len(edits), "best_conv": best}
+        reach = {
+            "num_images": n,
+            "num_edits": len(edits),
+            "best_conv": best,
+            "dominant_counts": reach_dominant_counts(edits, "conv", min_change),
+        }
     return {
         "true_importance": importance.to_dict(),
         "scores": scores,
@@ -273,4 +286,11 @@ def format_metrics(metrics: dict[str, Any]) -> str:
             f"reach (largest change of each factor by one conv coordinate, {reach['num_images']} images): "
             + ", ".join(f"{f} {best[f]['change']:.2f}" for f in sorted(best, key=lambda f: -best[f]["change"]))
         )
+        counts = reach.get("dominant_counts") or {}
+        unnamed = [f for f in gt["true_importance"]["used"] if counts and counts.get(f, 0) == 0]
+        if unnamed:
+            lines.append(
+                f"warning: no single conv coordinate has {', '.join(unnamed)} as its dominant factor, so no "
+                "single-coordinate explanation of this model can name it; the generator lacks such a coordinate"
+            )
     return "\n".join(lines)

@@ -506,3 +506,18 @@ def best_reach(edits: Sequence[dict[str, Any]], kind: str | None = None, top: in
     """Per factor, the `top` edits of `factor_reach` that change it most (only those of `kind`, if given)."""
     pool = [e for e in edits if kind is None or e["kind"] == kind]
     return {f: sorted(pool, key=lambda e: -e["changes"][f])[:top] for f in FACTOR_NAMES}
+
+
+def reach_dominant_counts(
+    edits: Sequence[dict[str, Any]], kind: str | None = None, min_change: float = MIN_CHANGE
+) -> dict[str, int]:
+    """Per factor, how many edits of `factor_reach` (only those of `kind`, if given) have it as their dominant
+    factor (the largest normalised change, if >= `min_change`), as an attribute's reading would; "none" counts the
+    edits that change no factor that much. A truly used factor with count 0 cannot be the dominant factor of any
+    single-coordinate attribute of this generator, whatever the search ranks first."""
+    counts = dict.fromkeys(FACTOR_NAMES, 0) | {"none": 0}
+    for e in edits:
+        if kind is None or e["kind"] == kind:
+            f = max(e["changes"], key=e["changes"].get)
+            counts[f if e["changes"][f] >= min_change else "none"] += 1
+    return counts
