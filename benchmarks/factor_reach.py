@@ -71,7 +71,8 @@ def linear_probe(model, classifier, dataset, factor: str, seed: int, device: str
 
     from stylex.attfind.effects import image_noise
     from stylex.data import FACTORS
-    from stylex.metrics.oracle import CHANGE_SCALE, factor_change, read_factors
+    from stylex.metrics.groundtruth import normalised_changes
+    from stylex.metrics.oracle import CHANGE_SCALE, read_factors
     from stylex.models.stylespace import StyleVector
 
     spec = {f.name: f for f in FACTORS}[factor]
@@ -103,12 +104,12 @@ def linear_probe(model, classifier, dataset, factor: str, seed: int, device: str
     noise = image_noise(model.G, [indices[i] for i in rows], seed, device)
     before = model.G.synthesis(s.index(torch.tensor(rows, device=s.conv[0].device)), noise)
     after = model.G.synthesis(StyleVector(conv, rgb, layout), noise)
-    change = factor_change(read_factors(before), read_factors(after))
+    changes = normalised_changes(read_factors(before), read_factors(after))
     flips = (classifier(before).argmax(1) != classifier(after).argmax(1)).float().mean()
     return {
         "factor": factor,
         "r2": [round(r, 3) for r in r2],
-        "changes": {f: round(float(change[f].mean() / CHANGE_SCALE[f]), 3) for f in change},
+        "changes": {f: round(v, 3) for f, v in changes.items()},
         "intended_change": round(float(np.abs(mirror - v[edit]).mean() / CHANGE_SCALE[factor]) if not hue else 2.0, 3),
         "decision_flips": round(float(flips), 3),
     }

@@ -141,7 +141,7 @@ def prepare_cell(cell: Cell, args, resolution: int) -> None:
     spec = SCENARIOS[cell.scenario]
     data, eval_data, clf = cell.root / "data", cell.root / "eval-data", cell.root / "clf"
     if args.init_root is not None or args.link_root is not None:  # data, classifier, unconditioned model: linked
-        source = (args.init_root or args.link_root) / cell.scenario / f"seed{cell.seed}"
+        source = init_cell(cell, args)
         if args.init_root is not None and not (source / "stylex" / "weights.safetensors").is_file():
             raise SystemExit(f"{cell.name}: --init-root has no StylEx run to start from ({source / 'stylex'})")
         cell.root.mkdir(parents=True, exist_ok=True)
@@ -177,8 +177,8 @@ def prepare_cell(cell: Cell, args, resolution: int) -> None:
 
 
 def init_cell(cell: Cell, args) -> Path:
-    """The same (scenario, seed) under --init-root."""
-    return args.init_root / cell.scenario / f"seed{cell.seed}"
+    """The same (scenario, seed) under --init-root (or --link-root)."""
+    return (args.init_root or args.link_root) / cell.scenario / f"seed{cell.seed}"
 
 
 # ------------------------------------------------------------------------------------------------ trainings

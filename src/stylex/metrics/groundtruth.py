@@ -454,7 +454,7 @@ def factor_reach(
     flat = s.flatten()
     lo = flat.min(dim=0).values if s_min is None else s_min.to(flat)
     hi = flat.max(dim=0).values if s_max is None else s_max.to(flat)
-    offsets = [sum(s.layout.conv_dims[:i]) for i in range(len(s.layout.conv_dims))]
+    offsets = s.layout.offsets()
     groups = [("conv", i, d) for i, d in enumerate(s.layout.conv_dims)]
     groups += [("rgb", i, d) for i, d in enumerate(s.layout.rgb_dims)] if include_rgb else []
     edits = [(kind, i, c, d) for kind, i, dims in groups for c in range(dims) for d in ("min", "max")]
@@ -482,14 +482,13 @@ def factor_reach(
         logits = classifier(after) if classifier is not None else None
         for e, (kind, i, c, d) in enumerate(chunk):
             rows = slice(e * n, (e + 1) * n)
-            change = factor_change(before, {f: v[rows] for f, v in readings.items()})
             record: dict[str, Any] = {
                 "kind": kind,
                 "layer": i,
                 "layer_name": s.layout.conv_names[i] if kind == "conv" else f"toRGB{i}",
                 "channel": c,
                 "direction": d,
-                "changes": {f: float(change[f].mean() / CHANGE_SCALE[f]) for f in FACTOR_NAMES},
+                "changes": normalised_changes(before, {f: v[rows] for f, v in readings.items()}),
             }
             if logits is not None:
                 delta = logits[rows] - base_logits
