@@ -443,3 +443,70 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
 
     both = run("explain", "--model", run_dir, "--attributes", out, "--out", tiny_run / "ex2", ok=False)
     assert both.exit_code == 1 and both.output.startswith("error: ") and "--index" in both.output
+
+
+# ------------------------------------------------------------------------------------------------ toRGB search
+
+
+def test_rgb_layout_indexes_the_torgb_styles_after_the_conv_styles(tiny):
+    G, _, s, _ = tiny
+    conv_only = G.layout
+    layout = conv_only.with_rgb(True)
+    S_conv, L = conv_only.num_coords, len(conv_only.conv_dims)
+    assert layout.num_coords == S_conv + sum(conv_only.rgb_dims) and layout.names[L:] == ("toRGB0", "toRGB1", "toRGB2")
+    j = S_conv + conv_only.rgb_dims[0] + 3  # toRGB1, channel 3
+    assert layout.coord(j).layer == L + 1 and layout.coord(j).channel == 3 and layout.describe(j) == "toRGB1[3]"
+    assert layout.flat_index(layout.coord(j)) == j and layout.synthesis_start(L + 1) == 2
+    assert layout.synthesis_start(4) == 4 and conv_only.coord(S_conv - 1).layer == L - 1
+    with pytest.raises(IndexError):
+        conv_only.coord(j)
+    s_rgb = s.with_layout(layout)
+    flat = s_rgb.flatten()
+    assert flat.shape == (3, layout.num_coords) and torch.equal(flat[:, :S_conv], s.flatten())
+    edited = s_rgb.shifted(j, 1.5)  # only toRGB1[3] moves
+    assert torch.equal(edited.rgb[1][:, 3], s.rgb[1][:, 3] + 1.5)
+    assert all(torch.equal(a, b) for a, b in zip(edited.conv, s.conv, strict=True))
+    assert torch.equal(edited.rgb[0], s.rgb[0]) and torch.equal(edited.rgb[2], s.rgb[2])
+
+
+def test_rgb_effects_equal_the_plain_loop_and_fast_mode_ranks_them(tiny):
+    G, C, s, noise = tiny
+    s = s.with_layout(G.layout.with_rgb(True))
+    S = s.layout.num_coords
+    expected = reference_effects(G, C, s, noise, shift_size=1.0)  # one full forward per edit
+    assert expected.shape[2] == S and expected[:, :, 40:].abs().max() > 1e-2, "toRGB edits must move the logits"
+    got = StyleEffects(G, C, max_batch=7, images_per_chunk=2, progress=False).compute(s, noise)
+    assert (got.effects - expected).abs().max() < 1e-4
+    # fast mode: its gradient reaches the toRGB styles, and its exact entries are exact there too
+    fast = StyleEffects(G, C, fast=10, progress=False).compute(s, noise)
+    mask = fast.exact[..., None].expand_as(fast.effects)
+    assert torch.allclose(fast.effects[mask], got.effects[mask], atol=1e-4)
+    grad = StyleEffects(G, C, progress=False)._gradients(s, noise)[:, 0]  # [N, S, K]
+    assert grad.shape[1] == S and grad[:, 40:].abs().max() > 0
+    rebuilt = fast.style_vector(s.layout)
+    assert rebuilt.layout.search_rgb and torch.equal(rebuilt.flatten(), s.flatten())
+
+
+def test_attfind_include_rgb_finds_a_colour_coordinate(tiny):
+    """A classifier that reads only the image's colour balance: every attribute AttFind names with the toRGB
+    styles searchable is a toRGB one whose edit alone moves that balance, and the result records the search."""
+    G, _, s, noise = tiny
+
+    def redness(x):
+        d = (x[:, 0] - x[:, 2]).mean(dim=(1, 2)) * 20
+        return torch.stack([d, -d], dim=1)
+
+    conv_only = AttFind(G, redness, top_k=2, sufficiency=False, progress=False, include_rgb=False).run(s, noise)
+    assert not conv_only.include_rgb
+    result = AttFind(G, redness, top_k=2, sufficiency=False, progress=False, include_rgb=True).run(s, noise)
+    assert result.include_rgb and G.layout.search_rgb
+    for with_rgb, without in zip(result.classes, conv_only.classes, strict=True):
+        top = with_rgb.attributes[0]
+        assert top.layer_name.startswith("toRGB") and top.flat_index >= 40, top
+        assert top.mean_effect > 1.5 * without.attributes[0].mean_effect, (top, without.attributes[0])
+    assert all(a.flat_index < 40 for c in conv_only.classes for a in c.attributes)
+    assert json.loads(json.dumps(result.to_dict()))["settings"]["include_rgb"] is True
+    from stylex.models.stylespace import use_rgb_coordinates
+
+    use_rgb_coordinates(G, False)
+    assert not G.layout.search_rgb and G.layout.num_coords == 40

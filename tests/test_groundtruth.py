@@ -12,6 +12,7 @@ from torch import nn
 
 from conftest import make_tiny_run, run_cli
 from stylex.attfind.baselines import baseline_attributes, run_baseline, typical_difference
+from stylex.attfind.effects import Effects
 from stylex.attfind.result import AttFindResult, Attribute, ClassAttributes
 from stylex.data import FACTOR_NAMES, render_scene, sample_factors, to_tensor
 from stylex.metrics.evaluate import format_metrics
@@ -337,6 +338,35 @@ def test_evaluate_writes_metrics_for_attfind_and_baselines(tiny_runs):
     wrong = run_cli("evaluate", "--model", run_dir, "--attributes", tiny_runs / "clf", "--out", tiny_runs / "x",
                     ok=False)  # fmt: skip
     assert wrong.exit_code == 1 and wrong.output.startswith("error: ") and "attfind" in wrong.output
+
+
+def test_include_rgb_travels_from_attfind_to_evaluate_explain_and_report(tiny_runs):
+    """`--include-rgb`: attributes.json records it; evaluate (and its reach), explain and report then work in
+    the same StyleSpace (toRGB styles after the conv styles), and the Wu baseline can rank toRGB styles too."""
+    run_dir, out = tiny_runs / "run", tiny_runs / "run" / "attfind-rgb"
+    run_cli("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 3, "--include-rgb", "--out", out, "--quiet",
+            "--frames", 2)  # fmt: skip
+    info = json.loads((out / "attributes.json").read_text())
+    layout = StylEx.load(run_dir).G.layout
+    S = layout.with_rgb(True).num_coords
+    assert info["settings"]["include_rgb"] is True and S > layout.num_coords
+    assert Effects.load(out / "effects.safetensors").num_coords == S
+    for c in info["classes"]:
+        for a in c["attributes"]:
+            assert a["layer_name"] == layout.with_rgb(True).names[a["layer"]] and 0 <= a["flat_index"] < S
+    run_cli("evaluate", "--model", run_dir, "--attributes", out, "--out", tiny_runs / "ev-rgb", "--k", "2",
+            "--num-scenes", 4, "--num-values", 1, "--read-images", 2, "--reach", 2)  # fmt: skip
+    reach = json.loads((tiny_runs / "ev-rgb" / "metrics.json").read_text())["groundtruth"]["reach"]
+    assert reach["searched"] == "conv+toRGB" and reach["num_edits"] == 2 * S
+    index = Effects.load(out / "effects.safetensors").meta["indices"][0]
+    run_cli("explain", "--model", run_dir, "--attributes", out, "--index", index, "--out", tiny_runs / "ex-rgb",
+            "--quiet")  # fmt: skip
+    steps = json.loads((tiny_runs / "ex-rgb" / "explanation.json").read_text())
+    assert steps["reused_effects"] is True
+    run_cli("report", run_dir, "--attributes", out, "--out", tiny_runs / "report-rgb", "--quiet", "--explanations", 1)
+    assert (tiny_runs / "report-rgb" / "index.html").is_file()
+    wu = run_baseline(tiny_runs / "plain", "wu", num_images=6, top_k=2, out=tiny_runs / "wu-rgb", include_rgb=True)
+    assert wu.settings["include_rgb"] is True
 
 
 def test_factor_attfind_control_renders_the_scenes_it_encodes():

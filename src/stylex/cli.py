@@ -427,6 +427,12 @@ def zoo_cmd():
     "image exactly (2M edits instead of 2S).",
 )
 @click.option("--shift-size", default=1.0, show_default=True, type=float, help="Edit size toward the min / max.")
+@click.option(
+    "--include-rgb",
+    is_flag=True,
+    help="Search the toRGB styles too (colour attributes: a tint, a background colour); not in the paper, "
+    "which searches the modulated-conv styles only.",
+)
 @click.option("--threshold", default=1.0, show_default=True, type=float, help="Accumulated effect to drop an image.")
 @click.option("--max-batch", default=256, show_default=True, type=click.IntRange(min=1), help="Edits per forward.")
 @click.option("--memory-mb", default=2048.0, show_default=True, type=float, help="Rough memory bound (MiB).")
@@ -453,6 +459,7 @@ def attfind_cmd(
     out,
     fast,
     shift_size,
+    include_rgb,
     threshold,
     max_batch,
     memory_mb,
@@ -487,6 +494,7 @@ def attfind_cmd(
                 top_k=top_k,
                 fast=fast,
                 shift_size=shift_size,
+                include_rgb=include_rgb,
                 threshold=threshold,
                 max_batch=max_batch,
                 memory_mb=memory_mb,
@@ -529,14 +537,21 @@ def attfind_cmd(
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=1), help="Attributes per class.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Picks the images (as `stylex attfind --seed`).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN/<method>).")
+@click.option(
+    "--include-rgb",
+    is_flag=True,
+    help="Search the toRGB styles too (colour attributes: a tint, a background colour); not in the paper, "
+    "which searches the modulated-conv styles only.",
+)
 @click.option("--device", default="cpu", show_default=True)
-def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, device):
+def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rgb, device):
     """A baseline explanation on the images AttFind would use: attributes.json with flip rates and sufficiency@K,
     to compare with `stylex attfind` (and to pass to `stylex evaluate --attributes`)."""
     from stylex.attfind.baselines import run_baseline
 
     out = _out_dir(run_dir, out, method)
-    result = run_baseline(run_dir, method, data, out, num_images=num_images, top_k=top_k, seed=seed, device=device)
+    result = run_baseline(run_dir, method, data, out, num_images=num_images, top_k=top_k, seed=seed,
+                          include_rgb=include_rgb, device=device)  # fmt: skip
     click.echo(result.summary())
     click.echo(f"wrote {out / 'attributes.json'}")
 

@@ -153,6 +153,7 @@ def baseline_attributes(
         "min_typical": min_typical,
         "direction_rule": "toward the mean of the class's typical images",
         "mean_effect": "Wu et al. score |mean_typical - mean_all| / std" if method == "wu" else "not measured (0)",
+        "include_rgb": layout.search_rgb,
     }
     return AttFindResult(classes, settings)
 
@@ -172,6 +173,7 @@ def run_baseline(
     classifier=None,
     device: str = "cpu",
     batch_size: int = 64,
+    include_rgb: bool = False,
 ) -> AttFindResult:
     """A baseline on a trained run, on the images `stylex attfind` would use with the same `num_images` and `seed`;
     writes ``out/attributes.json`` (default RUN/<method>) with flip rates and sufficiency@top_k, like AttFind.
@@ -189,6 +191,7 @@ def run_baseline(
         classifier: a loaded classifier instead of the recorded one.
         device: where the networks run.
         batch_size: images per forward pass.
+        include_rgb: rank the toRGB styles too (see `stylex.models.stylespace.use_rgb_coordinates`).
 
     Returns:
         the `AttFindResult`.
@@ -196,11 +199,13 @@ def run_baseline(
     from stylex.attfind.run import ATTRIBUTES_FILE, class_names_of, encode_dataset, pick_indices
     from stylex.data import load_dataset
     from stylex.metrics.sufficiency import sufficiency
+    from stylex.models.stylespace import use_rgb_coordinates
     from stylex.pipeline import load_run
 
     if method not in METHODS:
         raise StylexError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}.")
     model, classifier = load_run(run_dir, classifier, device)
+    use_rgb_coordinates(model.G, include_rgb)
     data = data or model.run_info.get("data")
     if data is None:
         raise StylexError(f"{run_dir} does not record its data; pass data.")

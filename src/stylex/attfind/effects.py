@@ -178,8 +178,8 @@ class Effects:
         return style_deltas(self.styles, self.s_min, self.s_max, self.shift_size)
 
     def style_vector(self, layout: StyleLayout) -> StyleVector:
-        """The images' styles as a StyleVector (conv and toRGB)."""
-        conv = list(torch.split(self.styles, list(layout.conv_dims), dim=1))
+        """The images' styles as a StyleVector (conv and toRGB) under `layout`."""
+        conv = list(torch.split(self.styles[:, : sum(layout.conv_dims)], list(layout.conv_dims), dim=1))
         rgb = list(torch.split(self.styles_rgb, list(layout.rgb_dims), dim=1))
         return StyleVector(conv, rgb, layout)
 
@@ -573,7 +573,8 @@ class StyleEffects:
                 for b in range(0, sel.numel(), batch):
                     e = sel[b : b + batch]  # edits in this forward pass
                     r, j, d = rows[e], coords[e], dirs[e]
-                    table[r, d, j] = self._edited_logits(layer, states, s, noise, r, j, delta[r, d, j]) - base[r]
+                    start = s.layout.synthesis_start(layer)  # a toRGB edit re-runs from the conv it reads
+                    table[r, d, j] = self._edited_logits(start, states, s, noise, r, j, delta[r, d, j]) - base[r]
                     bar.update(e.numel())
         agree = [] if estimate is None else _estimate_agreement(estimate, table, exact)
         return table, exact, agree
@@ -631,8 +632,7 @@ class StyleEffects:
             rows = owner[a : a + batch]
             with torch.enable_grad(), self._autocast():
                 flat = points[a : a + batch].clone().requires_grad_(True)  # [B, S]
-                conv = list(torch.split(flat, list(s.layout.conv_dims), dim=1))
-                sv = StyleVector(conv, [t[rows].detach() for t in s.rgb], s.layout)
+                sv = s.index(rows).detach().unflatten(flat)
                 noise_b = _index_noise(noise, rows)
                 if start is None:
                     img = self.G.synthesis(sv, noise_b)  # [B, 3, R, R]

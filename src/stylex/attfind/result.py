@@ -47,7 +47,7 @@ class Attribute:
             rank=rank,
             flat_index=j,
             layer=coord.layer,
-            layer_name=layout.conv_names[coord.layer],
+            layer_name=layout.names[coord.layer],
             channel=coord.channel,
             direction=DIRECTIONS[d],
             mean_effect=round(float(mean_effect), 6),
@@ -113,6 +113,12 @@ class AttFindResult:
     @property
     def class_names(self) -> list[str]:
         return [c.class_name for c in self.classes]
+
+    @property
+    def include_rgb(self) -> bool:
+        """Whether the search included the toRGB styles (flat indices past the conv styles); results from
+        before this setting existed searched conv styles only."""
+        return bool(self.settings.get("include_rgb", False))
 
     def for_class(self, name_or_index: str | int) -> ClassAttributes:
         """The entry of a class, by index or name."""

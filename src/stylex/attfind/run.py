@@ -77,6 +77,7 @@ def run_attfind(
     shift_size: float = 1.0,
     threshold: float = 1.0,
     one_vs_all: bool | None = None,
+    include_rgb: bool = False,
     max_batch: int = 256,
     memory_mb: float = 2048.0,
     precision: str = "fp32",
@@ -90,7 +91,7 @@ def run_attfind(
     device: str = "cpu",
     quiet: bool = False,
 ) -> AttFindResult | None:
-    """AttFind on a trained run: effects of every conv style coordinate, per-class attributes, sufficiency@K.
+    """AttFind on a trained run: effects of every style coordinate searched, per-class attributes, sufficiency@K.
 
     Args:
         run_dir: a run folder written by `stylex train`.
@@ -100,6 +101,8 @@ def run_attfind(
         top_k: attributes per class, also the K of sufficiency@K.
         fast: None for exact effects, or M (see `StyleEffects`).
         shift_size, threshold, one_vs_all: see `AttFind`.
+        include_rgb: search the toRGB styles too, after the conv styles (not in the paper; colour attributes live
+            there). Recorded in attributes.json; every command that reads the result searches the same space.
         max_batch, memory_mb, precision, channels_last: speed and memory knobs, see `StyleEffects`.
         seed: picks the images and their fixed noise.
         render: draw the strips and GIFs.
@@ -127,6 +130,7 @@ def run_attfind(
             shift_size=shift_size,
             threshold=threshold,
             one_vs_all=one_vs_all,
+            include_rgb=include_rgb,
             max_batch=max_batch,
             memory_mb=memory_mb,
             precision=precision,
@@ -154,6 +158,7 @@ def _run_attfind(
     shift_size: float,
     threshold: float,
     one_vs_all: bool | None,
+    include_rgb: bool,
     max_batch: int,
     memory_mb: float,
     precision: str,
@@ -169,9 +174,11 @@ def _run_attfind(
     dist: Distributed,
 ) -> AttFindResult | None:
     from stylex.data import load_dataset
+    from stylex.models.stylespace import use_rgb_coordinates
     from stylex.pipeline import load_run
 
     model, classifier = load_run(run_dir, classifier, device)
+    use_rgb_coordinates(model.G, include_rgb)
     data = data or model.run_info.get("data")
     if data is None:
         raise StylexError(f"{run_dir} does not record its data; pass --data.")

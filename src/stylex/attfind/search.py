@@ -13,7 +13,7 @@ from stylex.attfind.effects import Effects, StyleEffects
 from stylex.attfind.filters import stable_images
 from stylex.attfind.result import AttFindResult
 from stylex.attfind.selection import select_attributes
-from stylex.models.stylespace import StyleVector
+from stylex.models.stylespace import StyleVector, use_rgb_coordinates
 
 
 class AttFind:
@@ -33,6 +33,9 @@ class AttFind:
         unstable_filter: None (off), or (effect_threshold, max_large_effects) for `filters.stable_images`.
         sufficiency: also measure sufficiency@top_k (a few forward passes per image and class).
         progress: tqdm bar while computing effects.
+        include_rgb: None keeps `G`'s StyleSpace as it is; True / False makes its toRGB styles searchable or not
+            (`stylex.models.stylespace.use_rgb_coordinates`; not in the paper, whose AttFind searches the conv
+            styles only).
     """
 
     def __init__(
@@ -54,7 +57,10 @@ class AttFind:
         unstable_filter: tuple[float, int] | None = None,
         sufficiency: bool = True,
         progress: bool = True,
+        include_rgb: bool | None = None,
     ):
+        if include_rgb is not None:
+            use_rgb_coordinates(G, include_rgb)
         self.G, self.C = G, classifier
         self.top_k, self.threshold, self.one_vs_all = top_k, threshold, one_vs_all
         self.class_names, self.unstable_filter, self.with_sufficiency = class_names, unstable_filter, sufficiency
@@ -92,6 +98,8 @@ class AttFind:
         Returns:
             `AttFindResult` (with `.effects`).
         """
+        if s is not None and s.layout != self.G.layout:  # styles encoded before the search space was set
+            s = s.with_layout(self.G.layout)
         if effects is None:
             effects = self.effects_finder.compute(s, noise, checkpoint_dir=checkpoint_dir, meta=meta)
         if s is None:

@@ -140,5 +140,6 @@ def select_attributes(
         "num_images": effects.num_images,
         "num_images_used": int(keep.sum()),
         "discriminator_filter": candidate_filter is not None,
+        "include_rgb": layout.search_rgb,
     }
     return AttFindResult(classes, settings, None, dict(effects.meta), effects)

@@ -195,7 +195,7 @@ class Counterfactuals:
                 ExplanationStep(
                     flat_index=j,
                     layer=coord.layer,
-                    layer_name=layout.conv_names[coord.layer],
+                    layer_name=layout.names[coord.layer],
                     channel=coord.channel,
                     direction=DIRECTIONS[d],
                     own_effect=round(float(own[d, j]), 5),

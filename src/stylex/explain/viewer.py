@@ -179,8 +179,7 @@ class Viewer:
                     continue
                 a = c.attributes[rank]
                 if a.flat_index not in by_coord:
-                    coord = layout.coord(a.flat_index)
-                    name = f"{layout.conv_names[coord.layer]}[{coord.channel}]"
+                    name = layout.describe(a.flat_index)
                     by_coord[a.flat_index] = Slider(a.flat_index, name, [], [])
                     order.append(a.flat_index)
                 side = by_coord[a.flat_index].raises_max if a.direction == "max" else by_coord[a.flat_index].raises_min
@@ -330,6 +329,7 @@ def load_viewer(
     from stylex.attfind.result import AttFindResult
     from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, pick_indices
     from stylex.data import load_dataset
+    from stylex.models.stylespace import use_rgb_coordinates
     from stylex.pipeline import load_run
 
     run_dir = Path(run_dir)
@@ -342,6 +342,7 @@ def load_viewer(
         )
     result = AttFindResult.load(folder / ATTRIBUTES_FILE)
     effects = Effects.load(folder / EFFECTS_FILE)
+    use_rgb_coordinates(model.G, result.include_rgb)  # the StyleSpace the attributes were searched in
     if effects.num_coords != model.G.layout.num_coords or effects.num_classes != model.num_classes:
         raise StylexError(f"{folder} was made for another model; run `stylex attfind` for {run_dir} first.")
     R = model.resolution

@@ -14,10 +14,11 @@ edit targets s_min / s_max):
   of every factor, what each of the top attributes changes (oracle readings, dominant factor, purity), and per K
   precision@K, coverage@K, mean purity, Spearman and each factor's first rank (`stylex.metrics.groundtruth`);
   also how well the oracle reads the inputs and how faithfully the reconstructions keep each factor; with
-  ``reach_images`` > 0, ``groundtruth.reach``: per factor the single conv coordinate that changes it most on that
-  many of the images (`stylex.metrics.groundtruth.factor_reach`), and per factor how many of those edits have it
-  as their dominant factor (``dominant_counts``), i.e. whether any single-coordinate explanation could name the
-  factor at all (the terminal summary warns about truly used factors that none can).
+  ``reach_images`` > 0, ``groundtruth.reach``: per factor the single searched coordinate (conv, and toRGB when the
+  attributes were searched with ``include_rgb``: ``searched``) that changes it most on that many of the images
+  (`stylex.metrics.groundtruth.factor_reach`), and per factor how many of those edits have it as their dominant
+  factor (``dominant_counts``), i.e. whether any single-coordinate explanation could name the factor at all (the
+  terminal summary warns about truly used factors that none can).
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def evaluate_run(
     from stylex.metrics.conditioning import class_swap
     from stylex.metrics.reconstruction import reconstruction_report
     from stylex.metrics.sufficiency import sufficiency
+    from stylex.models.stylespace import use_rgb_coordinates
     from stylex.pipeline import load_run
 
     t0 = time.perf_counter()
@@ -108,6 +110,7 @@ def evaluate_run(
     model, classifier = load_run(run_dir, classifier, device)
     attributes_file = Path(attributes_dir) / ATTRIBUTES_FILE
     result = AttFindResult.load(attributes_file)
+    use_rgb_coordinates(model.G, result.include_rgb)  # the StyleSpace the attributes were searched in
     S, K = model.G.layout.num_coords, model.num_classes
     bad = [a.flat_index for c in result.classes for a in c.attributes if not 0 <= a.flat_index < S]
     if len(result.classes) != K or bad:
@@ -222,16 +225,16 @@ def _groundtruth(
         rows = torch.arange(n, device=s.conv[0].device)
         edits = factor_reach(
             model.G, s.index(rows), [z[:n] for z in noise], classifier, batch_size=max(batch_size, 256),
-            s_min=s_min, s_max=s_max,
+            s_min=s_min, s_max=s_max, include_rgb=s.layout.search_rgb,
         )  # fmt: skip
-        best = {
-            f: dict(ranked[0], change=ranked[0]["changes"][f]) for f, ranked in best_reach(edits, "conv", 1).items()
-        }
+        kind = None if s.layout.search_rgb else "conv"  # the styles AttFind searched
+        best = {f: dict(ranked[0], change=ranked[0]["changes"][f]) for f, ranked in best_reach(edits, kind, 1).items()}
         reach = {
             "num_images": n,
             "num_edits": len(edits),
-            "best_conv": best,
-            "dominant_counts": reach_dominant_counts(edits, "conv", min_change),
+            "searched": "conv+toRGB" if s.layout.search_rgb else "conv",
+            "best_conv": best,  # the best searched coordinate (toRGB ones too when searched)
+            "dominant_counts": reach_dominant_counts(edits, kind, min_change),
         }
     return {
         "true_importance": importance.to_dict(),
@@ -282,15 +285,16 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     reach = gt.get("reach")
     if reach:
         best = reach["best_conv"]
+        what = "conv or toRGB coordinate" if reach.get("searched") == "conv+toRGB" else "conv coordinate"
         lines.append(
-            f"reach (largest change of each factor by one conv coordinate, {reach['num_images']} images): "
+            f"reach (largest change of each factor by one {what}, {reach['num_images']} images): "
             + ", ".join(f"{f} {best[f]['change']:.2f}" for f in sorted(best, key=lambda f: -best[f]["change"]))
         )
         counts = reach.get("dominant_counts") or {}
         unnamed = [f for f in gt["true_importance"]["used"] if counts and counts.get(f, 0) == 0]
         if unnamed:
             lines.append(
-                f"warning: no single conv coordinate has {', '.join(unnamed)} as its dominant factor, so no "
+                f"warning: no single {what} has {', '.join(unnamed)} as its dominant factor, so no "
                 "single-coordinate explanation of this model can name it; the generator lacks such a coordinate"
             )
     return "\n".join(lines)

@@ -441,7 +441,8 @@ def factor_reach(
         batch_size: images per synthesis call (several edits share a call).
         read: the oracle, images [n, 3, R, R] in [-1, 1] -> factors.
         progress: called with (edits done, edits in all) after each synthesis call.
-        s_min, s_max: [S] conv edit targets (default: the minimum / maximum over these images).
+        s_min, s_max: [S] edit targets of the searchable styles (default: the minimum / maximum over these images);
+            a toRGB style outside the layout's searchable ones goes to its minimum / maximum over these images.
 
     Returns:
         one dict per edit: ``kind`` ("conv" or "rgb"), ``layer`` (index), ``layer_name``, ``channel``,
@@ -471,8 +472,9 @@ def factor_reach(
             conv, rgb = list(s.conv), list(s.rgb)
             styles = conv if kind == "conv" else rgb
             edited = styles[i].clone()
-            if kind == "conv":
-                edited[:, c] = (lo if d == "min" else hi)[offsets[i] + c]
+            if kind == "conv" or s.layout.search_rgb:  # a searchable style: AttFind's targets
+                j = offsets[i if kind == "conv" else len(s.layout.conv_dims) + i] + c
+                edited[:, c] = (lo if d == "min" else hi)[j]
             else:
                 edited[:, c] = styles[i][:, c].min() if d == "min" else styles[i][:, c].max()
             styles[i] = edited

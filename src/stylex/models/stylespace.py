@@ -1,19 +1,22 @@
 """StyleSpace: the outputs of the generator's per-layer affine maps, and the one map (layer, channel) <-> flat index.
 
-AttFind searches the styles of the modulated 3x3 convolutions ("conv styles"); the toRGB styles ride along
-unchanged. A flat index j addresses conv style j in the order the generator applies them.
+AttFind searches the styles of the modulated 3x3 convolutions ("conv styles"), as in the paper; the toRGB styles
+ride along unchanged. A flat index j addresses conv style j in the order the generator applies them. A layout with
+`search_rgb` (AttFind's `include_rgb`, not in the paper) adds the toRGB styles after them: flat indices
+S_conv .. S_conv + S_rgb - 1, "layers" L .. L + R - 1 named toRGB0, toRGB1, ... (L conv layers, R toRGB layers).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 
 @dataclass(frozen=True)
 class StyleCoord:
-    """One StyleSpace coordinate: conv layer `layer` (0 = first modulated conv), channel `channel`."""
+    """One StyleSpace coordinate: conv layer `layer` (0 = first modulated conv), channel `channel`; with a
+    `search_rgb` layout, layer L + k (L conv layers) is toRGB layer k."""
 
     layer: int
     channel: int
@@ -27,36 +30,66 @@ class StyleLayout:
         conv_dims: channels of each modulated conv's style, e.g. (128, 128, 128, ...).
         rgb_dims: channels of each toRGB style.
         conv_names: human-readable layer names, e.g. ("b4.conv1", "b8.conv0", ...).
+        search_rgb: the searchable coordinates include the toRGB styles, after the conv styles.
     """
 
     conv_dims: tuple[int, ...]
     rgb_dims: tuple[int, ...]
     conv_names: tuple[str, ...]
+    search_rgb: bool = False
+
+    def with_rgb(self, search_rgb: bool) -> StyleLayout:
+        """This layout with the toRGB styles searchable (True) or not."""
+        return self if search_rgb == self.search_rgb else replace(self, search_rgb=bool(search_rgb))
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """Widths of the searchable layers: the conv styles, then (search_rgb) the toRGB styles."""
+        return self.conv_dims + (self.rgb_dims if self.search_rgb else ())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Names of the searchable layers, e.g. ("b4.conv1", ..., "toRGB0", ...)."""
+        rgb = tuple(f"toRGB{k}" for k in range(len(self.rgb_dims))) if self.search_rgb else ()
+        return self.conv_names + rgb
 
     @property
     def num_coords(self) -> int:
-        """S: the number of searchable (conv) style coordinates."""
-        return sum(self.conv_dims)
+        """S: the number of searchable style coordinates (conv, and toRGB with search_rgb)."""
+        return sum(self.dims)
 
     def offsets(self) -> list[int]:
+        """Flat index of the first coordinate of each searchable layer."""
         out, total = [], 0
-        for d in self.conv_dims:
+        for d in self.dims:
             out.append(total)
             total += d
         return out
 
+    def synthesis_start(self, layer: int) -> int:
+        """The conv layer synthesis re-runs from after an edit of searchable layer `layer`: itself for a conv
+        layer; for toRGB k, conv layer 2k, whose output it reads (`Generator.synthesis_from`)."""
+        n = len(self.conv_dims)
+        return layer if layer < n else 2 * (layer - n)
+
     def flat_index(self, coord: StyleCoord) -> int:
-        if not (0 <= coord.layer < len(self.conv_dims)) or not (0 <= coord.channel < self.conv_dims[coord.layer]):
-            raise IndexError(f"{coord} is outside the style layout {self.conv_dims}")
+        dims = self.dims
+        if not (0 <= coord.layer < len(dims)) or not (0 <= coord.channel < dims[coord.layer]):
+            raise IndexError(f"{coord} is outside the style layout {dims}")
         return self.offsets()[coord.layer] + coord.channel
 
     def coord(self, flat_index: int) -> StyleCoord:
         if not 0 <= flat_index < self.num_coords:
             raise IndexError(f"flat index {flat_index} outside [0, {self.num_coords})")
-        for layer, (off, d) in enumerate(zip(self.offsets(), self.conv_dims, strict=True)):
+        for layer, (off, d) in enumerate(zip(self.offsets(), self.dims, strict=True)):
             if flat_index < off + d:
                 return StyleCoord(layer, flat_index - off)
         raise AssertionError("unreachable")
+
+    def describe(self, flat_index: int) -> str:
+        """A coordinate's name, e.g. "b8.conv0[12]" or "toRGB1[3]"."""
+        coord = self.coord(flat_index)
+        return f"{self.names[coord.layer]}[{coord.channel}]"
 
 
 @dataclass
@@ -78,15 +111,22 @@ class StyleVector:
         return self.conv[0].shape[0]
 
     def flatten(self) -> torch.Tensor:
-        """Conv styles as one tensor [N, S]."""
-        return torch.cat(self.conv, dim=1)
+        """The searchable styles as one tensor [N, S]: conv styles (then toRGB styles with `search_rgb`)."""
+        return torch.cat(self.conv + (self.rgb if self.layout.search_rgb else []), dim=1)
 
     def unflatten(self, flat: torch.Tensor) -> StyleVector:
-        """New StyleVector whose conv styles come from `flat` [N, S]; toRGB styles are kept (N must match)."""
+        """New StyleVector whose searchable styles come from `flat` [N, S]; the others are kept (N must match)."""
         assert flat.ndim == 2 and flat.shape[1] == self.layout.num_coords, tuple(flat.shape)
         assert flat.shape[0] == self.batch_size, (flat.shape[0], self.batch_size)
-        conv = list(torch.split(flat, list(self.layout.conv_dims), dim=1))
-        return StyleVector(conv, list(self.rgb), self.layout)
+        parts = list(torch.split(flat, list(self.layout.dims), dim=1))
+        n = len(self.layout.conv_dims)
+        rgb = parts[n:] if self.layout.search_rgb else list(self.rgb)
+        return StyleVector(parts[:n], rgb, self.layout)
+
+    def with_layout(self, layout: StyleLayout) -> StyleVector:
+        """The same styles under `layout` (e.g. `layout.with_rgb(True)`); the widths must match."""
+        assert (layout.conv_dims, layout.rgb_dims) == (self.layout.conv_dims, self.layout.rgb_dims)
+        return StyleVector(list(self.conv), list(self.rgb), layout)
 
     def index(self, idx: torch.Tensor | list[int] | slice) -> StyleVector:
         """Rows `idx` of the batch (repeats allowed)."""
@@ -130,3 +170,10 @@ class StyleVector:
         conv = [torch.cat([v.conv[i] for v in vectors]) for i in range(len(layout.conv_dims))]
         rgb = [torch.cat([v.rgb[i] for v in vectors]) for i in range(len(layout.rgb_dims))]
         return StyleVector(conv, rgb, layout)
+
+
+def use_rgb_coordinates(G, on: bool) -> None:
+    """Make `G`'s StyleSpace searchable with (on) or without its toRGB styles: `G.layout` and so every
+    StyleVector `G.styles` returns from now on. AttFind's `include_rgb`; a saved result records it
+    (`AttFindResult.settings["include_rgb"]`), and whatever loads that result calls this with it."""
+    G.layout = G.layout.with_rgb(bool(on))
