@@ -69,7 +69,9 @@ missing classifier) and stops, e.g. on a GPU machine before ``benchmarks/gpu_tra
 
 Other StylEx models on the same data (``--link-root ROOT``): the data, classifiers and unconditioned models are
 linked from ROOT as with ``--init-root``, but each StylEx model trains from scratch, e.g. with other sizes
-(``--stylex-set model.channel_max=128``). Models trained elsewhere (a GPU) are used as they are when their
+(``--stylex-set model.channel_max=128``), or with ``--stylex-from-plain`` starts from ROOT's unconditioned model
+(a plain StyleGAN2 + encoder, fine-tuned as StylEx). ``--include-rgb`` lets AttFind and the baselines search the
+toRGB styles too. Models trained elsewhere (a GPU) are used as they are when their
 ``stylex.benchmark.json`` records the budget that the command line gives.
 """
 
@@ -207,6 +209,8 @@ class Training:
             budget["stylex_set"] = args.stylex_set
         if self.kind == "stylex" and args.init_root is not None:
             budget["init_from"] = str(init_cell(self.cell, args).resolve() / "stylex")
+        if self.kind == "stylex" and args.stylex_from_plain:
+            budget["init_from"] = str(init_cell(self.cell, args).resolve() / "plain")
         return budget
 
     def done(self, args) -> bool:
@@ -236,8 +240,8 @@ class Training:
             cmd += ["--set", override]
         if (self.out / "weights.safetensors").is_file():
             cmd.append("--resume")
-        elif self.kind == "stylex" and args.init_root is not None:
-            cmd += ["--init-from", init_cell(self.cell, args) / "stylex"]
+        elif self.kind == "stylex" and (args.init_root is not None or args.stylex_from_plain):
+            cmd += ["--init-from", init_cell(self.cell, args) / ("plain" if args.stylex_from_plain else "stylex")]
         return [str(a) for a in cmd]
 
     def start(self, args, env) -> None:
@@ -316,10 +320,12 @@ def explain_and_evaluate(cell: Cell, args, env) -> None:
                                  "--recompute", "--quiet", "--device", args.device)  # fmt: skip
                 if args.fast:
                     cmd += ["--fast", str(args.fast)]
+                if args.include_rgb:
+                    cmd.append("--include-rgb")
                 run_checked(cmd, env, folder.parent / f"{method}.log")
             else:
                 run_baseline(run_dir, method, data=eval_data, out=folder, num_images=args.attfind_images,
-                             top_k=args.top_k, seed=0, device=args.device)  # fmt: skip
+                             top_k=args.top_k, seed=0, device=args.device, include_rgb=args.include_rgb)  # fmt: skip
             log(f"{cell.name}: {method} on {model} took {time.time() - t0:.0f} s")
         metrics = folder / "eval" / "metrics.json"
         if args.redo_explanations or not metrics.is_file():
@@ -431,6 +437,17 @@ def main() -> None:
         help="an earlier ROOT: link its data, classifier and unconditioned model, and train the StylEx model from "
         "scratch (e.g. with other --stylex-set sizes); not with --init-root",
     )
+    p.add_argument(
+        "--stylex-from-plain",
+        action="store_true",
+        help="with --link-root: each StylEx model starts from the linked unconditioned model (--init-from ROOT's "
+        "plain/), i.e. a plain StyleGAN2 + encoder pre-trained, then fine-tuned as StylEx",
+    )
+    p.add_argument(
+        "--include-rgb",
+        action="store_true",
+        help="AttFind and the baselines search the toRGB styles too (stylex attfind --include-rgb)",
+    )
     p.add_argument("--prepare-only", action="store_true", help="render the data and train the classifiers, then stop")
     p.add_argument("--num-images", type=int, default=3000, help="training images per scenario and seed")
     p.add_argument("--eval-images", type=int, default=500, help="uncorrelated images for explanations")
@@ -449,6 +466,8 @@ def main() -> None:
     args = p.parse_args()
     if args.init_root is not None and args.link_root is not None:
         p.error("--init-root fine-tunes the earlier StylEx models, --link-root trains new ones: give one of them")
+    if args.stylex_from_plain and args.link_root is None:
+        p.error("--stylex-from-plain starts from the unconditioned models of --link-root ROOT: give it")
 
     from stylex.config import preset
 

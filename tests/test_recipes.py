@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -181,3 +182,26 @@ def test_init_from_starts_a_new_run_from_another_runs_networks(tmp_path, stand_i
         Trainer(cfg, stand_in_classifier, tiny_images[:32], tiny_images[32:], tmp_path / "tuned2", quiet=True).run(
             resume=True, init_from=tmp_path / "run"
         )
+
+
+def test_init_from_an_unconditioned_run_starts_the_class_projection_fresh(tmp_path, stand_in_classifier, tiny_images):
+    plain = _trainer(tmp_path / "p", stand_in_classifier, tiny_images, conditional=False, cls_weight=0.0,
+                     perceptual_weight=0.0, max_steps=2, max_minutes=0)  # fmt: skip
+    plain.run()
+    t = _trainer(tmp_path / "c", stand_in_classifier, tiny_images, swap_weight=1.0, max_steps=1, max_minutes=0)
+    t.start(resume=False)
+    embed = {k: v.clone() for k, v in t.D.state_dict().items() if k.startswith("embed.")}
+    assert embed, "a conditional D has a class projection"
+    t.init_weights(tmp_path / "p" / "run")
+    for name, module in t.modules().items():
+        ref = plain.modules()[name].state_dict()
+        for k, v in module.state_dict().items():
+            assert torch.equal(v, embed[k] if k in embed and name == "D" else ref[k]), (name, k)
+    stats = t.train_step()  # and it trains, with the logits G now sees
+    assert "swap" in stats and all(math.isfinite(v) for v in stats.values())
+    cond = _trainer(tmp_path / "c2", stand_in_classifier, tiny_images, max_steps=1, max_minutes=0)
+    cond.run()
+    back = _trainer(tmp_path / "p2", stand_in_classifier, tiny_images, conditional=False, cls_weight=0.0)
+    back.start(resume=False)
+    with pytest.raises(StylexError, match="do not fit"):  # the other way round is still refused
+        back.init_weights(tmp_path / "c2" / "run")

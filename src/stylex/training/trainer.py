@@ -605,7 +605,10 @@ class Trainer:
     def init_weights(self, run_dir: str | Path) -> None:
         """Start from the networks (G, E, D and their moving averages) of another run's last checkpoint, with
         fresh optimisers at step 0: a fine-tune, e.g. to a changed recipe. The networks must have the same
-        sizes; the classifier must be the one that run was trained with."""
+        sizes; the classifier must be the one that run was trained with. A conditional run may start from an
+        unconditioned one (`conditional=false`, a plain StyleGAN2 with an encoder): D's class projection, which
+        that run lacks, starts fresh, and G's weights on the logits start where that run left them (untrained,
+        since it fed G zeros)."""
         run_dir = Path(run_dir)
         saved = read_json(run_dir / "config.json")
         self._check_classifier(saved, run_dir, "a model can only be fine-tuned for the classifier it was trained with.")
@@ -615,6 +618,9 @@ class Trainer:
                 f"{run_dir / WEIGHTS} holds no discriminator (an exported model?); --init-from needs a training "
                 "run folder written by `stylex train`."
             )
+        if self.config.conditional and saved.get("train", {}).get("conditional", True) is False:
+            fresh = {f"D.{k}": v for k, v in self.D.state_dict().items() if k.startswith("embed.")}
+            tensors = {**fresh, **tensors}
         load_modules(tensors, self.modules(), run_dir / WEIGHTS)
 
     def run(self, resume: bool = False, init_from: str | Path | None = None) -> TrainResult:
