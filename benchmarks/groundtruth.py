@@ -103,6 +103,12 @@ METHODS = [  # (label in the table, model folder, method folder)
 ]
 
 
+def method_folder(method: str, include_rgb: bool) -> str:
+    """The folder of a method's attributes in its model folder: `--include-rgb` results beside, not over, the
+    conv-only ones (a linked unconditioned model keeps both)."""
+    return f"{method}-rgb" if include_rgb else method
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -309,7 +315,7 @@ def explain_and_evaluate(cell: Cell, args, env) -> None:
     common = ["--num-scenes", args.num_scenes, "--read-images", args.read_images, "--k", "3,5,10"]
     for _, model, method in METHODS:
         run_dir = cell.root / model
-        folder = run_dir / method
+        folder = run_dir / method_folder(method, args.include_rgb)
         attributes = folder / "attributes.json"
         if args.redo_explanations or not attributes.is_file():
             log(f"{cell.name}: {method} on {model}")
@@ -322,7 +328,7 @@ def explain_and_evaluate(cell: Cell, args, env) -> None:
                     cmd += ["--fast", str(args.fast)]
                 if args.include_rgb:
                     cmd.append("--include-rgb")
-                run_checked(cmd, env, folder.parent / f"{method}.log")
+                run_checked(cmd, env, folder.parent / f"{folder.name}.log")
             else:
                 run_baseline(run_dir, method, data=eval_data, out=folder, num_images=args.attfind_images,
                              top_k=args.top_k, seed=0, device=args.device, include_rgb=args.include_rgb)  # fmt: skip
@@ -346,7 +352,7 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def table(cells: list[Cell], root: Path) -> str:
+def table(cells: list[Cell], root: Path, include_rgb: bool = False) -> str:
     """Markdown: per scenario, mean ± std over seeds of each method's figures."""
     lines = []
     for scenario in dict.fromkeys(c.scenario for c in cells):
@@ -358,7 +364,7 @@ def table(cells: list[Cell], root: Path) -> str:
         facts = []
         for c in group:
             clf = json.loads((c.root / "classifier.json").read_text()) if (c.root / "classifier.json").is_file() else {}
-            m = c.root / "stylex" / "attfind" / "eval" / "metrics.json"
+            m = c.root / "stylex" / method_folder("attfind", include_rgb) / "eval" / "metrics.json"
             used = ""
             if m.is_file():
                 ti = json.loads(m.read_text())["groundtruth"]["true_importance"]
@@ -375,7 +381,7 @@ def table(cells: list[Cell], root: Path) -> str:
         for label, model, method in METHODS:
             rows = []
             for c in group:
-                m = c.root / model / method / "eval" / "metrics.json"
+                m = c.root / model / method_folder(method, include_rgb) / "eval" / "metrics.json"
                 if m.is_file():
                     rows.append(json.loads(m.read_text()))
             if not rows:
@@ -486,12 +492,12 @@ def main() -> None:
             for cell in cells:
                 run_trainings([Training(cell, kind) for kind in kinds], args, env)
                 explain_and_evaluate(cell, args, env)
-                table(cells, args.root)
+                table(cells, args.root, args.include_rgb)
         else:
             run_trainings([Training(c, kind) for c in cells for kind in kinds], args, env)
             for cell in cells:
                 explain_and_evaluate(cell, args, env)
-    text = table(cells, args.root)
+    text = table(cells, args.root, args.include_rgb)
     print(text)
     log(f"table written to {args.root / 'table.md'} ({(time.time() - t0) / 60:.1f} min)")
 
