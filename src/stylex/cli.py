@@ -263,7 +263,8 @@ def train_classifier_cmd(
     "--init-from",
     type=click.Path(exists=True, file_okay=False),
     help="Start a new run from this training run's networks (fresh optimisers, step 0): a fine-tune, e.g. with "
-    "another --set recipe. Same network sizes and classifier.",
+    "another --set recipe. Same network sizes and classifier. StylEx may start from an unconditioned run "
+    "(--set conditional=false): D's class projection then starts fresh.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (under torchrun: cuda:LOCAL_RANK).")
 @click.option("--quiet", is_flag=True)
