@@ -570,10 +570,10 @@ class StyleEffects:
         with torch.inference_mode(), self._autocast():  # no autograd bookkeeping at all on the hot path
             for layer in layer_of.unique().tolist():
                 sel = torch.nonzero(layer_of == layer).flatten()
+                start = s.layout.synthesis_start(layer)  # a toRGB edit re-runs from the conv it reads
                 for b in range(0, sel.numel(), batch):
                     e = sel[b : b + batch]  # edits in this forward pass
                     r, j, d = rows[e], coords[e], dirs[e]
-                    start = s.layout.synthesis_start(layer)  # a toRGB edit re-runs from the conv it reads
                     table[r, d, j] = self._edited_logits(start, states, s, noise, r, j, delta[r, d, j]) - base[r]
                     bar.update(e.numel())
         agree = [] if estimate is None else _estimate_agreement(estimate, table, exact)
