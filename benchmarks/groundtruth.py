@@ -39,9 +39,10 @@ Per (scenario, seed), in ``ROOT/<scenario>/seed<k>/``:
 Everything finished is reused: a training whose ``benchmark.json`` records the same budget is skipped, one with a
 checkpoint and another budget is resumed (``--resume``), one still running (its ``benchmark.pid`` is alive) is
 waited for, not started twice; explanations and metrics whose files exist are kept (``--redo-explanations``
-recomputes them). Re-running the command after an interruption continues where it stopped. The trainings run
-in their own sessions, so stopping this script (Ctrl-C) leaves a running training running; the next invocation
-waits for it, or stop it with ``kill $(cat ROOT/<scenario>/seed<k>/<model>.benchmark.pid)``.
+recomputes them, ``--redo-metrics`` the metrics alone). Re-running the command after an interruption continues
+where it stopped. The trainings run in their own sessions, so stopping this script (Ctrl-C) leaves a running
+training running; the next invocation waits for it, or stop it with
+``kill $(cat ROOT/<scenario>/seed<k>/<model>.benchmark.pid)``.
 
 The table (``ROOT/table.md``, also printed) gives mean +- std over seeds per scenario and method: precision@5,
 coverage@5, mean purity@5, Spearman@10, sufficiency@10, the shortcut's best rank (``bg_hue``, shortcut scenario)
@@ -334,7 +335,7 @@ def explain_and_evaluate(cell: Cell, args, env) -> None:
                              top_k=args.top_k, seed=0, device=args.device, include_rgb=args.include_rgb)  # fmt: skip
             log(f"{cell.name}: {method} on {model} took {time.time() - t0:.0f} s")
         metrics = folder / "eval" / "metrics.json"
-        if args.redo_explanations or not metrics.is_file():
+        if args.redo_explanations or args.redo_metrics or not metrics.is_file():
             t0 = time.time()
             cmd = stylex_cmd("evaluate", "--model", run_dir, "--attributes", folder, "--out", folder / "eval",
                              "--device", args.device, *common)  # fmt: skip
@@ -468,6 +469,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--poll", type=float, default=20.0, help="seconds between checks on running trainings")
     p.add_argument("--redo-explanations", action="store_true", help="recompute attributes and metrics")
+    p.add_argument("--redo-metrics", action="store_true",
+                   help="recompute the metrics only, keep the attributes (after an oracle change)")  # fmt: skip
     p.add_argument("--table-only", action="store_true", help="only (re)write the table from existing metrics")
     args = p.parse_args()
     if args.init_root is not None and args.link_root is not None:
