@@ -444,6 +444,19 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     both = run("explain", "--model", run_dir, "--attributes", out, "--out", tiny_run / "ex2", ok=False)
     assert both.exit_code == 1 and both.output.startswith("error: ") and "--index" in both.output
 
+    # attributes that claim another StyleSpace (here: with the toRGB styles) than their effects are refused
+    other = tiny_run / "other-attfind"
+    other.mkdir()
+    (other / "effects.safetensors").write_bytes((out / "effects.safetensors").read_bytes())
+    info["settings"]["include_rgb"] = True
+    (other / "attributes.json").write_text(json.dumps(info))
+    for command in (
+        ["explain", "--model", run_dir, "--index", index, "--out", tiny_run / "ex3"],
+        ["report", run_dir, "--out", tiny_run / "rep", "--no-generate"],
+    ):
+        refused = run(*command, "--attributes", other, "--quiet", ok=False)
+        assert refused.exit_code == 1 and "was made for another model" in refused.output, refused.output
+
 
 # ------------------------------------------------------------------------------------------------ toRGB search
 

@@ -28,7 +28,7 @@ from stylex.attfind.effects import Effects, _fingerprint, image_noise
 from stylex.attfind.result import AttFindResult
 from stylex.attfind.search import AttFind
 from stylex.errors import StylexError
-from stylex.models.stylespace import StyleVector
+from stylex.models.stylespace import StyleVector, use_rgb_coordinates
 from stylex.training.distributed import Distributed, process_group
 
 EFFECTS_FILE = "effects.safetensors"
@@ -59,6 +59,18 @@ def encode_dataset(model, classifier, dataset, indices: list[int], seed: int, de
     """
     x = dataset.tensors(indices).to(device)  # [N, 3, R, R]
     return encode_images(model, classifier, x, batch_size), image_noise(model.G, indices, seed, device)
+
+
+def bind_results(model, result: AttFindResult, effects: Effects, folder, run_dir, command: str = "stylex attfind"):
+    """Switch `model`'s generator to the StyleSpace `result` was searched in (conv styles, or with the toRGB ones),
+    and refuse results that another model made.
+
+    Raises:
+        StylexError: the effects' coordinate or class count differs from the model's; the message names `command`.
+    """
+    use_rgb_coordinates(model.G, result.include_rgb)
+    if effects.num_coords != model.G.layout.num_coords or effects.num_classes != model.num_classes:
+        raise StylexError(f"{folder} was made for another model; run `{command}` for {run_dir} first.")
 
 
 def pick_indices(num_available: int, num_images: int, seed: int) -> list[int]:

@@ -133,8 +133,7 @@ def _load_dataset(run: _Run, data: str | os.PathLike | None) -> None:
 def _load_attfind(run: _Run, attributes_dir: Path) -> None:
     from stylex.attfind.effects import Effects
     from stylex.attfind.result import AttFindResult
-    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE
-    from stylex.models.stylespace import use_rgb_coordinates
+    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results
 
     run.attributes_dir = attributes_dir
     command = f"stylex attfind --model {shlex.quote(str(run.run_dir))} --fast 30 --num-images 100"
@@ -143,10 +142,7 @@ def _load_attfind(run: _Run, attributes_dir: Path) -> None:
         return
     result = AttFindResult.load(attributes_dir / ATTRIBUTES_FILE)
     effects = Effects.load(attributes_dir / EFFECTS_FILE)
-    G = run.model.G
-    use_rgb_coordinates(G, result.include_rgb)  # the StyleSpace the attributes were searched in
-    if effects.num_coords != G.layout.num_coords or effects.num_classes != run.model.num_classes:
-        raise StylexError(f"{attributes_dir} was made for another model; run `{command}` for {run.run_dir} first.")
+    bind_results(run.model, result, effects, attributes_dir, run.run_dir, command)
     run.result, run.effects = result, effects
 
 

@@ -67,9 +67,8 @@ def explain_image(
     """
     from stylex.attfind.effects import Effects, image_noise
     from stylex.attfind.result import AttFindResult
-    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, encode_images
+    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results, encode_images
     from stylex.data import load_dataset, read_image, to_tensor
-    from stylex.models.stylespace import use_rgb_coordinates
     from stylex.pipeline import load_run
 
     if (image is None) == (index is None):
@@ -81,10 +80,8 @@ def explain_image(
     saved = Effects.load(attributes_dir / EFFECTS_FILE)
     attrs = AttFindResult.load(attributes_dir / ATTRIBUTES_FILE)
     model, classifier = load_run(run_dir, classifier, device)
+    bind_results(model, attrs, saved, attributes_dir, run_dir)
     G = model.G
-    use_rgb_coordinates(G, attrs.include_rgb)  # the StyleSpace the attributes were searched in
-    if saved.num_coords != G.layout.num_coords or saved.num_classes != model.num_classes:
-        raise StylexError(f"{attributes_dir} was made for another model; run `stylex attfind` for {run_dir} first.")
     names = attrs.class_names
     y = _resolve_class(target, names)
 

@@ -327,9 +327,8 @@ def load_viewer(
     """
     from stylex.attfind.effects import Effects
     from stylex.attfind.result import AttFindResult
-    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, pick_indices
+    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results, pick_indices
     from stylex.data import load_dataset
-    from stylex.models.stylespace import use_rgb_coordinates
     from stylex.pipeline import load_run
 
     run_dir = Path(run_dir)
@@ -342,9 +341,7 @@ def load_viewer(
         )
     result = AttFindResult.load(folder / ATTRIBUTES_FILE)
     effects = Effects.load(folder / EFFECTS_FILE)
-    use_rgb_coordinates(model.G, result.include_rgb)  # the StyleSpace the attributes were searched in
-    if effects.num_coords != model.G.layout.num_coords or effects.num_classes != model.num_classes:
-        raise StylexError(f"{folder} was made for another model; run `stylex attfind` for {run_dir} first.")
+    bind_results(model, result, effects, folder, run_dir)
     R = model.resolution
     images, keys, labels = torch.zeros(0, 3, R, R), [], []
     source = data or effects.meta.get("data") or model.run_info.get("data")
