@@ -205,3 +205,15 @@ def test_init_from_an_unconditioned_run_starts_the_class_projection_fresh(tmp_pa
     back.start(resume=False)
     with pytest.raises(StylexError, match="do not fit"):  # the other way round is still refused
         back.init_weights(tmp_path / "c2" / "run")
+
+
+def test_freeze_g_leaves_the_named_generator_parts_as_they_were(tmp_path, stand_in_classifier, tiny_images):
+    t = _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=3, max_minutes=0, freeze_g="to_rgbs")
+    before = {n: p.detach().clone() for n, p in t.G.named_parameters()}
+    t.run()
+    after = dict(t.G.named_parameters())
+    frozen = [n for n in before if n.startswith("to_rgbs.")]
+    assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("layers."))
+    with pytest.raises(StylexError, match="names no parameter of G; its parts are"):
+        _trainer(tmp_path, stand_in_classifier, tiny_images, freeze_g="to_rgb")

@@ -88,6 +88,11 @@ class TrainConfig:
             adv_weight), so that G cannot pass the class with a pattern no real image has. Without it G can
             ignore c, since w alone reconstructs x: on the digits-32 model (cond_sparsity 0.15) swapping the
             logits G sees to another class's flipped 24% of decisions. 0 = off (the paper). Not in the paper.
+        freeze_g: comma-separated prefixes of G's parameter names, as `G.named_parameters()` gives them (e.g.
+            "to_rgbs" for every toRGB layer, "layers.0" for the first modulated conv), that training leaves as
+            they are: they get no optimizer step. For fine-tuning (`stylex train --init-from`) when part of a
+            trained generator should be kept, e.g. the toRGB layers that draw an unconditioned model's colours.
+            "" = none.
         adv_weight: weight of the adversarial term on the encoder path (0 = a plain conditional autoencoder).
         z_path_every: a plain GAN step (z -> mapping -> G, adversarial only) every this many steps; 0 = never.
         adv_start_step: reconstruction-first warm-up: before this step (counted from 0) no adversarial term
@@ -151,6 +156,7 @@ class TrainConfig:
     cond_sparsity: float = 0.0
     cond_sparsity_groups: str = "channel"
     swap_weight: float = 0.0
+    freeze_g: str = ""
     adv_weight: float = 1.0
     z_path_every: int = 0
     adv_start_step: int = 0

@@ -77,6 +77,25 @@ class DivergenceError(StylexError):
     """
 
 
+def freeze_parameters(module: nn.Module, prefixes: str) -> list[nn.Parameter]:
+    """Turn off the gradients of `module`'s parameters whose names start with one of the comma-separated
+    `prefixes` ("" = none); returns them.
+
+    Raises:
+        StylexError: a prefix matches no parameter (the message lists the top-level names).
+    """
+    frozen = {}
+    for prefix in [p.strip() for p in prefixes.split(",") if p.strip()]:
+        hits = {n: p for n, p in module.named_parameters() if n == prefix or n.startswith(prefix + ".")}
+        if not hits:
+            tops = sorted({n.split(".")[0] for n, _ in module.named_parameters()})
+            raise StylexError(f"freeze_g: {prefix!r} names no parameter of G; its parts are {', '.join(tops)}.")
+        frozen.update(hits)
+    for p in frozen.values():
+        p.requires_grad_(False)
+    return list(frozen.values())
+
+
 @contextlib.contextmanager
 def _frozen(module: nn.Module) -> Iterator[None]:
     """No gradients for `module`'s parameters inside the block (it still passes gradients to its inputs)."""
@@ -162,12 +181,14 @@ class Trainer:
         # that backward averages its gradients. G is wrapped without its mapping network, which only the z path
         # uses, and the mapping network on its own. D's scores inside the G and E losses use D itself, frozen
         # (see train_step), so that they neither compute nor average D gradients.
+        frozen = freeze_parameters(self.G, config.freeze_g)
         self.G_train = self.dist.wrap(self.G, without=("mapping_net",))
         self.mapping_train = self.dist.wrap(self.G.mapping_net)
         self.E_train = self.dist.wrap(self.E)
         self.D_train = self.dist.wrap(self.D)
         betas = tuple(config.betas)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=betas)
+        trained_g = [p for p in self.G.parameters() if id(p) not in {id(q) for q in frozen}]
+        self.opt_g = torch.optim.Adam(trained_g, lr=config.lr_g, betas=betas)
         self.opt_e = torch.optim.Adam(self.E.parameters(), lr=config.lr_e, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
         self.data_gen = torch.Generator().manual_seed(config.seed)
