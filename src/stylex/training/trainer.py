@@ -181,13 +181,13 @@ class Trainer:
         # that backward averages its gradients. G is wrapped without its mapping network, which only the z path
         # uses, and the mapping network on its own. D's scores inside the G and E losses use D itself, frozen
         # (see train_step), so that they neither compute nor average D gradients.
-        frozen = freeze_parameters(self.G, config.freeze_g)
+        frozen = {id(p) for p in freeze_parameters(self.G, config.freeze_g)}  # no optimizer step for these
         self.G_train = self.dist.wrap(self.G, without=("mapping_net",))
         self.mapping_train = self.dist.wrap(self.G.mapping_net)
         self.E_train = self.dist.wrap(self.E)
         self.D_train = self.dist.wrap(self.D)
         betas = tuple(config.betas)
-        trained_g = [p for p in self.G.parameters() if id(p) not in {id(q) for q in frozen}]
+        trained_g = [p for p in self.G.parameters() if id(p) not in frozen]
         self.opt_g = torch.optim.Adam(trained_g, lr=config.lr_g, betas=betas)
         self.opt_e = torch.optim.Adam(self.E.parameters(), lr=config.lr_e, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
