@@ -9,7 +9,8 @@
 #        digits-32.npz, plant-clf/ and digits-clf/, the classifiers of `stylex train-classifier`)
 #   OUT: where NAME.tgz (the exported model, stats.jsonl, config.json, the last sample grid) and NAME.log go
 #   SPECS: a file of runs, one per line, `name|data|classifier|preset|options` (data and classifier relative to
-#        IN; @IN@ in the options stands for IN, e.g. `--init-from @IN@/digits-run`; # starts a comment); default:
+#        IN; @IN@ in the options stands for IN, e.g. `--init-from @IN@/digits-run`; a `--max-steps N` there is that
+#        run's own step budget, except in the rehearsal; # starts a comment); default:
 #        the four runs of the session-4 call listed below (benchmarks/gpu_specs/ keeps those of later calls).
 # Measured 2026-11-26 on one H100 (torch 2.11), the four runs below side by side for 6 minutes: pepper-64 3,490-3,670
 # steps each (~0.1 s/step, 16 images), digits-32 4,300 steps; the whole call took 391 s plus about a minute to
@@ -27,10 +28,10 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 WORK=$(mktemp -d -t stylex-gpu-train.XXXXXX)
 if [ "${GPU_TRAIN_DRY:-0}" = "1" ]; then
-    DEVICE=cpu BUDGET=(--max-steps 2 --set log_every=1)
+    DEVICE=cpu BUDGET=(--max-steps 2 --set log_every=1) LAST=(--max-steps 2)  # LAST: wins over a spec's own steps
     export OMP_NUM_THREADS=1
 else
-    DEVICE=cuda BUDGET=(--max-minutes "${GPU_MINUTES:-6}")
+    DEVICE=cuda BUDGET=(--max-minutes "${GPU_MINUTES:-6}") LAST=()
     [ -n "${GPU_STEPS:-}" ] && BUDGET+=(--max-steps "$GPU_STEPS")  # whichever comes first
     nvidia-smi -L || exit 1
 fi
@@ -56,7 +57,7 @@ one() {  # $1 = spec
     opts=${opts//@IN@/$IN}
     # shellcheck disable=SC2086  # opts is a list of words
     "$PY" -m stylex train --data "$IN/$data" --classifier "$IN/$clf" --out "$run" --preset "$preset" \
-        --device "$DEVICE" --quiet "${BUDGET[@]}" --set sample_every=1000 --set checkpoint_every=0 $opts \
+        --device "$DEVICE" --quiet "${BUDGET[@]}" --set sample_every=1000 --set checkpoint_every=0 $opts "${LAST[@]}" \
         >"$log" 2>&1 || { echo "$name: training failed (see $name.log)"; tail -5 "$log"; return 1; }
     local steps
     steps=$(tail -1 "$run/stats.jsonl" | "$PY" -c "import json,sys; print(json.load(sys.stdin).get('step'))")
