@@ -362,6 +362,45 @@ def test_greedy_select_drops_images_past_the_threshold():
     assert [(j, d) for j, d, _ in picked] == [(1, 0), (0, 0)]
 
 
+def test_greedy_select_counts_the_images_still_below_the_threshold():
+    scores = torch.zeros(3, 2, 3)
+    scores[:, 0, 0] = torch.tensor([2.0, 0.0, 0.0])
+    scores[:, 0, 1] = torch.tensor([1.5, 0.4, 0.4])
+    scores[:, 0, 2] = torch.tensor([0.0, 0.3, 0.3])
+    counting: list[int] = []
+    greedy_select(scores, top_k=3, threshold=1.0, counting=counting)
+    assert counting == [3, 2, 2]  # image 0 passes 1.0 with B; images 1, 2 reach 0.7 after B and C
+    counting = []
+    greedy_select(scores, top_k=3, threshold=0.35, counting=counting)
+    assert counting == [3, 0, 0]  # B alone takes every image past 0.35: picks 2 and 3 rank all images
+
+
+def test_attfind_result_records_when_the_drop_out_is_spent(tmp_path):
+    layout = StyleLayout((3,), (1,), ("b4.conv0",))
+    torch.manual_seed(0)
+    eff = torch.zeros(4, 2, 3, 2)
+    eff[:, 1, 0, 1] = 5.0  # coordinate 0 -> max raises logit 1 by 5 on every image: one pick spends the drop-out
+    eff[:, 1, 1, 1] = 0.5
+    eff[:, 0, 2, 1] = 0.2
+    base = torch.tensor([[2.0, 0.0]] * 4)  # every image predicted as class 0
+    e = Effects(eff, torch.zeros(3), torch.ones(3), base, torch.zeros(4, 3), torch.zeros(4, 1),
+                torch.ones(4, 3, dtype=torch.bool), 1.0)  # fmt: skip
+    result = select_attributes(e, layout, top_k=3, threshold=1.0)
+    c1 = result.for_class(1)
+    assert c1.counting == [4, 0, 0] and c1.dropout_spent_at == 2
+    assert "by rank 2, so ranks 2-3 are ranked by the mean effect over all 4 images" in result.summary()
+    assert result.for_class(0).counting == [] and result.for_class(0).dropout_spent_at is None
+    result.save(tmp_path / "attributes.json")
+    assert AttFindResult.load(tmp_path / "attributes.json").for_class(1).counting == [4, 0, 0]
+    # files written before `counting` existed still load, without the note
+    d = json.loads((tmp_path / "attributes.json").read_text())
+    for c in d["classes"]:
+        del c["counting"]
+    old = AttFindResult.from_dict(d)
+    assert old.for_class(1).counting is None and "drop-out" not in old.summary()
+    assert "drop-out" not in select_attributes(e, layout, top_k=3, threshold=100.0).summary()
+
+
 def test_one_vs_all_score_is_the_log_odds_change():
     torch.manual_seed(0)
     eff = torch.randn(4, 2, 5, 3)

@@ -79,6 +79,9 @@ class ClassAttributes:
         attributes: ranked, best first.
         sufficiency: share of those images that become y when all `attributes` are applied together; None when
             not computed or when no image qualifies.
+        counting: per attribute, the images still below the drop-out threshold when it was picked (AttFind's
+            greedy search; None for the baselines and for files from before it was recorded). Once it is 0 the
+            search ranks by the mean effect over every image: the drop-out no longer diversifies the picks.
     """
 
     class_index: int
@@ -86,6 +89,14 @@ class ClassAttributes:
     num_images: int
     attributes: list[Attribute]
     sufficiency: float | None = None
+    counting: list[int] | None = None
+
+    @property
+    def dropout_spent_at(self) -> int | None:
+        """The first rank picked with no image below the threshold (None if the drop-out lasted or is unknown)."""
+        if not self.counting:
+            return None
+        return next((rank for rank, n in enumerate(self.counting, start=1) if n == 0), None)
 
     @property
     def edits(self) -> list[tuple[int, int]]:
@@ -206,6 +217,14 @@ class AttFindResult:
                     f"  {a.rank:4d}  {a.layer_name:<10s}{a.channel:8d}{a.flat_index:7d}  {a.direction:<4s}"
                     f"{a.mean_effect:8.3f}{a.flip_rate:7.3f}"
                 )
+            spent = c.dropout_spent_at
+            if spent is not None:
+                lines.append(
+                    f"  note: every image had passed the drop-out threshold ({self.settings.get('threshold', '?')}) "
+                    f"by rank {spent}, so ranks {spent}-{len(c.attributes)} are ranked by the mean effect over all "
+                    f"{c.num_images} images (a larger --threshold, nearer the classifier's logit margins, "
+                    "keeps images counting longer)"
+                )
         if self.sufficiency is not None:
             lines.append(f"sufficiency@{k} overall: {self.sufficiency:.3f}")
         return "\n".join(lines)
@@ -269,4 +288,5 @@ def _class_attributes(c: Any) -> ClassAttributes:
         num_images=_int(c["num_images"], "num_images"),
         attributes=[_attribute(a) for a in _list(c["attributes"], "attributes")],
         sufficiency=_optional_float(c.get("sufficiency"), "sufficiency"),
+        counting=None if c.get("counting") is None else [_int(n, "counting") for n in _list(c["counting"], "counting")],
     )

@@ -48,6 +48,7 @@ def greedy_select(
     top_k: int,
     threshold: float = 1.0,
     candidate_filter: Callable[[int, int], bool] | None = None,
+    counting: list[int] | None = None,
 ) -> list[tuple[int, int, float]]:
     """The notebook's greedy search on one class's scores.
 
@@ -57,6 +58,8 @@ def greedy_select(
         threshold: an image stops counting once the summed scores of the picked edits reach this (1.0 = 5 x 0.2
             in the notebook); float("inf") turns the drop-out off.
         candidate_filter: (j, d) -> keep?; a rejected candidate is zeroed and the next best is tried.
+        counting: if given, receives for each pick the number of images still below `threshold` before it (0: the
+            pick ranked every image, as the drop-out has nothing left to drop).
 
     Returns:
         [(j, d, mean score)] best first; empty if M == 0.
@@ -77,6 +80,8 @@ def greedy_select(
             table[:, col] = 0
             continue
         picked.append((j, d, float(mean[col])))
+        if counting is not None:
+            counting.append(int(active.sum()))
         accumulated += table[:, col]
         table[:, col] = 0
     return picked
@@ -126,12 +131,13 @@ def select_attributes(
         rows = torch.nonzero((pred != y) & keep).flatten()  # [M]
         scores = class_scores(effects, y, one_vs_all)[rows]  # [M, 2, S]
         flt = None if candidate_filter is None else (lambda j, d, y=y: candidate_filter(y, j, d))
-        picked = greedy_select(scores, top_k, threshold, flt)
+        counting: list[int] = []
+        picked = greedy_select(scores, top_k, threshold, flt, counting)
         attributes = []
         for rank, (j, d, mean) in enumerate(picked, start=1):
             after = effects.base_logits[rows] + effects.effects[rows, d, j]  # [M, K]
             attributes.append(Attribute.of(layout, rank, j, d, mean, (after.argmax(dim=1) == y).float().mean()))
-        classes.append(ClassAttributes(y, names[y], int(rows.numel()), attributes))
+        classes.append(ClassAttributes(y, names[y], int(rows.numel()), attributes, counting=counting))
     settings = {
         "top_k": top_k,
         "threshold": threshold,
