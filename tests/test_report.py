@@ -80,6 +80,22 @@ def test_report_is_self_contained_and_escaped(evil_run):
     assert not (evil_run / "run" / "report").exists(), "the run folder is only read"
 
 
+def test_report_says_when_the_drop_out_was_spent(evil_run, tmp_path):
+    folder = tmp_path / "attfind"
+    shutil.copytree(evil_run / "run" / "attfind", folder)
+    d = json.loads((folder / "attributes.json").read_text())
+    assert all(0 not in c["counting"] for c in d["classes"])  # the tiny run's search never spends the drop-out
+    assert "drop-out" not in (evil_run / "report" / "index.html").read_text()
+    c = next(c for c in d["classes"] if len(c["attributes"]) == 2)
+    c["counting"] = [c["num_images"], 0]
+    (folder / "attributes.json").write_text(json.dumps(d))
+    run("report", evil_run / "run", "--out", tmp_path / "r", "--attributes", folder, "--top-k", 1,
+        "--slider-images", 1, "--frames", 3, "--explanations", 0, "--quiet")  # fmt: skip
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert html.count(f"drop-out threshold (1.0) by rank 2, so ranks 2-2 are ranked by the mean effect over all "
+                      f"{c['num_images']} images") == 1  # fmt: skip
+
+
 def test_report_replaces_its_own_folder_only(evil_run, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()

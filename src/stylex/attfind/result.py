@@ -98,6 +98,17 @@ class ClassAttributes:
             return None
         return next((rank for rank, n in enumerate(self.counting, start=1) if n == 0), None)
 
+    def dropout_note(self, threshold: Any) -> str | None:
+        """One sentence for the summary and the report when the drop-out was spent before the last pick."""
+        spent = self.dropout_spent_at
+        if spent is None:
+            return None
+        return (
+            f"every image had passed the drop-out threshold ({threshold}) by rank {spent}, so ranks "
+            f"{spent}-{len(self.attributes)} are ranked by the mean effect over all {self.num_images} images (a larger "
+            "--threshold, nearer the classifier's logit margins, keeps images counting longer)"
+        )
+
     @property
     def edits(self) -> list[tuple[int, int]]:
         return [a.edit for a in self.attributes]
@@ -217,14 +228,9 @@ class AttFindResult:
                     f"  {a.rank:4d}  {a.layer_name:<10s}{a.channel:8d}{a.flat_index:7d}  {a.direction:<4s}"
                     f"{a.mean_effect:8.3f}{a.flip_rate:7.3f}"
                 )
-            spent = c.dropout_spent_at
-            if spent is not None:
-                lines.append(
-                    f"  note: every image had passed the drop-out threshold ({self.settings.get('threshold', '?')}) "
-                    f"by rank {spent}, so ranks {spent}-{len(c.attributes)} are ranked by the mean effect over all "
-                    f"{c.num_images} images (a larger --threshold, nearer the classifier's logit margins, "
-                    "keeps images counting longer)"
-                )
+            note = c.dropout_note(self.settings.get("threshold", "?"))
+            if note is not None:
+                lines.append(f"  note: {note}")
         if self.sufficiency is not None:
             lines.append(f"sufficiency@{k} overall: {self.sufficiency:.3f}")
         return "\n".join(lines)

@@ -615,7 +615,9 @@ def _attributes_section(run: _Run, top_k: int, num_images: int, num_frames: int,
         if not c.attributes:
             parts.append(f'<p class="note">No attributes: no image of the {c.num_images} was predicted otherwise.</p>')
             continue
-        parts.append(f'<p class="small">from {esc(c.num_images)} images not predicted as it.</p>')
+        note = c.dropout_note(settings.get("threshold", "?"))
+        note = f" Note: {note[0].upper()}{note[1:]}." if note else ""
+        parts.append(f'<p class="small">from {esc(c.num_images)} images not predicted as it.{esc(note)}</p>')
         cards = []
         for a in c.attributes[:top_k]:
             j, d = a.edit
