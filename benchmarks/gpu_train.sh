@@ -28,7 +28,7 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 WORK=$(mktemp -d -t stylex-gpu-train.XXXXXX)
 if [ "${GPU_TRAIN_DRY:-0}" = "1" ]; then
-    DEVICE=cpu BUDGET=(--max-steps 2 --set log_every=1) LAST=(--max-steps 2)  # LAST: wins over a spec's own steps
+    DEVICE=cpu BUDGET=(--set log_every=1) LAST=(--max-steps 2)  # LAST comes after a spec's own --max-steps: it wins
     export OMP_NUM_THREADS=1
 else
     DEVICE=cuda BUDGET=(--max-minutes "${GPU_MINUTES:-6}") LAST=()
