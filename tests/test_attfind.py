@@ -168,6 +168,41 @@ def test_effects_resume_from_saved_chunks(tiny, tmp_path, monkeypatch):
     assert not (tmp_path / "partial").exists()
 
 
+def test_resume_by_input_key_survives_last_bit_changes(tiny, tmp_path, monkeypatch):
+    """Styles encoded under another thread count differ in their last bits; chunks named by the inputs' key are
+    still reused, while the default key (the styles' bytes) recomputes them."""
+    G, C, s, noise = tiny
+    partial = tmp_path / "partial"
+
+    def up(x):  # one ulp
+        return torch.nextafter(x, torch.full_like(x, float("inf")))
+
+    nudged = StyleVector([up(x) for x in s.conv], [up(x) for x in s.rgb], s.layout)
+    assert not torch.equal(nudged.flatten(), s.flatten())
+
+    def computed_chunks(styles, key, stop_after=None):
+        finder = StyleEffects(G, C, images_per_chunk=1, progress=False)
+        inner, calls = finder._chunk, []
+
+        def counting(*args, **kwargs):
+            if len(calls) == stop_after:
+                raise KeyboardInterrupt
+            calls.append(1)
+            return inner(*args, **kwargs)
+
+        monkeypatch.setattr(finder, "_chunk", counting)
+        try:
+            finder.compute(styles, noise, checkpoint_dir=partial, key=key)
+        except KeyboardInterrupt:
+            assert len(list(partial.glob("chunk_*.safetensors"))) == stop_after
+        return len(calls)
+
+    for key, recomputed in (("inputs", 1), (None, 3)):
+        computed_chunks(s, key, stop_after=2)  # interrupted after 2 of the 3 images
+        assert computed_chunks(nudged, key) == recomputed, key
+        assert not partial.exists()
+
+
 def test_effects_save_load_round_trip(tiny, tmp_path):
     G, C, s, noise = tiny
     eff = StyleEffects(G, C, fast=5, progress=False).compute(s, noise, meta={"indices": [3, 5, 7]})
@@ -465,6 +500,13 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
 
     again = run("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 2, "--no-render", "--quiet")
     assert "reused the effects" in again.output
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)  # float results change in their last bits with the thread count
+    try:
+        other = run("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 2, "--no-render", "--quiet")
+    finally:
+        torch.set_num_threads(threads)
+    assert "reused the effects" in other.output, "the same model, images and settings under another thread count"
     clash = run("attfind", "--model", run_dir, "--num-images", 5, "--quiet", ok=False)
     assert clash.exit_code == 1 and "--recompute" in clash.output
 

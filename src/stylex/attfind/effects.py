@@ -395,6 +395,7 @@ class StyleEffects:
         checkpoint_dir: str | Path | None = None,
         meta: dict[str, Any] | None = None,
         dist: Distributed | None = None,
+        key: str | None = None,
     ) -> Effects:
         """The effect table of the images with styles `s` and fixed `noise`.
 
@@ -412,6 +413,9 @@ class StyleEffects:
                 rank 0 alone reads the folder (so a run resumes with any number of processes) and removes it.
             meta: extra JSON-ready facts stored in `Effects.meta` (e.g. the dataset indices).
             dist: the process group (default: a single process).
+            key: a fingerprint of the inputs that names the chunks in `checkpoint_dir` (`attfind.run.inputs_key`:
+                weights, images and settings). Default: one of `s`, `noise` and the base logits, whose bits change
+                with the number of threads, so that a resume with another process count recomputes every chunk.
 
         Returns:
             `Effects`; `meta` gains mode, fast, precision, seconds, seconds_per_image and, in fast mode,
@@ -422,6 +426,7 @@ class StyleEffects:
         n, S = s.batch_size, s.layout.num_coords
         device = s.conv[0].device
         s_flat = s.flatten().float()  # [N, S]
+        bounds = [b for b in (s_min, s_max) if b is not None]  # given ones name the chunks; derived ones follow s
         s_min = s_flat.min(dim=0).values if s_min is None else s_min.to(s_flat)
         s_max = s_flat.max(dim=0).values if s_max is None else s_max.to(s_flat)
         delta = style_deltas(s_flat, s_min, s_max, self.shift_size).cpu()  # [N, 2, S]
@@ -442,8 +447,9 @@ class StyleEffects:
             settings = f"{self.shift_size}|{self.fast}|{self.precision}|{self.channels_last}"
             if self.fast is not None:
                 settings += f"|{self.fast_points}|{self.fast_noise}|{self.seed}"
-            key = _fingerprint(s_flat, torch.cat(s.rgb, dim=1), s_min, s_max, *noise, base, settings)
-            store = _ChunkStore(Path(checkpoint_dir), key)
+            if key is None:
+                key = _fingerprint(s_flat, torch.cat(s.rgb, dim=1), *noise, base)
+            store = _ChunkStore(Path(checkpoint_dir), _fingerprint(key, *bounds, settings))
             if dist.is_main:  # rank 0 alone reads and prepares the folder; the other ranks only add chunks to it
                 for rows, eff, ex, agree in store.load():
                     fits = (

@@ -46,6 +46,19 @@ def encode_images(model, classifier, x: torch.Tensor, batch_size: int = 64) -> S
     return StyleVector.cat(out)
 
 
+def inputs_key(model, classifier, x: torch.Tensor, settings: str) -> str:
+    """Fingerprint of what an effect table is computed from: the weights of G, E and the classifier, the images x
+    and the `settings`.
+
+    Not of the encoded styles: float results change in their last bits with the number of threads (a 1-process run
+    against a torchrun one, another machine, OMP_NUM_THREADS), and the same inputs must still find their saved
+    effects and their chunks.
+    """
+    from stylex.classifier import weights_fingerprint
+
+    return _fingerprint(weights_fingerprint(model), weights_fingerprint(classifier), x, settings)
+
+
 def class_names_of(model, classifier) -> list[str]:
     names = model.run_info.get("class_names") or classifier.class_names
     return list(names) if names else [str(k) for k in range(model.num_classes)]
@@ -202,8 +215,8 @@ def _run_attfind(
     names = class_names_of(model, classifier)
 
     s, noise = encode_dataset(model, classifier, dataset, indices, seed, device)
-    settings = f"{shift_size}|{fast}|{precision}|{channels_last}|{seed}|{indices}"
-    key = _fingerprint(s.flatten(), torch.cat(s.rgb, dim=1), settings)
+    settings = f"{shift_size}|{fast}|{precision}|{channels_last}|{include_rgb}|{seed}|{indices}"
+    key = inputs_key(model, classifier, dataset.tensors(indices), settings)
     meta = {"key": key, "run": str(run_dir), "data": str(Path(data).resolve()), "indices": indices, "seed": seed}
 
     effects_path = out / EFFECTS_FILE
@@ -240,7 +253,7 @@ def _run_attfind(
     )
     reused = effects is not None
     if not reused:  # every rank computes its share of the rows and receives the others'
-        effects = finder.effects_finder.compute(s, noise, checkpoint_dir=partial, meta=meta, dist=dist)
+        effects = finder.effects_finder.compute(s, noise, checkpoint_dir=partial, meta=meta, dist=dist, key=key)
     if not dist.is_main:
         return None
     result = finder.run(s, noise, effects=effects)
@@ -267,7 +280,7 @@ def _saved_effects(path: Path, key: str, recompute: bool) -> Effects | None:
     saved = Effects.load(path)
     if saved.meta.get("key") != key:
         raise StylexError(
-            f"{path} holds effects of other images or settings; pass --recompute to replace it, "
+            f"{path} holds effects of other images, weights or settings; pass --recompute to replace it, "
             "or choose another --out."
         )
     return saved
