@@ -434,7 +434,13 @@ def zoo_cmd():
     help="Search the toRGB styles too (colour attributes: a tint, a background colour); not in the paper, "
     "which searches the modulated-conv styles only.",
 )
-@click.option("--threshold", default=1.0, show_default=True, type=float, help="Accumulated effect to drop an image.")
+@click.option(
+    "--threshold",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Logit change at which an image stops counting in the selection (the notebook's 5 x 0.2).",
+)
 @click.option("--max-batch", default=256, show_default=True, type=click.IntRange(min=1), help="Edits per forward.")
 @click.option("--memory-mb", default=2048.0, show_default=True, type=float, help="Rough memory bound (MiB).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast + channels_last (faster; bf16 rounding blurs small effects).")
@@ -443,7 +449,11 @@ def zoo_cmd():
 @click.option("--frames", default=16, show_default=True, type=click.IntRange(min=2),
               help="GIF sweep positions from each coordinate's minimum to its maximum (the GIF goes there and back: "
               "2N-2 frames); fewer draw faster.")  # fmt: skip
-@click.option("--recompute", is_flag=True, help="Replace effects.safetensors in --out made with other settings.")
+@click.option(
+    "--recompute",
+    is_flag=True,
+    help="Replace an effects.safetensors in --out made from other weights, images or settings.",
+)
 @click.option(
     "--resume/--no-resume",
     default=True,
