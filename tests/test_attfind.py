@@ -485,6 +485,24 @@ def tiny_run(tmp_path_factory):
     return make_tiny_run(tmp_path_factory.mktemp("attfind"), num_images=32, steps=3)
 
 
+def test_inputs_key_names_weights_images_settings_and_the_classifier_convention(tiny_run):
+    from stylex.attfind.run import inputs_key
+    from stylex.classifier import ClassifierAdapter, InputSpec
+    from stylex.pipeline import load_run
+
+    model, clf = load_run(tiny_run / "run")
+    x = torch.rand(2, 3, model.resolution, model.resolution) * 2 - 1
+    key = inputs_key(model, clf, x, "s")
+    assert inputs_key(model, clf, x.clone(), "s") == key
+    other_spec = ClassifierAdapter(clf.model, InputSpec(value_range=(0.0, 1.0)), num_classes=clf.num_classes)
+    assert other_spec.fingerprint() == clf.fingerprint(), "the same weights"
+    assert inputs_key(model, other_spec, x, "s") != key, "another input convention gives other logits"
+    assert inputs_key(model, clf, x.flip(0), "s") != key and inputs_key(model, clf, x, "t") != key
+    with torch.no_grad():
+        model.E.parameters().__next__().add_(1.0)
+    assert inputs_key(model, clf, x, "s") != key
+
+
 def test_cli_attfind_and_explain_write_their_files(tiny_run):
     run_dir, out = tiny_run / "run", tiny_run / "run" / "attfind"
     result = run("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 3, "--max-batch", 64, "--quiet")

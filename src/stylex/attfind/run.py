@@ -17,6 +17,7 @@ interrupted run resumes with any number of processes. (Across machines that do n
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -47,8 +48,8 @@ def encode_images(model, classifier, x: torch.Tensor, batch_size: int = 64) -> S
 
 
 def inputs_key(model, classifier, x: torch.Tensor, settings: str) -> str:
-    """Fingerprint of what an effect table is computed from: the weights of G, E and the classifier, the images x
-    and the `settings`.
+    """Fingerprint of what an effect table is computed from: the weights of G and E, the classifier (a
+    `ClassifierAdapter`: its weights' fingerprint and its input convention), the images x and the `settings`.
 
     Not of the encoded styles: float results change in their last bits with the number of threads (a 1-process run
     against a torchrun one, another machine, OMP_NUM_THREADS), and the same inputs must still find their saved
@@ -56,7 +57,8 @@ def inputs_key(model, classifier, x: torch.Tensor, settings: str) -> str:
     """
     from stylex.classifier import weights_fingerprint
 
-    return _fingerprint(weights_fingerprint(model), weights_fingerprint(classifier), x, settings)
+    spec = json.dumps(classifier.input_spec.to_dict(), sort_keys=True)
+    return _fingerprint(weights_fingerprint(model), classifier.fingerprint(), spec, x, settings)
 
 
 def class_names_of(model, classifier) -> list[str]:
