@@ -20,7 +20,7 @@ from stylex.attfind import (
     select_attributes,
     top_overlap,
 )
-from stylex.attfind.selection import class_scores
+from stylex.attfind.selection import class_scores, rank_stability
 from stylex.models import Generator
 from stylex.models.generator import SynthesisState
 from stylex.models.stylespace import StyleLayout, StyleVector
@@ -436,6 +436,71 @@ def test_attfind_result_records_when_the_drop_out_is_spent(tmp_path):
     assert "drop-out" not in select_attributes(e, layout, top_k=3, threshold=100.0).summary()
 
 
+def _stability_table() -> Effects:
+    """20 images, all predicted as class 0. For class 1: coordinate 0 -> max raises the logit by 5 on every image;
+    coordinate 1 -> max by 30 on image 0 alone (mean 1.5: second on the full set, but only in the draws that
+    include image 0, and first only in the rare draws that hold it 4 times); coordinate 2 -> min by 0.1 on every
+    image."""
+    eff = torch.zeros(20, 2, 3, 2)
+    eff[:, 1, 0, 1] = 5.0
+    eff[0, 1, 1, 1] = 30.0
+    eff[:, 0, 2, 1] = 0.1
+    base = torch.tensor([[2.0, 0.0]] * 20)
+    return Effects(eff, torch.zeros(3), torch.ones(3), base, torch.zeros(20, 3), torch.zeros(20, 1),
+                   torch.ones(20, 3, dtype=torch.bool), 1.0)  # fmt: skip
+
+
+def test_rank_stability_tells_a_broad_attribute_from_one_owed_to_one_image(tmp_path):
+    layout = StyleLayout((3,), (1,), ("b4.conv0",))
+    e = _stability_table()
+    result = select_attributes(e, layout, top_k=2, threshold=float("inf"))
+    c1 = result.for_class(1)
+    assert [a.edit for a in c1.attributes] == [(0, 1), (1, 1)]  # on these 20 images the one-image edit is second
+    rank_stability(e, result, resamples=200, seed=0)
+    assert c1.stability[0] == 1.0 and c1.resampled_ranks[0] == [1, 1, 1]
+    # a draw without image 0 (about (19/20)^20 = 36% of them) ranks the small broad edit second instead
+    assert 0.5 < c1.stability[1] < 0.8, c1.stability
+    assert c1.resampled_ranks[1][0] == 2 and c1.resampled_ranks[1][2] == 3  # 3 = K + 1: not picked
+    assert result.for_class(0).stability is None  # no image to search for class 0 with
+    assert result.settings["stability_resamples"] == 200
+    assert "picked again in 100% of image resamples; middle half: rank 1" == c1.stability_note(0)
+    assert "middle half: rank 2 to not picked" in c1.stability_note(1)
+    summary = result.summary()
+    assert "stable" in summary and "2-none" in summary and "200 bootstrap resamples" in summary
+    # seeded, saved and read back; files from before it existed load without it
+    again = select_attributes(e, layout, top_k=2, threshold=float("inf"))
+    rank_stability(e, again, resamples=200, seed=0)
+    assert again.for_class(1).stability == c1.stability
+    result.save(tmp_path / "attributes.json")
+    loaded = AttFindResult.load(tmp_path / "attributes.json").for_class(1)
+    assert loaded.stability == c1.stability and loaded.resampled_ranks == c1.resampled_ranks
+    d = json.loads((tmp_path / "attributes.json").read_text())
+    for c in d["classes"]:
+        del c["stability"], c["resampled_ranks"]
+    old = AttFindResult.from_dict(d)
+    assert old.for_class(1).stability is None and "stable" not in old.summary()
+    # resamples=0 leaves the result alone
+    none = select_attributes(e, layout, top_k=2, threshold=float("inf"))
+    rank_stability(e, none, resamples=0)
+    assert none.for_class(1).stability is None and "stability_resamples" not in none.settings
+
+
+def test_rank_stability_uses_the_drop_out_and_the_kept_images():
+    layout = StyleLayout((3,), (1,), ("b4.conv0",))
+    e = _stability_table()
+    # with the drop-out, coordinate 0 (5.0 >= 1.0) retires every image, so pick 2 ranks all images: the same list
+    result = select_attributes(e, layout, top_k=2, threshold=1.0)
+    rank_stability(e, result, resamples=50)
+    assert 0.5 < result.for_class(1).stability[1] < 0.85
+    # leaving image 0 out of the search removes the one-image edit from every draw
+    keep = torch.ones(20, dtype=torch.bool)
+    keep[0] = False
+    result = select_attributes(e, layout, top_k=2, threshold=1.0, keep_images=keep)
+    assert [a.edit for a in result.for_class(1).attributes] == [(0, 1), (2, 0)]
+    rank_stability(e, result, resamples=50, keep_images=keep)
+    assert result.for_class(1).stability == [1.0, 1.0]
+
+
 def test_one_vs_all_score_is_the_log_odds_change():
     torch.manual_seed(0)
     eff = torch.randn(4, 2, 5, 3)
@@ -507,6 +572,7 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     run_dir, out = tiny_run / "run", tiny_run / "run" / "attfind"
     result = run("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 3, "--max-batch", 64, "--quiet")
     assert "sufficiency@3" in result.output and "s/image" in result.output
+    assert "100 bootstrap resamples of the images" in result.output  # --resamples 100 by default
     assert (out / "effects.safetensors").is_file()
     info = json.loads((out / "attributes.json").read_text())
     assert len(info["classes"]) == 2 and info["settings"]["top_k"] == 3

@@ -421,3 +421,41 @@ def test_factor_attfind_control_renders_the_scenes_it_encodes():
     changes = normalised_changes(read_factors(got), read_factors(control.render(edited, 16)))
     assert max(changes, key=changes.get) == "bg_hue"
     assert changes["bg_hue"] > 0.5 and all(v < 0.1 for k, v in changes.items() if k != "bg_hue")
+
+
+def test_groundtruth_table_shows_the_shortcut_attributes_resampled_ranks(tmp_path):
+    """benchmarks/groundtruth.py: the shortcut's best rank comes with the quartiles of that attribute's rank over
+    AttFind's bootstrap resamples, read from its attributes file; a baseline without them shows the rank alone."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "groundtruth.py"
+    spec = importlib.util.spec_from_file_location("groundtruth_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
+
+    attributes = tmp_path / "attributes.json"
+    attributes.write_text(json.dumps({"classes": [
+        {"resampled_ranks": [[1, 1, 1], [2, 2, 2]]},
+        {"resampled_ranks": [[1, 1, 2], [2, 2, 3], [3, 4, 6]]},
+    ]}))  # fmt: skip
+    metrics = {
+        "attributes": str(attributes),
+        "groundtruth": {
+            "scores": {"10": {"first_rank": {"bg_hue": 3, "shape": None}}},
+            "attributes": [
+                {"class_index": 0, "rank": 2, "dominant": "obj_size"},
+                {"class_index": 1, "rank": 3, "dominant": "bg_hue"},
+            ],
+        },
+    }
+    assert bench.shortcut_rank(metrics, "bg_hue") == "3 [3-6]"
+    assert bench.shortcut_rank(metrics, "shape") == "-"
+    attributes.write_text(json.dumps({"classes": [{}, {}]}))
+    assert bench.shortcut_rank(metrics, "bg_hue") == "3"

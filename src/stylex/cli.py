@@ -441,6 +441,14 @@ def zoo_cmd():
     type=float,
     help="Logit change at which an image stops counting in the selection (the notebook's 5 x 0.2).",
 )
+@click.option(
+    "--resamples",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Bootstrap resamples of the images: how often each attribute is picked again, and at which ranks "
+    "(the 'stable' and 'ranks' columns; seconds, no network runs). 0 skips it.",
+)
 @click.option("--max-batch", default=256, show_default=True, type=click.IntRange(min=1), help="Edits per forward.")
 @click.option("--memory-mb", default=2048.0, show_default=True, type=float, help="Rough memory bound (MiB).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast + channels_last (faster; bf16 rounding blurs small effects).")
@@ -472,6 +480,7 @@ def attfind_cmd(
     shift_size,
     include_rgb,
     threshold,
+    resamples,
     max_batch,
     memory_mb,
     bf16,
@@ -507,6 +516,7 @@ def attfind_cmd(
                 shift_size=shift_size,
                 include_rgb=include_rgb,
                 threshold=threshold,
+                resamples=resamples,
                 max_batch=max_batch,
                 memory_mb=memory_mb,
                 precision="bf16" if bf16 else "fp32",

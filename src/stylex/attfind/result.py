@@ -82,6 +82,10 @@ class ClassAttributes:
         counting: per attribute, the images still below the drop-out threshold when it was picked (AttFind's
             greedy search; None for the baselines and for files from before it was recorded). Once it is 0 the
             search ranks by the mean effect over every image: the drop-out no longer diversifies the picks.
+        stability: per attribute, the share of bootstrap resamples of the images in which the search picks it
+            again among the top K (`selection.rank_stability`; None when not computed).
+        resampled_ranks: per attribute, the quartiles [q1, median, q3] of its rank over those resamples (K + 1
+            where a resample does not pick it).
     """
 
     class_index: int
@@ -90,6 +94,22 @@ class ClassAttributes:
     attributes: list[Attribute]
     sufficiency: float | None = None
     counting: list[int] | None = None
+    stability: list[float] | None = None
+    resampled_ranks: list[list[int]] | None = None
+
+    def stability_note(self, i: int) -> str | None:
+        """Attribute i's stability in words, e.g. "picked again in 87% of image resamples; middle half: ranks 3-5"."""
+        if self.stability is None or self.resampled_ranks is None or i >= len(self.stability):
+            return None
+        q1, _, q3 = self.resampled_ranks[i]
+        k = len(self.attributes)
+        if q1 > k:
+            span = "not picked"
+        elif q3 > k:
+            span = f"rank {q1} to not picked"
+        else:
+            span = f"rank {q1}" if q1 == q3 else f"ranks {q1}-{q3}"
+        return f"picked again in {self.stability[i]:.0%} of image resamples; middle half: {span}"
 
     @property
     def dropout_spent_at(self) -> int | None:
@@ -220,17 +240,30 @@ class AttFindResult:
                 f"class {c.class_name!r}: {len(c.attributes)} attributes from {c.num_images} images "
                 f"not predicted as it; sufficiency@{k} {suff}"
             )
+            stable = c.stability is not None and c.resampled_ranks is not None
             lines.append(
                 f"  {'rank':>4s}  {'layer':<10s}{'channel':>8s}{'flat':>7s}  {'dir':<4s}{'effect':>8s}{'flips':>7s}"
+                + (f"{'stable':>8s}  ranks" if stable else "")
             )
-            for a in c.attributes:
-                lines.append(
+            for i, a in enumerate(c.attributes):
+                line = (
                     f"  {a.rank:4d}  {a.layer_name:<10s}{a.channel:8d}{a.flat_index:7d}  {a.direction:<4s}"
                     f"{a.mean_effect:8.3f}{a.flip_rate:7.3f}"
                 )
+                if stable:
+                    q1, _, q3 = c.resampled_ranks[i]
+                    span = "-".join(str(q) if q <= len(c.attributes) else "none" for q in dict.fromkeys((q1, q3)))
+                    line += f"{c.stability[i]:8.2f}  {span:<8s}"
+                lines.append(line.rstrip())
             note = c.dropout_note(self.settings.get("threshold", "?"))
             if note is not None:
                 lines.append(f"  note: {note}")
+        if any(c.stability is not None for c in self.classes):
+            lines.append(
+                f"stable: share of {self.settings.get('stability_resamples', '?')} bootstrap resamples of the images "
+                f"in which the search picks the attribute again among the top {k}; ranks: the middle half of its "
+                "ranks there"
+            )
         if self.sufficiency is not None:
             lines.append(f"sufficiency@{k} overall: {self.sufficiency:.3f}")
         return "\n".join(lines)
@@ -295,4 +328,13 @@ def _class_attributes(c: Any) -> ClassAttributes:
         attributes=[_attribute(a) for a in _list(c["attributes"], "attributes")],
         sufficiency=_optional_float(c.get("sufficiency"), "sufficiency"),
         counting=None if c.get("counting") is None else [_int(n, "counting") for n in _list(c["counting"], "counting")],
+        stability=None
+        if c.get("stability") is None
+        else [_float(v, "stability") for v in _list(c["stability"], "stability")],
+        resampled_ranks=None
+        if c.get("resampled_ranks") is None
+        else [
+            [_int(q, "resampled_ranks") for q in _list(r, "resampled_ranks")]
+            for r in _list(c["resampled_ranks"], "resampled_ranks")
+        ],
     )

@@ -112,6 +112,7 @@ def run_attfind(
     seed: int = 0,
     render: bool = True,
     num_frames: int = 16,
+    resamples: int = 100,
     recompute: bool = False,
     resume: bool = True,
     classifier=None,
@@ -135,6 +136,7 @@ def run_attfind(
         render: draw the strips and GIFs.
         num_frames: GIF sweep positions from each coordinate's minimum to its maximum (the GIF goes there and
             back: 2 * num_frames - 2 frames); each is one synthesis, most of the drawing time.
+        resamples: bootstrap resamples of the images for each attribute's rank stability (see `AttFind`).
         recompute: replace an existing effects file made with other settings; without it the existing file is
             reused when it matches and an error is raised when it does not.
         resume: reuse the finished chunks an interrupted run with the same inputs left in `out/.effects_partial`.
@@ -165,6 +167,7 @@ def run_attfind(
             seed=seed,
             render=render,
             num_frames=num_frames,
+            resamples=resamples,
             recompute=recompute,
             resume=resume,
             classifier=classifier,
@@ -193,6 +196,7 @@ def _run_attfind(
     seed: int,
     render: bool,
     num_frames: int,
+    resamples: int,
     recompute: bool,
     resume: bool,
     classifier,
@@ -252,6 +256,7 @@ def _run_attfind(
         channels_last=channels_last,
         class_names=names,
         progress=not quiet,
+        resamples=resamples,
     )
     reused = effects is not None
     if not reused:  # every rank computes its share of the rows and receives the others'

@@ -12,7 +12,7 @@ from torch import nn
 from stylex.attfind.effects import Effects, StyleEffects
 from stylex.attfind.filters import stable_images
 from stylex.attfind.result import AttFindResult
-from stylex.attfind.selection import select_attributes
+from stylex.attfind.selection import rank_stability, select_attributes
 from stylex.models.stylespace import StyleVector, use_rgb_coordinates
 
 
@@ -36,6 +36,8 @@ class AttFind:
         include_rgb: None keeps `G`'s StyleSpace as it is; True / False makes its toRGB styles searchable or not
             (`stylex.models.stylespace.use_rgb_coordinates`; not in the paper, whose AttFind searches the conv
             styles only).
+        resamples: bootstrap resamples of the images for each attribute's rank stability (`rank_stability`;
+            seconds, no network runs); 0 skips it.
     """
 
     def __init__(
@@ -58,12 +60,14 @@ class AttFind:
         sufficiency: bool = True,
         progress: bool = True,
         include_rgb: bool | None = None,
+        resamples: int = 100,
     ):
         if include_rgb is not None:
             use_rgb_coordinates(G, include_rgb)
         self.G, self.C = G, classifier
         self.top_k, self.threshold, self.one_vs_all = top_k, threshold, one_vs_all
         self.class_names, self.unstable_filter, self.with_sufficiency = class_names, unstable_filter, sufficiency
+        self.resamples = resamples
         self.effects_finder = StyleEffects(
             G,
             classifier,
@@ -114,6 +118,7 @@ class AttFind:
             class_names=self.class_names,
             keep_images=keep,
         )
+        rank_stability(effects, result, self.resamples, keep_images=keep)
         if self.with_sufficiency:
             from stylex.metrics.sufficiency import sufficiency
 

@@ -7,6 +7,10 @@ Per target class y:
 3. repeat K times: pick the edit with the largest mean score over the images whose accumulated score (over
    the edits picked so far) is still below `threshold`; add its scores to the accumulators; zero its column.
 
+`rank_stability` then asks how much of that ranking is owed to the particular N images: it reruns the search on
+bootstrap resamples of the images and records, per attribute, how often it is picked again and at which ranks (not
+in the paper or the notebook).
+
 Not implemented yet (TODO): the notebook's optional discriminator filter, which skips a candidate whose edited
 images the discriminator finds unrealistic. `select_attributes` takes a `candidate_filter` hook for it.
 """
@@ -149,3 +153,54 @@ def select_attributes(
         "include_rgb": layout.search_rgb,
     }
     return AttFindResult(classes, settings, None, dict(effects.meta), effects)
+
+
+def rank_stability(
+    effects: Effects,
+    result: AttFindResult,
+    resamples: int = 100,
+    seed: int = 0,
+    keep_images: torch.Tensor | None = None,
+) -> None:
+    """How much each class's ranking depends on the particular images: the search rerun on bootstrap resamples.
+
+    For each class y, the images AttFind used for y (not predicted as y, and in `keep_images`) are drawn
+    `resamples` times with replacement, and the greedy search is rerun with the result's settings on each draw.
+    Fills, per class, `stability` (per attribute: the share of draws in which it is again among the top K) and
+    `resampled_ranks` (per attribute: the quartiles of its rank over the draws, K + 1 for a draw that does not
+    pick it), and records `stability_resamples` in the settings. Cheap: no generator or classifier runs, only the
+    selection on the stored effect table.
+
+    Args:
+        effects: the effect table the result was selected from.
+        result: `select_attributes`' result for that table (modified in place).
+        resamples: bootstrap draws per class; 0 leaves the result as it is.
+        seed: seeds the draws.
+        keep_images: bool [N], the images the selection used (default all).
+    """
+    if resamples <= 0:
+        return
+    settings = result.settings
+    top_k = int(settings.get("top_k", max((len(c.attributes) for c in result.classes), default=1)))
+    threshold = float(settings.get("threshold", 1.0))
+    one_vs_all = settings.get("score") == "one_vs_all"
+    keep = torch.ones(effects.num_images, dtype=torch.bool) if keep_images is None else keep_images.bool()
+    pred = effects.predicted
+    generator = torch.Generator().manual_seed(seed)
+    absent = top_k + 1
+    for c in result.classes:
+        rows = torch.nonzero((pred != c.class_index) & keep).flatten()
+        if rows.numel() == 0 or not c.attributes:
+            continue
+        scores = class_scores(effects, c.class_index, one_vs_all)[rows]  # [M, 2, S]
+        ranks = torch.full((resamples, len(c.attributes)), absent, dtype=torch.float32)
+        wanted = {a.edit: i for i, a in enumerate(c.attributes)}
+        for b in range(resamples):
+            draw = torch.randint(rows.numel(), (rows.numel(),), generator=generator)
+            for rank, (j, d, _) in enumerate(greedy_select(scores[draw], top_k, threshold), start=1):
+                if (j, d) in wanted:
+                    ranks[b, wanted[(j, d)]] = rank
+        quartiles = torch.quantile(ranks, torch.tensor([0.25, 0.5, 0.75]), dim=0, interpolation="nearest")  # [3, A]
+        c.stability = [round(float(v), 4) for v in (ranks <= top_k).float().mean(dim=0)]
+        c.resampled_ranks = [[int(v) for v in quartiles[:, i]] for i in range(len(c.attributes))]
+    settings["stability_resamples"] = resamples

@@ -657,6 +657,10 @@ def _attribute_card(run: _Run, c, a, frames: list[str], probs: list[float], valu
         f'<p class="small">mean effect {a.mean_effect:.3f} · flip share {a.flip_rate:.3f} · coordinate '
         f"{esc(a.flat_index)}</p>"
     )
+    stability = c.stability_note(c.attributes.index(a))
+    if stability is not None:
+        head += f'<p class="small">{esc(stability)}</p>'
+
     body = []
     if frames:
         mid = len(frames) // 2
