@@ -102,7 +102,7 @@ class ClassAttributes:
         if self.stability is None or self.resampled_ranks is None or i >= len(self.stability):
             return None
         q1, _, q3 = self.resampled_ranks[i]
-        k = len(self.attributes)
+        k = len(self.attributes)  # a resample picks as many as the list holds: a rank past it means not picked
         if q1 > k:
             span = "not picked"
         elif q3 > k:
@@ -110,6 +110,12 @@ class ClassAttributes:
         else:
             span = f"rank {q1}" if q1 == q3 else f"ranks {q1}-{q3}"
         return f"picked again in {self.stability[i]:.0%} of image resamples; middle half: {span}"
+
+    def rank_span(self, i: int) -> str:
+        """Attribute i's middle half of resampled ranks for the summary's column: "3-5", "2", "4-none"."""
+        q1, _, q3 = self.resampled_ranks[i]
+        ends = [str(q) if q <= len(self.attributes) else "none" for q in (q1, q3)]
+        return ends[0] if ends[0] == ends[1] else "-".join(ends)
 
     @property
     def dropout_spent_at(self) -> int | None:
@@ -251,9 +257,7 @@ class AttFindResult:
                     f"{a.mean_effect:8.3f}{a.flip_rate:7.3f}"
                 )
                 if stable:
-                    q1, _, q3 = c.resampled_ranks[i]
-                    span = "-".join(str(q) if q <= len(c.attributes) else "none" for q in dict.fromkeys((q1, q3)))
-                    line += f"{c.stability[i]:8.2f}  {span:<8s}"
+                    line += f"{c.stability[i]:8.2f}  {c.rank_span(i)}"
                 lines.append(line.rstrip())
             note = c.dropout_note(self.settings.get("threshold", "?"))
             if note is not None:
