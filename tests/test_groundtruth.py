@@ -398,16 +398,27 @@ def test_include_rgb_travels_from_attfind_to_evaluate_explain_and_report(tiny_ru
     assert wu.settings["include_rgb"] is True
 
 
+def _load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there while it runs
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
 def test_factor_attfind_control_renders_the_scenes_it_encodes():
     """benchmarks/factor_attfind.py: factors -> coordinates -> render gives back the scenes of the data, and moving
     the background hue's sine coordinate to its maximum changes the background hue alone."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "factor_attfind.py"
-    spec = importlib.util.spec_from_file_location("factor_attfind", path)
-    control = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(control)
+    control = _load_benchmark("factor_attfind")
 
     f = sample_factors(6, seed=4)
     coords = control.to_coords(f)
@@ -426,19 +437,9 @@ def test_factor_attfind_control_renders_the_scenes_it_encodes():
 def test_groundtruth_table_shows_the_shortcut_attributes_resampled_ranks(tmp_path):
     """benchmarks/groundtruth.py: the shortcut's best rank comes with the quartiles of that attribute's rank over
     AttFind's bootstrap resamples, read from its attributes file; a baseline without them shows the rank alone."""
-    import importlib.util
     import json
-    import sys
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "groundtruth.py"
-    spec = importlib.util.spec_from_file_location("groundtruth_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # its dataclasses look their module up there
-    try:
-        spec.loader.exec_module(bench)
-    finally:
-        del sys.modules[spec.name]
+    bench = _load_benchmark("groundtruth")
 
     attributes = tmp_path / "attributes.json"
     attributes.write_text(json.dumps({"classes": [

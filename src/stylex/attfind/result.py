@@ -331,14 +331,12 @@ def _class_attributes(c: Any) -> ClassAttributes:
         num_images=_int(c["num_images"], "num_images"),
         attributes=[_attribute(a) for a in _list(c["attributes"], "attributes")],
         sufficiency=_optional_float(c.get("sufficiency"), "sufficiency"),
-        counting=None if c.get("counting") is None else [_int(n, "counting") for n in _list(c["counting"], "counting")],
-        stability=None
-        if c.get("stability") is None
-        else [_float(v, "stability") for v in _list(c["stability"], "stability")],
-        resampled_ranks=None
-        if c.get("resampled_ranks") is None
-        else [
-            [_int(q, "resampled_ranks") for q in _list(r, "resampled_ranks")]
-            for r in _list(c["resampled_ranks"], "resampled_ranks")
-        ],
+        counting=_optional_list(c, "counting", _int),
+        stability=_optional_list(c, "stability", _float),
+        resampled_ranks=_optional_list(c, "resampled_ranks", lambda r, name: [_int(q, name) for q in _list(r, name)]),
     )
+
+
+def _optional_list(c: dict, name: str, item) -> list | None:
+    """c[name] read item by item with `item(value, name)`; None when absent (files from before the field existed)."""
+    return None if c.get(name) is None else [item(v, name) for v in _list(c[name], name)]
