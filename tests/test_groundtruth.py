@@ -398,6 +398,27 @@ def test_include_rgb_travels_from_attfind_to_evaluate_explain_and_report(tiny_ru
     assert wu.settings["include_rgb"] is True
 
 
+def test_tint_styles_train_and_are_searched_by_default(tiny_runs):
+    """A model trained with `model.tint_styles` has tint coordinates after toRGB0's features; AttFind and the
+    baselines search the toRGB styles by default for it (`--no-include-rgb` turns that off), and not for others."""
+    root = tiny_runs
+    run_cli("train", "--data", root / "data", "--classifier", root / "clf", "--out", root / "tint", "--preset",
+            "tiny", "--max-steps", 2, "--set", "model.tint_styles=2", "--quiet")  # fmt: skip
+    layout = StylEx.load(root / "tint").G.layout
+    assert layout.rgb_dims[0] == layout.conv_dims[0] + 2
+    run_cli("attfind", "--model", root / "tint", "--num-images", 6, "--top-k", 2, "--no-render", "--quiet")
+    info = json.loads((root / "tint" / "attfind" / "attributes.json").read_text())
+    assert info["settings"]["include_rgb"] is True
+    assert (
+        Effects.load(root / "tint" / "attfind" / "effects.safetensors").num_coords == layout.with_rgb(True).num_coords
+    )
+    run_cli("attfind", "--model", root / "tint", "--num-images", 6, "--top-k", 2, "--no-render", "--quiet",
+            "--no-include-rgb", "--out", root / "tint" / "conv-only")  # fmt: skip
+    assert json.loads((root / "tint" / "conv-only" / "attributes.json").read_text())["settings"]["include_rgb"] is False
+    assert run_baseline(root / "tint", "random", num_images=6, top_k=2, out=root / "tint-random").include_rgb
+    assert not run_baseline(root / "run", "random", num_images=6, top_k=2, out=root / "run-random").include_rgb
+
+
 def _load_benchmark(name: str):
     """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
     import importlib.util

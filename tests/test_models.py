@@ -76,6 +76,34 @@ def test_stylevector_flatten_unflatten_shifted():
     assert not torch.allclose(G.synthesis(s, noise), G.synthesis(s.shifted(j, 3.0), noise))
 
 
+def test_tint_styles_shift_every_pixel_by_one_colour():
+    """A tint coordinate (`model.tint_styles`) adds the same colour to every pixel; a feature toRGB coordinate
+    does not; StyleGAN2's layout is unchanged without them."""
+    torch.manual_seed(0)
+    kwargs = dict(z_dim=8, w_dim=12, c_dim=2, num_mapping_layers=2, channel_base=128, channel_max=8)
+    assert Generator(16, **kwargs).layout.rgb_dims == (8, 8, 8)
+    G = Generator(16, tint_styles=2, **kwargs)
+    assert G.layout.rgb_dims == (10, 8, 8) and G.layout.conv_dims == (8, 8, 8, 8, 8)
+    layout = G.layout.with_rgb(True)
+    s = G.styles(torch.randn(3, 12), torch.randn(3, 2)).with_layout(layout)
+    noise = G.make_noise(3, generator=torch.Generator().manual_seed(0))
+    base = G.synthesis(s, noise)
+    tint = layout.flat_index(StyleCoord(len(layout.conv_dims), 9))
+    assert layout.describe(tint) == "toRGB0[9]"
+    diff = G.synthesis(s.shifted(tint, 2.0), noise) - base
+    per_pixel = diff.flatten(2)
+    assert per_pixel.abs().amax() > 1e-3, "the tint changes the image"
+    assert torch.allclose(per_pixel, per_pixel[:, :, :1].expand_as(per_pixel), atol=1e-5), "one colour everywhere"
+    assert torch.allclose(per_pixel[0], per_pixel[1], atol=1e-5), "the same colour for every image"
+    feature = layout.flat_index(StyleCoord(len(layout.conv_dims), 3))
+    diff = (G.synthesis(s.shifted(feature, 2.0), noise) - base).flatten(2)
+    assert (diff - diff[:, :, :1]).abs().amax() > 1e-3, "a feature coordinate draws a pattern"
+    cfg = preset("tiny")
+    assert cfg.model.tint_styles == 0
+    with pytest.raises(StylexError, match="tint_styles"):
+        preset("tiny", **{"model.tint_styles": -1})
+
+
 def _trainer(tmp_path, classifier, images, name="run", **overrides):
     cfg = preset("tiny", **overrides)
     return Trainer(cfg, classifier, images[:32], images[32:], tmp_path / name, quiet=True)

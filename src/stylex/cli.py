@@ -429,10 +429,11 @@ def zoo_cmd():
 )
 @click.option("--shift-size", default=1.0, show_default=True, type=float, help="Edit size toward the min / max.")
 @click.option(
-    "--include-rgb",
-    is_flag=True,
+    "--include-rgb/--no-include-rgb",
+    default=None,
     help="Search the toRGB styles too (colour attributes: a tint, a background colour); not in the paper, "
-    "which searches the modulated-conv styles only.",
+    "which searches the modulated-conv styles only. Default: on for a model trained with tint styles "
+    "(--set model.tint_styles=N), off otherwise.",
 )
 @click.option(
     "--threshold",
@@ -559,10 +560,11 @@ def attfind_cmd(
 @click.option("--seed", default=0, show_default=True, type=int, help="Picks the images (as `stylex attfind --seed`).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN/<method>).")
 @click.option(
-    "--include-rgb",
-    is_flag=True,
+    "--include-rgb/--no-include-rgb",
+    default=None,
     help="Search the toRGB styles too (colour attributes: a tint, a background colour); not in the paper, "
-    "which searches the modulated-conv styles only.",
+    "which searches the modulated-conv styles only. Default: on for a model trained with tint styles "
+    "(--set model.tint_styles=N), off otherwise.",
 )
 @click.option("--device", default="cpu", show_default=True)
 def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rgb, device):

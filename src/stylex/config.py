@@ -36,6 +36,10 @@ class ModelConfig:
         channel_base: channels at resolution r = min(channel_base / r, channel_max), for G, E and D.
         channel_max: the cap on channels.
         mbstd_group: minibatch-std group size in D (0 turns it off).
+        tint_styles: constant input channels of G's first toRGB layer (0 = StyleGAN2's). Each adds one style
+            coordinate, `toRGB0[C + i]` after the C feature channels, that scales a learned colour added to every
+            pixel: a global tint with a coordinate of its own, for classifiers that use an image's overall colour
+            (a scanner's or a stain's cast, a background hue). AttFind reaches them with `include_rgb`.
     """
 
     resolution: int = 32
@@ -45,6 +49,7 @@ class ModelConfig:
     channel_base: int = 2048
     channel_max: int = 64
     mbstd_group: int = 4
+    tint_styles: int = 0
 
 
 @dataclass
@@ -211,6 +216,7 @@ class TrainConfig:
             "model.channel_base": (m.channel_base, 1),
             "model.channel_max": (m.channel_max, 1),
             "model.mbstd_group": (m.mbstd_group, 0),
+            "model.tint_styles": (m.tint_styles, 0),
             "batch_size": (self.batch_size, 1),
             "z_path_every": (self.z_path_every, 0),
             "adv_start_step": (self.adv_start_step, 0),

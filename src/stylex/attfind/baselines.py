@@ -173,7 +173,7 @@ def run_baseline(
     classifier=None,
     device: str = "cpu",
     batch_size: int = 64,
-    include_rgb: bool = False,
+    include_rgb: bool | None = None,
 ) -> AttFindResult:
     """A baseline on a trained run, on the images `stylex attfind` would use with the same `num_images` and `seed`;
     writes ``out/attributes.json`` (default RUN/<method>) with flip rates and sufficiency@top_k, like AttFind.
@@ -191,7 +191,8 @@ def run_baseline(
         classifier: a loaded classifier instead of the recorded one.
         device: where the networks run.
         batch_size: images per forward pass.
-        include_rgb: rank the toRGB styles too (see `stylex.models.stylespace.use_rgb_coordinates`).
+        include_rgb: rank the toRGB styles too (see `stylex.models.stylespace.use_rgb_coordinates`; None: on for a
+            model with tint styles).
 
     Returns:
         the `AttFindResult`.

@@ -104,7 +104,7 @@ def run_attfind(
     shift_size: float = 1.0,
     threshold: float = 1.0,
     one_vs_all: bool | None = None,
-    include_rgb: bool = False,
+    include_rgb: bool | None = None,
     max_batch: int = 256,
     memory_mb: float = 2048.0,
     precision: str = "fp32",
@@ -131,6 +131,7 @@ def run_attfind(
         shift_size, threshold, one_vs_all: see `AttFind`.
         include_rgb: search the toRGB styles too, after the conv styles (not in the paper; colour attributes live
             there). Recorded in attributes.json; every command that reads the result searches the same space.
+            None (default): on for a model with tint styles (`ModelConfig.tint_styles`), off otherwise.
         max_batch, memory_mb, precision, channels_last: speed and memory knobs, see `StyleEffects`.
         seed: picks the images and their fixed noise.
         render: draw the strips and GIFs.
@@ -188,7 +189,7 @@ def _run_attfind(
     shift_size: float,
     threshold: float,
     one_vs_all: bool | None,
-    include_rgb: bool,
+    include_rgb: bool | None,
     max_batch: int,
     memory_mb: float,
     precision: str,
@@ -209,7 +210,7 @@ def _run_attfind(
     from stylex.pipeline import load_run
 
     model, classifier = load_run(run_dir, classifier, device)
-    use_rgb_coordinates(model.G, include_rgb)
+    include_rgb = use_rgb_coordinates(model.G, include_rgb)
     data = data or model.run_info.get("data")
     if data is None:
         raise StylexError(f"{run_dir} does not record its data; pass --data.")

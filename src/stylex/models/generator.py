@@ -58,14 +58,18 @@ class SynthesisLayer(nn.Module):
 
 
 class ToRGB(nn.Module):
-    """1x1 modulated conv without demodulation, plus bias."""
+    """1x1 modulated conv without demodulation, plus bias. With `tint` > 0 the conv also reads `tint` constant
+    channels of ones after the features: their styles scale colours added to every pixel (tint coordinates)."""
 
-    def __init__(self, in_channels: int, style_dim: int):
+    def __init__(self, in_channels: int, style_dim: int, tint: int = 0):
         super().__init__()
-        self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
+        self.tint = tint
+        self.conv = ModulatedConv2d(in_channels + tint, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(3))
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if self.tint:
+            x = torch.cat([x, x.new_ones(x.shape[0], self.tint, x.shape[2], x.shape[3])], dim=1)
         return self.conv(x, s) + self.bias.to(x.dtype)[None, :, None, None]
 
 
@@ -81,6 +85,8 @@ class Generator(nn.Module):
         channel_base, channel_max: channels at resolution r are min(channel_base / r, channel_max).
         cond_rgb: the toRGB styles see c too; False feeds their affines zeros in place of c (see
             `TrainConfig.cond_rgb`).
+        tint_styles: constant channels of the first toRGB layer, i.e. global-tint style coordinates
+            (`ModelConfig.tint_styles`).
     """
 
     def __init__(
@@ -93,16 +99,17 @@ class Generator(nn.Module):
         channel_base: int = 4096,
         channel_max: int = 128,
         cond_rgb: bool = True,
+        tint_styles: int = 0,
     ):
         super().__init__()
         self.resolution, self.z_dim, self.w_dim, self.c_dim = resolution, z_dim, w_dim, c_dim
-        self.cond_rgb = cond_rgb
+        self.cond_rgb, self.tint_styles = cond_rgb, tint_styles
         style_dim = w_dim + c_dim
         self.mapping_net = MappingNetwork(z_dim, w_dim, num_mapping_layers)
         ch = {2**i: channels_at(2**i, channel_base, channel_max) for i in range(2, log2_int(resolution) + 1)}
         self.const = nn.Parameter(torch.randn(1, ch[4], 4, 4))
         self.layers = nn.ModuleList([SynthesisLayer(ch[4], ch[4], style_dim, upsample=False)])
-        self.to_rgbs = nn.ModuleList([ToRGB(ch[4], style_dim)])
+        self.to_rgbs = nn.ModuleList([ToRGB(ch[4], style_dim, tint=tint_styles)])
         names = ["b4.conv1"]
         self.noise_sizes = [4]
         for log_res in range(3, log2_int(resolution) + 1):

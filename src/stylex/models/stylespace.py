@@ -172,8 +172,12 @@ class StyleVector:
         return StyleVector(conv, rgb, layout)
 
 
-def use_rgb_coordinates(G, on: bool) -> None:
+def use_rgb_coordinates(G, on: bool | None) -> bool:
     """Make `G`'s StyleSpace searchable with (on) or without its toRGB styles: `G.layout` and so every
     StyleVector `G.styles` returns from now on. AttFind's `include_rgb`; a saved result records it
-    (`AttFindResult.settings["include_rgb"]`), and whatever loads that result calls this with it."""
-    G.layout = G.layout.with_rgb(bool(on))
+    (`AttFindResult.settings["include_rgb"]`), and whatever loads that result calls this with it.
+    None: on exactly when `G` has tint styles (`ModelConfig.tint_styles`), which are toRGB coordinates.
+    Returns the setting used."""
+    on = getattr(G, "tint_styles", 0) > 0 if on is None else bool(on)
+    G.layout = G.layout.with_rgb(on)
+    return on
