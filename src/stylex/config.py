@@ -39,7 +39,7 @@ class ModelConfig:
         tint_styles: constant input channels of G's first toRGB layer (0 = StyleGAN2's). Each adds one style
             coordinate, `toRGB0[C + i]` after the C feature channels, that scales a learned colour added to every
             pixel: a global tint with a coordinate of its own, for classifiers that use an image's overall colour
-            (a scanner's or a stain's cast, a background hue). AttFind reaches them with `include_rgb`.
+            (a scanner's or a stain's cast, a background hue). AttFind searches them (`include_rgb`) by default.
     """
 
     resolution: int = 32
