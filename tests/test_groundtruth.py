@@ -417,6 +417,29 @@ def test_tint_styles_train_and_are_searched_by_default(tiny_runs):
     assert json.loads((root / "tint" / "conv-only" / "attributes.json").read_text())["settings"]["include_rgb"] is False
     assert run_baseline(root / "tint", "random", num_images=6, top_k=2, out=root / "tint-random").include_rgb
     assert not run_baseline(root / "run", "random", num_images=6, top_k=2, out=root / "run-random").include_rgb
+    import stylex  # the Python API follows the same default, and an explicit value wins
+
+    model, classifier = stylex.load_run(root / "tint")
+    x = torch.rand(4, 3, model.resolution, model.resolution) * 2 - 1
+    kw = dict(top_k=2, fast=4, max_batch=64, sufficiency=False, progress=False)
+    result = stylex.AttFind(model, classifier, **kw).run(x)
+    assert result.include_rgb
+    assert not stylex.AttFind(model, classifier, include_rgb=False, **kw).run(x).include_rgb
+    rgb = layout.with_rgb(True)  # a tint is named as one, and the name survives saving
+    j = rgb.offsets()[len(rgb.conv_dims)] + rgb.rgb_dims[0] - 1
+    a = Attribute.of(rgb, 1, j, 1, 0.5, 0.1)
+    assert a.tint == 1 and a.describe() == f"toRGB0[{rgb.rgb_dims[0] - 1}] (tint 1) -> max"
+    assert Attribute.of(rgb, 1, j - 2, 1, 0.5, 0.1).tint is None
+    result.classes[0].attributes[0] = a
+    assert AttFindResult.from_dict(result.to_dict()).classes[0].attributes[0] == a
+    assert "(tint 1)" in result.summary()
+    from dataclasses import replace  # a result saved before attributes recorded their tint gets it when bound
+
+    from stylex.attfind.run import bind_results
+
+    result.classes[0].attributes[0] = replace(a, tint=None)
+    bind_results(model, result, result.effects, root / "tint", root / "tint")
+    assert result.classes[0].attributes[0] == a
 
 
 def _load_benchmark(name: str):

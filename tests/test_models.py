@@ -89,7 +89,8 @@ def test_tint_styles_shift_every_pixel_by_one_colour():
     noise = G.make_noise(3, generator=torch.Generator().manual_seed(0))
     base = G.synthesis(s, noise)
     tint = layout.flat_index(StyleCoord(len(layout.conv_dims), 9))
-    assert layout.describe(tint) == "toRGB0[9]"
+    assert layout.describe(tint) == "toRGB0[9] (tint 1)" and layout.tint_index(tint) == 1
+    assert layout.tint_index(tint - 2) is None and layout.with_rgb(False).tints == 2
     diff = G.synthesis(s.shifted(tint, 2.0), noise) - base
     per_pixel = diff.flatten(2)
     assert per_pixel.abs().amax() > 1e-3, "the tint changes the image"

@@ -29,7 +29,7 @@ from stylex.attfind.result import AttFindResult
 from stylex.attfind.search import AttFind as _GeneratorAttFind
 from stylex.errors import StylexError
 from stylex.explain.counterfactual import ImageExplanation
-from stylex.models.stylespace import StyleVector
+from stylex.models.stylespace import StyleVector, use_rgb_coordinates
 from stylex.models.stylex import StylEx
 
 
@@ -46,7 +46,8 @@ class AttFind(_GeneratorAttFind):
             one_vs_all, fast (None = exact effects; M = evaluate only the top 2M (coordinate, direction) pairs per
             image exactly),
             max_batch, memory_mb, images_per_chunk, precision, channels_last, class_names (default the run's),
-            unstable_filter, sufficiency, progress.
+            unstable_filter, sufficiency, progress; include_rgb (search the toRGB styles too; default: on for a
+            model trained with tint styles, `--set model.tint_styles=N`, off otherwise, as `stylex attfind`).
     """
 
     def __init__(self, model: StylEx, classifier: Callable[[torch.Tensor], torch.Tensor], **kwargs: Any):
@@ -58,6 +59,8 @@ class AttFind(_GeneratorAttFind):
                 "stylex.attfind.AttFind(G, classifier)."
             )
         kwargs.setdefault("class_names", class_names_of(model, classifier))
+        if kwargs.get("include_rgb") is None:  # as `stylex attfind`: a tint model's tints are searched
+            kwargs["include_rgb"] = use_rgb_coordinates(model.G, None)
         super().__init__(model.G, classifier, **kwargs)
         self.model = model
 

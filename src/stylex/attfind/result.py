@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from stylex.errors import StylexError
+from stylex.models.stylespace import coordinate_name
 
 DIRECTIONS = ("min", "max")  # direction index d of an edit: toward the coordinate's minimum / maximum
 
@@ -28,6 +29,7 @@ class Attribute:
         direction: "min" or "max" (the edit moves s_j toward the coordinate's minimum / maximum over the images).
         mean_effect: mean (clipped at 0) effect on the class score over the images still active when it was picked.
         flip_rate: share of the images not predicted as the class that this edit alone turns into the class.
+        tint: k when the coordinate is tint style k of a model with tint styles (`StyleLayout.tint_index`), else None.
     """
 
     rank: int
@@ -38,6 +40,7 @@ class Attribute:
     direction: str
     mean_effect: float
     flip_rate: float
+    tint: int | None = None
 
     @classmethod
     def of(cls, layout, rank: int, j: int, d: int, mean_effect: float, flip_rate: float) -> Attribute:
@@ -52,6 +55,7 @@ class Attribute:
             direction=DIRECTIONS[d],
             mean_effect=round(float(mean_effect), 6),
             flip_rate=round(float(flip_rate), 6),
+            tint=layout.tint_index(j),
         )
 
     @property
@@ -64,8 +68,12 @@ class Attribute:
         """(flat_index, direction_index), the form `edit_styles` takes."""
         return self.flat_index, self.direction_index
 
+    def name(self) -> str:
+        """The coordinate, e.g. "b16.conv0[12]" or "toRGB0[65] (tint 1)"."""
+        return coordinate_name(self.layer_name, self.channel, self.tint)
+
     def describe(self) -> str:
-        return f"{self.layer_name}[{self.channel}] -> {self.direction}"
+        return f"{self.name()} -> {self.direction}"
 
 
 @dataclass
@@ -258,6 +266,8 @@ class AttFindResult:
                 )
                 if stable:
                     line += f"{c.stability[i]:8.2f}  {c.rank_span(i)}"
+                if a.tint is not None:
+                    line += f"  (tint {a.tint})"
                 lines.append(line.rstrip())
             note = c.dropout_note(self.settings.get("threshold", "?"))
             if note is not None:
@@ -319,6 +329,7 @@ def _attribute(a: Any) -> Attribute:
         direction=direction,
         mean_effect=_float(a["mean_effect"], "mean_effect"),
         flip_rate=_float(a["flip_rate"], "flip_rate"),
+        tint=None if a.get("tint") is None else _int(a["tint"], "tint"),
     )
 
 

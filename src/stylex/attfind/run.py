@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,9 @@ def bind_results(model, result: AttFindResult, effects: Effects, folder, run_dir
     use_rgb_coordinates(model.G, result.include_rgb)
     if effects.num_coords != model.G.layout.num_coords or effects.num_classes != model.num_classes:
         raise StylexError(f"{folder} was made for another model; run `{command}` for {run_dir} first.")
+    layout = model.G.layout
+    for c in result.classes:  # results saved before attributes recorded whether they are tint styles
+        c.attributes = [replace(a, tint=layout.tint_index(a.flat_index)) if a.tint is None else a for a in c.attributes]
 
 
 def pick_indices(num_available: int, num_images: int, seed: int) -> list[int]:

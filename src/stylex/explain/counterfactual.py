@@ -24,7 +24,7 @@ from stylex.attfind.effects import Effects, edit_styles
 from stylex.attfind.result import DIRECTIONS
 from stylex.attfind.selection import class_scores
 from stylex.errors import StylexError
-from stylex.models.stylespace import StyleVector
+from stylex.models.stylespace import StyleVector, coordinate_name
 
 STRATEGIES = ("independent", "subset", "class")
 
@@ -34,7 +34,8 @@ class ExplanationStep:
     """The image after one more edit.
 
     Attributes:
-        flat_index, layer, layer_name, channel, direction: the edit added at this step.
+        flat_index, layer, layer_name, channel, direction: the edit added at this step (tint: k for tint style k,
+            else None; `StyleLayout.tint_index`).
         own_effect: the edit's effect alone on the target's score for this image (from the effect table).
         logits, probs: classifier output after all edits so far [K].
         predicted: argmax of `logits`.
@@ -49,9 +50,10 @@ class ExplanationStep:
     logits: list[float]
     probs: list[float]
     predicted: int
+    tint: int | None = None
 
     def describe(self) -> str:
-        return f"{self.layer_name}[{self.channel}] -> {self.direction}"
+        return f"{coordinate_name(self.layer_name, self.channel, self.tint)} -> {self.direction}"
 
 
 @dataclass
@@ -202,6 +204,7 @@ class Counterfactuals:
                     logits=[round(float(v), 5) for v in logits[t]],
                     probs=[round(float(v), 5) for v in logits[t].softmax(0)],
                     predicted=int(logits[t].argmax()),
+                    tint=layout.tint_index(j),
                 )
             )
         return result

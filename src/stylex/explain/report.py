@@ -653,7 +653,7 @@ def _attribute_card(run: _Run, c, a, frames: list[str], probs: list[float], valu
     y = c.class_index
     ident = f"c{y}a{a.rank}"
     head = (
-        f'<div class="attr"><h4>#{esc(a.rank)} {esc(a.layer_name)}[{esc(a.channel)}] &rarr; {esc(a.direction)}</h4>'
+        f'<div class="attr"><h4>#{esc(a.rank)} {esc(a.name())} &rarr; {esc(a.direction)}</h4>'
         f'<p class="small">mean effect {a.mean_effect:.3f} · flip share {a.flip_rate:.3f} · coordinate '
         f"{esc(a.flat_index)}</p>"
     )

@@ -123,6 +123,7 @@ class Generator(nn.Module):
             conv_dims=tuple(layer.conv.in_channels for layer in self.layers),
             rgb_dims=tuple(rgb.conv.in_channels for rgb in self.to_rgbs),
             conv_names=tuple(names),
+            tints=tint_styles,
         )
 
     # 1. random path

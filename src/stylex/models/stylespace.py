@@ -31,12 +31,15 @@ class StyleLayout:
         rgb_dims: channels of each toRGB style.
         conv_names: human-readable layer names, e.g. ("b4.conv1", "b8.conv0", ...).
         search_rgb: the searchable coordinates include the toRGB styles, after the conv styles.
+        tints: how many of toRGB0's last channels are tint styles (`ModelConfig.tint_styles`): constant inputs
+            whose styles each add one colour to every pixel.
     """
 
     conv_dims: tuple[int, ...]
     rgb_dims: tuple[int, ...]
     conv_names: tuple[str, ...]
     search_rgb: bool = False
+    tints: int = 0
 
     def with_rgb(self, search_rgb: bool) -> StyleLayout:
         """This layout with the toRGB styles searchable (True) or not."""
@@ -86,10 +89,23 @@ class StyleLayout:
                 return StyleCoord(layer, flat_index - off)
         raise AssertionError("unreachable")
 
-    def describe(self, flat_index: int) -> str:
-        """A coordinate's name, e.g. "b8.conv0[12]" or "toRGB1[3]"."""
+    def tint_index(self, flat_index: int) -> int | None:
+        """k when searchable coordinate `flat_index` is tint style k (0-based), else None."""
         coord = self.coord(flat_index)
-        return f"{self.names[coord.layer]}[{coord.channel}]"
+        first = self.rgb_dims[0] - self.tints if self.rgb_dims else 0
+        if self.tints and self.search_rgb and coord.layer == len(self.conv_dims) and coord.channel >= first:
+            return coord.channel - first
+        return None
+
+    def describe(self, flat_index: int) -> str:
+        """A coordinate's name, e.g. "b8.conv0[12]", "toRGB1[3]", or "toRGB0[65] (tint 1)" for a tint style."""
+        coord = self.coord(flat_index)
+        return coordinate_name(self.names[coord.layer], coord.channel, self.tint_index(flat_index))
+
+
+def coordinate_name(layer_name: str, channel: int, tint: int | None = None) -> str:
+    """ "b8.conv0[12]", or "toRGB0[65] (tint 1)" for tint style 1 (`StyleLayout.tint_index`)."""
+    return f"{layer_name}[{channel}]" + ("" if tint is None else f" (tint {tint})")
 
 
 @dataclass
