@@ -398,6 +398,7 @@ def table(cells: list[Cell], root: Path, include_rgb: bool = False) -> str:
         if spec["shortcut"]:
             head.insert(6, f"{spec['shortcut']} best rank (top-3 hits)")
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        found = len(lines)
         for label, model, method in METHODS:
             rows = []
             for c in group:
@@ -422,6 +423,10 @@ def table(cells: list[Cell], root: Path, include_rgb: bool = False) -> str:
                 shown = [shortcut_rank(r, spec["shortcut"]) for r in rows]
                 cells_.insert(6, f"{', '.join(shown)} ({hits}/{len(ranks)})")
             lines.append("| " + " | ".join(cells_) + " |")
+        if len(lines) == found:  # e.g. a table of --include-rgb results asked for without the flag, or the reverse
+            where = f"{root / scenario}/seed*/<model>/{method_folder('<method>', include_rgb)}/eval"
+            other = "without" if include_rgb else "with"
+            lines.append(f"\nNo metrics found in {where}; were they made {other} --include-rgb?")
         lines.append("")
     lines.append(
         "K per class (2 classes: 2K attributes). Truly used: redrawing the factor alone changes the decision in >= 10% "
