@@ -217,3 +217,61 @@ def test_freeze_g_leaves_the_named_generator_parts_as_they_were(tmp_path, stand_
     assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("layers."))
     with pytest.raises(StylexError, match="names no parameter of G; its parts are"):
         _trainer(tmp_path, stand_in_classifier, tiny_images, freeze_g="to_rgb")
+
+
+def test_path_lengths_of_a_linear_generator_are_the_norm_of_a_y():
+    """G(w) = w A: J^T y = A y, so |J^T y| is |A y| for the noise y ~ N(0, I) / R that the function draws."""
+    torch.manual_seed(3)
+    A = torch.randn(5, 3 * 4 * 4, requires_grad=True)
+    w = torch.randn(6, 5, requires_grad=True)
+    images = (w @ A).view(6, 3, 4, 4)
+    torch.manual_seed(0)
+    lengths = losses.path_lengths(images, w)
+    torch.manual_seed(0)
+    y = torch.randn(6, 3, 4, 4) / 4
+    assert torch.allclose(lengths, (y.flatten(1) @ A.T).norm(dim=1).detach(), rtol=1e-5)
+    assert lengths.requires_grad  # differentiable, so the penalty trains G
+
+
+def _relative_penalty(t, w, c, noise, draws=32):
+    """E over noise draws y and images of (|J_w^T y| - mean)^2 / mean^2: smallest when every J_w is the same
+    isometry up to scale, StyleGAN2's aim."""
+    torch.manual_seed(5)
+    lengths = []
+    for _ in range(draws):
+        w_ = w.clone().requires_grad_(True)
+        lengths.append(losses.path_lengths(t.G(w_, c, noise), w_).detach())
+    lengths = torch.stack(lengths)
+    return float((lengths - lengths.mean()).square().mean() / lengths.mean().square())
+
+
+def test_path_length_regularisation_evens_out_how_far_a_step_in_w_moves_the_image(
+    tmp_path, stand_in_classifier, tiny_images
+):
+    x = tiny_images[:16]
+
+    def trained(weight):  # the path-length term alone trains G (the other losses off)
+        torch.manual_seed(0)
+        t = _trainer(tmp_path / str(weight), stand_in_classifier, tiny_images, pl_weight=weight, pl_interval=1,
+                     lr_g=0.003, adv_weight=0.0, l1_weight=0.0, perceptual_weight=0.0, cls_weight=0.0,
+                     w_rec_weight=0.0)  # fmt: skip
+        t.start(resume=False)
+        with torch.no_grad():
+            w, c = t.E(x), t.classify(x)
+        noise = t.G.make_noise(len(x), torch.Generator().manual_seed(1))
+        before = _relative_penalty(t, w, c, noise)
+        stats = [t.train_step() for _ in range(30)]
+        return t, stats, before, _relative_penalty(t, w, c, noise)
+
+    t, stats, before, after = trained(10.0)
+    assert all("pl" in st and math.isfinite(st["pl"]) for st in stats) and stats[-1]["pl_mean"] > 0
+    assert after < 0.8 * before, (after, before)
+    _, stats0, before0, after0 = trained(0.0)
+    assert "pl" not in stats0[-1] and after0 == pytest.approx(before0)
+    t.save_checkpoint()  # the running mean survives --resume
+    again = Trainer(t.config, stand_in_classifier, tiny_images[:32], tiny_images[32:], t.out_dir, quiet=True)
+    again.start(resume=True)
+    assert float(again.pl_mean) == pytest.approx(float(t.pl_mean))
+    for bad in (dict(pl_interval=0), dict(pl_decay=0.0), dict(pl_weight=-1.0)):
+        with pytest.raises(StylexError, match="pl_"):
+            preset("tiny", **bad)

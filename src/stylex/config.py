@@ -120,6 +120,13 @@ class TrainConfig:
             `stylex.training.augment`). "" = off.
         r1_gamma: R1 penalty weight on real images; 0 turns it off.
         r1_interval: lazy regularisation: R1 every this many steps, scaled up by the interval (StyleGAN2).
+        pl_weight: path-length regularisation of G (StyleGAN2, Karras et al. 2020; 2.0 there): every
+            `pl_interval` steps, for half the batch's encoded w (with their logits), the length of
+            J_w^T y (J = dG/dw, y Gaussian noise scaled by 1/R) is pulled toward its running mean, so that a
+            step in w changes the image by the same amount everywhere. 0 = off (as before).
+        pl_interval: lazy regularisation: the path-length term every this many steps, scaled up by the interval.
+        pl_decay: the running mean's update rate per regularisation step (0.01 in StyleGAN2); the mean is saved
+            with the checkpoint.
         ema_beta: EMA decay of G_ema / E_ema per step (ramped up from 0 over the first steps).
         amp: "bf16" autocast for the networks (losses, R1 and the classifier KL stay float32) or "none".
         channels_last: memory format for convolutions (helps on CPU with bf16).
@@ -169,6 +176,9 @@ class TrainConfig:
     diffaug: str = ""
     r1_gamma: float = 1.0
     r1_interval: int = 16
+    pl_weight: float = 0.0
+    pl_interval: int = 4
+    pl_decay: float = 0.01
     ema_beta: float = 0.995
     amp: str = "bf16"
     channels_last: bool = True
@@ -221,6 +231,7 @@ class TrainConfig:
             "z_path_every": (self.z_path_every, 0),
             "adv_start_step": (self.adv_start_step, 0),
             "r1_interval": (self.r1_interval, 1),
+            "pl_interval": (self.pl_interval, 1),
             "max_steps": (self.max_steps, 0),
             "log_every": (self.log_every, 1),
             "sample_every": (self.sample_every, 0),
@@ -246,6 +257,7 @@ class TrainConfig:
             "swap_weight",
             "adv_weight",
             "r1_gamma",
+            "pl_weight",
             "max_minutes",
             "max_loss",
             "eval_every_minutes",
@@ -256,6 +268,8 @@ class TrainConfig:
                 raise StylexError(f"{key} must be a finite number >= 0 (0 turns it off), got {value}.")
         if not all(0 <= b < 1 for b in self.betas):
             raise StylexError(f"betas must be two numbers in [0, 1), got {list(self.betas)}.")
+        if not 0 < self.pl_decay <= 1:
+            raise StylexError(f"pl_decay must be in (0, 1], got {self.pl_decay}.")
         if not 0 <= self.ema_beta <= 1:
             raise StylexError(f"ema_beta must be in [0, 1], got {self.ema_beta}.")
         if not 0 <= self.val_fraction < 1:

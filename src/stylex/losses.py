@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +22,14 @@ def r1_penalty(real_score: torch.Tensor, real_x: torch.Tensor) -> torch.Tensor:
     """R1 = E ||grad_x D(x)||^2 on real images (x must require grad). Computed in float32."""
     (grad,) = torch.autograd.grad(real_score.float().sum(), real_x, create_graph=True)
     return grad.float().square().sum(dim=(1, 2, 3)).mean()
+
+
+def path_lengths(images: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """StyleGAN2's path lengths |J_w^T y| per sample, y ~ N(0, I) / R (images [N, 3, R, R] = G(w), w [N, D]
+    requiring grad); differentiable (create_graph), in float32. Returns [N]."""
+    y = torch.randn_like(images.float()) / math.sqrt(images.shape[2] * images.shape[3])
+    (grad,) = torch.autograd.grad((images.float() * y).sum(), w, create_graph=True)
+    return grad.float().square().sum(dim=1).sqrt()
 
 
 def l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

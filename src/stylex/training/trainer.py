@@ -200,6 +200,7 @@ class Trainer:
         self.pos = 0
         self.step = 0
         self.seconds = 0.0
+        self.pl_mean = torch.zeros((), device=self.device)  # running mean of the path lengths (pl_weight)
         self.use_perceptual = config.perceptual_weight > 0 and getattr(classifier, "has_features", False)
         self.best: float | None = None  # the best held-out figure so far (keep_best)
         self._eval_mark = 0  # how many eval_every_minutes intervals the clock has passed at the last evaluation
@@ -343,6 +344,7 @@ class Trainer:
                 )
             self.aug_gen.set_state(state["rng_aug"])
         self.perm, self.pos = state["perm"], int(state["pos"])
+        self.pl_mean.fill_(float(state.get("pl_mean", 0.0)))  # checkpoints before pl_weight existed: re-estimated
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
 
     def save_checkpoint(self) -> None:
@@ -358,6 +360,7 @@ class Trainer:
             **({"rng_aug": self.aug_gen.get_state()} if self.aug_policy else {}),
             "perm": self.perm,
             "pos": self.pos,
+            "pl_mean": float(self.pl_mean),
         }
         save_checkpoint(self.out_dir, self.modules(), state)  # a crash at any point leaves a pair that loads
 
@@ -535,6 +538,21 @@ class Trainer:
             loss.backward()
             self.opt_g.step()
             self.opt_e.step()
+
+            # 3b. Lazy path-length regularisation of G (StyleGAN2), on half the batch's encoded w, in float32.
+            if cfg.pl_weight > 0 and self.step % cfg.pl_interval == 0:
+                n = max(1, len(w) // 2)
+                w_pl = w.detach()[:n].float().requires_grad_(True)
+                images = self.G_train(w_pl, c_g[:n], [t[:n] for t in self._noise()])
+                lengths = losses.path_lengths(images, w_pl)
+                mean = self.dist.mean(lengths.detach().mean()) if self.dist.enabled else lengths.detach().mean()
+                self.pl_mean = self.pl_mean.lerp(mean, cfg.pl_decay) if self.pl_mean > 0 else mean
+                loss_pl = (lengths - self.pl_mean).square().mean()
+                self.opt_g.zero_grad(set_to_none=True)
+                (cfg.pl_weight * cfg.pl_interval * loss_pl).backward()
+                self.opt_g.step()
+                stats["pl"] = loss_pl.detach()
+                stats["pl_mean"] = self.pl_mean.clone()
 
             # 4. GAN step on the random path: z -> mapping -> G with the logits of the batch's real images.
             if z_step:
