@@ -235,7 +235,8 @@ def sequence_image(G, classifier, x, s, noise, e: ImageExplanation, effects):
     probs = classifier(tiles).softmax(dim=1).cpu()
     names = e.class_names
     titles = ([] if x is None else ["input"]) + ["reconstruction"]
-    titles += [f"+{st.layer_name}[{st.channel}]{st.direction}" for st in e.steps]
+    titles += [f"+{st.layer_name}[{st.channel}]{st.direction}" + ("" if st.tint is None else f" tint {st.tint}")
+               for st in e.steps]  # fmt: skip
     captions = [[t, *probability_lines(p, names, e.target_class)] for t, p in zip(titles, probs, strict=True)]
     R = tiles.shape[-1]
     title = f"{e.strategy}: {names[e.original_class]} -> {names[e.target_class]}" + (
