@@ -5,6 +5,7 @@ Each step, as in the paper (Lang et al. 2021, Sec. 3) with the recipe that learn
     2. a discriminator step: real x against reconstructions (and z-path fakes), R1 every r1_interval steps;
        with `diffaug`, every image D sees in 2, 3 and 4 is augmented first (DiffAugment, `training.augment`);
     3. an encoder step: x_rec = G(E(x), c), with adversarial + reconstruction (L1, perceptual, w) + KL losses;
+       with `pl_weight`, every pl_interval steps, StyleGAN2's path-length regularisation of G on half the batch's w;
     4. every z_path_every steps, a plain GAN step: x_fake = G(mapping(z), c), adversarial loss only;
        (2 and 4, and the adversarial loss of 3, start at step adv_start_step: a reconstruction-first warm-up;)
     5. EMA of G and E; then logging, samples, held-out metrics and checkpoints behind interval checks.
@@ -545,7 +546,7 @@ class Trainer:
                 w_pl = w.detach()[:n].float().requires_grad_(True)
                 images = self.G_train(w_pl, c_g[:n], [t[:n] for t in self._noise()])
                 lengths = losses.path_lengths(images, w_pl)
-                mean = self.dist.mean(lengths.detach().mean()) if self.dist.enabled else lengths.detach().mean()
+                mean = self.dist.mean(lengths.detach().mean())  # the global batch's mean (itself on one process)
                 self.pl_mean = self.pl_mean.lerp(mean, cfg.pl_decay) if self.pl_mean > 0 else mean
                 loss_pl = (lengths - self.pl_mean).square().mean()
                 self.opt_g.zero_grad(set_to_none=True)
