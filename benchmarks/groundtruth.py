@@ -74,6 +74,11 @@ linked from ROOT as with ``--init-root``, but each StylEx model trains from scra
 (a plain StyleGAN2 + encoder, fine-tuned as StylEx). ``--include-rgb`` lets AttFind and the baselines search the
 toRGB styles too. Models trained elsewhere (a GPU) are used as they are when their
 ``stylex.benchmark.json`` records the budget that the command line gives.
+
+Every invocation that computes something is recorded in ``ROOT/runs.json`` (its command line and whether it searched
+the toRGB styles), and ``table.md`` starts with those commands in a comment, so a table says how it was made.
+``--table-only`` takes ``--include-rgb`` from that record when the command line does not say
+(``--no-include-rgb`` asks for the conv-only results of a root that has both).
 """
 
 from __future__ import annotations
@@ -372,9 +377,44 @@ def shortcut_rank(metrics: dict, factor: str, k: str = "10") -> str:
     return str(rank)
 
 
+RUNS_FILE = "runs.json"
+
+
+def record_run(root: Path, argv: list[str], include_rgb: bool) -> None:
+    """Append this command line to ROOT/runs.json (once: a rerun of the same command adds nothing)."""
+    path = root / RUNS_FILE
+    runs = json.loads(path.read_text()) if path.is_file() else []
+    entry = {"argv": list(argv), "include_rgb": bool(include_rgb)}
+    if all(r["argv"] != entry["argv"] for r in runs):
+        runs.append(entry)
+        root.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(runs, indent=1) + "\n")
+
+
+def recorded_runs(root: Path) -> list[dict]:
+    path = root / RUNS_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def recorded_include_rgb(root: Path) -> bool | None:
+    """Whether the recorded runs of ROOT searched the toRGB styles: None if nothing is recorded; an error if the
+    record holds both kinds (then the command line has to choose)."""
+    kinds = {r["include_rgb"] for r in recorded_runs(root)}
+    if len(kinds) > 1:
+        raise SystemExit(
+            f"{root / RUNS_FILE} records runs with and without --include-rgb: pass --include-rgb or --no-include-rgb"
+        )
+    return kinds.pop() if kinds else None
+
+
 def table(cells: list[Cell], root: Path, include_rgb: bool = False) -> str:
-    """Markdown: per scenario, mean ± std over seeds of each method's figures."""
+    """Markdown: per scenario, mean ± std over seeds of each method's figures, after a comment with the recorded
+    commands that made ROOT (benchmarks/groundtruth.py's arguments)."""
     lines = []
+    runs = [r for r in recorded_runs(root) if r["include_rgb"] == include_rgb]
+    if runs:
+        commands = "\n".join("     benchmarks/groundtruth.py " + " ".join(r["argv"]) for r in runs)
+        lines += [f"<!-- Made by (recorded in {RUNS_FILE}):\n{commands} -->"]
     for scenario in dict.fromkeys(c.scenario for c in cells):
         spec = SCENARIOS[scenario]
         group = [c for c in cells if c.scenario == scenario]
@@ -479,8 +519,10 @@ def main() -> None:
     )
     p.add_argument(
         "--include-rgb",
-        action="store_true",
-        help="AttFind and the baselines search the toRGB styles too (stylex attfind --include-rgb)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="AttFind and the baselines search the toRGB styles too (stylex attfind --include-rgb); with "
+        "--table-only, taken from ROOT/runs.json when not given",
     )
     p.add_argument("--prepare-only", action="store_true", help="render the data and train the classifiers, then stop")
     p.add_argument("--num-images", type=int, default=3000, help="training images per scenario and seed")
@@ -504,6 +546,11 @@ def main() -> None:
         p.error("--init-root fine-tunes the earlier StylEx models, --link-root trains new ones: give one of them")
     if args.stylex_from_plain and args.link_root is None:
         p.error("--stylex-from-plain starts from the unconditioned models of --link-root ROOT: give it")
+    if args.include_rgb is None:
+        recorded = recorded_include_rgb(args.root) if args.table_only else None
+        args.include_rgb = bool(recorded)
+        if recorded:
+            log(f"--include-rgb, as recorded in {args.root / RUNS_FILE}")
 
     from stylex.config import preset
 
@@ -513,6 +560,7 @@ def main() -> None:
     cells = [Cell(s, seed, args.root / s / f"seed{seed}") for seed in args.seeds for s in args.scenarios]
     t0 = time.time()
     if not args.table_only:
+        record_run(args.root, sys.argv[1:], args.include_rgb)
         for cell in cells:
             prepare_cell(cell, args, resolution)
         if args.prepare_only:

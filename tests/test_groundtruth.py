@@ -504,3 +504,39 @@ def test_groundtruth_table_shows_the_shortcut_attributes_resampled_ranks(tmp_pat
     assert bench.shortcut_rank(metrics, "shape") == "-"
     attributes.write_text(json.dumps({"classes": [{}, {}]}))
     assert bench.shortcut_rank(metrics, "bg_hue") == "3"
+
+
+def test_groundtruth_records_its_commands_and_the_table_says_them(tmp_path, monkeypatch):
+    """benchmarks/groundtruth.py: each command line is recorded once in ROOT/runs.json; --table-only takes
+    --include-rgb from that record, refuses to guess when it holds both kinds, and the table starts with the
+    commands that made the results it shows."""
+    bench = _load_benchmark("groundtruth")
+
+    assert bench.recorded_include_rgb(tmp_path) is None
+    rgb = ["--root", str(tmp_path), "--steps", "5", "--include-rgb"]
+    bench.record_run(tmp_path, rgb, True)
+    bench.record_run(tmp_path, rgb, True)  # the same command again: not a new entry
+    bench.record_run(tmp_path, [*rgb, "--seeds", "1"], True)
+    assert [r["argv"] for r in bench.recorded_runs(tmp_path)] == [rgb, [*rgb, "--seeds", "1"]]
+    assert bench.recorded_include_rgb(tmp_path) is True
+
+    cells = [bench.Cell("two-factor", 0, tmp_path / "two-factor" / "seed0")]
+    text = bench.table(cells, tmp_path, include_rgb=True)
+    assert text.startswith("<!-- Made by")
+    assert "benchmarks/groundtruth.py --root " + str(tmp_path) + " --steps 5 --include-rgb\n" in text
+    assert "--seeds 1 -->" in text
+    assert "No metrics found" in text  # no results yet: the table says where it looked
+    assert "<!--" not in bench.table(cells, tmp_path, include_rgb=False)  # those commands did not make conv-only rows
+
+    def table_only(*flags):
+        argv = ["groundtruth.py", "--root", str(tmp_path), "--table-only", "--scenarios", "two-factor", *flags]
+        monkeypatch.setattr("sys.argv", argv)
+        bench.main()
+        return (tmp_path / "table.md").read_text()
+
+    assert table_only().startswith("<!-- Made by")  # --include-rgb as recorded
+    assert "<!--" not in table_only("--no-include-rgb")
+
+    bench.record_run(tmp_path, ["--root", str(tmp_path), "--steps", "5"], False)
+    with pytest.raises(SystemExit, match="--no-include-rgb"):
+        bench.recorded_include_rgb(tmp_path)
