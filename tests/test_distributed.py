@@ -100,11 +100,12 @@ def inputs(tmp_path_factory):
 
 
 def _train_args(root, out, steps):
-    # Every step has R1 and a z-path step, so DDP sees every phase; samples and checkpoints every step.
+    # Every step has R1, a path-length step and a z-path step, so DDP sees every phase; samples and checkpoints
+    # every step.
     return [
         "train", "--data", root / "data", "--classifier", root / "clf", "--out", out, "--preset", "tiny",
-        "--max-steps", steps, "--set", "z_path_every=1", "--set", "r1_interval=1", "--set", "sample_every=1",
-        "--set", "checkpoint_every=1", "--quiet",
+        "--max-steps", steps, "--set", "z_path_every=1", "--set", "r1_interval=1", "--set", "pl_weight=2",
+        "--set", "pl_interval=1", "--set", "sample_every=1", "--set", "checkpoint_every=1", "--quiet",
     ]  # fmt: skip
 
 

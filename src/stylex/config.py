@@ -121,7 +121,8 @@ class TrainConfig:
         r1_gamma: R1 penalty weight on real images; 0 turns it off.
         r1_interval: lazy regularisation: R1 every this many steps, scaled up by the interval (StyleGAN2).
         pl_weight: path-length regularisation of G (StyleGAN2, Karras et al. 2020; 2.0 there): every
-            `pl_interval` steps, for half the batch's encoded w (with their logits), the length of
+            `pl_interval` steps, for the batch's encoded w (with their logits; all of them, not StyleGAN2's
+            half, so that several processes regularise the same samples as one), the length of
             J_w^T y (J = dG/dw, y Gaussian noise scaled by 1/R) is pulled toward its running mean, so that a
             step in w changes the image by the same amount everywhere. 0 = off (as before).
         pl_interval: lazy regularisation: the path-length term every this many steps, scaled up by the interval.

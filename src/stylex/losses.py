@@ -24,10 +24,15 @@ def r1_penalty(real_score: torch.Tensor, real_x: torch.Tensor) -> torch.Tensor:
     return grad.float().square().sum(dim=(1, 2, 3)).mean()
 
 
-def path_lengths(images: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def path_lengths(images: torch.Tensor, w: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """StyleGAN2's path lengths |J_w^T y| per sample, y ~ N(0, I) / R (images [N, 3, R, R] = G(w), w [N, D]
-    requiring grad); differentiable (create_graph), in float32. Returns [N]."""
-    y = torch.randn_like(images.float()) / math.sqrt(images.shape[2] * images.shape[3])
+    requiring grad); differentiable (create_graph), in float32. Returns [N].
+
+    Args:
+        y: the N(0, I) draws [N, 3, R, R] (drawn here when None); the 1/R scale is applied here.
+    """
+    y = torch.randn_like(images.float()) if y is None else y.float()
+    y = y / math.sqrt(images.shape[2] * images.shape[3])
     (grad,) = torch.autograd.grad((images.float() * y).sum(), w, create_graph=True)
     return grad.float().square().sum(dim=1).sqrt()
 

@@ -5,7 +5,7 @@ Each step, as in the paper (Lang et al. 2021, Sec. 3) with the recipe that learn
     2. a discriminator step: real x against reconstructions (and z-path fakes), R1 every r1_interval steps;
        with `diffaug`, every image D sees in 2, 3 and 4 is augmented first (DiffAugment, `training.augment`);
     3. an encoder step: x_rec = G(E(x), c), with adversarial + reconstruction (L1, perceptual, w) + KL losses;
-       with `pl_weight`, every pl_interval steps, StyleGAN2's path-length regularisation of G on half the batch's w;
+       with `pl_weight`, every pl_interval steps, StyleGAN2's path-length regularisation of G on the batch's w;
     4. every z_path_every steps, a plain GAN step: x_fake = G(mapping(z), c), adversarial loss only;
        (2 and 4, and the adversarial loss of 3, start at step adv_start_step: a reconstruction-first warm-up;)
     5. EMA of G and E; then logging, samples, held-out metrics and checkpoints behind interval checks.
@@ -540,17 +540,20 @@ class Trainer:
             self.opt_g.step()
             self.opt_e.step()
 
-            # 3b. Lazy path-length regularisation of G (StyleGAN2), on half the batch's encoded w, in float32.
+            # 3b. Lazy path-length regularisation of G (StyleGAN2), on the batch's encoded w, in float32 (the whole
+            # batch, not StyleGAN2's half: the same samples with any number of processes).
             if cfg.pl_weight > 0 and self.step % cfg.pl_interval == 0:
-                n = max(1, len(w) // 2)
-                w_pl = w.detach()[:n].float().requires_grad_(True)
-                images = self.G_train(w_pl, c_g[:n], [t[:n] for t in self._noise()])
-                lengths = losses.path_lengths(images, w_pl)
+                w_pl = w.detach().float().requires_grad_(True)
+                images = self.G_train(w_pl, c_g, self._noise())
+                y = torch.randn(cfg.batch_size, *images.shape[1:], device=self.device)  # drawn like `_noise`
+                lengths = losses.path_lengths(images, w_pl, y if self.shard is None else y[self.shard_on_device])
                 mean = self.dist.mean(lengths.detach().mean())  # the global batch's mean (itself on one process)
                 self.pl_mean = self.pl_mean.lerp(mean, cfg.pl_decay) if self.pl_mean > 0 else mean
                 loss_pl = (lengths - self.pl_mean).square().mean()
                 self.opt_g.zero_grad(set_to_none=True)
-                (cfg.pl_weight * cfg.pl_interval * loss_pl).backward()
+                # + 0 x a pixel: every parameter of G in the graph (the toRGB biases are not in the Jacobian), as
+                # DistributedDataParallel needs a gradient for each (StyleGAN2-ADA does the same)
+                (cfg.pl_weight * cfg.pl_interval * loss_pl + 0 * images[:, 0, 0, 0].sum()).backward()
                 self.opt_g.step()
                 stats["pl"] = loss_pl.detach()
                 stats["pl_mean"] = self.pl_mean.clone()
