@@ -71,7 +71,9 @@ missing classifier) and stops, e.g. on a GPU machine before ``benchmarks/gpu_tra
 Other StylEx models on the same data (``--link-root ROOT``): the data, classifiers and unconditioned models are
 linked from ROOT as with ``--init-root``, but each StylEx model trains from scratch, e.g. with other sizes
 (``--stylex-set model.channel_max=128``), or with ``--stylex-from-plain`` starts from ROOT's unconditioned model
-(a plain StyleGAN2 + encoder, fine-tuned as StylEx). ``--include-rgb`` lets AttFind and the baselines search the
+(a plain StyleGAN2 + encoder, fine-tuned as StylEx). ``--plain-only`` trains a base ROOT's unconditioned models
+alone (with ``--link-root``, on the linked data and classifiers), e.g. with ``--set model.tint_styles=3`` for the
+README's best recipe. ``--include-rgb`` lets AttFind and the baselines search the
 toRGB styles too. Models trained elsewhere (a GPU) are used as they are when their
 ``stylex.benchmark.json`` records the budget that the command line gives.
 
@@ -159,7 +161,10 @@ def prepare_cell(cell: Cell, args, resolution: int) -> None:
         if args.init_root is not None and not (source / "stylex" / "weights.safetensors").is_file():
             raise SystemExit(f"{cell.name}: --init-root has no StylEx run to start from ({source / 'stylex'})")
         cell.root.mkdir(parents=True, exist_ok=True)
-        for name in ("data", "eval-data", "clf", "plain", "plain.benchmark.json", "classifier.json"):
+        names = ["data", "eval-data", "clf", "classifier.json"]
+        if not args.plain_only:  # --plain-only trains the unconditioned models anew (e.g. with other --set sizes)
+            names += ["plain", "plain.benchmark.json"]
+        for name in names:
             link = cell.root / name
             if not link.exists() and (source / name).exists():
                 link.symlink_to((source / name).resolve())
@@ -525,6 +530,13 @@ def main() -> None:
         "--table-only, taken from ROOT/runs.json when not given",
     )
     p.add_argument("--prepare-only", action="store_true", help="render the data and train the classifiers, then stop")
+    p.add_argument(
+        "--plain-only",
+        action="store_true",
+        help="train the data, classifiers and unconditioned models alone (no StylEx model, no explanations), e.g. "
+        "a base ROOT for --link-root ROOT --stylex-from-plain; with --link-root, its data and classifiers are "
+        "linked and the unconditioned models trained anew",
+    )
     p.add_argument("--num-images", type=int, default=3000, help="training images per scenario and seed")
     p.add_argument("--eval-images", type=int, default=500, help="uncorrelated images for explanations")
     p.add_argument("--classifier-epochs", type=int, default=4)
@@ -546,6 +558,8 @@ def main() -> None:
         p.error("--init-root fine-tunes the earlier StylEx models, --link-root trains new ones: give one of them")
     if args.stylex_from_plain and args.link_root is None:
         p.error("--stylex-from-plain starts from the unconditioned models of --link-root ROOT: give it")
+    if args.plain_only and (args.init_root is not None or args.stylex_from_plain or args.table_only):
+        p.error("--plain-only trains unconditioned models: not with --init-root, --stylex-from-plain or --table-only")
     if args.include_rgb is None:
         recorded = recorded_include_rgb(args.root) if args.table_only else None
         args.include_rgb = bool(recorded)
@@ -566,6 +580,10 @@ def main() -> None:
         if args.prepare_only:
             return
         kinds = ("stylex",) if args.init_root is not None or args.link_root is not None else ("stylex", "plain")
+        if args.plain_only:
+            run_trainings([Training(c, "plain") for c in cells], args, env)
+            log(f"unconditioned models trained under {args.root} ({(time.time() - t0) / 60:.1f} min)")
+            return
         if args.jobs == 1:  # one cell after another: its table rows exist as soon as it is done
             for cell in cells:
                 run_trainings([Training(cell, kind) for kind in kinds], args, env)

@@ -540,3 +540,28 @@ def test_groundtruth_records_its_commands_and_the_table_says_them(tmp_path, monk
     bench.record_run(tmp_path, ["--root", str(tmp_path), "--steps", "5"], False)
     with pytest.raises(SystemExit, match="--no-include-rgb"):
         bench.recorded_include_rgb(tmp_path)
+
+
+@pytest.mark.slow
+def test_groundtruth_plain_only_trains_the_base_models_alone(tmp_path, monkeypatch):
+    """benchmarks/groundtruth.py --plain-only: data, classifier and the unconditioned model, nothing else; with
+    --link-root, the data and classifier are linked and the unconditioned model is trained anew."""
+    bench = _load_benchmark("groundtruth")
+    tiny = ["--preset", "tiny", "--steps", "2", "--num-images", "48", "--eval-images", "16", "--classifier-epochs",
+            "1", "--scenarios", "two-factor", "--seeds", "0", "--poll", "0.2"]  # fmt: skip
+
+    def run(root, *flags):
+        monkeypatch.setattr("sys.argv", ["groundtruth.py", "--root", str(root), "--plain-only", *tiny, *flags])
+        bench.main()
+        return root / "two-factor" / "seed0"
+
+    base = run(tmp_path / "base")
+    assert (base / "plain" / "weights.safetensors").is_file() and (base / "clf" / "weights.safetensors").is_file()
+    assert not (base / "stylex").exists() and not (tmp_path / "base" / "table.md").exists()
+    assert bench.recorded_runs(tmp_path / "base")[0]["argv"][2] == "--plain-only"
+
+    other = run(tmp_path / "other", "--link-root", str(tmp_path / "base"), "--set", "model.tint_styles=3")
+    assert (other / "data").is_symlink() and (other / "clf").is_symlink()
+    assert (other / "plain" / "weights.safetensors").is_file() and not (other / "plain").is_symlink()
+    config = json.loads((other / "plain" / "config.json").read_text())
+    assert config["train"]["model"]["tint_styles"] == 3
