@@ -77,8 +77,9 @@ README's best recipe. ``--include-rgb`` lets AttFind and the baselines search th
 toRGB styles too. Models trained elsewhere (a GPU) are used as they are when their
 ``stylex.benchmark.json`` records the budget that the command line gives.
 
-Every invocation that computes something is recorded in ``ROOT/runs.json`` (its command line and whether it searched
-the toRGB styles), and ``table.md`` starts with those commands in a comment, so a table says how it was made.
+Every invocation that computes something is recorded in ``ROOT/runs.json`` (its command line, whether it searched
+the toRGB styles, the root it links to), and ``table.md`` starts with those commands in a comment, each followed by
+the recorded commands of the root it links to, so a table says how it was made, from the data on.
 ``--table-only`` takes ``--include-rgb`` from that record when the command line does not say
 (``--no-include-rgb`` asks for the conv-only results of a root that has both).
 """
@@ -385,11 +386,20 @@ def shortcut_rank(metrics: dict, factor: str, k: str = "10") -> str:
 RUNS_FILE = "runs.json"
 
 
-def record_run(root: Path, argv: list[str], include_rgb: bool) -> None:
-    """Append this command line to ROOT/runs.json (once: a rerun of the same command adds nothing)."""
+def record_run(
+    root: Path, argv: list[str], include_rgb: bool, explains: bool = True, linked: Path | None = None
+) -> None:
+    """Append this command line to ROOT/runs.json (once: a rerun of the same command adds nothing).
+
+    Args:
+        explains: whether the command makes explanations (not --prepare-only or --plain-only).
+        linked: the --link-root or --init-root it builds on, whose own record the table cites.
+    """
     path = root / RUNS_FILE
     runs = json.loads(path.read_text()) if path.is_file() else []
-    entry = {"argv": list(argv), "include_rgb": bool(include_rgb)}
+    entry = {"argv": list(argv), "include_rgb": bool(include_rgb), "explains": explains}
+    if linked is not None:
+        entry["linked"] = str(Path(linked).resolve())
     if all(r["argv"] != entry["argv"] for r in runs):
         runs.append(entry)
         root.mkdir(parents=True, exist_ok=True)
@@ -404,7 +414,7 @@ def recorded_runs(root: Path) -> list[dict]:
 def recorded_include_rgb(root: Path) -> bool | None:
     """Whether the recorded runs of ROOT searched the toRGB styles: None if nothing is recorded; an error if the
     record holds both kinds (then the command line has to choose)."""
-    kinds = {r["include_rgb"] for r in recorded_runs(root)}
+    kinds = {r["include_rgb"] for r in recorded_runs(root) if r.get("explains", True)}
     if len(kinds) > 1:
         raise SystemExit(
             f"{root / RUNS_FILE} records runs with and without --include-rgb: pass --include-rgb or --no-include-rgb"
@@ -412,14 +422,26 @@ def recorded_include_rgb(root: Path) -> bool | None:
     return kinds.pop() if kinds else None
 
 
+def _commands(runs: list[dict], seen: set[str] | None = None) -> list[str]:
+    """The recorded command lines, each followed by those of the root it links to (recursively, once each)."""
+    seen = set() if seen is None else seen
+    out = []
+    for r in runs:
+        out.append("     benchmarks/groundtruth.py " + " ".join(r["argv"]))
+        linked = r.get("linked")
+        if linked and linked not in seen:
+            seen.add(linked)
+            out += _commands(recorded_runs(Path(linked)), seen)
+    return out
+
+
 def table(cells: list[Cell], root: Path, include_rgb: bool = False) -> str:
     """Markdown: per scenario, mean ± std over seeds of each method's figures, after a comment with the recorded
     commands that made ROOT (benchmarks/groundtruth.py's arguments)."""
     lines = []
-    runs = [r for r in recorded_runs(root) if r["include_rgb"] == include_rgb]
+    runs = [r for r in recorded_runs(root) if r["include_rgb"] == include_rgb and r.get("explains", True)]
     if runs:
-        commands = "\n".join("     benchmarks/groundtruth.py " + " ".join(r["argv"]) for r in runs)
-        lines += [f"<!-- Made by (recorded in {RUNS_FILE}):\n{commands} -->"]
+        lines += [f"<!-- Made by (recorded in {RUNS_FILE}):\n" + "\n".join(_commands(runs)) + " -->"]
     for scenario in dict.fromkeys(c.scenario for c in cells):
         spec = SCENARIOS[scenario]
         group = [c for c in cells if c.scenario == scenario]
@@ -574,7 +596,8 @@ def main() -> None:
     cells = [Cell(s, seed, args.root / s / f"seed{seed}") for seed in args.seeds for s in args.scenarios]
     t0 = time.time()
     if not args.table_only:
-        record_run(args.root, sys.argv[1:], args.include_rgb)
+        explains = not (args.prepare_only or args.plain_only)
+        record_run(args.root, sys.argv[1:], args.include_rgb, explains, args.link_root or args.init_root)
         for cell in cells:
             prepare_cell(cell, args, resolution)
         if args.prepare_only:

@@ -537,6 +537,19 @@ def test_groundtruth_records_its_commands_and_the_table_says_them(tmp_path, monk
     assert table_only().startswith("<!-- Made by")  # --include-rgb as recorded
     assert "<!--" not in table_only("--no-include-rgb")
 
+    # a base root's --plain-only run explains nothing: it neither decides --include-rgb nor heads a table, but a
+    # root linked to it cites it after its own command
+    base = tmp_path / "base"
+    bench.record_run(base, ["--root", str(base), "--plain-only"], False, explains=False)
+    assert bench.recorded_include_rgb(base) is None and "<!--" not in bench.table(cells, base)
+    linked = tmp_path / "linked"
+    bench.record_run(linked, ["--root", str(linked), "--link-root", str(base)], False, linked=base)
+    head = bench.table(cells, linked).split(" -->")[0].splitlines()
+    assert head[1:] == [
+        f"     benchmarks/groundtruth.py --root {linked} --link-root {base}",
+        f"     benchmarks/groundtruth.py --root {base} --plain-only",
+    ]
+
     bench.record_run(tmp_path, ["--root", str(tmp_path), "--steps", "5"], False)
     with pytest.raises(SystemExit, match="--no-include-rgb"):
         bench.recorded_include_rgb(tmp_path)
