@@ -395,15 +395,14 @@ def record_run(
         explains: whether the command makes explanations (not --prepare-only or --plain-only).
         linked: the --link-root or --init-root it builds on, whose own record the table cites.
     """
-    path = root / RUNS_FILE
-    runs = json.loads(path.read_text()) if path.is_file() else []
+    runs = recorded_runs(root)
     entry = {"argv": list(argv), "include_rgb": bool(include_rgb), "explains": explains}
     if linked is not None:
         entry["linked"] = str(Path(linked).resolve())
     if all(r["argv"] != entry["argv"] for r in runs):
         runs.append(entry)
         root.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(runs, indent=1) + "\n")
+        (root / RUNS_FILE).write_text(json.dumps(runs, indent=1) + "\n")
 
 
 def recorded_runs(root: Path) -> list[dict]:

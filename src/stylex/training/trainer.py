@@ -418,10 +418,15 @@ class Trainer:
         noise = self.G.make_noise(self.config.batch_size, device=self.device)
         return noise if self.shard is None else [n[self.shard_on_device] for n in noise]
 
+    def _randn(self, *shape: int) -> torch.Tensor:
+        """Gaussian draws [B / world_size, *shape] for this process's samples, drawn like `_noise`: for the global
+        batch on every rank, then sharded."""
+        draws = torch.randn(self.config.batch_size, *shape, device=self.device)
+        return draws if self.shard is None else draws[self.shard_on_device]
+
     def _z(self) -> torch.Tensor:
-        """Fresh z [B / world_size, z_dim] for this process's samples, drawn like `_noise`."""
-        z = torch.randn(self.config.batch_size, self.config.model.z_dim, device=self.device)
-        return z if self.shard is None else z[self.shard_on_device]
+        """Fresh z [B / world_size, z_dim] for this process's samples."""
+        return self._randn(self.config.model.z_dim)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """DiffAugment (TrainConfig.diffaug) of an input of D, x unchanged when it is off; differentiable in x.
@@ -545,8 +550,7 @@ class Trainer:
             if cfg.pl_weight > 0 and self.step % cfg.pl_interval == 0:
                 w_pl = w.detach().float().requires_grad_(True)
                 images = self.G_train(w_pl, c_g, self._noise())
-                y = torch.randn(cfg.batch_size, *images.shape[1:], device=self.device)  # drawn like `_noise`
-                lengths = losses.path_lengths(images, w_pl, y if self.shard is None else y[self.shard_on_device])
+                lengths = losses.path_lengths(images, w_pl, self._randn(*images.shape[1:]))
                 mean = self.dist.mean(lengths.detach().mean())  # the global batch's mean (itself on one process)
                 self.pl_mean = self.pl_mean.lerp(mean, cfg.pl_decay) if self.pl_mean > 0 else mean
                 loss_pl = (lengths - self.pl_mean).square().mean()
