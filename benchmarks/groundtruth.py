@@ -36,12 +36,13 @@ Per (scenario, seed), in ``ROOT/<scenario>/seed<k>/``:
 4. Explanations: AttFind on both models (``stylex attfind --fast M``), Wu et al.'s detector on both, random
    coordinates on StylEx; then ``stylex evaluate`` of each into ``<model>/<method>/eval/metrics.json``.
 
-Everything finished is reused: a training whose ``benchmark.json`` records the same budget is skipped, one with a
-checkpoint and another budget is resumed (``--resume``), one still running (its ``benchmark.pid`` is alive) is
-waited for, not started twice; explanations and metrics whose files exist are kept (``--redo-explanations``
-recomputes them, ``--redo-metrics`` the metrics alone). Re-running the command after an interruption continues
-where it stopped. The trainings run in their own sessions, so stopping this script (Ctrl-C) leaves a running
-training running; the next invocation waits for it, or stop it with
+Everything finished is reused: a training whose ``benchmark.json`` records the same budget (steps or minutes, the
+``--set`` and ``--stylex-set`` overrides, the model it started from) is skipped, one with a checkpoint and another
+budget is resumed (``--resume``; ``stylex train`` refuses, with a sentence, to resume a run with other overrides), one
+still running (its ``benchmark.pid`` is alive) is waited for, not started twice; explanations and metrics whose files
+exist are kept (``--redo-explanations`` recomputes them, ``--redo-metrics`` the metrics alone). Re-running the command
+after an interruption continues where it stopped. The trainings run in their own sessions, so stopping this script
+(Ctrl-C) leaves a running training running; the next invocation waits for it, or stop it with
 ``kill $(cat ROOT/<scenario>/seed<k>/<model>.benchmark.pid)``.
 
 The table (``ROOT/table.md``, also printed) gives mean +- std over seeds per scenario and method: precision@5,
@@ -223,6 +224,8 @@ class Training:
 
     def budget(self, args) -> dict:
         budget = {"steps": args.steps} if args.steps else {"minutes": args.minutes}
+        if args.set:  # both models; left out when empty, so that markers written before it was recorded still match
+            budget["set"] = args.set
         if self.kind == "stylex" and args.stylex_set:
             budget["stylex_set"] = args.stylex_set
         if self.kind == "stylex" and args.init_root is not None:

@@ -555,6 +555,34 @@ def test_groundtruth_records_its_commands_and_the_table_says_them(tmp_path, monk
         bench.recorded_include_rgb(tmp_path)
 
 
+def test_groundtruth_reuses_a_training_only_with_the_same_overrides(tmp_path):
+    """benchmarks/groundtruth.py: a finished training is reused only when its marker records the same budget,
+    --set overrides included (before, a rerun with another --set reused the old models silently); a marker
+    without overrides still matches a command without them."""
+    import argparse
+
+    bench = _load_benchmark("groundtruth")
+    cell = bench.Cell("two-factor", 0, tmp_path)
+
+    def args(*overrides, stylex_set=()):
+        return argparse.Namespace(steps=100, minutes=30.0, set=list(overrides), stylex_set=list(stylex_set),
+                                  init_root=None, link_root=None, stylex_from_plain=False)  # fmt: skip
+
+    for kind in ("plain", "stylex"):
+        training = bench.Training(cell, kind)
+        tinted = args("model.tint_styles=3")
+        training.marker.write_text(json.dumps({"budget": training.budget(tinted)}))
+        assert training.done(tinted)
+        assert not training.done(args())
+        assert not training.done(args("model.tint_styles=2"))
+        training.marker.write_text(json.dumps({"budget": {"steps": 100}}))  # written before --set was recorded
+        assert training.done(args()) and not training.done(tinted)
+    stylex = bench.Training(cell, "stylex")
+    swap = args(stylex_set=["swap_weight=1.0"])
+    stylex.marker.write_text(json.dumps({"budget": stylex.budget(swap)}))
+    assert stylex.done(swap) and not stylex.done(args())
+
+
 @pytest.mark.slow
 def test_groundtruth_plain_only_trains_the_base_models_alone(tmp_path, monkeypatch):
     """benchmarks/groundtruth.py --plain-only: data, classifier and the unconditioned model, nothing else; with
