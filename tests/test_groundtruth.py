@@ -459,6 +459,29 @@ def _load_benchmark(name: str):
     return module
 
 
+def test_recon_importance_measures_the_classifier_through_the_model():
+    """benchmarks/recon_importance.py: through a model that gives every image back, the classifier uses what it
+    uses on the renders; through one that loses the background's brightness, it uses nothing."""
+    bench = _load_benchmark("recon_importance")
+
+    class Identity:
+        def reconstruct(self, x, c):
+            return x
+
+    class DarkBackground:
+        def reconstruct(self, x, c):
+            return torch.full_like(x, -1.0)
+
+    classifier = BrightBackground()
+    kw = dict(resolution=16, num_scenes=24, num_values=2, seed=3)
+    renders = true_importance(classifier, **kw)
+    same = true_importance(bench.through_model(Identity(), classifier, batch_size=7), **kw)
+    assert renders.used() == ["bg_brightness"]
+    assert np.allclose(same.flip_rate, renders.flip_rate) and np.allclose(same.prob_change, renders.prob_change)
+    dark = true_importance(bench.through_model(DarkBackground(), classifier), **kw)
+    assert dark.used() == [] and dark.flip_rate.max() == 0
+
+
 def test_factor_attfind_control_renders_the_scenes_it_encodes():
     """benchmarks/factor_attfind.py: factors -> coordinates -> render gives back the scenes of the data, and moving
     the background hue's sine coordinate to its maximum changes the background hue alone."""
