@@ -231,6 +231,45 @@ def test_attfind_ranks_the_planted_coordinate_first(toy):
     assert bright.sufficiency == 1.0 and dark.sufficiency == 1.0 and result.sufficiency == 1.0
 
 
+class BrightnessD(nn.Module):
+    """A stand-in discriminator that scores an image's brightness alone, and records the minibatch-std group it was
+    called with."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale, self.mbstd_group, self.groups = scale, 4, []
+
+    def forward(self, x, c):
+        self.groups.append(self.mbstd_group)
+        return self.scale * x.mean(dim=(1, 2, 3))
+
+
+def test_discriminator_filter_skips_the_coordinate_whose_edit_the_discriminator_notices(toy):
+    """The notebook's optional filter: a D that does not look at the image changes nothing; a D that sees the
+    brightness rejects the planted coordinate (its edit moves the brightness by ~2, each distractor's by 0.1 or
+    less), in the ranking and in every bootstrap resample, and the result says so."""
+    G, s = toy
+    kw = dict(top_k=3, progress=False, sufficiency=False)
+    plain = AttFind(G, brightness_classifier, **kw).run(s, [])
+    blind = AttFind(G, brightness_classifier, discriminator=BrightnessD(0.0), **kw).run(s, [])
+    assert [[a.edit for a in c.attributes] for c in blind.classes] == [
+        [a.edit for a in c.attributes] for c in plain.classes
+    ]
+    assert blind.stats["discriminator_rejected"] == {"0": [], "1": []}
+
+    D = BrightnessD(1.0)
+    result = AttFind(G, brightness_classifier, discriminator=D, discriminator_threshold=0.5, **kw).run(s, [])
+    assert result.stats["discriminator_rejected"] == {"0": ["b[2]"], "1": ["b[2]"]}
+    for c in result.classes:
+        assert len(c.attributes) == 3 and PLANTED not in [a.flat_index for a in c.attributes]
+    assert result.settings["discriminator_filter"] is True and result.settings["discriminator_threshold"] == 0.5
+    assert set(D.groups) == {1} and D.mbstd_group == 4  # each image scored alone; the group put back
+    assert "discriminator filter (threshold 0.5): skipped '0': b[2]; '1': b[2]" in result.summary()
+    filtered = [sum(c.stability) for c in result.classes]
+    rank_stability(result.effects, result, 100)  # the same draws without the filter: the planted one comes back
+    assert all(b < a for a, b in zip(filtered, [sum(c.stability) for c in result.classes], strict=True))
+
+
 def test_fast_mode_keeps_the_planted_coordinate(toy):
     G, s = toy
     result = AttFind(G, brightness_classifier, top_k=3, fast=2, progress=False).run(s, [])
@@ -566,6 +605,45 @@ def test_inputs_key_names_weights_images_settings_and_the_classifier_convention(
     with torch.no_grad():
         model.E.parameters().__next__().add_(1.0)
     assert inputs_key(model, clf, x, "s") != key
+
+
+def test_cli_attfind_discriminator_filter(tiny_run):
+    """`stylex attfind --discriminator-filter T` loads the run's D, skips the coordinates whose edits move it by
+    more than T, and records that; an exported model has no D to load."""
+    from stylex.attfind.effects import image_noise
+    from stylex.attfind.filters import DiscriminatorFilter
+    from stylex.errors import StylexError
+    from stylex.pipeline import load_run
+
+    run_dir, out = tiny_run / "run", tiny_run / "dfilter"
+    args = ("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 2, "--no-render", "--quiet", "--out", out)
+    result = run(*args, "--discriminator-filter", 1e-6)
+    assert "discriminator filter (threshold 1e-06): skipped" in result.output
+    info = json.loads((out / "attributes.json").read_text())
+    assert info["settings"]["discriminator_filter"] is True and info["settings"]["discriminator_threshold"] == 1e-6
+    rejected = info["stats"]["discriminator_rejected"]
+    assert set(rejected) == {c["class_name"] for c in info["classes"]}
+    for c in info["classes"]:
+        named = {f"{a['layer_name']}[{a['channel']}]" for a in c["attributes"]}
+        assert not named & set(rejected[c["class_name"]])
+    plain = json.loads(
+        run(*args[:-2], "--out", tiny_run / "dplain") and (tiny_run / "dplain" / "attributes.json").read_text()
+    )
+    assert plain["settings"]["discriminator_filter"] is False and "discriminator_rejected" not in plain["stats"]
+
+    # the run's own D on its own images: every image is checked with effect_threshold -inf (this 3-step model
+    # moves no logit by 0.2), and D's score does move under an edit
+    model, clf = load_run(run_dir)
+    D = model.discriminator(run_dir)
+    assert D.c_dim == 2 and not D.training
+    effects = Effects.load(tiny_run / "dplain" / "effects.safetensors")
+    s, noise = effects.style_vector(model.G.layout), image_noise(model.G, effects.meta["indices"], 0)
+    check = DiscriminatorFilter(model.G, D, clf, s, noise, effects, threshold=1e-6, effect_threshold=-float("inf"))
+    assert not check(0, 0, 1) and check.max_change[(0, 0)] > 1e-6 and check.rejected == [(0, 0)]
+    assert D.mbstd_group == model.config.model.mbstd_group > 0
+    model.run_info["export"] = {}
+    with pytest.raises(StylexError, match="ships without the discriminator"):
+        model.discriminator(run_dir)
 
 
 def test_cli_attfind_and_explain_write_their_files(tiny_run):

@@ -47,7 +47,9 @@ class AttFind(_GeneratorAttFind):
             image exactly),
             max_batch, memory_mb, images_per_chunk, precision, channels_last, class_names (default the run's),
             unstable_filter, sufficiency, progress; include_rgb (search the toRGB styles too; default: on for a
-            model trained with tint styles, `--set model.tint_styles=N`, off otherwise, as `stylex attfind`).
+            model trained with tint styles, `--set model.tint_styles=N`, off otherwise, as `stylex attfind`);
+            discriminator and discriminator_threshold (the notebook's optional filter, e.g.
+            `discriminator=model.discriminator(RUN)`, as `stylex attfind --discriminator-filter T`).
     """
 
     def __init__(self, model: StylEx, classifier: Callable[[torch.Tensor], torch.Tensor], **kwargs: Any):

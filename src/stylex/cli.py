@@ -450,6 +450,15 @@ def zoo_cmd():
     help="Bootstrap resamples of the images: how often each attribute is picked again, and at which ranks "
     "(the 'stable' and 'ranks' columns; seconds, no network runs). 0 skips it.",
 )
+@click.option(
+    "--discriminator-filter",
+    "discriminator_threshold",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="T",
+    help="The official notebook's optional filter (off by default there too): skip a coordinate whose edit moves the "
+    "run's discriminator score by more than T (0.2 in the notebook) on the images it changes most. Needs the run "
+    "folder (an exported model has no discriminator).",
+)
 @click.option("--max-batch", default=256, show_default=True, type=click.IntRange(min=1), help="Edits per forward.")
 @click.option("--memory-mb", default=2048.0, show_default=True, type=float, help="Rough memory bound (MiB).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast + channels_last (faster; bf16 rounding blurs small effects).")
@@ -482,6 +491,7 @@ def attfind_cmd(
     include_rgb,
     threshold,
     resamples,
+    discriminator_threshold,
     max_batch,
     memory_mb,
     bf16,
@@ -518,6 +528,7 @@ def attfind_cmd(
                 include_rgb=include_rgb,
                 threshold=threshold,
                 resamples=resamples,
+                discriminator_threshold=discriminator_threshold,
                 max_batch=max_batch,
                 memory_mb=memory_mb,
                 precision="bf16" if bf16 else "fp32",

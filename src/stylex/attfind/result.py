@@ -278,6 +278,13 @@ class AttFindResult:
                 f"in which the search picks the attribute again among the top {k}; ranks: the middle half of its "
                 "ranks there"
             )
+        rejected = self.stats.get("discriminator_rejected")
+        if isinstance(rejected, dict):
+            skipped = "; ".join(f"{name!r}: {', '.join(coords)}" for name, coords in rejected.items() if coords)
+            lines.append(
+                f"discriminator filter (threshold {self.settings.get('discriminator_threshold', '?')}): "
+                + (f"skipped {skipped}" if skipped else "skipped nothing")
+            )
         if self.sufficiency is not None:
             lines.append(f"sufficiency@{k} overall: {self.sufficiency:.3f}")
         return "\n".join(lines)

@@ -117,6 +117,7 @@ def run_attfind(
     render: bool = True,
     num_frames: int = 16,
     resamples: int = 100,
+    discriminator_threshold: float | None = None,
     recompute: bool = False,
     resume: bool = True,
     classifier=None,
@@ -142,6 +143,9 @@ def run_attfind(
         num_frames: GIF sweep positions from each coordinate's minimum to its maximum (the GIF goes there and
             back: 2 * num_frames - 2 frames); each is one synthesis, most of the drawing time.
         resamples: bootstrap resamples of the images for each attribute's rank stability (see `AttFind`).
+        discriminator_threshold: None (default, as in the notebook), or the notebook's optional discriminator
+            filter with this threshold (0.2 there): a coordinate whose edit moves the run's D by more is skipped
+            (`filters.DiscriminatorFilter`). Needs the run folder (an exported model has no D).
         recompute: replace an existing effects file made with other settings; without it the existing file is
             reused when it matches and an error is raised when it does not.
         resume: reuse the finished chunks an interrupted run with the same inputs left in `out/.effects_partial`.
@@ -173,6 +177,7 @@ def run_attfind(
             render=render,
             num_frames=num_frames,
             resamples=resamples,
+            discriminator_threshold=discriminator_threshold,
             recompute=recompute,
             resume=resume,
             classifier=classifier,
@@ -202,6 +207,7 @@ def _run_attfind(
     render: bool,
     num_frames: int,
     resamples: int,
+    discriminator_threshold: float | None,
     recompute: bool,
     resume: bool,
     classifier,
@@ -214,6 +220,7 @@ def _run_attfind(
     from stylex.pipeline import load_run
 
     model, classifier = load_run(run_dir, classifier, device)
+    D = None if discriminator_threshold is None else model.discriminator(run_dir)
     include_rgb = use_rgb_coordinates(model.G, include_rgb)
     data = data or model.run_info.get("data")
     if data is None:
@@ -262,6 +269,8 @@ def _run_attfind(
         class_names=names,
         progress=not quiet,
         resamples=resamples,
+        discriminator=D,
+        discriminator_threshold=0.2 if discriminator_threshold is None else discriminator_threshold,
     )
     reused = effects is not None
     if not reused:  # every rank computes its share of the rows and receives the others'

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from stylex.attfind.effects import Effects, StyleEffects
-from stylex.attfind.filters import stable_images
+from stylex.attfind.filters import DiscriminatorFilter, stable_images
 from stylex.attfind.result import AttFindResult
 from stylex.attfind.selection import rank_stability, select_attributes
 from stylex.models.stylespace import StyleVector, use_rgb_coordinates
@@ -38,6 +38,10 @@ class AttFind:
             styles only).
         resamples: bootstrap resamples of the images for each attribute's rank stability (`rank_stability`;
             seconds, no network runs); 0 skips it.
+        discriminator: the run's discriminator D (`StylEx.discriminator`) for the notebook's optional filter
+            (`filters.DiscriminatorFilter`): a coordinate whose edit moves D's score by more than
+            `discriminator_threshold` is skipped. None (default, as in the notebook): no filter.
+        discriminator_threshold: see `discriminator` (0.2 in the notebook).
     """
 
     def __init__(
@@ -61,6 +65,8 @@ class AttFind:
         progress: bool = True,
         include_rgb: bool | None = None,
         resamples: int = 100,
+        discriminator: nn.Module | None = None,
+        discriminator_threshold: float = 0.2,
     ):
         if include_rgb is not None:
             use_rgb_coordinates(G, include_rgb)
@@ -68,6 +74,7 @@ class AttFind:
         self.top_k, self.threshold, self.one_vs_all = top_k, threshold, one_vs_all
         self.class_names, self.unstable_filter, self.with_sufficiency = class_names, unstable_filter, sufficiency
         self.resamples = resamples
+        self.D, self.discriminator_threshold = discriminator, discriminator_threshold
         self.effects_finder = StyleEffects(
             G,
             classifier,
@@ -109,6 +116,9 @@ class AttFind:
         if s is None:
             s = effects.style_vector(self.G.layout)
         keep = None if self.unstable_filter is None else stable_images(effects, *self.unstable_filter)
+        d_filter = None
+        if self.D is not None:
+            d_filter = DiscriminatorFilter(self.G, self.D, self.C, s, noise, effects, self.discriminator_threshold)
         result = select_attributes(
             effects,
             self.G.layout,
@@ -117,8 +127,15 @@ class AttFind:
             one_vs_all=self.one_vs_all,
             class_names=self.class_names,
             keep_images=keep,
+            candidate_filter=d_filter,
         )
-        rank_stability(effects, result, self.resamples, keep_images=keep)
+        rank_stability(effects, result, self.resamples, keep_images=keep, candidate_filter=d_filter)
+        if d_filter is not None:
+            result.settings["discriminator_threshold"] = self.discriminator_threshold
+            names = [c.class_name for c in result.classes]
+            result.stats["discriminator_rejected"] = {
+                name: [self.G.layout.describe(j) for y, j in d_filter.rejected if names[y] == name] for name in names
+            }
         if self.with_sufficiency:
             from stylex.metrics.sufficiency import sufficiency
 

@@ -11,8 +11,9 @@ Per target class y:
 bootstrap resamples of the images and records, per attribute, how often it is picked again and at which ranks (not
 in the paper or the notebook).
 
-Not implemented yet (TODO): the notebook's optional discriminator filter, which skips a candidate whose edited
-images the discriminator finds unrealistic. `select_attributes` takes a `candidate_filter` hook for it.
+The notebook's optional discriminator filter, which skips a candidate whose edited images the discriminator judges
+differently, comes in through `select_attributes`' `candidate_filter` hook (`filters.DiscriminatorFilter`, off by
+default, as in the notebook).
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ def rank_stability(
     resamples: int = 100,
     seed: int = 0,
     keep_images: torch.Tensor | None = None,
+    candidate_filter: Callable[[int, int, int], bool] | None = None,
 ) -> None:
     """How much each class's ranking depends on the particular images: the search rerun on bootstrap resamples.
 
@@ -177,6 +179,7 @@ def rank_stability(
         resamples: bootstrap draws per class; 0 leaves the result as it is.
         seed: seeds the draws.
         keep_images: bool [N], the images the selection used (default all).
+        candidate_filter: the selection's (class y, j, d) -> keep? filter, applied to every draw as well.
     """
     if resamples <= 0:
         return
@@ -195,9 +198,10 @@ def rank_stability(
         scores = class_scores(effects, c.class_index, one_vs_all)[rows]  # [M, 2, S]
         ranks = torch.full((resamples, len(c.attributes)), absent, dtype=torch.float32)
         wanted = {a.edit: i for i, a in enumerate(c.attributes)}
+        flt = None if candidate_filter is None else (lambda j, d, y=c.class_index: candidate_filter(y, j, d))
         for b in range(resamples):
             draw = torch.randint(rows.numel(), (rows.numel(),), generator=generator)
-            for rank, (j, d, _) in enumerate(greedy_select(scores[draw], top_k, threshold), start=1):
+            for rank, (j, d, _) in enumerate(greedy_select(scores[draw], top_k, threshold, flt), start=1):
                 if (j, d) in wanted:
                     ranks[b, wanted[(j, d)]] = rank
         quartiles = torch.quantile(ranks, torch.tensor([0.25, 0.5, 0.75]), dim=0, interpolation="nearest")  # [3, A]

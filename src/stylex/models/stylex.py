@@ -118,6 +118,25 @@ class StylEx(nn.Module):
         model.requires_grad_(False)
         return model
 
+    def discriminator(self, run_dir: str | Path) -> Discriminator:
+        """The discriminator D(x | c) of this model's run folder (its last training weights: D has no moving
+        average), in eval mode on the model's device, e.g. for AttFind's discriminator filter. An exported model
+        (`stylex export`) ships without it."""
+        from stylex.training.checkpoint import WEIGHTS, load_modules, read_weights
+
+        if isinstance(self.run_info.get("export"), dict):
+            raise StylexError(
+                f"{run_dir} is an exported model (`stylex export`): it ships without the discriminator; use the "
+                "run folder it was exported from."
+            )
+        _, _, D = build_networks(self.config, self.num_classes)
+        path = Path(run_dir) / WEIGHTS
+        tensors, _ = read_weights(path)
+        load_modules(tensors, {"D": D}, path)
+        D = D.to(next(self.G.parameters()).device).eval()
+        D.requires_grad_(False)
+        return D
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, 3, R, R] in [-1, 1] -> w [N, w_dim]."""
         if x.shape[-1] != self.resolution:
