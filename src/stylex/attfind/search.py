@@ -129,13 +129,13 @@ class AttFind:
             keep_images=keep,
             candidate_filter=d_filter,
         )
-        rank_stability(effects, result, self.resamples, keep_images=keep, candidate_filter=d_filter)
-        if d_filter is not None:
+        if d_filter is not None:  # what the ranking skipped (the resamples below may try, and skip, others)
             result.settings["discriminator_threshold"] = self.discriminator_threshold
             names = [c.class_name for c in result.classes]
             result.stats["discriminator_rejected"] = {
                 name: [self.G.layout.describe(j) for y, j in d_filter.rejected if names[y] == name] for name in names
             }
+        rank_stability(effects, result, self.resamples, keep_images=keep, candidate_filter=d_filter)
         if self.with_sufficiency:
             from stylex.metrics.sufficiency import sufficiency
 
