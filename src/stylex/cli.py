@@ -456,8 +456,8 @@ def zoo_cmd():
     type=click.FloatRange(min=0, min_open=True),
     metavar="T",
     help="The official notebook's optional filter (off by default there too): skip a coordinate whose edit moves the "
-    "run's discriminator score by more than T (0.2 in the notebook) on the images it changes most. Needs the run "
-    "folder (an exported model has no discriminator).",
+    "run's discriminator score by more than T (0.2 in the notebook) on any of the first 10 images whose target "
+    "logit it raises by more than 0.2. Needs the run folder (an exported model has no discriminator).",
 )
 @click.option("--max-batch", default=256, show_default=True, type=click.IntRange(min=1), help="Edits per forward.")
 @click.option("--memory-mb", default=2048.0, show_default=True, type=float, help="Rough memory bound (MiB).")
