@@ -32,7 +32,8 @@ class DiscriminatorFilter:
     (each with the classifier's logits of its own image, as D was trained). If D's score moves by more than
     `threshold` on any of them, j is rejected for y (both directions, as in the notebook). D sees each image alone
     (its minibatch-std group set to 1), so that a score does not depend on the other images of the batch. Verdicts
-    are cached per (y, j): the bootstrap resamples of `rank_stability` reuse them.
+    are cached per (y, j): the bootstrap resamples of `rank_stability` reuse them; so are D's scores of the unedited
+    images, which every candidate compares against.
 
     Args:
         G: the generator the effects were computed with.
@@ -64,6 +65,7 @@ class DiscriminatorFilter:
         self.threshold, self.effect_threshold, self.num_images = threshold, effect_threshold, num_images
         self.max_change: dict[tuple[int, int], float] = {}
         self.rejected: list[tuple[int, int]] = []
+        self._before: dict[int, float] = {}  # image row -> D's score of its unedited image
 
     def __call__(self, y: int, j: int, d: int) -> bool:
         if (y, j) not in self.max_change:
@@ -89,9 +91,14 @@ class DiscriminatorFilter:
                 if rows.numel() == 0:
                     continue
                 s_rows, noise = self.s.index(rows.to(device)), [n[rows.to(n.device)] for n in self.noise]
-                before = self.G.synthesis(s_rows, noise)
+                new = [int(r) for r in rows if int(r) not in self._before]
+                if new:
+                    idx = torch.tensor(new, device=device)
+                    x = self.G.synthesis(self.s.index(idx), [n[idx.to(n.device)] for n in self.noise])
+                    self._before.update(zip(new, self.D(x, self.C(x)).float().tolist(), strict=True))
                 after = self.G.synthesis(edit_styles(s_rows, [(j, d)], s_min, s_max, e.shift_size), noise)
-                change = self.D(after, self.C(after)).float() - self.D(before, self.C(before)).float()
+                before = torch.tensor([self._before[int(r)] for r in rows])
+                change = self.D(after, self.C(after)).float().cpu() - before
                 largest = max(largest, float(change.abs().max()))
         finally:
             if group:
