@@ -27,15 +27,17 @@ from stylex.metrics.groundtruth import true_importance
 from stylex.pipeline import load_run
 
 
-def through_model(model, classifier, batch_size: int = 128):
-    """images [N, 3, R, R] -> the classifier's logits of their reconstructions (fixed noise per call)."""
+def through_model(model, classifier, batch_size: int = 128, seed: int = 0):
+    """images [N, 3, R, R] -> the classifier's logits of their reconstructions, every image with the same fixed noise
+    maps (so that a scene and its intervened copy differ only by the intervention)."""
+    noise = model.G.make_noise(1, generator=torch.Generator().manual_seed(seed))  # one draw, shared by every image
 
     @torch.no_grad()
     def classify(x: torch.Tensor) -> torch.Tensor:
         out = []
         for chunk in x.split(batch_size):
-            torch.manual_seed(0)  # the synthesis noise: the same draw for every batch, so edits alone differ
-            out.append(classifier(model.reconstruct(chunk, classifier(chunk))))
+            maps = [n.expand(len(chunk), *n.shape[1:]) for n in noise]
+            out.append(classifier(model.reconstruct(chunk, classifier(chunk), maps)))
         return torch.cat(out)
 
     return classify

@@ -462,14 +462,19 @@ def _load_benchmark(name: str):
 def test_recon_importance_measures_the_classifier_through_the_model():
     """benchmarks/recon_importance.py: through a model that gives every image back, the classifier uses what it
     uses on the renders; through one that loses the background's brightness, it uses nothing."""
+    from types import SimpleNamespace
+
     bench = _load_benchmark("recon_importance")
 
     class Identity:
-        def reconstruct(self, x, c):
+        G = SimpleNamespace(make_noise=lambda n, generator=None: [torch.zeros(n, 1, 4, 4)])
+
+        def reconstruct(self, x, c, noise):
+            assert [m.shape for m in noise] == [(len(x), 1, 4, 4)]  # one noise map per image, the same for all
             return x
 
-    class DarkBackground:
-        def reconstruct(self, x, c):
+    class DarkBackground(Identity):
+        def reconstruct(self, x, c, noise):
             return torch.full_like(x, -1.0)
 
     classifier = BrightBackground()
