@@ -8,10 +8,13 @@
 #         GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh (CPU rehearsal: tiny preset, 16 px, a few steps, ~30 s)
 # Env:    GPU_CHECK_WORK=DIR  where data, runs and figures.jsonl go (default: a new temporary folder)
 #         PYTHON=...          the interpreter (default .venv/bin/python, else python3)
+#         GPU_CHECK_RESOLUTIONS="64"  the training resolutions on a GPU (default "64 128"), e.g. for a short lease
+#         GPU_CHECK_COMPILE=0  skip the torch.compile stages on a GPU (default 1: run them, a minute or two each)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}  # a checkout that is not installed (e.g. on a lent GPU)
 WORK=${GPU_CHECK_WORK:-$(mktemp -d -t stylex-gpu-check.XXXXXX)}
 mkdir -p "$WORK"
 FIG="$WORK/figures.jsonl"
@@ -24,8 +27,8 @@ if [ "${GPU_CHECK_DRY:-0}" = "1" ]; then
     CLF_WIDTH=8; ATTFIND_IMAGES=4; COMPILE=0; NPROC=2
     export OMP_NUM_THREADS=1
 else
-    DEVICE=cuda; PRESET=plant-64; RESOLUTIONS="64 128"; NUM_IMAGES=1024; STEPS=60; LOG_EVERY=10; BATCH=32
-    CLF_WIDTH=32; ATTFIND_IMAGES=32; COMPILE=1
+    DEVICE=cuda; PRESET=plant-64; RESOLUTIONS=${GPU_CHECK_RESOLUTIONS:-"64 128"}; NUM_IMAGES=1024; STEPS=60
+    LOG_EVERY=10; BATCH=32; CLF_WIDTH=32; ATTFIND_IMAGES=32; COMPILE=${GPU_CHECK_COMPILE:-1}
     NPROC=$("$PY" -c "import torch; print(torch.cuda.device_count())")
     if [ "$NPROC" -lt 1 ]; then
         echo "no CUDA device; run with GPU_CHECK_DRY=1 for the CPU rehearsal" >&2
