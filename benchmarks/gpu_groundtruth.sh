@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Fine-tune the ground-truth benchmark's StylEx models (the from-plain recipe of `benchmarks/groundtruth.py
 # --link-root BASE --stylex-from-plain`) side by side on one lent GPU, for settings the 2-core CPU cannot afford
-# (e.g. a larger batch). Explanations and metrics then run on the CPU from the archives (docs/groundtruth-history.md).
+# (e.g. a larger batch). Explanations and metrics then run on the CPU from the archives, with the command line that
+# would have trained them plus `--adopt OUT` (it checks each run's config.json against that command line), e.g.
+#   python benchmarks/groundtruth.py --root runs/gt-tint-b64 --link-root runs/gt-tint-base --stylex-from-plain \
+#       --include-rgb --steps 3200 --set model.tint_styles=3 --stylex-set cond_rgb=false --stylex-set swap_weight=1.0 \
+#       --stylex-set cond_sparsity=0.6 --stylex-set batch_size=64 --threads 2 --adopt OUT
 #
 # Usage:  bash benchmarks/gpu_groundtruth.sh pack BASE IN        (here: copy what the GPU needs out of a CPU root)
 #         bash benchmarks/gpu_groundtruth.sh train IN OUT        (on the GPU machine)
@@ -37,7 +41,7 @@ if [ "${1:-}" = "pack" ]; then
     du -sh "$IN"
     exit 0
 fi
-[ "${1:-}" = "train" ] || { sed -n 2,18p "$0"; exit 2; }
+[ "${1:-}" = "train" ] || { sed -n 2,21p "$0"; exit 2; }
 IN=$(cd "$2" && pwd) OUT=$3
 mkdir -p "$OUT"
 WORK=$(mktemp -d -t stylex-gpu-gt.XXXXXX)

@@ -76,7 +76,9 @@ linked from ROOT as with ``--init-root``, but each StylEx model trains from scra
 alone (with ``--link-root``, on the linked data and classifiers), e.g. with ``--set model.tint_styles=3`` for the
 README's best recipe. ``--include-rgb`` lets AttFind and the baselines search the
 toRGB styles too. Models trained elsewhere (a GPU) are used as they are when their
-``stylex.benchmark.json`` records the budget that the command line gives.
+``stylex.benchmark.json`` records the budget that the command line gives; ``--adopt DIR`` writes that marker for
+the archives of ``benchmarks/gpu_groundtruth.sh`` (DIR/<scenario>-seed<k>.tgz), after checking each run's
+config.json against the command line (training settings, classifier fingerprint, the model it started from).
 
 Every invocation that computes something is recorded in ``ROOT/runs.json`` (its command line, whether it searched
 the toRGB styles, the root it links to), and ``table.md`` starts with those commands in a comment, each followed by
@@ -90,9 +92,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,6 +298,65 @@ class Training:
         self.marker.write_text(json.dumps({"budget": self.budget(args), "finished": time.ctime()}))
         log(f"{self.cell.name}: training {self.kind} done in {(time.time() - self.started) / 60:.1f} min")
         return True
+
+
+# Settings of a run that say how it was trained, not what: an adopted run may differ in these (a GPU's own cap on
+# minutes, how often it logged or wrote samples, the compiled path).
+RUN_CONTROL = {"max_steps", "max_minutes", "log_every", "sample_every", "checkpoint_every", "eval_every",
+               "eval_every_minutes", "keep_best", "compile"}  # fmt: skip
+
+
+def adoption_problems(saved: dict, cell: Cell, args, resolution: int) -> list[str]:
+    """How the run whose config.json is `saved` differs from the StylEx model this command line would train for
+    `cell`: its training settings (the preset with --set and --stylex-set; RUN_CONTROL aside), the classifier (by
+    fingerprint) and the model it started from (the same cell's, by the last three parts of its path)."""
+    from stylex.classifier import load_classifier
+    from stylex.config import apply_overrides, parse_override, preset
+
+    overrides = dict(parse_override(o) for o in args.set + args.stylex_set)
+    expected = json.loads(json.dumps(apply_overrides(preset(args.preset), overrides).to_dict()))  # as config.json
+    got = saved.get("train", {})
+    problems = [f"{key} is {got.get(key)!r}, the command line gives {value!r}"
+                for key, value in expected.items() if key not in RUN_CONTROL and got.get(key) != value]  # fmt: skip
+    fingerprint = load_classifier(str(cell.root / "clf"), resolution=resolution).fingerprint()
+    if (theirs := saved.get("classifier_fingerprint")) != fingerprint:
+        problems.append(f"its classifier's fingerprint is {theirs}, this cell's {fingerprint}")
+    start = "plain" if args.stylex_from_plain else "stylex" if args.init_root is not None else None
+    want = None if start is None else (cell.scenario, f"seed{cell.seed}", start)
+    started = saved.get("init_from")
+    if (tuple(Path(started).parts[-3:]) if started else None) != want:
+        problems.append(f"it started from {started or 'nothing'}, the command line from "
+                        f"{'/'.join(want) if want else 'nothing'}")  # fmt: skip
+    return problems
+
+
+def adopt_run(cell: Cell, args, resolution: int) -> None:
+    """--adopt DIR: take this cell's StylEx run from DIR/<scenario>-seed<k>.tgz (as `benchmarks/gpu_groundtruth.sh`
+    writes them) instead of training it, once its config.json shows it was trained as the command line says; the
+    marker records the command line's budget, the archive and the steps the run made."""
+    training = Training(cell, "stylex")
+    if training.done(args):
+        return
+    archive = args.adopt / f"{cell.scenario}-seed{cell.seed}.tgz"
+    if not archive.is_file():
+        raise SystemExit(f"{cell.name}: --adopt {args.adopt} holds no {archive.name}")
+    if training.out.exists():
+        raise SystemExit(f"{cell.name}: {training.out} exists with another budget; --adopt fills an empty cell only")
+    unpacked = training.out.with_name("stylex.adopting")
+    shutil.rmtree(unpacked, ignore_errors=True)
+    unpacked.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(unpacked, filter="data")
+    problems = adoption_problems(json.loads((unpacked / "config.json").read_text()), cell, args, resolution)
+    if problems:
+        shutil.rmtree(unpacked)
+        raise SystemExit(f"{cell.name}: {archive} was not trained as this command line says: " + "; ".join(problems))
+    unpacked.rename(training.out)
+    steps = json.loads((training.out / "stats.jsonl").read_text().splitlines()[-1]).get("step")
+    marker = {"budget": training.budget(args), "finished": time.ctime(), "adopted_from": str(archive.resolve())}
+    training.marker.write_text(json.dumps({**marker, "steps_trained": steps}))
+    short = f", short of the {args.steps} the budget gives" if args.steps and steps < args.steps else ""
+    log(f"{cell.name}: StylEx run adopted from {archive} ({steps} steps{short})")
 
 
 def run_trainings(trainings: list[Training], args, env) -> None:
@@ -577,6 +640,10 @@ def main() -> None:
     p.add_argument("--redo-metrics", action="store_true",
                    help="recompute the metrics only, keep the attributes (after an oracle change)")  # fmt: skip
     p.add_argument("--table-only", action="store_true", help="only (re)write the table from existing metrics")
+    p.add_argument("--adopt", type=Path, default=None,
+                   help="a folder of StylEx runs trained elsewhere, <scenario>-seed<k>.tgz (benchmarks/"
+                        "gpu_groundtruth.sh): use each in place of training it, once its config.json matches the "
+                        "command line")  # fmt: skip
     args = p.parse_args()
     if args.init_root is not None and args.link_root is not None:
         p.error("--init-root fine-tunes the earlier StylEx models, --link-root trains new ones: give one of them")
@@ -584,6 +651,11 @@ def main() -> None:
         p.error("--stylex-from-plain starts from the unconditioned models of --link-root ROOT: give it")
     if args.plain_only and (args.init_root is not None or args.stylex_from_plain or args.table_only):
         p.error("--plain-only trains unconditioned models: not with --init-root, --stylex-from-plain or --table-only")
+    if args.adopt is not None and (args.link_root is None and args.init_root is None or args.plain_only):
+        p.error(
+            "--adopt takes StylEx runs for a root that links its data and unconditioned models: give --link-root "
+            "or --init-root, not --plain-only"
+        )
     if args.include_rgb is None:
         recorded = recorded_include_rgb(args.root) if args.table_only else None
         args.include_rgb = bool(recorded)
@@ -602,6 +674,8 @@ def main() -> None:
         record_run(args.root, sys.argv[1:], args.include_rgb, explains, args.link_root or args.init_root)
         for cell in cells:
             prepare_cell(cell, args, resolution)
+            if args.adopt is not None:
+                adopt_run(cell, args, resolution)
         if args.prepare_only:
             return
         kinds = ("stylex",) if args.init_root is not None or args.link_root is not None else ("stylex", "plain")

@@ -611,6 +611,57 @@ def test_groundtruth_reuses_a_training_only_with_the_same_overrides(tmp_path):
     assert stylex.done(swap) and not stylex.done(args())
 
 
+def test_groundtruth_adopts_a_run_trained_elsewhere_only_when_it_matches(tiny_runs, tmp_path):
+    """benchmarks/groundtruth.py --adopt: a StylEx run from an archive (as gpu_groundtruth.sh writes them) takes a
+    cell's place when its config.json matches the command line, with a marker that the benchmark then reuses; a
+    run with other settings, another classifier or another start is refused and leaves the cell as it was."""
+    import argparse
+    import tarfile
+
+    bench = _load_benchmark("groundtruth")
+    archives = tmp_path / "gpu"
+    archives.mkdir()
+
+    def pack(edit=lambda config: None):
+        config = json.loads((tiny_runs / "run" / "config.json").read_text())
+        edit(config)
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        with tarfile.open(archives / "two-factor-seed0.tgz", "w:gz") as tar:
+            tar.add(tmp_path / "config.json", arcname="config.json")
+            for name in ("weights.safetensors", "stats.jsonl"):
+                tar.add(tiny_runs / "run" / name, arcname=name)
+
+    def cell(name, **given):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "clf").symlink_to(tiny_runs / "clf")
+        args = dict(adopt=archives, preset="tiny", steps=2, minutes=30.0, set=[], stylex_set=[], init_root=None,
+                    link_root=tmp_path, stylex_from_plain=False)  # fmt: skip
+        return bench.Cell("two-factor", 0, root), argparse.Namespace(**{**args, **given})
+
+    def refused(c, args, words):
+        with pytest.raises(SystemExit, match=words):
+            bench.adopt_run(c, args, 16)
+        assert sorted(p.name for p in c.root.iterdir()) == ["clf"], "a refused run leaves nothing behind"
+
+    pack()
+    c, args = cell("same")
+    bench.adopt_run(c, args, 16)
+    training = bench.Training(c, "stylex")
+    assert training.done(args) and (c.root / "stylex" / "weights.safetensors").is_file()
+    marker = json.loads(training.marker.read_text())
+    assert marker["steps_trained"] == 2 and marker["adopted_from"].endswith("two-factor-seed0.tgz")
+    bench.adopt_run(c, args, 16)  # done: nothing happens
+    refused(*cell("swap", stylex_set=["swap_weight=1.0"]), "swap_weight is 0.0, the command line gives 1.0")
+    refused(
+        *cell("from-plain", stylex_from_plain=True),
+        "started from nothing, the command line from two-factor/seed0/plain",
+    )
+    refused(*cell("none", adopt=tmp_path / "empty"), "holds no two-factor-seed0.tgz")
+    pack(lambda config: config.update(classifier_fingerprint="0" * 16))
+    refused(*cell("other-classifier"), "its classifier's fingerprint is 0000000000000000")
+
+
 @pytest.mark.slow
 def test_groundtruth_plain_only_trains_the_base_models_alone(tmp_path, monkeypatch):
     """benchmarks/groundtruth.py --plain-only: data, classifier and the unconditioned model, nothing else; with
