@@ -766,3 +766,26 @@ def test_attfind_include_rgb_finds_a_colour_coordinate(tiny):
 
     use_rgb_coordinates(G, False)
     assert not G.layout.search_rgb and G.layout.num_coords == 40
+
+
+def test_results_found_before_the_model_trained_on_are_flagged_in_one_line(tmp_path):
+    """AttFind records the model's weights (rounded to float16, so that an export matches its run); explain,
+    report and evaluate warn, in one `warning:` line, when the model has been trained on since (its results
+    describe weights that no longer exist), and not before."""
+    root = make_tiny_run(tmp_path, num_images=32, steps=2)
+    run, found = root / "run", root / "run" / "attfind"
+    run_cli("attfind", "--model", run, "--num-images", 6, "--top-k", 2, "--fast", 4, "--no-render", "--quiet")
+    assert "model_fingerprint" in json.loads((found / "attributes.json").read_text())["settings"]
+
+    def explain(model, out):
+        result = run_cli("explain", "--model", model, "--attributes", found, "--index", 0, "--top-k", 1,
+                         "--strategy", "independent", "--out", tmp_path / out, "--quiet")  # fmt: skip
+        return [line for line in result.output.splitlines() if "warning" in line.lower()]
+
+    assert explain(run, "e0") == []
+    run_cli("export", run, "--out", tmp_path / "exported", "--num-samples", 4)  # float16 weights
+    assert explain(tmp_path / "exported" / "stylex", "e1") == []
+    run_cli("train", "--data", root / "data", "--classifier", root / "clf", "--out", run, "--preset", "tiny",
+            "--max-steps", 4, "--resume", "--quiet")  # fmt: skip
+    (line,) = explain(run, "e2")
+    assert line.startswith("warning: ") and "other weights" in line and "--recompute" in line

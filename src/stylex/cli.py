@@ -15,18 +15,24 @@ from stylex.errors import StylexError
 PRESET_HELP = "tiny (tests), shapes-32, mnist-32, plant-64, faces-64 (DiffAugment)"
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
 class _Group(click.Group):
     """Ends every error a user can cause in one `error:` line on stderr, never a traceback.
 
     StylexError (exit status 1): its message. A usage error inside a subcommand (missing option, a path that
     does not exist, a bad value; exit status 2): click's message and where to look for help. An OSError on a
     named file (permissions, a file where a folder should be, a full disk; exit status 1): the file and why.
-    Ctrl-C: that the last complete checkpoint is kept (exit status 130).
+    Ctrl-C: that the last complete checkpoint is kept (exit status 130). A warning is one `warning:` line.
     """
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():  # a warning is one `warning:` line, without Python's source line
+                warnings.showwarning = _one_line_warning
+                return super().invoke(ctx)
         except StylexError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -87,9 +88,36 @@ def bind_results(model, result: AttFindResult, effects: Effects, folder, run_dir
     use_rgb_coordinates(model.G, result.include_rgb)
     if effects.num_coords != model.G.layout.num_coords or effects.num_classes != model.num_classes:
         raise StylexError(f"{folder} was made for another model; run `{command}` for {run_dir} first.")
+    warn_if_stale(model, result, folder, run_dir, command)
     layout = model.G.layout
     for c in result.classes:  # results saved before attributes recorded whether they are tint styles
         c.attributes = [replace(a, tint=layout.tint_index(a.flat_index)) if a.tint is None else a for a in c.attributes]
+
+
+def warn_if_stale(model, result: AttFindResult, folder, run_dir, command: str = "stylex attfind") -> None:
+    """Warn when `result` was searched on other weights than `model`'s, e.g. before `stylex train --resume` went
+    on: its attributes and counterfactuals would describe a model that no longer exists. Results saved before the
+    weights were recorded are not checked."""
+    found_on = result.settings.get("model_fingerprint")
+    if found_on and found_on != model_fingerprint(model):
+        warnings.warn(
+            f"{folder} was found on other weights than {run_dir} has now (trained on since?); its attributes may "
+            f"not be this model's. Run `{command} --recompute` for {run_dir}.",
+            StaleAttributesWarning,
+            stacklevel=2,
+        )
+
+
+def model_fingerprint(model) -> str:
+    """The fingerprint of a StylEx model's weights rounded to float16: the same for a run and its export (stored in
+    float16 by default), another once training has moved the weights."""
+    from stylex.classifier import weights_fingerprint
+
+    return weights_fingerprint(model, dtype=torch.float16)
+
+
+class StaleAttributesWarning(UserWarning):
+    """AttFind results that were found on other weights of the model they are used with."""
 
 
 def pick_indices(num_available: int, num_images: int, seed: int) -> list[int]:
@@ -281,7 +309,7 @@ def _run_attfind(
     if not reused:
         result.effects.save(effects_path)
     result.stats["reused_effects"] = reused
-    result.settings.update(run=str(run_dir), data=meta["data"], seed=seed)
+    result.settings.update(run=str(run_dir), data=meta["data"], seed=seed, model_fingerprint=model_fingerprint(model))
     result.stats.pop("key", None)
     result.stats.pop("indices", None)
     if render:

@@ -115,15 +115,18 @@ class ClassifierSource:
             ) from e
 
 
-def weights_fingerprint(model: nn.Module) -> str:
+def weights_fingerprint(model: nn.Module, dtype: torch.dtype | None = None) -> str:
     """Short sha256 (16 hex digits) over the module's state: names, dtypes, shapes and raw bytes.
 
     Independent of file format and device, so the same weights give the same fingerprint whether they
-    came from a stylex directory, a TorchScript file or a safetensors file.
+    came from a stylex directory, a TorchScript file or a safetensors file. With `dtype` (e.g. torch.float16),
+    floating-point tensors are rounded to it first, so that a copy stored in that precision matches.
     """
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().contiguous()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]

@@ -95,7 +95,7 @@ def evaluate_run(
     """
     from stylex.attfind.effects import image_noise
     from stylex.attfind.result import AttFindResult
-    from stylex.attfind.run import ATTRIBUTES_FILE, encode_images, pick_indices
+    from stylex.attfind.run import ATTRIBUTES_FILE, encode_images, pick_indices, warn_if_stale
     from stylex.data import FACTOR_NAMES, load_dataset
     from stylex.metrics.conditioning import class_swap
     from stylex.metrics.reconstruction import reconstruction_report
@@ -111,6 +111,7 @@ def evaluate_run(
     attributes_file = Path(attributes_dir) / ATTRIBUTES_FILE
     result = AttFindResult.load(attributes_file)
     use_rgb_coordinates(model.G, result.include_rgb)  # the StyleSpace the attributes were searched in
+    warn_if_stale(model, result, attributes_dir, run_dir)
     S, K = model.G.layout.num_coords, model.num_classes
     bad = [a.flat_index for c in result.classes for a in c.attributes if not 0 <= a.flat_index < S]
     if len(result.classes) != K or bad:
