@@ -110,8 +110,11 @@ def test_init_from_fine_tunes_with_another_recipe(chain, tmp_path):
 
 
 def _error(result, *words):
+    """A failure that ends in one `error:` line, after nothing but one-line warnings, and no traceback."""
     assert result.exit_code != 0
-    assert result.output.startswith("error: "), result.output
+    lines = result.output.rstrip("\n").split("\n")
+    assert lines[-1].startswith("error: "), result.output
+    assert all(line.startswith("warning: ") for line in lines[:-1]), result.output
     assert "Traceback" not in result.output
     for w in words:
         assert w in result.output, result.output

@@ -350,3 +350,39 @@ def test_user_errors_name_the_file(tmp_path, make, target, pattern):
     message = str(info.value)
     assert target in message and "Traceback" not in message
     assert message.replace("e.g. ", "").count(". ") == 0 and message.endswith(".")  # one sentence
+
+
+def test_relabelled_puts_labels_in_another_class_order_and_leaves_other_names_alone():
+    """ImageDataset.relabelled: labels follow the names (a classifier's order), when every class is named there."""
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    ds = ImageDataset(images, labels=np.array([0, 1, 1, 0]), class_names=["blue", "red"])
+    swapped = ds.relabelled(["red", "blue"])
+    assert swapped.class_names == ["red", "blue"] and swapped.labels.tolist() == [1, 0, 0, 1]
+    wider = ds.relabelled(["green", "red", "blue"])
+    assert wider.labels.tolist() == [2, 1, 1, 2] and wider.num_classes == 3
+    for other in (["a_blue", "b_red"], ["blue"]):  # not every class named there: positions stay
+        assert ds.relabelled(other) is ds
+    assert ds.relabelled(["blue", "red"]) is ds
+    assert ImageDataset(images).relabelled(["red", "blue"]).labels is None
+
+
+def test_a_run_names_its_classes_after_the_classifier_and_says_when_the_data_disagrees():
+    """pipeline._run_class_names: the classifier's names; the data's, numbered up to the classifier's outputs (a
+    3-output classifier on 2 folders used to leave a run that AttFind refused); a warning when the data's classes
+    are not the classifier's (its labels are then positions); an error when the data has more classes."""
+    from types import SimpleNamespace
+
+    from stylex.pipeline import _run_class_names
+
+    ds = ImageDataset(np.zeros((4, 8, 8, 3), np.uint8), labels=np.array([0, 1, 1, 0]), class_names=["a", "b"])
+    named = SimpleNamespace(num_classes=2, class_names=["b", "a"])
+    assert _run_class_names(named, ds) == ["b", "a"]
+    with pytest.warns(UserWarning, match=r"taken by position \(a as red, b as blue\)"):
+        assert _run_class_names(SimpleNamespace(num_classes=2, class_names=["red", "blue"]), ds) == ["red", "blue"]
+    with pytest.warns(UserWarning, match="output 2 is named by number"):
+        assert _run_class_names(SimpleNamespace(num_classes=3, class_names=None), ds) == ["a", "b", "2"]
+    with pytest.warns(UserWarning, match="outputs 2-3 are named by number"):
+        assert _run_class_names(SimpleNamespace(num_classes=4, class_names=None), ds) == ["a", "b", "2", "3"]
+    with pytest.raises(StylexError, match="has 2 classes .* but the classifier has 1 outputs"):
+        _run_class_names(SimpleNamespace(num_classes=1, class_names=None), ds)
+    assert _run_class_names(SimpleNamespace(num_classes=2, class_names=None), ImageDataset(ds.images)) == []

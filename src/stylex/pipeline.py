@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +21,49 @@ if TYPE_CHECKING:
     from stylex.training.distributed import Distributed
 
 
-def _held_out(dataset, config: TrainConfig):
-    """The deterministic (train, val) split every stage agrees on."""
+def _held_out(dataset, config: TrainConfig, class_names=None):
+    """The deterministic (train, val) split every stage agrees on: stratified by the labels in the run's class
+    order (`class_names`, which the data's classes may name in another order)."""
     if len(dataset) < 4:
         raise StylexError(f"{dataset.source} has {len(dataset)} images; StylEx needs at least 4.")
+    if class_names:
+        dataset = dataset.relabelled(class_names)
     return dataset.split(config.val_fraction, config.seed)
+
+
+def _run_class_names(classifier, dataset) -> list[str]:
+    """The class names a run records: the classifier's, else the data's (numbered up to the classifier's outputs).
+
+    Raises:
+        StylexError: the data has more classes than the classifier has outputs.
+    Warns when the data's classes are not among the classifier's: its labels are then taken as the classifier's
+    outputs by position, which the user should know.
+    """
+    k, theirs = classifier.num_classes, list(classifier.class_names or [])
+    ours = list(dataset.class_names) if dataset.labels is not None else []
+    if len(ours) > k:
+        raise StylexError(
+            f"{dataset.source} has {len(ours)} classes ({', '.join(ours)}) but the classifier has {k} outputs; "
+            "give it images of the classifier's classes."
+        )
+    if theirs and ours and not set(ours) <= set(theirs):
+        pairs = ", ".join(f"{a} as {b}" for a, b in zip(ours, theirs, strict=False))
+        warnings.warn(
+            f"the data's classes ({', '.join(ours)}) are not the classifier's ({', '.join(theirs)}); they are taken "
+            f"by position ({pairs}). Name the class folders as the classifier's classes if that is wrong.",
+            stacklevel=3,
+        )
+    if theirs:
+        return theirs
+    if ours and len(ours) < k:
+        rest = f"output {k - 1} is" if k - len(ours) == 1 else f"outputs {len(ours)}-{k - 1} are"
+        warnings.warn(
+            f"the classifier has {k} outputs and {dataset.source} {len(ours)} classes; data class i is taken as "
+            f"output i, and {rest} named by number.",
+            stacklevel=3,
+        )
+        return ours + [str(i) for i in range(len(ours), k)]
+    return ours
 
 
 def write_held_out(run_dir: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike | None = None) -> int:
@@ -54,7 +93,8 @@ def write_held_out(run_dir: str | os.PathLike, out: str | os.PathLike, data: str
     out = Path(out)
     if out.suffix != ".npz":
         raise StylexError(f"--out must name an .npz file, got {out}.")
-    _, val = _held_out(load_dataset(data, resolution=model.resolution, progress=False), model.config)
+    dataset = load_dataset(data, resolution=model.resolution, progress=False)
+    _, val = _held_out(dataset, model.config, model.run_info.get("class_names"))
     if len(val) == 0:
         raise StylexError(f"{run_dir} holds no images out (val_fraction {model.config.val_fraction}).")
     arrays = {"images": val.images, "class_names": np.array(val.class_names), "filenames": np.array(val.filenames)}
@@ -119,13 +159,14 @@ def _train(
 
     dataset = load_dataset(data, resolution=config.model.resolution, progress=not quiet)
     classifier.check(config.model.resolution)
-    train_set, val_set = _held_out(dataset, config)
+    class_names = _run_class_names(classifier, dataset)
+    train_set, val_set = _held_out(dataset, config, class_names)
     out_dir = Path(out_dir)
     run_info = {
         "data": str(Path(data).resolve()),
         "num_train": len(train_set),
         "num_val": len(val_set),
-        "class_names": list(classifier.class_names or dataset.class_names),
+        "class_names": class_names,
         "classifier": classifier.to_dict(relative_to=out_dir),
         "classifier_fingerprint": classifier.fingerprint(),
     }
@@ -202,7 +243,7 @@ def reconstruct(
     if split not in ("val", "all"):
         raise StylexError(f"split must be 'val' or 'all', got {split!r}.")
     if split == "val" and not shipped_samples:
-        _, dataset = _held_out(dataset, model.config)
+        _, dataset = _held_out(dataset, model.config, model.run_info.get("class_names"))
     n = min(num_images, len(dataset))
     x = dataset.tensors(list(range(n))).to(device)
     gen = torch.Generator().manual_seed(seed)

@@ -368,7 +368,7 @@ def _write_samples(model, classifier, info, samples, num_samples: int, seed: int
     is_own = own is not None and Path(data).resolve() == Path(own).resolve()
     source = f"held-out split of {data}" if is_own else f"all images of {data}"
     if is_own:
-        _, dataset = _held_out(dataset, model.config)
+        _, dataset = _held_out(dataset, model.config, info.get("class_names"))
     if len(dataset) < 2:
         raise StylexError(f"{source} has {len(dataset)} images; ship at least 2 (pass --samples with more).")
     names = _class_names(model, classifier)

@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +130,16 @@ class ImageDataset:
             source=self.source,
             factor_categories=dict(self.factor_categories),
         )
+
+    def relabelled(self, class_names: Sequence[str]) -> ImageDataset:
+        """The same images with their labels re-indexed to `class_names` (e.g. a classifier's classes, in its
+        order), when every class of this dataset is named there; itself otherwise (unlabelled, or a class that
+        `class_names` lacks: labels then stay positions)."""
+        names = list(class_names)
+        if self.labels is None or self.class_names == names or not set(self.class_names) <= set(names):
+            return self
+        new = np.array([names.index(name) for name in self.class_names], dtype=np.int64)
+        return replace(self, labels=new[self.labels], class_names=names)
 
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
         """Deterministic (train, val) split; stratified by label when labelled.
