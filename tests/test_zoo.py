@@ -146,6 +146,17 @@ def test_exported_folder_moves(tiny, tmp_path):
         load_run(moved / "stylex")
 
 
+def test_commands_take_the_exported_folder_itself_as_the_model(tiny, tmp_path):
+    """`--model EXPORT` (the folder `stylex export` wrote) means its `stylex/` model, as `--model EXPORT/stylex`."""
+    out = tmp_path / "attfind"
+    run_cli("attfind", "--model", tiny / "export", "--num-images", 4, "--top-k", 1, "--fast", 4, "--no-render",
+            "--quiet", "--out", out)  # fmt: skip
+    settings = json.loads((out / "attributes.json").read_text())["settings"]
+    assert settings["run"] == str(tiny / "export" / "stylex")
+    result = run_cli("attfind", "--model", tiny / "data", ok=False)  # a folder that is neither: as before
+    assert result.exit_code != 0 and "config.json" in result.output
+
+
 def test_export_refuses_a_factory_classifier(tmp_path):
     from stylex.zoo import _export_classifier
 

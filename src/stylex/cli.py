@@ -68,25 +68,29 @@ def main():
 
 # ------------------------------------------------------------------------------------------------ model arguments
 class _ModelArg(click.ParamType):
-    """A trained model: a run folder, or `zoo:NAME` for a shipped model (see `stylex zoo`); converts to the run
-    folder's path. The one place the command line resolves model arguments."""
+    """A trained model: a run folder, the folder `stylex export` wrote (its `stylex/` inside is the model), or
+    `zoo:NAME` for a shipped model (see `stylex zoo`); converts to the run folder's path. The one place the command
+    line resolves model arguments."""
 
     name = "RUN|zoo:NAME"
     _folder = click.Path(exists=True, file_okay=False)
 
     def convert(self, value, param, ctx):
-        from stylex.zoo import PREFIX, resolve_model
+        from stylex.zoo import PREFIX, RUN_DIR, resolve_model
 
         if str(value).startswith(PREFIX):
             try:
                 return str(resolve_model(value))
             except StylexError as e:
                 self.fail(str(e).rstrip("."), param, ctx)
-        return self._folder.convert(value, param, ctx)
+        folder = Path(self._folder.convert(value, param, ctx))
+        if not (folder / "config.json").is_file() and (folder / RUN_DIR / "config.json").is_file():
+            return str(folder / RUN_DIR)  # an exported model's top folder
+        return str(folder)
 
 
 MODEL = _ModelArg()
-MODEL_HELP = "Run folder, or zoo:NAME for a shipped model (`stylex zoo` lists them)."
+MODEL_HELP = "Run folder, an exported model's folder, or zoo:NAME for a shipped model (`stylex zoo` lists them)."
 
 
 def _out_dir(run_dir: str, out: str | None, default: str) -> Path:
