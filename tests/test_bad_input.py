@@ -400,7 +400,8 @@ CASES = [
         ("config.json", "train-classifier"),
     ),
     # --- config ------------------------------------------------------------------------------------------
-    Case("config-unknown-key", _set("lr_q=1"), ("lr_q", "unknown config key")),
+    Case("config-unknown-key", _set("lr_q=1"), ("lr_q", "unknown config key", "did you mean lr_g, lr_e or lr_d")),
+    Case("config-misspelt-key", _set("batchsize=8"), ("batchsize", "did you mean batch_size?")),
     Case("config-unknown-nested-key", _set("model.depth=3"), ("model.depth", "unknown config key")),
     Case("config-wrong-type", _set("lr_g=fast"), ("lr_g", "float", "fast")),
     Case("config-wrong-type-bool", _set("channels_last=3"), ("channels_last", "true or false")),

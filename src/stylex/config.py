@@ -400,14 +400,32 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
         target, parts = data, key.split(".")
         for p in parts[:-1]:
             if p not in target or not isinstance(target[p], dict):
-                raise StylexError(f"unknown config key {key!r}.")
+                raise StylexError(_unknown_key(key, data))
             target = target[p]
         if parts[-1] not in target:
-            raise StylexError(f"unknown config key {key!r}; see `stylex train --help` for the keys.")
+            raise StylexError(_unknown_key(key, data))
         target[parts[-1]] = value
     out = TrainConfig.from_dict(data, "overrides")
     out.validate()
     return out
+
+
+def _unknown_key(key: str, data: dict) -> str:
+    """The error for an override key that the config lacks, naming the keys it may have meant."""
+    import difflib
+
+    keys: list[str] = []
+    for k, v in data.items():
+        keys += [f"{k}.{sub}" for sub in v] if isinstance(v, dict) else [k]
+    near = [k for k in keys if k.startswith(key)] or difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    near = near[:3]
+    hint = ""
+    if near:
+        hint = f" (did you mean {' or '.join([', '.join(near[:-1]), near[-1]] if len(near) > 1 else near)}?)"
+    return (
+        f"unknown config key {key!r}{hint}; the keys are the fields of stylex.config.TrainConfig, "
+        "and model.NAME those of ModelConfig."
+    )
 
 
 def parse_override(text: str) -> tuple[str, Any]:
