@@ -238,3 +238,9 @@ def test_baseline_writes_attributes_with_sufficiency(chain, tmp_path, method):
     info = json.loads((out / "attributes.json").read_text())
     assert info["classes"] and all(len(c["attributes"]) <= 2 for c in info["classes"])
     assert 0 <= info["sufficiency"] <= 1
+
+
+def test_counts_read_as_sentences():
+    from stylex.errors import counted
+
+    assert [counted(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from stylex.errors import StylexError
+from stylex.errors import StylexError, counted
 
 PRESET_HELP = "tiny (tests), shapes-32, mnist-32, plant-64, faces-64 (DiffAugment)"
 
@@ -303,7 +303,8 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
                 data, classifier, out, config, resume=resume, device=device, quiet=quiet, init_from=init_from
             )
     if dist.is_main:
-        click.echo(f"trained to step {result.step} in {result.seconds / 60:.1f} min; run folder {out}")
+        took = f"{result.seconds:.0f} s" if result.seconds < 60 else f"{result.seconds / 60:.1f} min"
+        click.echo(f"trained to step {result.step} in {took}; run folder {out}")
 
 
 def _train_config(out, preset_name: str, values: dict, resume: bool):
@@ -647,7 +648,7 @@ def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, to
         steps = len(e.steps)
         verdict = "flips" if e.flipped else "does not flip"
         click.echo(
-            f"{name}: {names[e.original_class]} -> {names[e.target_class]} {verdict} after {steps} edits: "
+            f"{name}: {names[e.original_class]} -> {names[e.target_class]} {verdict} after {counted(steps, 'edit')}: "
             + ", ".join(st.describe() for st in e.steps)
         )
     for name, why in report["skipped"].items():

@@ -6,3 +6,8 @@ class StylexError(Exception):
 
     The message is one sentence that names the file and says what to do.
     """
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 image', '3 images': a count with its noun in the right number (the noun's plural adds an s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

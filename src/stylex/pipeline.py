@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from stylex.config import TrainConfig, read_json, write_json
-from stylex.errors import StylexError
+from stylex.errors import StylexError, counted
 
 if TYPE_CHECKING:
     from stylex.training.distributed import Distributed
@@ -364,7 +364,7 @@ def demo(
             names = e.class_names
             print(
                 f"      image {index}, {name}: {names[e.original_class]} -> {names[e.target_class]} {verdict} "
-                f"after {len(e.steps)} edits"
+                f"after {counted(len(e.steps), 'edit')}"
             )
         folders.append(str(dst))
     lap("explanations")

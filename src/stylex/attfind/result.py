@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stylex.errors import StylexError
+from stylex.errors import StylexError, counted
 from stylex.models.stylespace import coordinate_name
 
 DIRECTIONS = ("min", "max")  # direction index d of an edit: toward the coordinate's minimum / maximum
@@ -247,13 +247,13 @@ class AttFindResult:
         k = self.settings.get("top_k", "K")
         for c in self.classes:
             if not c.attributes:
-                lines.append(f"class {c.class_name!r}: no attributes ({c.num_images} images not predicted as it)")
+                lines.append(
+                    f"class {c.class_name!r}: no attributes ({counted(c.num_images, 'image')} not predicted as it)"
+                )
                 continue
             suff = "n/a" if c.sufficiency is None else f"{c.sufficiency:.3f}"
-            lines.append(
-                f"class {c.class_name!r}: {len(c.attributes)} attributes from {c.num_images} images "
-                f"not predicted as it; sufficiency@{k} {suff}"
-            )
+            found, images = counted(len(c.attributes), "attribute"), counted(c.num_images, "image")
+            lines.append(f"class {c.class_name!r}: {found} from {images} not predicted as it; sufficiency@{k} {suff}")
             stable = c.stability is not None and c.resampled_ranks is not None
             lines.append(
                 f"  {'rank':>4s}  {'layer':<10s}{'channel':>8s}{'flat':>7s}  {'dir':<4s}{'effect':>8s}{'flips':>7s}"

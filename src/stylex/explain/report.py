@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from stylex.errors import StylexError
+from stylex.errors import StylexError, counted
 from stylex.explain.html import PALETTE, Series, bar_row, esc, line_plot, page
 
 MARKER = ".stylex-report"
@@ -617,7 +617,7 @@ def _attributes_section(run: _Run, top_k: int, num_images: int, num_frames: int,
             continue
         note = c.dropout_note(settings.get("threshold", "?"))
         note = f" Note: {note[0].upper()}{note[1:]}." if note else ""
-        parts.append(f'<p class="small">from {esc(c.num_images)} images not predicted as it.{esc(note)}</p>')
+        parts.append(f'<p class="small">from {counted(c.num_images, "image")} not predicted as it.{esc(note)}</p>')
         cards = []
         for a in c.attributes[:top_k]:
             j, d = a.edit
@@ -794,7 +794,7 @@ def _explanations_section(run: _Run, num_explanations: int) -> str:
         )
         parts.append(
             f'<div class="expl"><h4>{esc(name)}</h4><p>{esc(names[e.original_class])} &rarr; '
-            f"{esc(names[e.target_class])}: {esc(verdict)} after {len(e.steps)} edits "
+            f"{esc(names[e.target_class])}: {esc(verdict)} after {counted(len(e.steps), 'edit')} "
             f"(p({esc(names[e.target_class])}) = {e.base_probs[e.target_class]:.3f} before)</p>"
             f'<img class="pic" src="{esc(run.rel(dst))}" alt="explanation"><ol>{steps}</ol></div>'
         )

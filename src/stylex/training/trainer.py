@@ -119,6 +119,12 @@ class TrainResult:
     last_stats: dict[str, float]
 
 
+def _classifier_where(saved: dict) -> str:
+    """'the classifier at PATH, ' from a run's config.json, or '' when it records no location."""
+    location = (saved.get("classifier") or {}).get("location")
+    return f"{location}, " if location else ""
+
+
 class Trainer:
     """Trains G, E, D for one frozen classifier.
 
@@ -290,7 +296,8 @@ class Trainer:
         fp_saved, fp_now = saved.get("classifier_fingerprint"), self.run_info.get("classifier_fingerprint")
         if fp_saved and fp_now and fp_saved != fp_now:
             raise StylexError(
-                f"{run_dir} was trained with another classifier (fingerprint {fp_saved}, given {fp_now}); {advice}"
+                f"{run_dir} was trained with another classifier ({_classifier_where(saved)}fingerprint {fp_saved}, "
+                f"given {fp_now}); {advice}"
             )
 
     def _write_config(self, resume: bool) -> None:
