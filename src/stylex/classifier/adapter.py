@@ -304,7 +304,10 @@ class ClassifierAdapter(nn.Module):
         gen = torch.Generator().manual_seed(0)
         x = (torch.rand(2, 3, resolution, resolution, generator=gen) * 2 - 1).to(device).requires_grad_(True)
         size = self.input_spec.size or resolution
-        fix = "set the input size, value range and mean/std the classifier was trained with"
+        fix = (
+            "set the input size, value range and mean/std the classifier was trained with (--classifier-input-size, "
+            "--classifier-range, --classifier-mean, --classifier-std; an InputSpec from Python)"
+        )
         try:
             with torch.enable_grad():
                 c = self.model(self.prepare(x))
