@@ -333,6 +333,10 @@ def test_evaluate_writes_metrics_for_attfind_and_baselines(tiny_runs):
     result = run_cli("evaluate", "--model", run_dir, "--attributes", run_dir / "attfind", "--out", tiny_runs / "ev",
                      "--k", "1,2", "--num-scenes", 8, "--num-values", 1, "--read-images", 4, "--reach", 3)  # fmt: skip
     assert "precision" in result.output and "sufficiency@K" in result.output and "reach (" in result.output
+    assert "warning" not in result.output
+    more = run_cli("evaluate", "--model", run_dir, "--attributes", run_dir / "attfind", "--out", tiny_runs / "ev4",
+                   "--k", "2,4", "--num-scenes", 8, "--num-values", 1, "--read-images", 4)  # fmt: skip
+    assert "warning: " in more.output and "so the figures @4 use those 2" in more.output
     metrics = json.loads((tiny_runs / "ev" / "metrics.json").read_text())
     assert metrics["method"] == "attfind" and metrics["num_images"] == 6 and metrics["ks"] == [1, 2]
     assert set(metrics["sufficiency"]) == {"1", "2"} and 0 <= metrics["reconstruction"]["stylex"]["consistency"] <= 1

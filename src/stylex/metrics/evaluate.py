@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,14 @@ def evaluate_run(
     result = AttFindResult.load(attributes_file)
     use_rgb_coordinates(model.G, result.include_rgb)  # the StyleSpace the attributes were searched in
     warn_if_stale(model, result, attributes_dir, run_dir)
+    found = max((len(c.attributes) for c in result.classes), default=0)
+    if found and ks[-1] > found:
+        cut = ", ".join(f"@{k}" for k in ks if k > found)
+        warnings.warn(
+            f"{attributes_file} holds at most {found} attributes per class, so the figures {cut} use those "
+            f"{found} (run `stylex attfind --top-k {ks[-1]}` for more).",
+            stacklevel=2,
+        )
     S, K = model.G.layout.num_coords, model.num_classes
     bad = [a.flat_index for c in result.classes for a in c.attributes if not 0 <= a.flat_index < S]
     if len(result.classes) != K or bad:
