@@ -120,7 +120,7 @@ class TrainResult:
 
 
 def _classifier_where(saved: dict) -> str:
-    """'the classifier at PATH, ' from a run's config.json, or '' when it records no location."""
+    """'PATH, ' of the classifier a run's config.json records, or '' when it records no location."""
     location = (saved.get("classifier") or {}).get("location")
     return f"{location}, " if location else ""
 
