@@ -20,6 +20,7 @@ from stylex.attfind import (
     select_attributes,
     top_overlap,
 )
+from stylex.attfind.result import ClassAttributes
 from stylex.attfind.selection import class_scores, rank_stability
 from stylex.models import Generator
 from stylex.models.generator import SynthesisState
@@ -789,3 +790,46 @@ def test_results_found_before_the_model_trained_on_are_flagged_in_one_line(tmp_p
             "--max-steps", 4, "--resume", "--quiet")  # fmt: skip
     (line,) = explain(run, "e2")
     assert line.startswith("warning: ") and "other weights" in line and "--recompute" in line
+
+
+def test_an_explanation_says_at_which_edit_it_flips():
+    """The explanation's words count the edits up to the flip, not all the edits it applied (it said "flips after
+    5 edits" for a flip at the first)."""
+    from stylex.explain.counterfactual import ExplanationStep, ImageExplanation
+
+    def explanation(predicted):
+        steps = [
+            ExplanationStep(j, 0, "b4.conv0", j, "max", 0.1, [0.0, 1.0], [0.3, 0.7], p) for j, p in enumerate(predicted)
+        ]
+        return ImageExplanation("class", "x", ["a", "b"], 0, 1, [1.0, 0.0], [0.7, 0.3], steps)
+
+    assert explanation([1, 1, 1, 1, 1]).outcome() == "flips at edit 1 of 5"
+    assert explanation([0, 0, 1]).to_dict()["num_edits_to_flip"] == 3
+    assert explanation([0, 1, 0]).outcome() == "flips at edit 2 of 3, and is back by the last"
+    assert explanation([0]).outcome() == "does not flip in 1 edit"
+
+
+def test_a_target_is_an_index_as_an_int_and_a_name_as_text():
+    """With classes named "1", "2", "3", target=1 from Python is the class at index 1 ("2"); the text "1" (the
+    command line's --target 1) is the class named "1"; text that names no class is an index."""
+    from stylex.explain.run import _resolve_class
+
+    names = ["1", "2", "3"]
+    assert [_resolve_class(t, names) for t in (1, "1", 0, "0", 2)] == [1, 0, 0, 0, 2]
+    result = AttFindResult(classes=[ClassAttributes(k, name, 0, []) for k, name in enumerate(names)])
+    assert result.for_class(1).class_name == "2" and result.for_class("1").class_index == 0
+    assert result.for_class("0").class_index == 0
+
+
+def test_explaining_toward_the_class_the_image_already_has_is_refused(tmp_path):
+    """`explain --target` the image's own predicted class used to report a flip after one edit."""
+    root = make_tiny_run(tmp_path, num_images=32, steps=2)
+    run = root / "run"
+    run_cli("attfind", "--model", run, "--num-images", 6, "--top-k", 2, "--fast", 4, "--no-render", "--quiet")
+    args = ["explain", "--model", run, "--attributes", run / "attfind", "--index", 0, "--strategy", "independent"]
+    args += ["--top-k", 1, "--quiet"]
+    run_cli(*args, "--out", tmp_path / "any")
+    e = json.loads((tmp_path / "any" / "explanation.json").read_text())["strategies"]["independent"]
+    own = e["class_names"][e["original_class"]]
+    result = run_cli(*args, "--target", own, "--out", tmp_path / "own", ok=False)
+    assert result.exit_code == 1 and f"already classified as {own!r}" in result.output

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from stylex.errors import StylexError, counted
+from stylex.errors import StylexError
 
 PRESET_HELP = "tiny (tests), shapes-32, mnist-32, plant-64, faces-64 (DiffAugment)"
 
@@ -645,10 +645,8 @@ def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, to
     )
     for name, e in report["explanations"].items():
         names = e.class_names
-        steps = len(e.steps)
-        verdict = "flips" if e.flipped else "does not flip"
         click.echo(
-            f"{name}: {names[e.original_class]} -> {names[e.target_class]} {verdict} after {counted(steps, 'edit')}: "
+            f"{name}: {names[e.original_class]} -> {names[e.target_class]} {e.outcome()}: "
             + ", ".join(st.describe() for st in e.steps)
         )
     for name, why in report["skipped"].items():

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from stylex.config import TrainConfig, read_json, write_json
-from stylex.errors import StylexError, counted
+from stylex.errors import StylexError
 
 if TYPE_CHECKING:
     from stylex.training.distributed import Distributed
@@ -360,12 +360,8 @@ def demo(
             run_dir, out_dir / "attfind", dst, index=index, data=samples, classifier=classifier, quiet=quiet
         )
         for name, e in report["explanations"].items():
-            verdict = "flips" if e.flipped else "does not flip"
             names = e.class_names
-            print(
-                f"      image {index}, {name}: {names[e.original_class]} -> {names[e.target_class]} {verdict} "
-                f"after {counted(len(e.steps), 'edit')}"
-            )
+            print(f"      image {index}, {name}: {names[e.original_class]} -> {names[e.target_class]} {e.outcome()}")
         folders.append(str(dst))
     lap("explanations")
     print("[4/4] writing the report")

@@ -177,10 +177,15 @@ class AttFindResult:
         return bool(self.settings.get("include_rgb", False))
 
     def for_class(self, name_or_index: str | int) -> ClassAttributes:
-        """The entry of a class, by index or name."""
-        for c in self.classes:
-            if c.class_index == name_or_index or c.class_name == str(name_or_index):
-                return c
+        """The entry of a class: an int is its index, a str its name (else its index written out)."""
+        if isinstance(name_or_index, str):
+            found = [c for c in self.classes if c.class_name == name_or_index]
+            if not found and name_or_index.strip().isdigit():
+                found = [c for c in self.classes if c.class_index == int(name_or_index)]
+        else:
+            found = [c for c in self.classes if c.class_index == name_or_index]
+        if found:
+            return found[0]
         raise StylexError(f"no class {name_or_index!r} in the AttFind result; classes are {self.class_names}.")
 
     def to_dict(self) -> dict[str, Any]:

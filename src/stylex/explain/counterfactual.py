@@ -23,7 +23,7 @@ from torch import nn
 from stylex.attfind.effects import Effects, edit_styles
 from stylex.attfind.result import DIRECTIONS
 from stylex.attfind.selection import class_scores
-from stylex.errors import StylexError
+from stylex.errors import StylexError, counted
 from stylex.models.stylespace import StyleVector, coordinate_name
 
 STRATEGIES = ("independent", "subset", "class")
@@ -85,15 +85,25 @@ class ImageExplanation:
         return bool(self.steps) and self.steps[-1].predicted == self.target_class
 
     @property
+    def edits_to_flip(self) -> int | None:
+        """How many edits first make the image the target class (None if none does)."""
+        return next((i + 1 for i, st in enumerate(self.steps) if st.predicted == self.target_class), None)
+
+    def outcome(self) -> str:
+        """In words: "flips at edit 1 of 5", "does not flip in 5 edits"."""
+        n, k = len(self.steps), self.edits_to_flip
+        if k is None:
+            return f"does not flip in {counted(n, 'edit')}"
+        return f"flips at edit {k} of {n}" + ("" if self.flipped else ", and is back by the last")
+
+    @property
     def edits(self) -> list[tuple[int, int]]:
         return [(st.flat_index, DIRECTIONS.index(st.direction)) for st in self.steps]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["flipped"] = self.flipped
-        d["num_edits_to_flip"] = next(
-            (i + 1 for i, st in enumerate(self.steps) if st.predicted == self.target_class), None
-        )
+        d["num_edits_to_flip"] = self.edits_to_flip
         return d
 
 
@@ -163,6 +173,11 @@ class Counterfactuals:
             target = int(base.clone().index_fill_(0, torch.tensor([original]), float("-inf")).argmax())
         if not 0 <= target < K:
             raise StylexError(f"target class {target} is outside [0, {K}).")
+        if target == original:
+            raise StylexError(
+                f"the image is already classified as {self.class_names[target]!r}; pick another target class "
+                "(or none, for the most likely other class)."
+            )
         own = class_scores(effects, target, one_vs_all=True)[0]  # [2, S]
         best_dir = own.argmax(dim=0)  # [S] the better direction per coordinate
         best = own.amax(dim=0)  # [S]

@@ -787,14 +787,13 @@ def _explanations_section(run: _Run, num_explanations: int) -> str:
         e = found["subset"]
         dst = save_image(sequence_image(G, C, x, s, noise, e, effects), run.out / "img" / "explain" / f"e{i}.png")
         names = e.class_names
-        verdict = "flips" if e.flipped else "does not flip"
         steps = "".join(
             f"<li>+ {esc(st.describe())}: p({esc(names[e.target_class])}) = {st.probs[e.target_class]:.3f}</li>"
             for st in e.steps
         )
         parts.append(
             f'<div class="expl"><h4>{esc(name)}</h4><p>{esc(names[e.original_class])} &rarr; '
-            f"{esc(names[e.target_class])}: {esc(verdict)} after {counted(len(e.steps), 'edit')} "
+            f"{esc(names[e.target_class])}: {esc(e.outcome())} "
             f"(p({esc(names[e.target_class])}) = {e.base_probs[e.target_class]:.3f} before)</p>"
             f'<img class="pic" src="{esc(run.rel(dst))}" alt="explanation"><ol>{steps}</ol></div>'
         )

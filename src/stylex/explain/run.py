@@ -19,10 +19,12 @@ from stylex.explain.counterfactual import STRATEGIES, Counterfactuals, ImageExpl
 
 
 def _resolve_class(target: str | int | None, names: list[str]) -> int | None:
+    """A class index from a target: an int is an index; a str is a name, else an index written out (the command
+    line's `--target 2`). So with classes named "1", "2", "3", target=1 (Python) is "2" and "1" (text) is "1"."""
     if target is None:
         return None
-    if str(target) in names:
-        return names.index(str(target))
+    if isinstance(target, str) and target in names:
+        return names.index(target)
     try:
         k = int(target)
     except ValueError:
