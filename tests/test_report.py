@@ -92,7 +92,8 @@ def test_report_says_when_the_drop_out_was_spent(evil_run, tmp_path):
     run("report", evil_run / "run", "--out", tmp_path / "r", "--attributes", folder, "--top-k", 1,
         "--slider-images", 1, "--frames", 3, "--explanations", 0, "--quiet")  # fmt: skip
     html = (tmp_path / "r" / "index.html").read_text()
-    assert html.count(f"drop-out threshold (1.0) by rank 2, so ranks 2-2 are ranked by the mean effect over all "
+    assert "Top row: training images; middle: their reconstructions" in html  # the sample grid's rows, named
+    assert html.count(f"drop-out threshold (1.0) by rank 2, so rank 2 is ranked by the mean effect over all "
                       f"{c['num_images']} images") == 1  # fmt: skip
 
 

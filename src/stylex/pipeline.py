@@ -50,7 +50,8 @@ def _run_class_names(classifier, dataset) -> list[str]:
         pairs = ", ".join(f"{a} as {b}" for a, b in zip(ours, theirs, strict=False))
         warnings.warn(
             f"the data's classes ({', '.join(ours)}) are not the classifier's ({', '.join(theirs)}); they are taken "
-            f"by position ({pairs}). Name the class folders as the classifier's classes if that is wrong.",
+            f"by position ({pairs}). If that is wrong, name the data's classes as the classifier's (the class "
+            "folders, or class_names in an .npz).",
             stacklevel=3,
         )
     if theirs:

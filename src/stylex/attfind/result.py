@@ -137,10 +137,12 @@ class ClassAttributes:
         spent = self.dropout_spent_at
         if spent is None:
             return None
+        last = len(self.attributes)
+        ranks = f"rank {spent} is" if spent == last else f"ranks {spent}-{last} are"
         return (
-            f"every image had passed the drop-out threshold ({threshold}) by rank {spent}, so ranks "
-            f"{spent}-{len(self.attributes)} are ranked by the mean effect over all {self.num_images} images (a larger "
-            "--threshold, nearer the classifier's logit margins, keeps images counting longer)"
+            f"every image had passed the drop-out threshold ({threshold}) by rank {spent}, so {ranks} ranked by the "
+            f"mean effect over all {self.num_images} images (a larger --threshold, nearer the classifier's logit "
+            "margins, keeps images counting longer)"
         )
 
     @property

@@ -465,8 +465,10 @@ def _training_section(run: _Run) -> str:
         dst = run.out / "img" / "samples.png"
         shutil.copyfile(samples[-1], dst)
         parts.append(
-            f"<h3>Random samples (z path) at {esc(samples[-1].stem)}</h3>"
-            f'<img class="pic" src="{esc(run.rel(dst))}" alt="random samples">'
+            f"<h3>Training samples at {esc(samples[-1].stem)}</h3>"
+            "<p>Top row: training images; middle: their reconstructions G(E(x), C(x)); bottom: random z (that "
+            "path is trained only with `z_path_every`).</p>"
+            f'<img class="pic" src="{esc(run.rel(dst))}" alt="training images, reconstructions, random samples">'
         )
     return "".join(parts)
 
