@@ -212,6 +212,7 @@ def train_classifier(
                 bar.set_postfix(
                     epoch=f"{epoch + 1}/{config.epochs}", loss=f"{loss_value:.3f}", acc=f"{correct / seen:.3f}"
                 )
+            _recompute_batchnorm(model, train, device, batch_size)  # eval mode then sees these weights' statistics
             entry: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "loss": loss_sum / seen,
@@ -330,6 +331,28 @@ def _augment(x: torch.Tensor, config: ClassifierTrainConfig, gen: torch.Generato
         offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen).tolist()
         x = torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
     return x
+
+
+@torch.no_grad()
+def _recompute_batchnorm(model: SmallCNN, split: _Split, device: torch.device, batch_size: int) -> None:
+    """Set every BatchNorm's running mean and variance to their averages over the batches of `split` (no
+    augmentation) under the current weights. The running averages that training keeps lag behind weights that a
+    high learning rate moves fast: after a short training they made eval-mode predictions far worse than
+    training-mode ones (validation 0.67 against a running training accuracy of 1.0 on 120 images). Training itself
+    uses batch statistics, so it is unchanged; restores the model's mode."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training, momenta = model.training, [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    model.train()
+    for start in range(0, len(split), batch_size):
+        model(split.batch(torch.arange(start, min(start + batch_size, len(split)))).to(device))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
 
 
 @torch.no_grad()
