@@ -279,6 +279,7 @@ def _summary(run: _Run) -> str:
     if isinstance(accuracy, int | float):
         num_val = clf.get("num_val", metrics.get("num_val"))
         hint = f"{num_val} held-out images" if isinstance(num_val, int) else "held-out images"
+        hint += " of the classifier's training data"  # not necessarily this run's data
         cards.append(_card("classifier accuracy", f"{accuracy:.3f}", hint))
     rec = _reconstruction_figures(run)
     figures = (rec or {}).get("stylex") or {}
@@ -794,7 +795,7 @@ def _explanations_section(run: _Run, num_explanations: int) -> str:
             for st in e.steps
         )
         parts.append(
-            f'<div class="expl"><h4>{esc(name)}</h4><p>{esc(names[e.original_class])} &rarr; '
+            f'<div class="expl"><h4>{esc(name)}</h4><p>predicted {esc(names[e.original_class])} &rarr; '
             f"{esc(names[e.target_class])}: {esc(e.outcome())} "
             f"(p({esc(names[e.target_class])}) = {e.base_probs[e.target_class]:.3f} before)</p>"
             f'<img class="pic" src="{esc(run.rel(dst))}" alt="explanation"><ol>{steps}</ol></div>'
