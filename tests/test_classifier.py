@@ -118,6 +118,12 @@ def test_input_spec_round_trip_and_parsing():
     assert InputSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert InputSpec.from_options(224, "0,1", "imagenet", "imagenet") == spec
     assert InputSpec.from_options(value_range="0:255").value_range == (0.0, 255.0)
+    # "imagenet" is torchvision's statistics of [0, 1] values, in the range's units (it fed 0-255 values through the
+    # [0, 1] statistics: inputs up to about 1,100)
+    wide = InputSpec.from_options(None, "0,255", "imagenet", "imagenet")
+    assert wide.mean == pytest.approx((123.675, 116.28, 103.53)) and wide.std == pytest.approx((58.395, 57.12, 57.375))
+    with pytest.raises(StylexError, match="e.g. '0.485,0.456,0.406' or 'imagenet'"):
+        InputSpec.from_options(None, "0,1", "foo", "imagenet")
     assert InputSpec().is_identity and not spec.is_identity
     with pytest.raises(StylexError, match="low < high"):
         InputSpec(value_range=(1, 0))
@@ -346,3 +352,68 @@ def test_batchnorm_statistics_are_those_of_the_final_weights():
     assert torch.allclose(bn.running_mean, seen.mean(dim=(0, 2, 3)), atol=1e-5), "the mean over all 10 images"
     assert not model.training and bn.momentum == 0.1
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+
+
+class _Trunk(nn.Module):
+    """A torchvision-style classifier: `features` is its convolutional trunk (a tensor out), not a list of maps."""
+
+    def __init__(self, dropout: float = 0.0):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.drop(self.features(x).mean((2, 3))))
+
+
+def test_a_classifier_in_training_mode_is_refused(tmp_path):
+    """A model traced in training mode keeps dropout and batch statistics whatever eval() says: it answered the
+    same images differently and moved its BatchNorm buffers, so StylEx trained against a drifting classifier (and
+    the run's fingerprint no longer matched the file). The load check now refuses it with what to do."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16)
+    for mode, path in (("train", tmp_path / "train.pt"), ("eval", tmp_path / "eval.pt")):
+        model = _Trunk(dropout=0.5).train(mode == "train")
+        torch.jit.trace(model, x, check_trace=False).save(str(path))
+    with pytest.warns(UserWarning):
+        adapter = load_classifier(str(tmp_path / "train.pt"))
+    with pytest.raises(StylexError, match="other logits for the same images .* call model.eval\\(\\) before"):
+        adapter.check(16)
+    with pytest.warns(UserWarning):
+        assert load_classifier(str(tmp_path / "eval.pt")).check(16) == 2
+
+
+def test_a_features_trunk_that_returns_a_tensor_turns_the_perceptual_loss_off():
+    """torchvision models call their trunk `features`; stylex read it as its feature-map hook and computed the
+    perceptual loss over single images' channels. Now `check` keeps it only when it returns maps [N, C, H, W]."""
+    from stylex.classifier import ClassifierAdapter
+
+    adapter = ClassifierAdapter(_Trunk())
+    assert adapter.has_features
+    with pytest.warns(UserWarning, match="the perceptual loss is off"):
+        adapter.check(16)
+    assert not adapter.has_features and adapter.features(torch.zeros(1, 3, 16, 16)) is None
+
+
+def test_torchscript_class_names_and_its_error_line(tmp_path):
+    """A scripted `class_names: List[str]` names the classes (the run used to name them after the data's folders,
+    by position); a TorchScript failure reports its cause (the last line), not the interpreter's header."""
+
+    class Named(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.class_names = torch.jit.Attribute(["zebra", "mango", "apple"], list[str])
+            self.fc = nn.Linear(3 * 32 * 32, 3)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    torch.jit.script(Named()).save(str(tmp_path / "named.pt"))
+    with pytest.warns(UserWarning):
+        adapter = load_classifier(str(tmp_path / "named.pt"))
+    assert adapter.class_names == ["zebra", "mango", "apple"]
+    with pytest.raises(StylexError) as caught:
+        adapter.check(16)  # 16 px into a 32 px model, no --classifier-input-size
+    message = str(caught.value)
+    assert "mat1 and mat2 shapes cannot be multiplied" in message and "--classifier-input-size" in message

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -115,6 +116,15 @@ class ClassifierSource:
             ) from e
 
 
+def _error_line(e: Exception) -> str:
+    """The line of an exception's message that says what went wrong: its first, except for TorchScript's, whose
+    first line is a generic header and whose last line is the cause."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+
+
 def weights_fingerprint(model: nn.Module, dtype: torch.dtype | None = None) -> str:
     """Short sha256 (16 hex digits) over the module's state: names, dtypes, shapes and raw bytes.
 
@@ -171,6 +181,7 @@ class ClassifierAdapter(nn.Module):
         if class_names is None and source is not None:
             class_names = source.class_names
         self.class_names = None if class_names is None else list(class_names)
+        self._features_ok = True
         self._source = source if source is not None else ClassifierSource(kind="module", location=type(model).__name__)
         self._fingerprint: str | None = None
 
@@ -238,8 +249,9 @@ class ClassifierAdapter(nn.Module):
 
     @property
     def has_features(self) -> bool:
-        """True when the wrapped model has a `features(x) -> list[Tensor]` method (for a perceptual loss)."""
-        return callable(getattr(self.model, "features", None))
+        """True when the wrapped model has a `features(x) -> list[Tensor]` method (for a perceptual loss), and
+        `check` did not find it returning something else (torchvision models name their trunk `features`)."""
+        return self._features_ok and callable(getattr(self.model, "features", None))
 
     # --- the hot path ---------------------------------------------------------------------------------
 
@@ -308,14 +320,14 @@ class ClassifierAdapter(nn.Module):
             "set the input size, value range and mean/std the classifier was trained with (--classifier-input-size, "
             "--classifier-range, --classifier-mean, --classifier-std; an InputSpec from Python)"
         )
+        buffers = [b.detach().clone() for b in self.model.buffers()]
         try:
             with torch.enable_grad():
                 c = self.model(self.prepare(x))
         except Exception as e:  # any failure inside user code becomes one actionable sentence
-            first_line = (str(e).strip().splitlines() or [""])[0]
             raise StylexError(
                 f"Classifier {name} failed on a batch of 2 images [2, 3, {size}, {size}] "
-                f"({self.input_spec.describe()}) with {type(e).__name__}: {first_line}; {fix}."
+                f"({self.input_spec.describe()}) with {type(e).__name__}: {_error_line(e)}; {fix}."
             ) from e
         if not isinstance(c, torch.Tensor):
             raise StylexError(
@@ -360,5 +372,35 @@ class ClassifierAdapter(nn.Module):
                 "(StylEx trains the generator through it); "
                 "remove .detach(), torch.no_grad() or numpy steps from its forward."
             )
+        with torch.no_grad():
+            again = self.model(self.prepare(x.detach()))
+        moved = any(not torch.equal(a, b) for a, b in zip(buffers, self.model.buffers(), strict=False))
+        if moved or not torch.allclose(again.float(), c.detach().float(), rtol=1e-4, atol=1e-5):
+            raise StylexError(
+                f"Classifier {name} gives other logits for the same images on a second call"
+                + (" and changes its buffers" if moved else "")
+                + " (it runs in training mode: dropout, batch statistics); call model.eval() before "
+                "torch.jit.trace or torch.jit.script, and save it again."
+            )
+        self._check_features(x.detach(), name)
         self._num_classes = shape[1]
         return shape[1]
+
+    def _check_features(self, x: torch.Tensor, name: str) -> None:
+        """Keep the perceptual loss only when `features` returns feature maps [2, C, H, W] for the 2 images."""
+        if not self.has_features:
+            return
+        try:
+            with torch.no_grad():
+                feats = self.model.features(self.prepare(x))
+            ok = isinstance(feats, list | tuple) and len(feats) > 0
+            ok = ok and all(isinstance(f, torch.Tensor) and f.ndim == 4 and f.shape[0] == 2 for f in feats)
+        except Exception:
+            ok = False
+        if not ok:
+            self._features_ok = False
+            warnings.warn(
+                f"Classifier {name} has a `features` that does not return a list of feature maps [N, C, H, W] (a "
+                "torchvision model's convolutional trunk has that name); the perceptual loss is off for it.",
+                stacklevel=3,
+            )

@@ -222,7 +222,19 @@ def _load_torchscript(
         weights=None if weights is None else os.path.abspath(weights),
         input_spec=input_spec,
     )
-    return ClassifierAdapter(model, input_spec, source=source)
+    class_names = _declared_class_names(model)  # a scripted `class_names: List[str]` attribute, if any
+    return ClassifierAdapter(model, input_spec, source=source, class_names=class_names)
+
+
+def _declared_class_names(model) -> list[str] | None:
+    """The model's `class_names` attribute when it is a list of strings (kept by torch.jit.script), else None."""
+    try:
+        names = getattr(model, "class_names", None)
+    except Exception:  # a TorchScript attribute of a type Python cannot read
+        return None
+    if isinstance(names, list | tuple) and names and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
 
 
 def _load_factory(spec: str, weights: str | None, input_spec: InputSpec | None) -> ClassifierAdapter:

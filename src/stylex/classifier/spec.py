@@ -107,17 +107,22 @@ class InputSpec:
         Args:
             size: Square input side in pixels, or None for the model resolution.
             value_range: "low,high" such as "0,1", "0,255", "-1,1" (also "0:255"); None = (-1, 1).
-            mean: "r,g,b" or one number, or "imagenet"; None = no normalisation.
-            std: "r,g,b" or one number, or "imagenet"; None = no normalisation.
+            mean: "r,g,b" or one number, or "imagenet" (scaled to the value range); None = no normalisation.
+            std: "r,g,b" or one number, or "imagenet" (scaled to the value range); None = no normalisation.
 
         Returns:
             The validated InputSpec.
         """
+        lo, hi = (-1.0, 1.0) if value_range is None else _parse_floats(value_range, "value range", (2,))
+        # "imagenet" names torchvision's statistics of values in [0, 1], here in the units of the value range
+        # (for 0,255: mean 123.7, 116.3, 103.5 and std 58.4, 57.1, 57.4), as mean and std are applied after it.
+        imagenet_mean = tuple(lo + m * (hi - lo) for m in IMAGENET_MEAN)
+        imagenet_std = tuple(v * (hi - lo) for v in IMAGENET_STD)
         return cls(
             size=size,
-            value_range=(-1.0, 1.0) if value_range is None else _parse_floats(value_range, "value range", (2,)),
-            mean=None if mean is None else _parse_floats(mean, "mean", (1, 3), IMAGENET_MEAN),
-            std=None if std is None else _parse_floats(std, "std", (1, 3), IMAGENET_STD),
+            value_range=(lo, hi),
+            mean=None if mean is None else _parse_floats(mean, "mean", (1, 3), imagenet_mean),
+            std=None if std is None else _parse_floats(std, "std", (1, 3), imagenet_std),
         )
 
     def describe(self) -> str:
@@ -145,7 +150,8 @@ def _parse_floats(
         except ValueError:
             numbers = ()
         if not numbers:
-            raise StylexError(f"Classifier {name} '{value}' is not a comma-separated list of numbers, e.g. '0,1'.")
+            example = "'0,1'" if imagenet is None else "'0.485,0.456,0.406' or 'imagenet'"
+            raise StylexError(f"Classifier {name} '{value}' is not a comma-separated list of numbers, e.g. {example}.")
     else:
         numbers = tuple(float(v) for v in value)
     if len(numbers) not in lengths:
