@@ -375,7 +375,9 @@ def test_a_classifier_in_training_mode_is_refused(tmp_path):
     x = torch.rand(2, 3, 16, 16)
     for mode, path in (("train", tmp_path / "train.pt"), ("eval", tmp_path / "eval.pt")):
         model = _Trunk(dropout=0.5).train(mode == "train")
-        torch.jit.trace(model, x, check_trace=False).save(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation and tracer notes
+            torch.jit.trace(model, x, check_trace=False).save(str(path))
     with pytest.warns(UserWarning):
         adapter = load_classifier(str(tmp_path / "train.pt"))
     with pytest.raises(StylexError, match="other logits for the same images .* call model.eval\\(\\) before"):
@@ -409,7 +411,9 @@ def test_torchscript_class_names_and_its_error_line(tmp_path):
         def forward(self, x):
             return self.fc(x.flatten(1))
 
-    torch.jit.script(Named()).save(str(tmp_path / "named.pt"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation note
+        torch.jit.script(Named()).save(str(tmp_path / "named.pt"))
     with pytest.warns(UserWarning):
         adapter = load_classifier(str(tmp_path / "named.pt"))
     assert adapter.class_names == ["zebra", "mango", "apple"]
