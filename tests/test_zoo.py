@@ -252,3 +252,18 @@ def test_shipped_model_matches_its_card(name, tmp_path):
 def test_zoo_ships_pepper_and_digits():
     """The two shipped domains (fails until the trained models are added to src/stylex/assets/zoo)."""
     assert {"pepper-64", "digits-32"} <= set(list_models())
+
+
+def test_written_files_follow_the_umask(tiny):
+    """safetensors and tempfile made the weights 0600 and the export folder 0700: a model to ship, or a run on a
+    shared filesystem, was unreadable to anyone else. They now get the mode `open` would give them."""
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [tiny / "run" / "weights.safetensors", tiny / "clf" / "weights.safetensors", tiny / "clf" / "config.json",
+             tiny / "export" / "stylex" / "weights.safetensors"]  # fmt: skip
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert stat.S_IMODE((tiny / "export").stat().st_mode) == 0o777 & ~umask

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from stylex.errors import StylexError
+from stylex.files import share
 
 RUN_DIR = "stylex"
 CLASSIFIER_DIR = "classifier"
@@ -303,6 +304,7 @@ def _write_weights(model, step: int, path: Path, half: bool) -> None:
         str(path),
         metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step), "exported": "1"},
     )
+    share(path)
 
 
 def _training_record(run_dir: Path, step: int, info: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from torch import nn
 
 from stylex.errors import StylexError
 from stylex.failpoints import failpoint
+from stylex.files import share
 from stylex.models.generator import SynthesisState
 from stylex.models.stylespace import StyleLayout, StyleVector
 from stylex.training.distributed import Distributed
@@ -232,6 +233,7 @@ class Effects:
         }
         tmp = path.with_name(path.name + ".tmp")
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        share(tmp)
         tmp.replace(path)
 
     @classmethod

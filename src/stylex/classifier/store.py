@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from stylex.files import share
+
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
@@ -31,6 +33,7 @@ def _atomic(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        share(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from stylex.data.convert import to_tensor
 from stylex.errors import StylexError
+from stylex.files import share
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 """File name endings read as images (compared case-insensitively); other files are skipped."""
@@ -615,6 +616,7 @@ def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[
         raise StylexError(f"Output folder {out} already exists and is not empty; choose a new folder or delete it.")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    share(tmp, directory=True)
     try:
         yield tmp
         old = None

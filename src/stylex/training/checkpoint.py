@@ -30,6 +30,7 @@ from torch import nn
 
 from stylex.errors import StylexError
 from stylex.failpoints import failpoint
+from stylex.files import share
 
 CHECKPOINT_FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
@@ -67,6 +68,7 @@ def _write_weights(path: Path, modules: dict[str, nn.Module], step: int) -> None
         for key, value in module.state_dict().items():
             tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
     save_file(tensors, str(path), metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step)})
+    share(path)
     _fsync_file(path)
 
 
