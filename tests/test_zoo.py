@@ -267,3 +267,16 @@ def test_written_files_follow_the_umask(tiny):
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
     assert stat.S_IMODE((tiny / "export").stat().st_mode) == 0o777 & ~umask
+
+
+def test_reconstruct_uses_the_held_out_file_whole(tiny, tmp_path):
+    """`reconstruct --data` the file `stylex data heldout` wrote split it again (a traceback for a small file,
+    a tenth of it otherwise); data other than the run's own is held out already and used whole."""
+    held_out = tmp_path / "val.npz"
+    run_cli("data", "heldout", "--model", tiny / "run", "--out", held_out)
+    import numpy as np
+
+    n = len(np.load(held_out)["images"])
+    out = tmp_path / "rec"
+    run_cli("reconstruct", "--model", tiny / "run", "--data", held_out, "--out", out)
+    assert json.loads((out / "reconstruction.json").read_text())["num_images"] == n

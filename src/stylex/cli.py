@@ -323,7 +323,9 @@ def _train_config(out, preset_name: str, values: dict, resume: bool):
 @main.command("reconstruct")
 @click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
 @click.option("--data", type=click.Path(), help="Images to reconstruct (default: the run's own data).")
-@click.option("--split", type=click.Choice(["val", "all"]), default="val", show_default=True)
+@click.option("--split", type=click.Choice(["val", "all"]), default="val", show_default=True,
+              help="val: the run's held-out split of its own data (other --data, e.g. `stylex data heldout`'s file, "
+              "is used whole); all: every image.")  # fmt: skip
 @click.option("--num-images", default=256, show_default=True, type=click.IntRange(min=2))
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN/reconstruct).")
 @click.option("--device", default="cpu", show_default=True)

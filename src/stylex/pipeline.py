@@ -225,8 +225,8 @@ def reconstruct(
         data: images to reconstruct; default the run's own data.
         out: folder for `reconstructions.png` and `reconstruction.json` (default RUN/reconstruct).
         num_images: how many images are evaluated (identity compares each against all of them).
-        split: "val" (the run's held-out split, only meaningful for the run's own data; an exported model's own
-            data, its shipped samples, are held-out images already and are used whole) or "all".
+        split: "val" (the run's held-out split of its own data; other data, and an exported model's shipped
+            samples, are held-out images already and are used whole) or "all".
         classifier: a loaded classifier to use instead of the recorded one (must have the same fingerprint).
     Returns:
         {"stylex": {consistency, l1, identity}, "class_median": {...}, "shifted_input": {...}, ...}.
@@ -237,14 +237,21 @@ def reconstruct(
 
     model, classifier = load_run(run_dir, classifier, device)
     shipped_samples = data is None and isinstance(model.run_info.get("export"), dict)  # held out already
-    data = data or model.run_info.get("data")
+    own = model.run_info.get("data")
+    # other data (e.g. `stylex data heldout`'s file) holds no training images of the run: it is used whole
+    own_data = data is None or (own is not None and Path(data).resolve() == Path(own).resolve())
+    data = data or own
     if data is None:
         raise StylexError(f"{run_dir} does not record its data; pass --data.")
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
     if split not in ("val", "all"):
         raise StylexError(f"split must be 'val' or 'all', got {split!r}.")
-    if split == "val" and not shipped_samples:
+    if split == "val" and own_data and not shipped_samples:
         _, dataset = _held_out(dataset, model.config, model.run_info.get("class_names"))
+    if len(dataset) == 0:
+        raise StylexError(
+            f"no images to reconstruct in {data}" + (" (its held-out split is empty)" if own_data else "") + "."
+        )
     n = min(num_images, len(dataset))
     x = dataset.tensors(list(range(n))).to(device)
     gen = torch.Generator().manual_seed(seed)
