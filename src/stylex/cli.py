@@ -293,6 +293,8 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
     if max_steps is not None:
         values["max_steps"] = max_steps
         values.setdefault("max_minutes", 0)
+    elif max_minutes is not None:  # a budget in minutes alone is the whole budget, as --max-steps alone is
+        values.setdefault("max_steps", 0)
     config = _train_config(out, preset_name, values, resume)
     with process_group(device) as dist:
         with _rank_messages(dist):
@@ -302,7 +304,11 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
             result = train_stylex(
                 data, classifier, out, config, resume=resume, device=device, quiet=quiet, init_from=init_from
             )
-    if dist.is_main:
+    if dist.is_main and result.step == result.start_step and resume:
+        budget = f"max_steps {config.max_steps}" if config.max_steps else f"max_minutes {config.max_minutes:g}"
+        click.echo(f"nothing trained: {out} is at step {result.step}, its budget is {budget}; give a larger "
+                   "--max-steps or --max-minutes to go on.")  # fmt: skip
+    elif dist.is_main:
         took = f"{result.seconds:.0f} s" if result.seconds < 60 else f"{result.seconds / 60:.1f} min"
         click.echo(f"trained to step {result.step} in {took}; run folder {out}")
 

@@ -117,6 +117,7 @@ class TrainResult:
     step: int
     seconds: float
     last_stats: dict[str, float]
+    start_step: int = 0  # where this session started (a resumed run's step)
 
 
 def _classifier_where(saved: dict) -> str:
@@ -693,6 +694,7 @@ class Trainer:
         if init_from is not None:
             self.init_weights(init_from)
         good_step = self.step if resume else None
+        start_step = self.step
         bar = tqdm(
             total=cfg.max_steps or None,
             initial=self.step,
@@ -771,4 +773,4 @@ class Trainer:
                 self.save_checkpoint()
         if self.dist.is_main:
             self.write_samples()
-        return TrainResult(self.out_dir, self.step, self.seconds, last)
+        return TrainResult(self.out_dir, self.step, self.seconds, last, start_step)
