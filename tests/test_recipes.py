@@ -209,11 +209,17 @@ def test_init_from_an_unconditioned_run_starts_the_class_projection_fresh(tmp_pa
 
 def test_freeze_g_leaves_the_named_generator_parts_as_they_were(tmp_path, stand_in_classifier, tiny_images):
     t = _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=3, max_minutes=0, freeze_g="to_rgbs")
+    with torch.no_grad():  # an average that differs from the raw weights, as a fine-tune (--init-from) loads it
+        for n, p in t.G_ema.named_parameters():
+            if n.startswith("to_rgbs."):
+                p.add_(0.5)
     before = {n: p.detach().clone() for n, p in t.G.named_parameters()}
+    before_ema = {n: p.detach().clone() for n, p in t.G_ema.named_parameters()}
     t.run()
-    after = dict(t.G.named_parameters())
+    after, after_ema = dict(t.G.named_parameters()), dict(t.G_ema.named_parameters())
     frozen = [n for n in before if n.startswith("to_rgbs.")]
     assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)
+    assert all(torch.equal(before_ema[n], after_ema[n]) for n in frozen), "their average stays as it started"
     assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("layers."))
     with pytest.raises(StylexError, match="names no parameter of G; its parts are"):
         _trainer(tmp_path, stand_in_classifier, tiny_images, freeze_g="to_rgb")
