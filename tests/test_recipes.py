@@ -71,6 +71,16 @@ def test_keep_best_writes_loadable_ema_weights(tmp_path, stand_in_classifier, ti
     assert not list(run.glob("*.tmp"))
 
 
+def test_keep_best_by_another_figure_after_a_resume_starts_afresh(tmp_path, stand_in_classifier, tiny_images):
+    """Resuming with another keep_best compared the new figure with the old best's value of it, and kept best.json
+    of the old criterion; the first evaluation after the resume now keeps a best by the new one."""
+    _trainer(tmp_path, stand_in_classifier, tiny_images, eval_every=2, keep_best="identity").run()
+    t = _trainer(tmp_path, stand_in_classifier, tiny_images, eval_every=2, keep_best="consistency", max_steps=6)
+    t.run(resume=True)
+    info = json.loads((tmp_path / "run" / BEST_INFO).read_text())
+    assert info["keep_best"] == "consistency" and info["step"] == 6
+
+
 def test_eval_every_minutes_evaluates_on_the_clock(tmp_path, stand_in_classifier, tiny_images):
     t = _trainer(tmp_path, stand_in_classifier, tiny_images, eval_every_minutes=1e-9)
     t.run()

@@ -264,7 +264,10 @@ class Trainer:
             self._write_config(resume)
             if resume and self.config.keep_best and (self.out_dir / BEST_INFO).is_file():
                 with contextlib.suppress(StylexError, TypeError, ValueError, KeyError):
-                    self.best = float(read_json(self.out_dir / BEST_INFO)["figures"][self.config.keep_best])
+                    saved_best = read_json(self.out_dir / BEST_INFO)
+                    # a best kept by another figure is not the best by this one: the next evaluation replaces it
+                    if saved_best.get("keep_best", self.config.keep_best) == self.config.keep_best:
+                        self.best = float(saved_best["figures"][self.config.keep_best])
 
     def _check_folder(self, resume: bool) -> None:
         """A run to resume that fits the config now given, or a folder that holds no run."""
