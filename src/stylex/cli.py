@@ -112,7 +112,7 @@ def data():
 
 
 @data.command("heldout")
-@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Run folder.")
+@click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
 @click.option("--data", type=click.Path(exists=True), help="Images to split (default: the run's own data).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .npz file to write.")
 def data_heldout(run_dir, data, out):
