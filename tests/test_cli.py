@@ -250,18 +250,8 @@ def test_a_budget_in_minutes_alone_is_the_whole_budget_and_a_spent_one_says_so(c
     """--max-minutes alone used to keep the preset's (or the resumed run's) max_steps, so `--preset tiny
     --max-minutes 1` stopped at tiny's 4 steps, and a resumed run at its old step budget trained nothing, silently."""
     run = tmp_path / "run"
-    base = [
-        "train",
-        "--data",
-        chain / "data",
-        "--classifier",
-        chain / "clf",
-        "--out",
-        run,
-        "--preset",
-        "tiny",
-        "--quiet",
-    ]
+    base = ["train", "--data", chain / "data", "--classifier", chain / "clf", "--out", run, "--preset", "tiny",
+            "--quiet"]  # fmt: skip
     run_cli(*base, "--max-steps", 2)
     result = run_cli(*base, "--resume", "--max-steps", 2)
     assert "nothing trained" in result.output and "at step 2, its budget is max_steps 2" in result.output
