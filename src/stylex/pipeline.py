@@ -31,6 +31,13 @@ def _held_out(dataset, config: TrainConfig, class_names=None):
     return dataset.split(config.val_fraction, config.seed)
 
 
+def _is_run_data(data: str | os.PathLike | None, run_info: dict) -> bool:
+    """Whether `data` is the data the run recorded (None stands for it): only that data has the run's held-out
+    split; other data holds none of its training images."""
+    own = run_info.get("data")
+    return data is None or (own is not None and Path(data).resolve() == Path(own).resolve())
+
+
 def _run_class_names(classifier, dataset) -> list[str]:
     """The class names a run records: the classifier's, else the data's (numbered up to the classifier's outputs).
 
@@ -237,10 +244,8 @@ def reconstruct(
 
     model, classifier = load_run(run_dir, classifier, device)
     shipped_samples = data is None and isinstance(model.run_info.get("export"), dict)  # held out already
-    own = model.run_info.get("data")
-    # other data (e.g. `stylex data heldout`'s file) holds no training images of the run: it is used whole
-    own_data = data is None or (own is not None and Path(data).resolve() == Path(own).resolve())
-    data = data or own
+    own_data = _is_run_data(data, model.run_info)  # other data (e.g. `stylex data heldout`'s file) is used whole
+    data = data or model.run_info.get("data")
     if data is None:
         raise StylexError(f"{run_dir} does not record its data; pass --data.")
     dataset = load_dataset(data, resolution=model.resolution, progress=False)

@@ -358,7 +358,7 @@ def _write_samples(model, classifier, info, samples, num_samples: int, seed: int
     """
     from stylex.data import load_dataset
     from stylex.data.dataset import ImageDataset, write_image_tree
-    from stylex.pipeline import _held_out
+    from stylex.pipeline import _held_out, _is_run_data
 
     own = info.get("data")
     data = samples if samples is not None else own
@@ -367,7 +367,7 @@ def _write_samples(model, classifier, info, samples, num_samples: int, seed: int
     if not Path(data).exists():
         raise StylexError(f"the images to ship, {data}, are not here; pass --samples with the run's data.")
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
-    is_own = own is not None and Path(data).resolve() == Path(own).resolve()
+    is_own = _is_run_data(data, info)
     source = f"held-out split of {data}" if is_own else f"all images of {data}"
     if is_own:
         _, dataset = _held_out(dataset, model.config, info.get("class_names"))
@@ -400,8 +400,7 @@ def _sample_labels(dataset, names: list[str], model, classifier, device: str) ->
     """Class index per image in the model's class order, and where it came from."""
     if dataset.labels is not None:
         if sorted(dataset.class_names) == sorted(names):
-            remap = np.array([names.index(n) for n in dataset.class_names])
-            return remap[dataset.labels], "dataset labels"
+            return dataset.relabelled(names).labels.copy(), "dataset labels"
         if dataset.num_classes == len(names):
             return dataset.labels.copy(), "dataset labels (by index)"
     preds = []

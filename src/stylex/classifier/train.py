@@ -212,7 +212,8 @@ def train_classifier(
                 bar.set_postfix(
                     epoch=f"{epoch + 1}/{config.epochs}", loss=f"{loss_value:.3f}", acc=f"{correct / seen:.3f}"
                 )
-            _recompute_batchnorm(model, train, device, batch_size)  # eval mode then sees these weights' statistics
+            if val is not None:  # eval mode then sees these weights' statistics
+                _recompute_batchnorm(model, train, device, batch_size)
             entry: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "loss": loss_sum / seen,
@@ -229,7 +230,10 @@ def train_classifier(
     finally:
         bar.close()
 
-    # 3. Final evaluation, without augmentation, in eval mode.
+    # 3. Final evaluation, without augmentation, in eval mode (the last epoch recomputed the statistics when it
+    # validated).
+    if val is None:
+        _recompute_batchnorm(model, train, device, batch_size)
     train_pred = _predict(model, train, device, batch_size)
     metrics: dict[str, Any] = {
         "val_accuracy": None,
