@@ -215,6 +215,10 @@ def test_init_from_an_unconditioned_run_starts_the_class_projection_fresh(tmp_pa
     back.start(resume=False)
     with pytest.raises(StylexError, match="do not fit"):  # the other way round is still refused
         back.init_weights(tmp_path / "c2" / "run")
+    refused = _trainer(tmp_path / "p3", stand_in_classifier, tiny_images, conditional=False, cls_weight=0.0)
+    with pytest.raises(StylexError, match="do not fit"):
+        refused.run(init_from=tmp_path / "c2" / "run")
+    assert not (tmp_path / "p3" / "run" / "config.json").exists(), "a refused --init-from writes nothing"
 
 
 def test_freeze_g_leaves_the_named_generator_parts_as_they_were(tmp_path, stand_in_classifier, tiny_images):

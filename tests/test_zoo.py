@@ -105,7 +105,7 @@ def test_export_is_deterministic_and_refuses_to_overwrite(tiny, tmp_path):
     expected = sorted(p.relative_to(tiny / "export").as_posix() for p in (tiny / "export" / "samples").rglob("*"))
     assert listing == expected
     result = run_cli("export", tiny / "run", "--out", tmp_path / "again", ok=False)
-    assert result.exit_code == 1 and "already exists" in result.output
+    assert result.exit_code == 1 and "already exists" in result.output and "--overwrite" in result.output
     for out in (tiny, tiny / "run" / "export"):  # replacing the run's parent would delete the run
         result = run_cli("export", tiny / "run", "--out", out, "--overwrite", ok=False)
         assert result.exit_code == 1 and "overlap" in result.output

@@ -613,7 +613,10 @@ def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[
     """
     out = Path(out_dir)
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise StylexError(f"Output folder {out} already exists and is not empty; choose a new folder or delete it.")
+        raise StylexError(
+            f"Output folder {out} already exists and is not empty; choose a new folder, or replace it with "
+            "--overwrite (overwrite=True from Python)."
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     share(tmp, directory=True)

@@ -693,9 +693,8 @@ class Trainer:
             if resume:
                 raise StylexError("--init-from starts a new run from another run's weights; drop it to --resume.")
             self.run_info["init_from"] = str(Path(init_from).resolve())
+            self.init_weights(init_from)  # before start(): a run that cannot be loaded leaves --out untouched
         self.start(resume)
-        if init_from is not None:
-            self.init_weights(init_from)
         good_step = self.step if resume else None
         start_step = self.step
         bar = tqdm(
