@@ -22,6 +22,7 @@ from stylex.attfind import (
 )
 from stylex.attfind.result import ClassAttributes
 from stylex.attfind.selection import class_scores, rank_stability
+from stylex.data import load_dataset
 from stylex.models import Generator
 from stylex.models.generator import SynthesisState
 from stylex.models.stylespace import StyleLayout, StyleVector
@@ -677,6 +678,8 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     run("explain", "--model", run_dir, "--attributes", out, "--index", index, "--out", tiny_run / "ex0", "--quiet")
     report = json.loads((tiny_run / "ex0" / "explanation.json").read_text())
     assert report["reused_effects"] is True, "an image AttFind measured reuses its row of the table"
+    data = load_dataset(tiny_run / "data", resolution=16, progress=False)
+    assert report["source"].startswith(f"index {index} ({data.filenames[index]}) of ")
     assert set(report["strategies"]) <= {"independent", "subset", "class"} and report["strategies"]
     assert (tiny_run / "ex0" / "independent.png").is_file() and (tiny_run / "ex0" / "subset.png").is_file()
 

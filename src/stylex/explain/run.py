@@ -94,7 +94,7 @@ def explain_image(
         dataset = load_dataset(data, resolution=model.resolution, progress=False)
         if not 0 <= index < len(dataset):
             raise StylexError(f"index {index} is outside [0, {len(dataset)}) for {data}.")
-        x, key, source = dataset.tensors([index]), index, f"index {index} of {data}"
+        x, key, source = dataset.tensors([index]), index, f"index {index} ({dataset.filenames[index]}) of {data}"
     else:
         x, key, source = to_tensor(read_image(image, model.resolution).copy()), -1, str(image)
     x = x.to(device)  # [1, 3, R, R]
