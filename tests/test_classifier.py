@@ -291,6 +291,12 @@ def test_torchscript_round_trip(tmp_path):
     torch.testing.assert_close(reloaded(x), model(x))
     with pytest.warns(UserWarning, match=r"assuming images in \[-1, 1\]"):
         load_classifier(str(tmp_path / "c.pt"))
+    named = load_classifier(str(tmp_path / "c.pt"), input_spec=spec, class_names=[" cat", "dog"])
+    assert named.class_names == ["cat", "dog"] and adapter.class_names is None
+    assert load_classifier_from_dict(json.loads(json.dumps(named.to_dict()))).class_names == ["cat", "dog"]
+    for names, why in ((["cat"], "1 class names"), (["cat", "cat"], "distinct"), (["cat", ""], "non-empty")):
+        with pytest.raises(StylexError, match=why):
+            load_classifier(str(tmp_path / "c.pt"), input_spec=spec, class_names=names)
 
 
 @pytest.fixture

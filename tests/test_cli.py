@@ -208,6 +208,15 @@ def test_classifier_with_wrong_output_shape(chain, tmp_path, monkeypatch):
     )
 
 
+def test_classifier_classes_names_the_outputs(chain, tmp_path):
+    args = ("train", "--data", chain / "data", "--classifier", chain / "clf", "--preset", "tiny", "--max-steps", 1)
+    _error(run(*args, "--out", tmp_path / "r0", "--classifier-classes", "a,b,c", ok=False), "3 class names")
+    result = run(*args, "--out", tmp_path / "r", "--classifier-classes", "yes, no", "--quiet")
+    assert "taken by position" in result.output, "the data's class folders are not these names"
+    info = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert info["class_names"] == info["classifier"]["class_names"] == ["yes", "no"]
+
+
 def test_unknown_override_key(chain, tmp_path):
     _error(
         run(

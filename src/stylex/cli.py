@@ -178,6 +178,11 @@ def _classifier_options(f):
             "--classifier-mean", help="Per-channel mean after the range, e.g. 0.485,0.456,0.406, or imagenet."
         ),
         click.option("--classifier-std", help="Per-channel std after the range, e.g. 0.229,0.224,0.225, or imagenet."),
+        click.option(
+            "--classifier-classes",
+            help="Names of the classifier's outputs in logit order, comma-separated, e.g. cat,dog (for a model "
+            "that does not name them; replaces the names it declares).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -196,7 +201,15 @@ def _load_classifier(kw: dict, resolution: int, device: str):
             mean=kw.get("classifier_mean"),
             std=kw.get("classifier_std"),
         )
-    return load_classifier(kw["classifier"], kw.get("classifier_weights"), spec, device=device, resolution=resolution)
+    names = kw.get("classifier_classes")
+    return load_classifier(
+        kw["classifier"],
+        kw.get("classifier_weights"),
+        spec,
+        device=device,
+        resolution=resolution,
+        class_names=None if names is None else names.split(","),
+    )
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ def load_classifier(
     input_spec: InputSpec | None = None,
     device: str | torch.device = "cpu",
     resolution: int | None = None,
+    class_names: list[str] | None = None,
 ) -> ClassifierAdapter:
     """Load a classifier and wrap it as a frozen `ClassifierAdapter`.
 
@@ -52,19 +53,37 @@ def load_classifier(
         device: Where the classifier runs.
         resolution: The model resolution; when given (or known from the spec), the classifier is
             checked at once with `ClassifierAdapter.check`, which also fixes `num_classes`.
+        class_names: The names of the classifier's outputs, in order, replacing any the source declares (for a
+            TorchScript or factory model without `class_names`); one per output, all different.
 
     Returns:
         The adapter, in eval mode with frozen parameters, on `device`.
 
     Raises:
         StylexError: Missing file, unimportable module, factory not returning a module, weights that
-            do not match, or a classifier whose output fails `check`.
+            do not match, a classifier whose output fails `check`, or `class_names` that do not name its outputs.
     """
     adapter = _load(str(source), weights, input_spec, device)
     check_at = resolution or adapter.input_spec.size
     if check_at is not None:
         adapter.check(check_at)
+    if class_names is not None:
+        adapter.class_names = _checked_names(class_names, adapter)
     return adapter
+
+
+def _checked_names(names: list[str], adapter: ClassifierAdapter) -> list[str]:
+    """`names`, stripped, when they are one distinct non-empty name per output of `adapter`."""
+    names = [str(n).strip() for n in names]
+    if not all(names) or len(set(names)) != len(names):
+        raise StylexError(f"class names {names} must be distinct and non-empty, one per classifier output.")
+    k = adapter._num_classes
+    if k is not None and len(names) != k:
+        raise StylexError(
+            f"{len(names)} class names ({', '.join(names)}) for a classifier with {k} outputs; give one per output, "
+            "in the order of its logits."
+        )
+    return names
 
 
 def _load(
