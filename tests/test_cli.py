@@ -253,6 +253,7 @@ def test_counts_read_as_sentences():
     from stylex.errors import counted
 
     assert [counted(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
+    assert [counted(n, "more class") for n in (1, 2)] == ["1 more class", "2 more classes"]
 
 
 def test_a_budget_in_minutes_alone_is_the_whole_budget_and_a_spent_one_says_so(chain, tmp_path):

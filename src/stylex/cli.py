@@ -90,6 +90,7 @@ class _ModelArg(click.ParamType):
 
 
 MODEL = _ModelArg()
+SUMMARY_CLASSES = 20  # attfind and baseline print the tables of this many classes, then a line for the rest
 MODEL_HELP = "Run folder, an exported model's folder, or zoo:NAME for a shipped model (`stylex zoo` lists them)."
 
 
@@ -583,7 +584,7 @@ def attfind_cmd(
         if stats.get("fast"):
             line += f"; first-order estimate kept {stats['estimate_top10_overlap']:.0%} of the exact top-10"
         click.echo(line)
-    click.echo(result.summary())
+    click.echo(result.summary(max_classes=SUMMARY_CLASSES))
     click.echo(f"wrote {out / 'attributes.json'}")
 
 
@@ -618,7 +619,7 @@ def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rg
     out = _out_dir(run_dir, out, method)
     result = run_baseline(run_dir, method, data, out, num_images=num_images, top_k=top_k, seed=seed,
                           include_rgb=include_rgb, device=device)  # fmt: skip
-    click.echo(result.summary())
+    click.echo(result.summary(max_classes=SUMMARY_CLASSES))
     click.echo(f"wrote {out / 'attributes.json'}")
 
 

@@ -9,5 +9,6 @@ class StylexError(Exception):
 
 
 def counted(n: int, noun: str) -> str:
-    """'1 image', '3 images': a count with its noun in the right number (the noun's plural adds an s)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    """'1 image', '3 images', '2 classes': a count with its noun in the right number (the plural adds s, or es
+    after s, x, ch and sh)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith(('s', 'x', 'ch', 'sh')) else 's'}"

@@ -248,11 +248,13 @@ class AttFindResult:
             raise StylexError(f"{path} is not a readable text file ({e}); re-run `stylex attfind`.") from None
         return cls.from_json(text, str(path))
 
-    def summary(self) -> str:
-        """A table per class for the terminal."""
+    def summary(self, max_classes: int | None = None) -> str:
+        """A table per class for the terminal; with `max_classes`, the first that many classes and a line for the
+        rest."""
         lines = []
         k = self.settings.get("top_k", "K")
-        for c in self.classes:
+        shown = self.classes if max_classes is None else self.classes[:max_classes]
+        for c in shown:
             if not c.attributes:
                 lines.append(
                     f"class {c.class_name!r}: no attributes ({counted(c.num_images, 'image')} not predicted as it)"
@@ -279,6 +281,11 @@ class AttFindResult:
             note = c.dropout_note(self.settings.get("threshold", "?"))
             if note is not None:
                 lines.append(f"  note: {note}")
+        if len(shown) < len(self.classes):
+            lines.append(
+                f"... and {counted(len(self.classes) - len(shown), 'more class')} (attributes.json holds every class; "
+                "`stylex report` shows them)"
+            )
         if any(c.stability is not None for c in self.classes):
             lines.append(
                 f"stable: share of {self.settings.get('stability_resamples', '?')} bootstrap resamples of the images "
