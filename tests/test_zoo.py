@@ -99,6 +99,23 @@ def test_export_card_and_samples(tiny):
     assert config["classifier"]["location"] == "../classifier" and config["data"] == "../samples"
 
 
+def test_an_exported_fine_tune_records_what_it_started_from(tiny, tmp_path):
+    from stylex.explain.report import write_report
+
+    run_cli("train", "--data", tiny / "data", "--classifier", tiny / "clf", "--out", tmp_path / "tuned",
+            "--preset", "tiny", "--max-steps", 1, "--init-from", tiny / "run", "--quiet")  # fmt: skip
+    result = run_cli("export", tmp_path / "tuned", "--out", tmp_path / "exp", "--num-samples", 4)
+    assert "step 1 (fine-tuned from run)" in result.output
+    training = json.loads((tmp_path / "exp" / CARD).read_text())["training"]
+    assert training["steps"] == 1
+    assert training["init_from"]["run"] == str((tiny / "run").resolve()) and training["init_from"]["steps"] == 2
+    again = run_cli("export", tmp_path / "exp", "--out", tmp_path / "exp2", "--num-samples", 4)  # from the export
+    assert "fine-tuned from run" in again.output
+    write_report(tmp_path / "exp" / "stylex", tmp_path / "report", generate=False)
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert f"fine-tuned from {(tiny / 'run').resolve()} (2 steps)" in html
+
+
 def test_export_is_deterministic_and_refuses_to_overwrite(tiny, tmp_path):
     run_cli("export", tiny / "run", "--out", tmp_path / "again", "--num-samples", 6)
     listing = sorted(p.relative_to(tmp_path / "again").as_posix() for p in (tmp_path / "again" / "samples").rglob("*"))

@@ -381,7 +381,7 @@ def demo_cmd(out, model_name, train, minutes, quiet):
 
 # ------------------------------------------------------------------------------------------------ shipped models
 @main.command("export")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", type=MODEL)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New folder for the exported model.")
 @click.option("--samples", type=click.Path(exists=True), help="Images to ship (default: the held-out split of the "
               "run's own data).")  # fmt: skip
@@ -421,8 +421,10 @@ def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_val
         device=device,
     )
     rec, training = card["reconstruction"], card["training"]
+    init = training.get("init_from")
+    step = f"step {training['steps']}" + (f" (fine-tuned from {Path(init['run']).name})" if init else "")
     click.echo(
-        f"{card['name']}: {card['resolution']} px, {len(card['class_names'])} classes, step {training['steps']}; "
+        f"{card['name']}: {card['resolution']} px, {len(card['class_names'])} classes, {step}; "
         f"on {rec['num_images']} shipped images: consistency {rec['consistency']:.3f}, L1 {rec['l1']:.3f}, "
         f"identity {rec['identity']:.3f}"
     )

@@ -19,6 +19,7 @@ as `zoo:<name>` wherever it takes a run folder (`resolve_model`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -326,6 +327,25 @@ def _training_record(run_dir: Path, step: int, info: dict[str, Any]) -> dict[str
     previous = (info.get("export") or {}).get("training")  # re-exporting an exported folder
     if record["minutes"] is None and isinstance(previous, dict):
         record["minutes"] = previous.get("minutes")
+    if isinstance(previous, dict) and isinstance(previous.get("init_from"), dict):
+        record["init_from"] = previous["init_from"]
+    elif info.get("init_from"):
+        record["init_from"] = _init_record(Path(info["init_from"]))
+    return record
+
+
+def _init_record(run_dir: Path) -> dict[str, Any]:
+    """What a fine-tune (`--init-from`) started from: that run's folder, and its length when it can still be read."""
+    from stylex.training.checkpoint import STATE, load_state
+
+    record: dict[str, Any] = {"run": str(run_dir), "steps": None, "minutes": None, "preset": None}
+    with contextlib.suppress(StylexError, OSError, ValueError, TypeError, KeyError):
+        info = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        step = int(load_state(run_dir / STATE)["step"])
+        earlier = _training_record(run_dir, step, info)
+        record.update({k: earlier.get(k) for k in ("steps", "minutes", "preset")})
+        if earlier.get("init_from"):
+            record["init_from"] = earlier["init_from"]
     return record
 
 
@@ -352,7 +372,8 @@ def _copy_stats(src: Path, dst: Path, step: int) -> None:
 def _write_samples(model, classifier, info, samples, num_samples: int, seed: int, device: str, dst: Path):
     """Pick `num_samples` images, balanced over classes, and write them as `dst/<class folder>/<stem>.png`.
 
-    Candidates: the held-out split of the run's own data, or all images of another source. A class is the
+    Candidates: the held-out split of the run's own data, or all images of another source (or of an exported
+    model's shipped samples). A class is the
     image's label when the source's labels fit the model's classes (by name, else by count), else the
     classifier's prediction. Classes are taken in turn, each in a seeded order, until `num_samples` are chosen.
     """
@@ -367,7 +388,8 @@ def _write_samples(model, classifier, info, samples, num_samples: int, seed: int
     if not Path(data).exists():
         raise StylexError(f"the images to ship, {data}, are not here; pass --samples with the run's data.")
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
-    is_own = _is_run_data(data, info)
+    # an exported model's own data are its shipped samples, held-out images already
+    is_own = _is_run_data(data, info) and not isinstance(info.get("export"), dict)
     source = f"held-out split of {data}" if is_own else f"all images of {data}"
     if is_own:
         _, dataset = _held_out(dataset, model.config, info.get("class_names"))

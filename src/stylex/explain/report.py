@@ -955,6 +955,10 @@ def _model_card(run: _Run) -> str:
         length += f", batch {training['batch_size']}"
     if training.get("num_train"):
         length += f", {training['num_train']} training images"
+    init = training.get("init_from")
+    if isinstance(init, dict):
+        earlier = f"{init['steps']} steps" if init.get("steps") is not None else "length not recorded"
+        length += f"; fine-tuned from {init.get('run', '?')} ({earlier})"
     rows.append(("StylEx training", length))
     if isinstance(clf.get("val_accuracy"), int | float):
         acc = f"{clf['val_accuracy']:.3f} on {clf.get('num_val', '?')} held-out images"
