@@ -810,10 +810,10 @@ def test_an_explanation_says_at_which_edit_it_flips():
         ]
         return ImageExplanation("class", "x", ["a", "b"], 0, 1, [1.0, 0.0], [0.7, 0.3], steps)
 
-    assert explanation([1, 1, 1, 1, 1]).outcome() == "flips at edit 1 of 5"
+    assert explanation([1, 1, 1, 1, 1]).outcome == "flips at edit 1 of 5"
     assert explanation([0, 0, 1]).to_dict()["num_edits_to_flip"] == 3
-    assert explanation([0, 1, 0]).outcome() == "flips at edit 2 of 3, and is back by the last"
-    assert explanation([0]).outcome() == "does not flip in 1 edit"
+    assert explanation([0, 1, 0]).outcome == "flips at edit 2 of 3, and is back by the last"
+    assert explanation([0]).outcome == "does not flip in 1 edit"
 
 
 def test_a_target_is_an_index_as_an_int_and_a_name_as_text():

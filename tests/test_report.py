@@ -111,7 +111,8 @@ def test_report_replaces_its_own_folder_only(evil_run, tmp_path):
 def test_report_without_attfind_names_the_command(evil_run, tmp_path):
     empty = tmp_path / "no_attfind"
     empty.mkdir()
-    run("report", evil_run / "run", "--out", tmp_path / "r", "--attributes", empty, "--quiet")
+    result = run("report", evil_run / "run", "--out", tmp_path / "r", "--attributes", empty, "--quiet")
+    assert result.output.startswith("warning: no AttFind results in "), "said on the terminal too"
     html = (tmp_path / "r" / "index.html").read_text()
     assert "stylex attfind --model" in html and "No AttFind results" in html
     for ref in _local_refs(html):
@@ -274,7 +275,85 @@ def test_tutorial_runs(evil_run, tmp_path, monkeypatch, capsys):
     exec(compile(code.replace('RUN = "runs/demo-train"', f"RUN = {str(demo)!r}"), "docs/tutorial.md", "exec"), {})
     out = capsys.readouterr().out
     assert "sufficiency@5" in out and "open file://" in out
-    assert (demo / "report" / "index.html").is_file()
+    html = (demo / "report" / "index.html").read_text()
+    assert "No AttFind results" not in html, "the report shows the attributes the tutorial found"
+
+
+@pytest.mark.slow
+def test_readme_python_block_runs(capsys):
+    """The README's Python block, as written, on the shipped digits-32 model."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "stylex.AttFind(" in b]
+    assert len(blocks) == 1
+    exec(compile(blocks[0].replace("fast=50", "fast=8"), "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "sufficiency@10" in out and "edit" in out
+
+
+def test_python_api_checks_what_it_is_given(evil_run):
+    """A classifier given as a plain module is wrapped and checked once; wrong classifiers, results, images and
+    options end in the library's own one-line errors; loading leaves the caller's random numbers alone."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    import stylex
+    from stylex.data import load_dataset
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    model, classifier = stylex.load_run(evil_run / "run")
+    assert torch.equal(torch.rand(3), expected), "loading draws no random numbers of the caller's"
+    x = load_dataset(evil_run / "data", resolution=16, progress=False).tensors(list(range(4)))
+    kw = {"top_k": 2, "fast": 4, "max_batch": 64, "progress": False}
+    wrapped = stylex.AttFind(model, classifier, **kw).run(x)
+    assert repr(wrapped).startswith(f"AttFindResult(attributes {{{EVIL!r}: 2, ") and "effects [4, 2, " in repr(wrapped)
+    net = copy.deepcopy(classifier.model).train()  # a module in training mode, as a notebook may hold it
+    plain = stylex.AttFind(model, net, **kw).run(x)
+    assert not net.training and torch.equal(plain.effects.effects, wrapped.effects.effects)
+    assert stylex.load_run(evil_run / "run", classifier=net)[1].fingerprint() == classifier.fingerprint()
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    with pytest.raises(stylex.StylexError, match="not the one .* was trained with"):
+        stylex.load_run(evil_run / "run", classifier=other)
+
+    class Pair(nn.Module):
+        def forward(self, x):
+            return net(x), net(x).softmax(1)
+
+    class Three(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.fc(x.mean((2, 3)))
+
+    for bad, why in ((Pair(), "instead of a logits tensor"), (Three(), "3 outputs but the model explains 2"),
+                     ("hello", "must be a torch nn.Module")):  # fmt: skip
+        with pytest.raises(stylex.StylexError, match=why):
+            stylex.AttFind(model, bad)
+        with pytest.raises(stylex.StylexError, match=why):
+            stylex.counterfactual(model, bad, wrapped, x[0])
+    for options, why in (({"top_k": 0}, "top_k"), ({"threshold": -1}, "threshold"), ({"shift_size": 0}, "shift_size"),
+                         ({"fast": "32"}, "integer M")):  # fmt: skip
+        with pytest.raises(stylex.StylexError, match=why):
+            stylex.AttFind(model, classifier, **options)
+    with pytest.raises(stylex.StylexError, match="top_k must be at least 1"):
+        stylex.counterfactual(model, classifier, wrapped, x[0], top_k=0)
+    with pytest.raises(stylex.StylexError, match="NaN"):
+        stylex.AttFind(model, classifier, **kw).run(x * float("nan"))
+    with pytest.warns(UserWarning, match="0..255"):
+        stylex.counterfactual(model, classifier, wrapped, (x[0] + 1) * 127.5, top_k=1)
+    digits, digits_clf = stylex.load_run("zoo:digits-32")  # another model: its result does not fit this one
+    with pytest.raises(stylex.StylexError, match="made for another model"):
+        stylex.counterfactual(digits, digits_clf, wrapped, torch.zeros(3, 32, 32))
+    with pytest.raises(stylex.StylexError, match="RUN/attfind"):
+        stylex.load_attfind(evil_run / "run")
+    assert stylex.load_attfind(evil_run / "run" / "attfind" / "attributes.json").effects is not None
 
 
 def test_import_stylex_is_light():

@@ -111,7 +111,8 @@ def test_an_exported_fine_tune_records_what_it_started_from(tiny, tmp_path):
     assert training["init_from"]["run"] == str((tiny / "run").resolve()) and training["init_from"]["steps"] == 2
     again = run_cli("export", tmp_path / "exp", "--out", tmp_path / "exp2", "--num-samples", 4)  # from the export
     assert "fine-tuned from run" in again.output
-    write_report(tmp_path / "exp" / "stylex", tmp_path / "report", generate=False)
+    with pytest.warns(UserWarning, match="no AttFind results"):
+        write_report(tmp_path / "exp" / "stylex", tmp_path / "report", generate=False)
     html = (tmp_path / "report" / "index.html").read_text()
     assert f"fine-tuned from {(tiny / 'run').resolve()} (2 steps)" in html
 

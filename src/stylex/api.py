@@ -19,6 +19,7 @@ reports.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 
 from stylex.attfind.result import AttFindResult
 from stylex.attfind.search import AttFind as _GeneratorAttFind
+from stylex.classifier.adapter import as_classifier
 from stylex.errors import StylexError
 from stylex.explain.counterfactual import ImageExplanation
 from stylex.models.stylespace import StyleVector, use_rgb_coordinates
@@ -41,7 +43,9 @@ class AttFind(_GeneratorAttFind):
 
     Args:
         model: a `StylEx` model (e.g. from `StylEx.load` or `load_run`).
-        classifier: images [N, 3, R, R] in [-1, 1] -> logits [N, K] (e.g. from `load_run`).
+        classifier: the classifier from `load_run`, or any `nn.Module` mapping images [N, 3, R, R] in [-1, 1] to
+            logits [N, K] (see `stylex.classifier.as_classifier`: it is checked once, put in eval mode and frozen;
+            for other inputs wrap it as `ClassifierAdapter(module, InputSpec(...))`).
         **kwargs: the options of `stylex.attfind.AttFind`: top_k (10), threshold (1.0), shift_size (1.0),
             one_vs_all, fast (None = exact effects; M = evaluate only the top 2M (coordinate, direction) pairs per
             image exactly),
@@ -60,6 +64,7 @@ class AttFind(_GeneratorAttFind):
                 "stylex.AttFind takes a StylEx model (stylex.StylEx.load(RUN)); for a bare generator use "
                 "stylex.attfind.AttFind(G, classifier)."
             )
+        classifier = as_classifier(classifier, model.resolution, model.num_classes)
         kwargs.setdefault("class_names", class_names_of(model, classifier))
         if kwargs.get("include_rgb") is None:  # as `stylex attfind`: a tint model's tints are searched
             kwargs["include_rgb"] = use_rgb_coordinates(model.G, None)
@@ -122,6 +127,15 @@ def _as_batch(x: torch.Tensor, resolution: int) -> torch.Tensor:
         raise StylexError(f"images must be [N, 3, R, R], got {list(x.shape)}.")
     if x.shape[-1] != resolution:
         raise StylexError(f"images are {x.shape[-1]} px but the model works at {resolution} px; resize them first.")
+    if not torch.isfinite(x).all():
+        raise StylexError("images hold NaN or inf values; pass images in [-1, 1].")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1.5 or hi > 1.5:
+        warnings.warn(
+            f"images span [{lo:.3g}, {hi:.3g}], not [-1, 1] (images in 0..255 or 0..1? stylex.data.to_tensor "
+            "converts uint8 images).",
+            stacklevel=3,
+        )
     return x
 
 
@@ -164,6 +178,10 @@ def counterfactual(
         from stylex.data import read_image, to_tensor
 
         image = to_tensor(read_image(image, model.resolution)[None].copy())
+    classifier = as_classifier(classifier, model.resolution, model.num_classes)
+    _check_result(result, model)
+    if top_k < 1:
+        raise StylexError(f"top_k must be at least 1, got {top_k}.")
     x = _as_batch(image, model.resolution)
     if len(x) != 1:
         raise StylexError(f"counterfactual takes one image, got {len(x)}; call it once per image.")
@@ -181,12 +199,29 @@ def counterfactual(
     return found[strategy]
 
 
+def _check_result(result: AttFindResult, model: StylEx) -> None:
+    """Search `model` in the StyleSpace `result` was found in; refuse a result of another model, warn on a stale one."""
+    from stylex.attfind.run import bind_results
+
+    bind_results(
+        model, result, result.effects, "the AttFind result", "this model", "stylex.AttFind(model, classifier).run(x)"
+    )
+
+
 def load_attfind(folder: str | os.PathLike) -> AttFindResult:
     """The `AttFindResult` a `stylex attfind` folder holds, with its effect table attached (`.effects`)."""
     from stylex.attfind.effects import Effects
     from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE
 
     folder = Path(folder)
+    if folder.name == ATTRIBUTES_FILE and folder.is_file():  # the file itself, as AttFindResult.load takes
+        folder = folder.parent
+    if not (folder / ATTRIBUTES_FILE).is_file():
+        within = " (a run folder: its AttFind results are in RUN/attfind)" if (folder / "config.json").is_file() else ""
+        raise StylexError(
+            f"{folder} holds no {ATTRIBUTES_FILE}{within}; pass the folder `stylex attfind` wrote (--out, default "
+            "RUN/attfind), or the one AttFindResult.save wrote into."
+        )
     result = AttFindResult.load(folder / ATTRIBUTES_FILE)
     result.effects = Effects.load(folder / EFFECTS_FILE)
     return result

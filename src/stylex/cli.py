@@ -76,17 +76,14 @@ class _ModelArg(click.ParamType):
     _folder = click.Path(exists=True, file_okay=False)
 
     def convert(self, value, param, ctx):
-        from stylex.zoo import PREFIX, RUN_DIR, resolve_model
+        from stylex.zoo import PREFIX, resolve_model
 
-        if str(value).startswith(PREFIX):
-            try:
-                return str(resolve_model(value))
-            except StylexError as e:
-                self.fail(str(e).rstrip("."), param, ctx)
-        folder = Path(self._folder.convert(value, param, ctx))
-        if not (folder / "config.json").is_file() and (folder / RUN_DIR / "config.json").is_file():
-            return str(folder / RUN_DIR)  # an exported model's top folder
-        return str(folder)
+        if not str(value).startswith(PREFIX):
+            self._folder.convert(value, param, ctx)  # click's own message for a missing folder
+        try:
+            return str(resolve_model(value))
+        except StylexError as e:
+            self.fail(str(e).rstrip("."), param, ctx)
 
 
 MODEL = _ModelArg()
@@ -670,7 +667,7 @@ def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, to
     for name, e in report["explanations"].items():
         names = e.class_names
         click.echo(
-            f"{name}: {names[e.original_class]} -> {names[e.target_class]} {e.outcome()}: "
+            f"{name}: {names[e.original_class]} -> {names[e.target_class]} {e.outcome}: "
             + ", ".join(st.describe() for st in e.steps)
         )
     for name, why in report["skipped"].items():

@@ -131,8 +131,9 @@ def train_stylex(
 
     Args:
         data: image folder or .npz (see `stylex.data.load_dataset`); labels are not needed.
-        classifier: a loaded `ClassifierAdapter` (see `stylex.classifier.load_classifier`); moved to the
-            process's device.
+        classifier: a loaded `ClassifierAdapter` (see `stylex.classifier.load_classifier`), or an `nn.Module`
+            taking images in [-1, 1] (see `stylex.classifier.as_classifier`); moved to the process's device. A run
+            trained with an in-memory module records no place to reload it from: pass it to later calls again.
         out_dir: the run folder (config.json, weights.safetensors, state.pt, stats.jsonl, samples/).
         config: the resolved training config.
         resume: continue the run in `out_dir` from its last checkpoint (also with another number of processes).
@@ -162,11 +163,12 @@ def _train(
     dist: Distributed,
     init_from: str | os.PathLike | None = None,
 ):
+    from stylex.classifier import as_classifier
     from stylex.data import load_dataset
     from stylex.training.trainer import Trainer
 
     dataset = load_dataset(data, resolution=config.model.resolution, progress=not quiet)
-    classifier.check(config.model.resolution)
+    classifier = as_classifier(classifier, config.model.resolution)
     class_names = _run_class_names(classifier, dataset)
     train_set, val_set = _held_out(dataset, config, class_names)
     out_dir = Path(out_dir)
@@ -193,17 +195,26 @@ def _train(
 
 
 def load_run(run_dir: str | os.PathLike, classifier=None, device: str = "cpu"):
-    """(StylEx model, classifier) of a run folder; the classifier is the one the run recorded unless given."""
-    from stylex.classifier import load_classifier_from_dict
-    from stylex.models.stylex import StylEx
+    """(StylEx model, classifier) of a run folder (or an exported model's folder, or `zoo:NAME`).
 
+    The classifier is the one the run recorded, unless one is given: a `ClassifierAdapter` or an `nn.Module` (see
+    `stylex.classifier.as_classifier`), which must have the recorded classifier's weights.
+    """
+    from stylex.classifier import as_classifier, load_classifier_from_dict
+    from stylex.models.stylex import StylEx
+    from stylex.zoo import resolve_model
+
+    run_dir = resolve_model(run_dir)
     model = StylEx.load(run_dir, device=device)
     info = model.run_info
     if classifier is None:
         classifier = load_classifier_from_dict(
             info["classifier"], device=device, base_dir=run_dir, resolution=model.resolution
         )
-    elif info.get("classifier_fingerprint") and classifier.fingerprint() != info["classifier_fingerprint"]:
+    else:
+        classifier = as_classifier(classifier, model.resolution)
+    recorded = info.get("classifier_fingerprint")
+    if recorded and classifier.fingerprint() != recorded:
         raise StylexError(
             f"the classifier given was not the one {run_dir} was trained with (fingerprint "
             f"{classifier.fingerprint()} vs {info['classifier_fingerprint']}); pass that classifier or re-train."
@@ -374,7 +385,7 @@ def demo(
         )
         for name, e in report["explanations"].items():
             names = e.class_names
-            print(f"      image {index}, {name}: {names[e.original_class]} -> {names[e.target_class]} {e.outcome()}")
+            print(f"      image {index}, {name}: {names[e.original_class]} -> {names[e.target_class]} {e.outcome}")
         folders.append(str(dst))
     lap("explanations")
     print("[4/4] writing the report")

@@ -59,7 +59,9 @@ def list_models() -> list[str]:
 
 
 def zoo_path(name: str) -> Path:
-    """The folder of the shipped model `name`; a StylexError lists the shipped names when there is none."""
+    """The folder of the shipped model `name` (or `zoo:name`); a StylexError lists the shipped names when there is
+    none."""
+    name = name[len(PREFIX) :] if name.startswith(PREFIX) else name
     names = list_models()
     if name not in names:
         shipped = ", ".join(names) if names else "none"
@@ -81,18 +83,22 @@ def read_card(folder: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_zoo(name: str, device: str = "cpu"):
-    """(StylEx model, classifier) of the shipped model `name` (see `list_models`)."""
+    """(StylEx model, classifier) of the shipped model `name` or `zoo:name` (see `list_models`)."""
     from stylex.pipeline import load_run
 
     return load_run(zoo_path(name) / RUN_DIR, device=device)
 
 
 def resolve_model(value: str | os.PathLike) -> Path:
-    """A model argument as a run folder: `zoo:NAME` -> the shipped model's run folder; anything else as it is."""
+    """A model argument as a run folder: `zoo:NAME` -> the shipped model's run folder; an exported model's folder
+    (`stylex export --out`) -> the run folder inside it; anything else as it is."""
     text = os.fspath(value)
     if text.startswith(PREFIX):
-        return zoo_path(text[len(PREFIX) :]) / RUN_DIR
-    return Path(text)
+        return zoo_path(text) / RUN_DIR
+    folder = Path(text)
+    if not (folder / "config.json").is_file() and (folder / RUN_DIR / "config.json").is_file():
+        return folder / RUN_DIR
+    return folder
 
 
 def is_shipped(path: str | os.PathLike) -> bool:

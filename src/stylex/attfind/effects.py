@@ -371,8 +371,8 @@ class StyleEffects:
     ):
         if precision not in PRECISIONS:
             raise StylexError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-        if fast is not None and fast < 1:
-            raise StylexError(f"fast mode needs M >= 1 coordinates per image, got {fast}.")
+        if fast is not None and (not isinstance(fast, int) or isinstance(fast, bool) or fast < 1):
+            raise StylexError(f"fast mode needs an integer M >= 1 coordinates per image (or None), got {fast!r}.")
         if fast_points < 0 or not (math.isfinite(fast_noise) and fast_noise >= 0):
             raise StylexError("fast_points and fast_noise must be >= 0.")
         if max_batch < 1 or images_per_chunk < 1 or memory_mb <= 0 or cache_mb < 0:

@@ -168,6 +168,17 @@ class AttFindResult:
     stats: dict[str, Any] = field(default_factory=dict)
     effects: Any = field(default=None, repr=False, compare=False)
 
+    def __repr__(self) -> str:
+        """One line, for a notebook (the whole table is `summary()`)."""
+        suff = "n/a" if self.sufficiency is None else f"{self.sufficiency:.3f}"
+        found = ", ".join(f"{c.class_name!r}: {len(c.attributes)}" for c in self.classes[:5])
+        more = f", ... ({len(self.classes)} classes)" if len(self.classes) > 5 else ""
+        effects = "none" if self.effects is None else f"{list(self.effects.effects.shape)}"
+        return (
+            f"AttFindResult(attributes {{{found}{more}}}, sufficiency@{self.settings.get('top_k', 'K')} {suff}, "
+            f"{self.settings.get('num_images', '?')} images, effects {effects})"
+        )
+
     @property
     def class_names(self) -> list[str]:
         return [c.class_name for c in self.classes]
@@ -239,6 +250,8 @@ class AttFindResult:
 
     @classmethod
     def load(cls, path: str | Path) -> AttFindResult:
+        """The result `save` wrote to `path` (an attributes.json), without its effect table: `stylex.load_attfind`
+        reads a folder with both."""
         path = Path(path)
         if not path.is_file():
             raise StylexError(f"{path} does not exist; run `stylex attfind --out {path.parent}` first.")
@@ -290,7 +303,7 @@ class AttFindResult:
             lines.append(
                 f"stable: share of {self.settings.get('stability_resamples', '?')} bootstrap resamples of the images "
                 f"in which the search picks the attribute again among the top {k}; ranks: the middle half of its "
-                "ranks there"
+                "ranks there ('none': not picked)"
             )
         rejected = self.stats.get("discriminator_rejected")
         if isinstance(rejected, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from stylex.attfind.effects import Effects, StyleEffects
 from stylex.attfind.filters import DiscriminatorFilter, stable_images
 from stylex.attfind.result import AttFindResult
 from stylex.attfind.selection import rank_stability, select_attributes
+from stylex.errors import StylexError
 from stylex.models.stylespace import StyleVector, use_rgb_coordinates
 
 
@@ -68,6 +70,11 @@ class AttFind:
         discriminator: nn.Module | None = None,
         discriminator_threshold: float = 0.2,
     ):
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise StylexError(f"top_k must be an integer >= 1, got {top_k!r}.")
+        for name, value in (("threshold", threshold), ("shift_size", shift_size)):
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise StylexError(f"{name} must be a positive number, got {value!r}.")
         if include_rgb is not None:
             use_rgb_coordinates(G, include_rgb)
         self.G, self.C = G, classifier

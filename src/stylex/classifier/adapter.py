@@ -184,6 +184,7 @@ class ClassifierAdapter(nn.Module):
         self._features_ok = True
         self._source = source if source is not None else ClassifierSource(kind="module", location=type(model).__name__)
         self._fingerprint: str | None = None
+        self._checked_at: int | None = None  # the resolution `check` last passed at
 
         # Per-channel normalisation as non-persistent buffers so `.to(device)` moves them.
         lo, hi = input_spec.value_range
@@ -384,6 +385,7 @@ class ClassifierAdapter(nn.Module):
             )
         self._check_features(x.detach(), name)
         self._num_classes = shape[1]
+        self._checked_at = resolution
         return shape[1]
 
     def _check_features(self, x: torch.Tensor, name: str) -> None:
@@ -404,3 +406,33 @@ class ClassifierAdapter(nn.Module):
                 "torchvision model's convolutional trunk has that name); the perceptual loss is off for it.",
                 stacklevel=3,
             )
+
+
+def as_classifier(classifier: Any, resolution: int, num_classes: int | None = None) -> ClassifierAdapter:
+    """A classifier given from Python as a checked `ClassifierAdapter`.
+
+    Args:
+        classifier: a `ClassifierAdapter` (used as it is), or any `nn.Module` mapping images [N, 3, R, R] in [-1, 1]
+            to logits [N, K], which is wrapped (and so put in eval mode with its parameters frozen). A model that
+            expects other inputs (0..255, ImageNet statistics, another size) is wrapped by the caller:
+            `ClassifierAdapter(module, InputSpec(...))`.
+        resolution: the size of the images it will be given; `ClassifierAdapter.check` runs there once.
+        num_classes: the number of logits the caller needs (a StylEx model's classes), if any.
+
+    Raises:
+        StylexError: not a module, a failed check, or another number of classes than `num_classes`.
+    """
+    if not isinstance(classifier, nn.Module):
+        raise StylexError(
+            f"the classifier must be a torch nn.Module returning logits [N, K] for images [N, 3, R, R], got "
+            f"{type(classifier).__name__}; put a function inside an nn.Module's forward."
+        )
+    adapter = classifier if isinstance(classifier, ClassifierAdapter) else ClassifierAdapter(classifier)
+    if adapter._checked_at != resolution:
+        adapter.check(resolution)
+    if num_classes is not None and adapter.num_classes != num_classes:
+        raise StylexError(
+            f"the classifier has {adapter.num_classes} outputs but the model explains {num_classes} classes; pass "
+            "the classifier the model was trained with."
+        )
+    return adapter

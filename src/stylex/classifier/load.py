@@ -89,11 +89,19 @@ def _checked_names(names: list[str], adapter: ClassifierAdapter) -> list[str]:
 def _load(
     source: str, weights: str | None, input_spec: InputSpec | None, device: str | torch.device
 ) -> ClassifierAdapter:
-    """Dispatch on the kind of source; no check."""
+    """Dispatch on the kind of source; no check. Building the module (its initial weights, replaced by the saved
+    ones) leaves the caller's random numbers alone."""
     if weights is not None and not os.path.isfile(weights):
         raise StylexError(
             f"Classifier weights file '{weights}' does not exist; check the path to the .safetensors file."
         )
+    with torch.random.fork_rng(devices=[]):
+        return _load_kind(source, weights, input_spec, device)
+
+
+def _load_kind(
+    source: str, weights: str | None, input_spec: InputSpec | None, device: str | torch.device
+) -> ClassifierAdapter:
     if os.path.isdir(source):
         adapter = _load_directory(source, weights, input_spec)
     elif os.path.isfile(source):

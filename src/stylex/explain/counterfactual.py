@@ -89,6 +89,7 @@ class ImageExplanation:
         """How many edits first make the image the target class (None if none does)."""
         return next((i + 1 for i, st in enumerate(self.steps) if st.predicted == self.target_class), None)
 
+    @property
     def outcome(self) -> str:
         """In words: "flips at edit 1 of 5", "does not flip in 5 edits"."""
         n, k = len(self.steps), self.edits_to_flip

@@ -21,6 +21,7 @@ import json
 import os
 import shlex
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,7 @@ def _load_attfind(run: _Run, attributes_dir: Path) -> None:
     command = f"stylex attfind --model {shlex.quote(str(run.run_dir))} --fast 30 --num-images 100"
     if not (attributes_dir / ATTRIBUTES_FILE).is_file() or not (attributes_dir / EFFECTS_FILE).is_file():
         run.attfind_note = f"No AttFind results in {attributes_dir}; `{command}` finds the attributes (then re-run)."
+        warnings.warn(f"{run.attfind_note[0].lower()}{run.attfind_note[1:]}", stacklevel=3)
         return
     result = AttFindResult.load(attributes_dir / ATTRIBUTES_FILE)
     effects = Effects.load(attributes_dir / EFFECTS_FILE)
@@ -616,7 +618,12 @@ def _attributes_section(run: _Run, top_k: int, num_images: int, num_frames: int,
         y = c.class_index
         parts.append(f'<h3 class="cls">Class <q>{esc(c.class_name)}</q></h3>')
         if not c.attributes:
-            parts.append(f'<p class="note">No attributes: no image of the {c.num_images} was predicted otherwise.</p>')
+            why = (
+                "every image was predicted as it already"
+                if c.num_images == 0
+                else f"none found from the {counted(c.num_images, 'image')} not predicted as it"
+            )
+            parts.append(f'<p class="note">No attributes: {why}.</p>')
             continue
         note = c.dropout_note(settings.get("threshold", "?"))
         note = f" Note: {note[0].upper()}{note[1:]}." if note else ""
@@ -796,7 +803,7 @@ def _explanations_section(run: _Run, num_explanations: int) -> str:
         )
         parts.append(
             f'<div class="expl"><h4>{esc(name)}</h4><p>predicted {esc(names[e.original_class])} &rarr; '
-            f"{esc(names[e.target_class])}: {esc(e.outcome())} "
+            f"{esc(names[e.target_class])}: {esc(e.outcome)} "
             f"(p({esc(names[e.target_class])}) = {e.base_probs[e.target_class]:.3f} before)</p>"
             f'<img class="pic" src="{esc(run.rel(dst))}" alt="explanation"><ol>{steps}</ol></div>'
         )

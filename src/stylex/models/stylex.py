@@ -79,15 +79,16 @@ class StylEx(nn.Module):
         samples) is resolved against the folder.
 
         Args:
-            run_dir: the run folder.
+            run_dir: the run folder; also an exported model's folder or `zoo:NAME` (`stylex.zoo.resolve_model`).
             device: where the networks go.
             ema: the moving averages (True) or the raw training weights (not in an exported model).
             weights: the weights file inside `run_dir`: the last checkpoint (None, "weights.safetensors") or the
                 best one by a held-out figure ("best.safetensors", written with `TrainConfig.keep_best`; EMA only).
         """
         from stylex.training.checkpoint import WEIGHTS, load_modules, read_weights
+        from stylex.zoo import resolve_model
 
-        run_dir = Path(run_dir)
+        run_dir = resolve_model(run_dir)
         if not run_dir.is_dir():
             raise StylexError(f"{run_dir} is not a folder; pass the run folder written by `stylex train --out`.")
         info = read_json(run_dir / "config.json")
@@ -104,7 +105,8 @@ class StylEx(nn.Module):
             )
         config = TrainConfig.from_dict(info["train"], str(run_dir / "config.json"))
         config.validate()  # refuses absurd sizes from a hand-edited or hostile config.json
-        G, E, _ = build_networks(config, int(info["num_classes"]))
+        with torch.random.fork_rng(devices=[]):  # the initial weights, replaced below, leave the caller's RNG alone
+            G, E, _ = build_networks(config, int(info["num_classes"]))
         path = run_dir / (weights or WEIGHTS)
         tensors, _ = read_weights(path)
         if exported:
