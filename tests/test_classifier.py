@@ -240,6 +240,17 @@ def test_train_classifier_is_deterministic_and_validates(tmp_path, trained):
     with pytest.raises(StylexError, match="no labels"):
         train_classifier(unlabelled, None, tmp_path / "b", TINY, quiet=True)
     assert not (tmp_path / "b").exists()
+    data = bright_vs_dark(8, 16, 0)
+    three = ToyDataset(data.images, data.labels, ["dark", "bright", "grey"])  # a class named but without images
+    dark = ToyDataset(data.images[::2], data.labels[::2], data.class_names)
+    with pytest.warns(UserWarning) as caught:
+        train_classifier(three, dark, tmp_path / "c", TINY, quiet=True)
+    said = [str(w.message) for w in caught]
+    assert "1 class of 3 (grey) has no training images; it cannot learn them." in said
+    assert (
+        "2 classes of 3 (bright, grey) have no validation images; its validation accuracy says nothing about them."
+        in said
+    )
 
 
 def test_load_directory_round_trip(trained, tmp_path):

@@ -64,6 +64,8 @@ def test_load_class_folders_sorted_labels_and_skips_other_files(tmp_path):
         _save(tmp_path / rel, a)
     (tmp_path / "dog" / "notes.txt").write_text("not an image")
     (tmp_path / "README.md").write_text("hi")
+    for junk in ("dog/.thumbs/t.png", "dog/sub/.cache/t.png", "__MACOSX/dog/._b.png", ".git/x.png"):
+        _save(tmp_path / junk, _rgb(9))  # hidden folders anywhere, and a Mac zip's __MACOSX, hold no data
     data = load_dataset(tmp_path)
     assert data.class_names == ["cat", "dog"] and data.num_classes == 2
     assert data.filenames == ["cat/z.png", "dog/a.PNG", "dog/b.png", "dog/sub/c.png"]
@@ -72,6 +74,15 @@ def test_load_class_folders_sorted_labels_and_skips_other_files(tmp_path):
     for i, rel in enumerate(data.filenames):
         np.testing.assert_array_equal(data.images[i], expected[rel])
     assert data.factors is None and len(data) == 4 and data.resolution == RES
+
+
+def test_class_names_from_folders_are_in_nfc_form(tmp_path):
+    import unicodedata
+
+    _save(tmp_path / unicodedata.normalize("NFD", "dögs") / "a.png", _rgb(0))  # as macOS and some zip tools write it
+    _save(tmp_path / "cats" / "a.png", _rgb(1))
+    data = load_dataset(tmp_path)
+    assert data.class_names == ["cats", "dögs"] and data.class_names[1] == unicodedata.normalize("NFC", "dögs")
 
 
 def test_load_flat_folder_unlabelled(tmp_path):

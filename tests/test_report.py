@@ -95,6 +95,13 @@ def test_report_says_when_the_drop_out_was_spent(evil_run, tmp_path):
     assert "Top row: training images; middle: their reconstructions" in html  # the sample grid's rows, named
     assert html.count(f"drop-out threshold (1.0) by rank 2, so rank 2 is ranked by the mean effect over all "
                       f"{c['num_images']} images") == 1  # fmt: skip
+    for c in d["classes"]:  # classes without attributes, with and without images to move toward them
+        c["attributes"], c["num_images"] = [], 3 * c["class_index"]
+    (folder / "attributes.json").write_text(json.dumps(d))
+    run("report", evil_run / "run", "--out", tmp_path / "r", "--attributes", folder, "--explanations", 0, "--quiet")
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "No attributes: every image was predicted as it already." in html
+    assert "No attributes: none found from the 3 images not predicted as it." in html
 
 
 def test_report_replaces_its_own_folder_only(evil_run, tmp_path):
@@ -354,6 +361,19 @@ def test_python_api_checks_what_it_is_given(evil_run):
     with pytest.raises(stylex.StylexError, match="RUN/attfind"):
         stylex.load_attfind(evil_run / "run")
     assert stylex.load_attfind(evil_run / "run" / "attfind" / "attributes.json").effects is not None
+
+
+def test_captions_in_pictures_draw_what_the_font_has():
+    """Pillow's default font draws ASCII only: other letters came out as empty boxes ("d\u25a1gs")."""
+    import numpy as np
+    import torch
+
+    from stylex.explain.render import annotated_grid, drawable
+
+    assert drawable("blue dögs -> café") == "blue dogs -> cafe" and drawable("猫 0.41") == "? 0.41"
+    tile = torch.zeros(1, 3, 8, 8)
+    same = [annotated_grid([tile], [[[name]]], title=name) for name in ("dögs", "dogs")]
+    assert np.array_equal(np.asarray(same[0]), np.asarray(same[1]))
 
 
 def test_import_stylex_is_light():

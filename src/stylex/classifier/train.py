@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +25,7 @@ from stylex.classifier.store import (
     write_json_atomic,
 )
 from stylex.data.convert import to_tensor
-from stylex.errors import StylexError
+from stylex.errors import StylexError, counted
 
 
 class LabelledImages(Protocol):
@@ -155,6 +156,7 @@ def train_classifier(
                 "load both at one resolution."
             )
     resolution = train.resolution
+    _warn_missing_classes(train, val, class_names)
 
     # 1. Model, initialised from the seed without touching the global RNG.
     with torch.random.fork_rng(devices=[]):
@@ -321,6 +323,24 @@ class _Split:
         if images is not None:
             return to_tensor(np.asarray(images[idx_np]))
         return self.dataset.tensors(idx_np)
+
+
+def _warn_missing_classes(train: _Split, val: _Split | None, class_names: list[str]) -> None:
+    """Warn about classes without training images (the classifier cannot learn them) and, with a validation set,
+    classes without validation images (its accuracy then says nothing about them)."""
+    k = len(class_names)
+    for split, what in ((train, "training"), (val, "validation")):
+        if split is None:
+            continue
+        counts = np.bincount(split.labels, minlength=k)
+        missing = [class_names[i] for i in range(k) if counts[i] == 0]
+        if missing:
+            why = "it cannot learn them" if split is train else "its validation accuracy says nothing about them"
+            verb = "has" if len(missing) == 1 else "have"
+            warnings.warn(
+                f"{counted(len(missing), 'class')} of {k} ({', '.join(missing)}) {verb} no {what} images; {why}.",
+                stacklevel=3,
+            )
 
 
 def _augment(x: torch.Tensor, config: ClassifierTrainConfig, gen: torch.Generator) -> torch.Tensor:

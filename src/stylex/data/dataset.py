@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+import unicodedata
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -231,6 +232,11 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
+def _skipped_folder(name: str) -> bool:
+    """Folders that hold no data: hidden ones (.thumbs, .ipynb_checkpoints) and macOS's __MACOSX from a zip."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _rel(p: Path, root: Path) -> str:
     return p.relative_to(root).as_posix()
 
@@ -238,8 +244,16 @@ def _rel(p: Path, root: Path) -> str:
 def _load_image_folder(root: Path, resolution: int | None, progress: bool) -> ImageDataset:
     entries = sorted(root.iterdir())
     top_images = [p for p in entries if _is_image(p)]
-    subdirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
-    class_files = {d.name: sorted(p for p in d.rglob("*") if _is_image(p)) for d in subdirs}
+    subdirs = [p for p in entries if p.is_dir() and not _skipped_folder(p.name)]
+    # class names in NFC form: macOS and some zip tools write folder names decomposed (NFD)
+    class_files = {
+        unicodedata.normalize("NFC", d.name): sorted(
+            p
+            for p in d.rglob("*")
+            if _is_image(p) and not any(_skipped_folder(part) for part in p.relative_to(d).parts[:-1])
+        )
+        for d in subdirs
+    }
     class_files = {name: files for name, files in class_files.items() if files or not top_images}
     if any(class_files.values()):
         if top_images:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,13 @@ def _font():
     return ImageFont.load_default()
 
 
+def drawable(text: str) -> str:
+    """`text` in the characters Pillow's default font draws (ASCII): accents dropped ("dögs" -> "dogs"), anything
+    else as "?", rather than the empty boxes the font draws for them. The HTML report shows the names as they are."""
+    plain = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in plain)
+
+
 def _line_height(font) -> int:
     from PIL import ImageDraw
 
@@ -84,7 +92,7 @@ def annotated_grid(
     for r in range(len(rows)):  # a tile is as wide as its longest caption line
         for lines in captions[r] if captions else []:
             for line in lines:
-                widths.append(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(line, font=font)) + 2)
+                widths.append(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(drawable(line), font=font)) + 2)
     cell = max([size] + widths)
     cols = max(a.shape[0] for a in arrays)
     top = lh + pad if title else 0
@@ -92,7 +100,7 @@ def annotated_grid(
     canvas = Image.new("RGB", (pad + cols * (cell + pad), height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((pad, pad // 2), title, fill=(0, 0, 0), font=font)
+        draw.text((pad, pad // 2), drawable(title), fill=(0, 0, 0), font=font)
     y = top + pad
     for r, a in enumerate(arrays):
         for i in range(a.shape[0]):
@@ -100,7 +108,7 @@ def annotated_grid(
             tile = Image.fromarray(a[i]).resize((size, size), Image.Resampling.NEAREST)
             canvas.paste(tile, (x + (cell - size) // 2, y))
             for n, line in enumerate(captions[r][i] if captions else []):
-                draw.text((x, y + size + n * lh), line, fill=(0, 0, 0), font=font)
+                draw.text((x, y + size + n * lh), drawable(line), fill=(0, 0, 0), font=font)
         y += size + num_lines[r] * lh + pad
     return canvas
 
@@ -138,4 +146,4 @@ def probability_lines(probs: torch.Tensor, class_names: list[str], highlight: in
         order = probs.argsort(descending=True).tolist()[:max_lines]
         if highlight is not None and highlight not in order:
             order[-1] = highlight
-    return [f"{class_names[k][:12]} {float(probs[k]):.2f}" for k in order]
+    return [f"{class_names[k][:20]} {float(probs[k]):.2f}" for k in order]
