@@ -56,7 +56,7 @@ def evil_run(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------------ report files
 def _local_refs(html: str) -> list[str]:
-    return re.findall(r'(?:src|href)="([^"#][^"]*)"', html)
+    return re.findall(r'(?:src|href)="(?!data:)([^"#][^"]*)"', html)
 
 
 def test_report_is_self_contained_and_escaped(evil_run):
@@ -212,6 +212,8 @@ def test_viewer_api_renders_and_refuses(viewer_url):
     # no path reaches the file system; only the page and the API exist
     for path in ("/../../etc/passwd", "/index.html", "/%2e%2e/etc/passwd", "/static/app.js", "/api/../../etc"):
         assert _request(viewer_url + path)[0] == 404, path
+    status, _, headers = _request(viewer_url + "/api/render")
+    assert status == 405 and headers["Allow"] == "POST"
     # uploads: images only, size-checked, decoded in memory
     assert _request(viewer_url + "/api/upload", b"hello, not an image", "application/octet-stream")[0] == 400
     assert _request(viewer_url + "/api/upload", b"", "application/octet-stream")[0] == 400
@@ -444,6 +446,8 @@ def test_report_in_a_browser(browser, evil_run):
     assert after != before and after.endswith("_f2.png")
     page.wait_for_function(f"() => document.getElementById('{slider.get_attribute('data-target')}').naturalWidth > 0")
     assert "toward" in page.locator(f"#{slider.get_attribute('data-label')}").inner_text()
+    page.set_viewport_size({"width": 390, "height": 800})  # a phone: nothing wider than the screen
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert problems == []
     page.close()
 
@@ -487,4 +491,7 @@ def test_viewer_in_a_browser(browser, viewer_url, tmp_path):
     page.wait_for_function("() => document.getElementById('message').textContent.includes('not a readable image')")
     problems = [p for p in problems if "400" not in p]  # the refused upload logs its 400 response
     assert problems == []
+    page.set_viewport_size({"width": 390, "height": 800})  # a phone: the columns stack
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.title() == "StylEx viewer: run"
     page.close()

@@ -101,6 +101,16 @@ def resolve_model(value: str | os.PathLike) -> Path:
     return folder
 
 
+def model_name(info: dict[str, Any], run_dir: str | os.PathLike) -> str:
+    """A model's name for titles: an export's name, else its run folder's, or the folder above for the `stylex/`
+    folder of the layout `make demo-train` and exports use."""
+    name = (info.get("export") or {}).get("name")
+    if isinstance(name, str) and name:
+        return name
+    folder = Path(run_dir).resolve()
+    return folder.parent.name if folder.name == RUN_DIR else folder.name
+
+
 def is_shipped(path: str | os.PathLike) -> bool:
     """Whether `path` lies inside the package's zoo (read-only: commands must not write their outputs there)."""
     try:

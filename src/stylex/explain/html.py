@@ -47,6 +47,7 @@ def page(
         f'<meta http-equiv="Content-Security-Policy" content="{esc(policy)}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="referrer" content="no-referrer">\n'
+        '<link rel="icon" href="data:,">\n'  # no /favicon.ico request (a 404 in the console)
         f"<title>{esc(title)}</title>\n<style>{css}</style>\n</head>\n<body>\n{body}\n<script>{js}</script>\n"
         "</body>\n</html>\n"
     )

@@ -75,10 +75,11 @@ class _Run:
     @property
     def name(self) -> str:
         """The model's name: an export's (its card's, else its config's), else the run folder's."""
-        for d in (self.card, self.export):
-            if d and isinstance(d.get("name"), str) and d["name"]:
-                return d["name"]
-        return self.run_dir.name
+        from stylex.zoo import model_name
+
+        if self.card and isinstance(self.card.get("name"), str) and self.card["name"]:
+            return self.card["name"]
+        return model_name(self.info, self.run_dir)
 
     def model_ref(self) -> str:
         """How commands name the model: `zoo:NAME` for a shipped one, else the run folder's absolute path."""
@@ -190,7 +191,9 @@ def write_report(
         raise StylexError(f"the number of slider frames must be odd and at least 3, got {num_frames}.")
     if top_k < 1 or num_slider_images < 1 or num_explanations < 0:
         raise StylexError("top_k and num_slider_images must be at least 1, num_explanations at least 0.")
-    run_dir, out = Path(run_dir), Path(out)
+    from stylex.zoo import resolve_model
+
+    run_dir, out = resolve_model(run_dir), Path(out)
     if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
         raise StylexError(f"--out {out} would replace the run folder {run_dir}; choose a folder of its own.")
     if out.exists() and not (out / MARKER).is_file() and (not out.is_dir() or any(out.iterdir())):
@@ -1063,7 +1066,7 @@ overflow-wrap:anywhere}.bv{color:#444}
 .plots{display:flex;flex-wrap:wrap;gap:8px}svg.plot{background:#fff;border:1px solid #e2e2e2}
 .pt{font-size:12px;font-weight:600}.pl{font-size:10px;fill:#444}.pf{fill:none;stroke:#bbb}
 .pg{stroke:#eee}
-img{image-rendering:pixelated}.pic{max-width:100%;border:1px solid #ddd;background:#fff}
+img{image-rendering:pixelated;max-width:100%;height:auto}.pic{border:1px solid #ddd;background:#fff}
 h3.cls{background:#eef3fb;padding:4px 8px;border-radius:4px}q{font-weight:600}
 .attrs{display:flex;flex-direction:column;gap:12px}.attr{background:#fff;border:1px solid #ddd;border-radius:6px;
 padding:8px 12px}.slider{display:flex;flex-direction:column;gap:4px;margin:4px 0 10px}
@@ -1072,6 +1075,8 @@ padding:8px 12px}.slider{display:flex;flex-direction:column;gap:4px;margin:4px 0
 figure{margin:4px 0}figcaption{font-size:12px;color:#555;max-width:420px}
 .expl{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:10px 0}
 footer{margin-top:30px;font-size:12px;color:#777}
+@media (max-width:700px){body{padding:0 8px 30px}table{display:block;overflow-x:auto;max-width:100%}
+.bl{min-width:120px}}
 """
 
 _JS = """

@@ -49,6 +49,7 @@ MAX_PIXELS = 40_000_000
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 """Pillow formats an upload may have."""
 MAX_UPLOADS = 16
+POST_ROUTES = ("/api/render", "/api/upload")
 """Uploaded images kept in memory (least recently used dropped first)."""
 
 
@@ -85,7 +86,7 @@ def decode_image(data: bytes, resolution: int) -> np.ndarray:
     except HTTPError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
-        raise HTTPError(400, "the upload is not a readable image; upload a PNG or JPEG file.") from None
+        raise HTTPError(400, f"the upload is not a readable image; upload a {', '.join(IMAGE_FORMATS)} file.") from None
     return np.ascontiguousarray(_resize(_center_square(a), resolution))
 
 
@@ -330,8 +331,9 @@ def load_viewer(
     from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results, pick_indices
     from stylex.data import load_dataset
     from stylex.pipeline import load_run
+    from stylex.zoo import model_name, resolve_model
 
-    run_dir = Path(run_dir)
+    run_dir = resolve_model(run_dir)
     model, classifier = load_run(run_dir, classifier, device)
     folder = Path(attributes_dir) if attributes_dir else run_dir / "attfind"
     if not (folder / ATTRIBUTES_FILE).is_file() or not (folder / EFFECTS_FILE).is_file():
@@ -351,9 +353,11 @@ def load_viewer(
         keys = [int(k) for k in (attfind_keys or pick_indices(len(ds), num_images, 0)) if 0 <= int(k) < len(ds)]
         keys = keys[:num_images]
         images = ds.tensors(keys)
+        ds = ds.relabelled(result.class_names)  # by name where the names match, else by position as training took them
+        names = result.class_names
         for k in keys:
             name = ds.filenames[k] if ds.filenames else f"image {k}"
-            label = f" ({ds.class_names[int(ds.labels[k])]})" if ds.labels is not None and ds.class_names else ""
+            label = f" ({names[int(ds.labels[k])]})" if ds.labels is not None and int(ds.labels[k]) < len(names) else ""
             labels.append(f"{k}: {name}{label}")
     return Viewer(
         model,
@@ -365,7 +369,7 @@ def load_viewer(
         labels,
         sliders_per_class=sliders_per_class,
         seed=int(effects.meta.get("seed", 0)),
-        title=f"StylEx viewer: {run_dir.resolve().name}",
+        title=f"StylEx viewer: {model_name(model.run_info, run_dir)}",
     )
 
 
@@ -405,9 +409,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, data: Any) -> None:
         self._send(status, json.dumps(data).encode("utf-8"), "application/json; charset=utf-8")
 
-    def _error(self, status: int, message: str) -> None:
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self.close_connection = True
-        self._json(status, {"error": message})
+        self._send(status, json.dumps({"error": message}).encode("utf-8"), "application/json; charset=utf-8", headers)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         if not self.server.quiet:  # type: ignore[attr-defined]
@@ -452,6 +456,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, html_text.encode("utf-8"), "text/html; charset=utf-8", {"Content-Security-Policy": policy})
         elif path == "/api/info":
             self._guarded(viewer.info)
+        elif path in POST_ROUTES:
+            self._error(405, f"{path} takes POST requests.", {"Allow": "POST"})
         else:
             self._error(404, "not found")
 
@@ -557,6 +563,8 @@ vertical-align:middle}tr.pred th{background:#eef3fb}
 .ends{display:flex;justify-content:space-between;font-size:11px;color:#555;gap:8px}
 #message{color:#a40000;font-size:13px;min-height:1em;overflow-wrap:anywhere}.small{font-size:12px;color:#555}
 button#reset{font-size:12px}
+@media (max-width:900px){main{grid-template-columns:1fr}main>section{min-width:0;overflow-x:auto}
+body{padding:0 8px 30px}td.p{min-width:60px}.imgs img{width:112px;height:112px}}
 """
 
 _JS = """
@@ -703,7 +711,8 @@ _BODY = """
 maximum over the AttFind images and watch the classifier's probabilities.</p>
 <main>
 <section><h2>Images</h2><div id="thumbs"></div>
-<p><label class="small">Upload (PNG, JPEG, up to 5 MB): <input type="file" id="upload" accept="image/*"></label></p>
+<p><label class="small">Upload (PNG, JPEG, GIF, BMP, WEBP or TIFF, up to 5 MB):
+<input type="file" id="upload" accept="image/*"></label></p>
 <p id="message" role="status"></p></section>
 <section><h2>Image</h2><div class="imgs">
 <figure><img id="input" alt="input"><figcaption>input</figcaption></figure>
