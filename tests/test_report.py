@@ -124,6 +124,16 @@ def test_report_without_attfind_names_the_command(evil_run, tmp_path):
     assert "stylex attfind --model" in html and "No AttFind results" in html
     for ref in _local_refs(html):
         assert (tmp_path / "r" / ref).is_file(), ref
+    assert "wu_sufficiency@10 (recorded at export)</th><td>0.125" in html and "this AttFind, 4 images" in html
+    # a model exported on another machine: its training data is not here, and the report says so
+    config = json.loads((model / "config.json").read_text())
+    config["export"]["source_data"] = "/elsewhere/data.npz"
+    (model / "config.json").write_text(json.dumps(config))
+    card_file = tmp_path / "export" / "card.json"
+    card_file.write_text(json.dumps({**json.loads(card_file.read_text()), "source_data": "/elsewhere/data.npz"}))
+    run("report", model, "--out", tmp_path / "r", "--attributes", tmp_path / "af", "--no-generate", "--quiet")
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert html.count("/elsewhere/data.npz (on the machine that trained it; the model ships only its samples)") == 2
 
 
 def test_report_of_an_exported_model(evil_run, tmp_path):
@@ -135,7 +145,8 @@ def test_report_of_an_exported_model(evil_run, tmp_path):
     from stylex.zoo import export_run
 
     notes = "stylex train --preset tiny --max-steps 2 <b>2 s</b>"
-    card = export_run(evil_run / "run", tmp_path / "export", num_samples=4, name="tiny-leaf", notes=notes)
+    card = export_run(evil_run / "run", tmp_path / "export", num_samples=4, name="tiny-leaf", notes=notes,
+                      metrics={"wu_sufficiency@10": 0.125})  # fmt: skip
     model = tmp_path / "export" / "stylex"
     run("attfind", "--model", model, "--out", tmp_path / "af", "--num-images", 4, "--top-k", 1, "--fast", 8,
         "--max-batch", 64, "--frames", 3, "--quiet")  # fmt: skip

@@ -299,7 +299,10 @@ def _summary(run: _Run) -> str:
         cards.append(_card("identity", _num(figures.get("identity")), f"{on}{chance}".strip("; ")))
     if run.result is not None and run.result.sufficiency is not None:
         k = run.result.settings.get("top_k", "K")
-        cards.append(_card(f"sufficiency@{k}", f"{run.result.sufficiency:.3f}", "decisions flipped by top-K"))
+        n = run.result.settings.get("num_images", "?")
+        cards.append(
+            _card(f"sufficiency@{k}", f"{run.result.sufficiency:.3f}", f"flips by top-K; this AttFind, {n} images")
+        )
     training = _training_length(run)
     if training is not None:
         steps, minutes = training
@@ -336,6 +339,15 @@ def _classifier_metrics(run: _Run) -> dict[str, Any] | None:
     return metrics if isinstance(metrics, dict) else None
 
 
+def _source_data(path: Any) -> str:
+    """Where an exported model's training data was, saying so when it is not on this machine (only the samples ship)."""
+    if not path:
+        return "not recorded"
+    if Path(str(path)).exists():
+        return str(path)
+    return f"{path} (on the machine that trained it; the model ships only its samples)"
+
+
 def _data_section(run: _Run) -> str:
     parts = []
     info = run.info
@@ -345,13 +357,16 @@ def _data_section(run: _Run) -> str:
         if run.shows_samples():
             shown = f"the {run.num_samples()} shipped samples ({samples.get('source', 'held-out images')}): {shown}"
         rows = [
-            ("training data", run.export.get("source_data") or "not recorded"),
+            ("training data", _source_data(run.export.get("source_data"))),
             ("images shown here", shown),
         ]
     else:
-        rows = [("data", run.data_path or info.get("data", "not recorded"))]
+        own = info.get("data")
+        rows = [("data", run.data_path or own or "not recorded")]
+        if run.data_path and own and Path(run.data_path).resolve() != Path(own).resolve():
+            rows = [("training data", own), ("images shown here", run.data_path)]
     rows += [
-        ("images (train / held out)", f"{info.get('num_train', '?')} / {info.get('num_val', '?')}"),
+        ("training images (train / held out)", f"{info.get('num_train', '?')} / {info.get('num_val', '?')}"),
         ("resolution", f"{run.model.resolution} px"),
         ("classes", ", ".join(run.names)),
     ]
@@ -954,7 +969,7 @@ def _model_card(run: _Run) -> str:
         rows.append(("shipped as", f"{run.model_ref()} (stylex.load_zoo({run.name!r}))"))
     rows.append(("exported", f"{export.get('date', '?')} from {export.get('source_run', '?')} at step "
                              f"{export.get('step', '?')}"))  # fmt: skip
-    rows.append(("training data", export.get("source_data") or card.get("source_data") or "not recorded"))
+    rows.append(("training data", _source_data(export.get("source_data") or card.get("source_data"))))
     minutes = training.get("minutes")
     length = f"{training.get('steps', '?')} steps"
     if isinstance(minutes, int | float):
@@ -984,8 +999,8 @@ def _model_card(run: _Run) -> str:
     if samples:
         per_class = ", ".join(f"{k} {v}" for k, v in (samples.get("per_class") or {}).items())
         rows.append(("shipped samples", f"{samples.get('num_images', '?')} ({per_class}); {samples.get('source', '')}"))
-    for k, v in (card.get("metrics") or {}).items():
-        rows.append((k, _num(v) if isinstance(v, float) else v))
+    for k, v in (card.get("metrics") or {}).items():  # `stylex export --metric`: measured before export, elsewhere
+        rows.append((f"{k} (recorded at export)", _num(v) if isinstance(v, float) else v))
     if card.get("weights_dtype") or export.get("weights_dtype"):
         size = card.get("total_bytes")
         rows.append((
