@@ -104,6 +104,14 @@ def test_report_says_when_the_drop_out_was_spent(evil_run, tmp_path):
     assert "No attributes: none found from the 3 images not predicted as it." in html
 
 
+def test_report_on_other_data_names_both(evil_run, tmp_path):
+    run("report", evil_run / "run", "--out", tmp_path / "r", "--data", evil_run / "synth", "--no-generate", "--quiet")
+    html = (tmp_path / "r" / "index.html").read_text()
+    own = json.loads((evil_run / "run" / "config.json").read_text())["data"]
+    assert f"<th>training data</th><td>{own}</td>" in html
+    assert f"<th>images shown here</th><td>{evil_run / 'synth'}</td>" in html
+
+
 def test_report_replaces_its_own_folder_only(evil_run, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -124,16 +132,6 @@ def test_report_without_attfind_names_the_command(evil_run, tmp_path):
     assert "stylex attfind --model" in html and "No AttFind results" in html
     for ref in _local_refs(html):
         assert (tmp_path / "r" / ref).is_file(), ref
-    assert "wu_sufficiency@10 (recorded at export)</th><td>0.125" in html and "this AttFind, 4 images" in html
-    # a model exported on another machine: its training data is not here, and the report says so
-    config = json.loads((model / "config.json").read_text())
-    config["export"]["source_data"] = "/elsewhere/data.npz"
-    (model / "config.json").write_text(json.dumps(config))
-    card_file = tmp_path / "export" / "card.json"
-    card_file.write_text(json.dumps({**json.loads(card_file.read_text()), "source_data": "/elsewhere/data.npz"}))
-    run("report", model, "--out", tmp_path / "r", "--attributes", tmp_path / "af", "--no-generate", "--quiet")
-    html = (tmp_path / "r" / "index.html").read_text()
-    assert html.count("/elsewhere/data.npz (on the machine that trained it; the model ships only its samples)") == 2
 
 
 def test_report_of_an_exported_model(evil_run, tmp_path):
@@ -167,6 +165,16 @@ def test_report_of_an_exported_model(evil_run, tmp_path):
     assert f"{training['steps']} steps" in html and "card.json of the exported model" in html
     for ref in _local_refs(html):
         assert (tmp_path / "r" / ref).is_file(), ref
+    assert "wu_sufficiency@10 (recorded at export)</th><td>0.125" in html and "this AttFind, 3 images" in html
+    # a model exported on another machine: its training data is not here, and the report says so
+    config = json.loads((model / "config.json").read_text())
+    config["export"]["source_data"] = "/elsewhere/data.npz"
+    (model / "config.json").write_text(json.dumps(config))
+    card_file = tmp_path / "export" / "card.json"
+    card_file.write_text(json.dumps({**json.loads(card_file.read_text()), "source_data": "/elsewhere/data.npz"}))
+    run("report", model, "--out", tmp_path / "r", "--attributes", tmp_path / "af", "--no-generate", "--quiet")
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert html.count("/elsewhere/data.npz (on the machine that trained it; the model ships only its samples)") == 2
 
 
 # ------------------------------------------------------------------------------------------------ viewer over HTTP
