@@ -455,6 +455,11 @@ def test_report_in_a_browser(browser, evil_run):
     # the class name is text, not an element
     assert page.locator("img[src='x']").count() == 0
     assert page.get_by_text(EVIL, exact=False).count() > 0
+    # every slider and picture says which attribute it shows
+    labels = page.eval_on_selector_all("input.frames", "els => els.map(e => e.getAttribute('aria-label'))")
+    assert len(labels) >= 2 and len(set(labels)) == len(labels) and all(" toward " in t for t in labels)
+    alts = page.eval_on_selector_all("img", "els => els.map(e => e.alt)")
+    assert all(alts) and not {"sweep", "explanation", "attribute frames"} & set(alts)
     # a slider move changes the shown frame
     slider = page.locator("input.frames").first
     img = page.locator(f"#{slider.get_attribute('data-target')}")

@@ -690,6 +690,7 @@ def _attribute_card(run: _Run, c, a, frames: list[str], probs: list[float], valu
         head += f'<p class="small">{esc(stability)}</p>'
 
     body = []
+    what = esc(f"{a.name()} toward {a.direction}, class {c.class_name}")  # names the attribute for screen readers
     if frames:
         mid = len(frames) // 2
         labels = [
@@ -698,9 +699,9 @@ def _attribute_card(run: _Run, c, a, frames: list[str], probs: list[float], valu
             for v, p in zip(values, probs, strict=True)
         ]
         body.append(
-            f'<div class="slider"><img id="{ident}img" src="{esc(frames[mid])}" alt="attribute frames">'
+            f'<div class="slider"><img id="{ident}img" src="{esc(frames[mid])}" alt="images with {what}, edited">'
             f'<input type="range" class="frames" min="0" max="{len(frames) - 1}" value="{mid}" step="1" '
-            f'aria-label="move the attribute" data-target="{ident}img" data-label="{ident}lab" '
+            f'aria-label="move {what}" aria-describedby="{ident}lab" data-target="{ident}img" data-label="{ident}lab" '
             f'data-frames="{esc(json.dumps(frames))}" data-labels="{esc(json.dumps(labels))}">'
             f'<div class="slab"><span>away</span><output id="{ident}lab">{esc(labels[mid])}</output>'
             f"<span>toward {esc(a.direction)}</span></div></div>"
@@ -717,13 +718,13 @@ def _attribute_card(run: _Run, c, a, frames: list[str], probs: list[float], valu
     left, right = body, []  # left: the slider and the GIF; right: the strip
     if generate or gif.is_file():
         left.append(
-            f'<figure><img src="{esc(run.rel(gif))}" alt="sweep"><figcaption>GIF: the coordinate swept from its '
-            "minimum to its maximum</figcaption></figure>"
+            f'<figure><img src="{esc(run.rel(gif))}" alt="{what}: the coordinate swept"><figcaption>GIF: the '
+            "coordinate swept from its minimum to its maximum and back</figcaption></figure>"
         )
     if generate or strip.is_file():
         right.append(
-            f'<figure><img src="{esc(run.rel(strip))}" alt="before and after"><figcaption>before (top) and after '
-            "(bottom), on the images it moves most; p = probability of the class</figcaption></figure>"
+            f'<figure><img src="{esc(run.rel(strip))}" alt="{what}: before and after"><figcaption>before (top) and '
+            "after (bottom), on the images it moves most; p = probability of the class</figcaption></figure>"
         )
     if not (generate or gif.is_file() and strip.is_file()):
         right.append(f'<p class="note">Strip or GIF missing in {esc(run.attributes_dir)}; re-run AttFind.</p>')
@@ -820,10 +821,10 @@ def _explanations_section(run: _Run, num_explanations: int) -> str:
             for st in e.steps
         )
         parts.append(
-            f'<div class="expl"><h4>{esc(name)}</h4><p>predicted {esc(names[e.original_class])} &rarr; '
+            f'<div class="expl"><h3>{esc(name)}</h3><p>predicted {esc(names[e.original_class])} &rarr; '
             f"{esc(names[e.target_class])}: {esc(e.outcome)} "
             f"(p({esc(names[e.target_class])}) = {e.base_probs[e.target_class]:.3f} before)</p>"
-            f'<img class="pic" src="{esc(run.rel(dst))}" alt="explanation"><ol>{steps}</ol></div>'
+            f'<img class="pic" src="{esc(run.rel(dst))}" alt="explanation of {esc(name)}"><ol>{steps}</ol></div>'
         )
     return "".join(parts)
 
