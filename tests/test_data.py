@@ -127,10 +127,17 @@ def test_conversions_to_rgb_at_resolution(tmp_path):
     wide[:, RES : 2 * RES] = 255  # centre third white, sides black
     _save(tmp_path / "wide.png", wide)
     _save(tmp_path / "big.png", np.full((2 * RES, 2 * RES, 3), 77, np.uint8))
+    Image.fromarray(np.full((RES, RES), 200, np.int32), "I").save(tmp_path / "int32.tif")  # 32-bit ints holding 0..255
+    _save(tmp_path / "tiny.png", np.full((RES // 4, RES // 4, 3), 9, np.uint8))
 
-    data = load_dataset(tmp_path, resolution=RES)
+    with pytest.warns(UserWarning) as caught:
+        data = load_dataset(tmp_path, resolution=RES)
+    said = " ".join(str(w.message) for w in caught)
+    assert "1 image of 9 (e.g. " in said and "rgba.png) has transparent pixels; stylex composites them on black" in said
+    assert f"1 image of 9 has less than half of {RES} px; they are enlarged" in said and "is 4 px" in said
     by = {f: data.images[i] for i, f in enumerate(data.filenames)}
-    assert data.images.shape == (7, RES, RES, 3)
+    assert data.images.shape == (9, RES, RES, 3)
+    assert (by["int32.tif"] == 200).all(), "0..255 in 32-bit integers stays 0..255 (it was divided by 257)"
     np.testing.assert_array_equal(by["grey.png"][..., 1], grey)  # grey copied into each channel
     assert by["rgba.png"][0, 0].tolist() == [200, 100, 50] and by["rgba.png"][0, -1].tolist() == [0, 0, 0]
     assert by["deep.png"].min() == 255 and by["mid.png"].max() == 128 and by["mid.png"].min() == 128
@@ -138,8 +145,9 @@ def test_conversions_to_rgb_at_resolution(tmp_path):
     assert (by["big.png"] == 77).all()  # resized (LANCZOS keeps a flat colour)
     assert by["palette.gif"].shape == (RES, RES, 3)
 
-    small = load_dataset(tmp_path, resolution=8)
-    assert small.images.shape == (7, 8, 8, 3)
+    with pytest.warns(UserWarning, match="transparent"):
+        small = load_dataset(tmp_path, resolution=8)
+    assert small.images.shape == (9, 8, 8, 3)
     with pytest.raises(StylexError, match=r"big\.png.*resolution"):
         load_dataset(tmp_path)  # mixed sizes without a resolution
 

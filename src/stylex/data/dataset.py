@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 import unicodedata
+import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +36,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from stylex.data.convert import to_tensor
-from stylex.errors import StylexError
+from stylex.errors import StylexError, counted
 from stylex.files import share
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -494,9 +495,11 @@ def _composite_on_black(rgba: np.ndarray) -> np.ndarray:
 def _to_rgb8(im: Image.Image) -> np.ndarray:
     """Any Pillow image -> uint8 [H, W, 3] RGB (rules in the module docstring)."""
     mode = im.mode
-    if mode.startswith("I"):  # I;16, I;16B, I;16L, I: 16-bit range
-        a = np.asarray(im).astype(np.float64) * (255.0 / 65535.0)
-        return np.repeat(np.clip(np.round(a), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    if mode.startswith("I"):  # I;16, I;16B, I;16L: 16-bit range; I (32-bit): 8-bit, 16-bit or its own range
+        a = np.asarray(im).astype(np.float64)
+        top = float(a.max(initial=0.0))
+        full = 65535.0 if mode != "I" or 255.0 < top <= 65535.0 else (255.0 if top <= 255.0 else top)
+        return np.repeat(np.clip(np.round(a * (255.0 / full)), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
     if mode == "F":
         a = np.asarray(im).astype(np.float64)
         a = a * 255.0 if np.nanmax(a, initial=0.0) <= 1.0 else a
@@ -536,11 +539,17 @@ def read_image(path: str | os.PathLike, resolution: int | None = None) -> np.nda
     Raises:
         StylexError: the file is missing, not an image, truncated or otherwise unreadable.
     """
+    return _read_image(path, resolution)[0]
+
+
+def _read_image(path: str | os.PathLike, resolution: int | None) -> tuple[np.ndarray, bool, int]:
+    """`read_image`, and whether the file had transparent pixels and its shorter side before resizing."""
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
+            transparent = _transparent(im)
             a = _to_rgb8(im)
     except FileNotFoundError as e:
         raise StylexError(f"Image {path} does not exist; check the path.") from e
@@ -550,15 +559,30 @@ def read_image(path: str | os.PathLike, resolution: int | None = None) -> np.nda
         # wrong type, among others. Each means: this file cannot be read.
         raise StylexError(f"Cannot read image {path} ({type(e).__name__}: {e}); re-export or delete the file.") from e
     a = _center_square(a)
-    return np.ascontiguousarray(a if resolution is None else _resize(a, resolution))
+    side = a.shape[0]
+    return np.ascontiguousarray(a if resolution is None else _resize(a, resolution)), transparent, side
+
+
+def _transparent(im: Image.Image) -> bool:
+    """Whether some pixel of `im` is not fully opaque (it will be composited on black)."""
+    if not (im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info):
+        return False
+    alpha = np.asarray(im.convert("RGBA"))[..., 3]
+    return bool((alpha < 255).any())
 
 
 def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, desc: str) -> np.ndarray:
-    """Read ``paths`` into one uint8 array [N, S, S, 3]; sizes must agree when ``resolution`` is None."""
+    """Read ``paths`` into one uint8 array [N, S, S, 3]; sizes must agree when ``resolution`` is None. Warns once
+    when images had transparent pixels (composited on black) or were enlarged more than twice."""
     disable = True if not progress or len(paths) <= PROGRESS_MIN_FILES else None
     images: np.ndarray | None = None
+    transparent, small = [], []
     for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=disable)):
-        a = read_image(p, resolution)
+        a, see_through, side = _read_image(p, resolution)
+        if see_through:
+            transparent.append(p)
+        if resolution is not None and 2 * side < resolution:
+            small.append((side, p))
         if images is None:
             images = np.empty((len(paths), *a.shape), dtype=np.uint8)
         elif a.shape != images.shape[1:]:
@@ -568,7 +592,24 @@ def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, 
             )
         images[i] = a
     assert images is not None
+    if transparent:
+        warnings.warn(
+            f"{counted(len(transparent), 'image')} of {len(paths)} (e.g. {transparent[0]}) {_have(transparent)} "
+            "transparent pixels; stylex composites them on black.",
+            stacklevel=4,
+        )
+    if small:
+        side, p = min(small)
+        warnings.warn(
+            f"{counted(len(small), 'image')} of {len(paths)} {_have(small)} less than half of {resolution} px; they "
+            f"are enlarged and blurred (the smallest, {p}, is {side} px on its shorter side).",
+            stacklevel=4,
+        )
     return images
+
+
+def _have(items: Sequence) -> str:
+    return "has" if len(items) == 1 else "have"
 
 
 # ------------------------------------------------------------------------------------------------ saving
