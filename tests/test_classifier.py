@@ -199,10 +199,14 @@ def test_adapter_is_frozen_but_differentiable():
             lambda x: nn.functional.linear(x.flatten(1), torch.zeros(2, 3 * 8 * 8)),
             r"failed on a batch of 2 images \[2, 3, 16, 16\]",
         ),
+        (
+            nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1)),
+            r"1 channels.*RGB images.*grayscale",
+        ),
     ],
 )
 def test_check_rejects_bad_outputs(fn, match):
-    adapter = ClassifierAdapter(Lambda(fn), InputSpec())
+    adapter = ClassifierAdapter(fn if isinstance(fn, nn.Module) else Lambda(fn), InputSpec())
     with pytest.raises(StylexError, match=match):
         adapter.check(16)
 
@@ -324,6 +328,30 @@ def factory_module(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     yield name
     sys.modules.pop(name, None)
+
+
+def test_a_factory_from_the_working_directory_loads_from_anywhere_later(tmp_path, monkeypatch):
+    """A run records the folder its factory's module was found in (the working directory then), so commands on the
+    run work from another directory; before, they failed to import it."""
+    name = f"here_factory_{uuid.uuid4().hex[:8]}"
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    (project / f"{name}.py").write_text(
+        "from stylex.classifier import SmallCNN\ndef build():\n    return SmallCNN(2, 16, 8)\n"
+    )
+    monkeypatch.chdir(project)
+    try:
+        with pytest.warns(UserWarning, match="no input spec"):
+            recorded = load_classifier(f"{name}:build", resolution=16).to_dict()
+        assert recorded["search_path"] == str(project)
+        sys.modules.pop(name)
+        monkeypatch.chdir(elsewhere)
+        assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
+        sys.modules.pop(name)
+        with pytest.raises(StylexError, match="Cannot import module"):
+            load_classifier_from_dict({k: v for k, v in recorded.items() if k != "search_path"})
+    finally:
+        sys.modules.pop(name, None)
 
 
 def test_factory_loading(tmp_path, factory_module):

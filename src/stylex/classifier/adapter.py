@@ -36,6 +36,8 @@ class ClassifierSource:
         num_classes: K, when known.
         class_names: Class names, when known (a stylex directory records them).
         fingerprint: Short sha256 of the weights (see `weights_fingerprint`), when computed.
+        search_path: For a factory found in the working directory: that directory, searched again when the run
+            is used from elsewhere.
     """
 
     kind: str
@@ -45,6 +47,7 @@ class ClassifierSource:
     num_classes: int | None = None
     class_names: list[str] | None = None
     fingerprint: str | None = None
+    search_path: str | None = None
 
     def __post_init__(self) -> None:
         assert self.kind in SOURCE_KINDS, self.kind
@@ -94,7 +97,7 @@ class ClassifierSource:
             "num_classes": self.num_classes,
             "class_names": None if self.class_names is None else list(self.class_names),
             "fingerprint": self.fingerprint,
-        }
+        } | ({"search_path": self.search_path} if self.search_path else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassifierSource:
@@ -108,6 +111,7 @@ class ClassifierSource:
                 num_classes=d.get("num_classes"),
                 class_names=d.get("class_names"),
                 fingerprint=d.get("fingerprint"),
+                search_path=d.get("search_path"),
             )
         except (KeyError, TypeError, AssertionError) as e:
             raise StylexError(
@@ -326,9 +330,15 @@ class ClassifierAdapter(nn.Module):
             with torch.enable_grad():
                 c = self.model(self.prepare(x))
         except Exception as e:  # any failure inside user code becomes one actionable sentence
+            line = _error_line(e)
+            if "channels" in line:  # e.g. a grayscale model: "expected input ... to have 1 channels, but got 3"
+                fix = (
+                    "stylex gives classifiers RGB images (3 channels); wrap a model for other channels in a module "
+                    "whose forward converts them, e.g. model(x.mean(1, keepdim=True)) for grayscale"
+                )
             raise StylexError(
                 f"Classifier {name} failed on a batch of 2 images [2, 3, {size}, {size}] "
-                f"({self.input_spec.describe()}) with {type(e).__name__}: {_error_line(e)}; {fix}."
+                f"({self.input_spec.describe()}) with {type(e).__name__}: {line}; {fix}."
             ) from e
         if not isinstance(c, torch.Tensor):
             raise StylexError(

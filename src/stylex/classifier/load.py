@@ -87,7 +87,11 @@ def _checked_names(names: list[str], adapter: ClassifierAdapter) -> list[str]:
 
 
 def _load(
-    source: str, weights: str | None, input_spec: InputSpec | None, device: str | torch.device
+    source: str,
+    weights: str | None,
+    input_spec: InputSpec | None,
+    device: str | torch.device,
+    search_path: str | None = None,
 ) -> ClassifierAdapter:
     """Dispatch on the kind of source; no check. Building the module (its initial weights, replaced by the saved
     ones) leaves the caller's random numbers alone."""
@@ -96,18 +100,22 @@ def _load(
             f"Classifier weights file '{weights}' does not exist; check the path to the .safetensors file."
         )
     with torch.random.fork_rng(devices=[]):
-        return _load_kind(source, weights, input_spec, device)
+        return _load_kind(source, weights, input_spec, device, search_path)
 
 
 def _load_kind(
-    source: str, weights: str | None, input_spec: InputSpec | None, device: str | torch.device
+    source: str,
+    weights: str | None,
+    input_spec: InputSpec | None,
+    device: str | torch.device,
+    search_path: str | None = None,
 ) -> ClassifierAdapter:
     if os.path.isdir(source):
         adapter = _load_directory(source, weights, input_spec)
     elif os.path.isfile(source):
         adapter = _load_torchscript(source, weights, input_spec, device)
     elif _FACTORY.match(source):
-        adapter = _load_factory(source, weights, input_spec)
+        adapter = _load_factory(source, weights, input_spec, search_path)
     else:
         raise StylexError(
             f"Classifier '{source}' is neither an existing directory or file nor 'package.module:factory'; "
@@ -143,7 +151,7 @@ def load_classifier_from_dict(
             "pass the classifier again (directory, TorchScript file or module:factory)."
         )
     src = src.resolved(base_dir)
-    adapter = _load(src.location, src.weights, src.input_spec, device)
+    adapter = _load(src.location, src.weights, src.input_spec, device, src.search_path)
     if src.class_names is not None and adapter.class_names is None:
         adapter.class_names = list(src.class_names)
     if src.num_classes is not None and adapter._num_classes is None:
@@ -264,12 +272,15 @@ def _declared_class_names(model) -> list[str] | None:
     return None
 
 
-def _load_factory(spec: str, weights: str | None, input_spec: InputSpec | None) -> ClassifierAdapter:
+def _load_factory(
+    spec: str, weights: str | None, input_spec: InputSpec | None, search_path: str | None = None
+) -> ClassifierAdapter:
     module_name, attr_path = _FACTORY.match(spec).groups()
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.append(cwd)  # `stylex` run as a console script does not search the current directory
+    # `stylex` run as a console script does not search the current directory; a run records where its factory's
+    # module was found there, so that it loads from anywhere later
+    candidates = [d for d in dict.fromkeys([os.getcwd(), search_path]) if d]
+    added = [d for d in candidates if d not in sys.path]
+    sys.path.extend(added)
     try:
         module = importlib.import_module(module_name)
     except Exception as e:
@@ -278,8 +289,10 @@ def _load_factory(spec: str, weights: str | None, input_spec: InputSpec | None) 
             "install it or run from the directory that holds it (or add it to PYTHONPATH)."
         ) from e
     finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
+        for d in added:
+            if d in sys.path:
+                sys.path.remove(d)
+    found_in = _found_in(module_name, candidates)
     factory: Any = module
     for part in attr_path.split("."):
         if not hasattr(factory, part):
@@ -323,10 +336,24 @@ def _load_factory(spec: str, weights: str | None, input_spec: InputSpec | None) 
         location=spec,
         weights=None if weights is None else os.path.abspath(weights),
         input_spec=input_spec,
+        search_path=found_in,
     )
     return ClassifierAdapter(
         model, input_spec, source=source, class_names=list(class_names) if class_names is not None else None
     )
+
+
+def _found_in(module_name: str, candidates: list[str]) -> str | None:
+    """The directory among `candidates` (the working directory, a recorded one) that the module's top package came
+    from, else None (an installed package)."""
+    top = sys.modules.get(module_name.split(".")[0])
+    where = getattr(top, "__file__", None)
+    if where is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(where))
+    if os.path.basename(where) == "__init__.py":
+        folder = os.path.dirname(folder)
+    return folder if folder in [os.path.abspath(d) for d in candidates] else None
 
 
 def _load_weights(model: nn.Module, weights: str, name: str) -> None:
