@@ -117,6 +117,24 @@ def test_an_exported_fine_tune_records_what_it_started_from(tiny, tmp_path):
     assert f"fine-tuned from {(tiny / 'run').resolve()} (2 steps)" in html
 
 
+def test_export_best_ships_the_best_checkpoint(tiny, tmp_path):
+    from stylex.training.checkpoint import read_weights
+
+    _error = run_cli("export", tiny / "run", "--out", tmp_path / "x", "--best", ok=False)
+    assert _error.exit_code == 1 and "keep_best" in _error.output
+    run_cli("train", "--data", tiny / "data", "--classifier", tiny / "clf", "--out", tmp_path / "run", "--preset",
+            "tiny", "--max-steps", 4, "--set", "eval_every=2", "--set", "keep_best=identity", "--quiet")  # fmt: skip
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    result = run_cli("export", tmp_path / "run", "--out", tmp_path / "exp", "--num-samples", 4, "--best")
+    assert f"step {best['step']}, its best checkpoint" in result.output
+    card = json.loads((tmp_path / "exp" / CARD).read_text())
+    assert card["training"]["steps"] == best["step"] and card["training"]["checkpoint"]["keep_best"] == "identity"
+    shipped, meta = read_weights(tmp_path / "exp" / "stylex" / "weights.safetensors")
+    kept, _ = read_weights(tmp_path / "run" / "best.safetensors")
+    assert int(meta["step"]) == best["step"]
+    assert all(torch.equal(shipped[k].float(), kept[k].half().float()) for k in kept)
+
+
 def test_export_is_deterministic_and_refuses_to_overwrite(tiny, tmp_path):
     run_cli("export", tiny / "run", "--out", tmp_path / "again", "--num-samples", 6)
     listing = sorted(p.relative_to(tmp_path / "again").as_posix() for p in (tmp_path / "again" / "samples").rglob("*"))

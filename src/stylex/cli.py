@@ -389,9 +389,15 @@ def demo_cmd(out, model_name, train, minutes, quiet):
 @click.option("--notes", default="", help="Free text for the card, e.g. the training command and its duration.")
 @click.option("--metric", "metric_values", multiple=True, metavar="KEY=VALUE",
               help="A further figure for the card, e.g. --metric sufficiency@10=0.47. Repeatable.")  # fmt: skip
+@click.option(
+    "--best",
+    is_flag=True,
+    help="Export the run's best checkpoint by its held-out figure (best.safetensors, kept with --set keep_best=...) "
+    "instead of the last.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--device", default="cpu", show_default=True)
-def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_values, overwrite, device):
+def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_values, best, overwrite, device):
     """Write a trained run as a self-contained model folder to ship: stylex/ (G_ema and E_ema only), classifier/,
     samples/ (held-out images in class folders) and card.json (what it is and how well it reconstructs)."""
     from stylex.zoo import export_run
@@ -416,10 +422,12 @@ def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_val
         metrics=metrics,
         overwrite=overwrite,
         device=device,
+        best=best,
     )
     rec, training = card["reconstruction"], card["training"]
     init = training.get("init_from")
     step = f"step {training['steps']}" + (f" (fine-tuned from {Path(init['run']).name})" if init else "")
+    step += ", its best checkpoint" if training.get("checkpoint") else ""
     click.echo(
         f"{card['name']}: {card['resolution']} px, {len(card['class_names'])} classes, {step}; "
         f"on {rec['num_images']} shipped images: consistency {rec['consistency']:.3f}, L1 {rec['l1']:.3f}, "

@@ -194,18 +194,19 @@ def _train(
     return trainer.run(resume=resume, init_from=init_from)
 
 
-def load_run(run_dir: str | os.PathLike, classifier=None, device: str = "cpu"):
+def load_run(run_dir: str | os.PathLike, classifier=None, device: str = "cpu", weights: str | None = None):
     """(StylEx model, classifier) of a run folder (or an exported model's folder, or `zoo:NAME`).
 
     The classifier is the one the run recorded, unless one is given: a `ClassifierAdapter` or an `nn.Module` (see
-    `stylex.classifier.as_classifier`), which must have the recorded classifier's weights.
+    `stylex.classifier.as_classifier`), which must have the recorded classifier's weights. `weights` picks the
+    checkpoint file in the run folder (see `StylEx.load`; "best.safetensors" for the best one by `keep_best`).
     """
     from stylex.classifier import as_classifier, load_classifier_from_dict
     from stylex.models.stylex import StylEx
     from stylex.zoo import resolve_model
 
     run_dir = resolve_model(run_dir)
-    model = StylEx.load(run_dir, device=device)
+    model = StylEx.load(run_dir, device=device, weights=weights)
     info = model.run_info
     if classifier is None:
         classifier = load_classifier_from_dict(

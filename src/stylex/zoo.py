@@ -154,6 +154,7 @@ def export_run(
     overwrite: bool = False,
     device: str = "cpu",
     seed: int = 0,
+    best: bool = False,
 ) -> dict[str, Any]:
     """Write a trained run as a self-contained model folder (layout in the module docstring); returns its card.
 
@@ -172,6 +173,8 @@ def export_run(
         overwrite: replace `out` if it exists.
         device: where the reconstruction figures are computed.
         seed: picks the samples.
+        best: export the run's best checkpoint by its held-out figure (best.safetensors, written when the run was
+            trained with `keep_best`) instead of its last one.
 
     Returns:
         The card (also written to `out/card.json`): name, resolution, class names, classifier accuracy, the run's
@@ -189,9 +192,17 @@ def export_run(
     a, b = run_dir.resolve(), out.resolve()
     if a == b or a in b.parents or b in a.parents:
         raise StylexError(f"--out {out} and the run folder {run_dir} overlap; choose an --out outside the run.")
-    step = int(read_weights(run_dir / WEIGHTS)[1].get("step", 0))
-    model, classifier = load_run(run_dir, device=device)
-    if int(read_weights(run_dir / WEIGHTS)[1].get("step", 0)) != step:  # a training run checkpointed meanwhile
+    from stylex.training.trainer import BEST_INFO, BEST_WEIGHTS
+
+    weights = BEST_WEIGHTS if best else WEIGHTS
+    if best and not (run_dir / BEST_WEIGHTS).is_file():
+        raise StylexError(
+            f"{run_dir} has no {BEST_WEIGHTS}; a run keeps its best checkpoint when trained with --set "
+            "keep_best=identity (or another held-out figure) and eval_every or eval_every_minutes."
+        )
+    step = int(read_weights(run_dir / weights)[1].get("step", 0))
+    model, classifier = load_run(run_dir, device=device, weights=weights)
+    if int(read_weights(run_dir / weights)[1].get("step", 0)) != step:  # a training run checkpointed meanwhile
         raise StylexError(f"{run_dir} wrote a new checkpoint while it was being exported; export it again.")
     info = model.run_info
     name = name or out.name
@@ -201,6 +212,11 @@ def export_run(
         chosen = _write_samples(model, classifier, info, samples, num_samples, seed, device, tmp / SAMPLES_DIR)
         _write_weights(model, step, tmp / RUN_DIR / "weights.safetensors", half)
         training = _training_record(run_dir, step, info)
+        if best:
+            kept = (
+                json.loads((run_dir / BEST_INFO).read_text(encoding="utf-8")) if (run_dir / BEST_INFO).is_file() else {}
+            )
+            training["checkpoint"] = {"best": True, "keep_best": kept.get("keep_best"), "figures": kept.get("figures")}
         export_info = {
             "format_version": CARD_FORMAT_VERSION,
             "name": name,
