@@ -208,6 +208,14 @@ def test_classifier_with_wrong_output_shape(chain, tmp_path, monkeypatch):
     )
 
 
+def test_train_classifier_says_what_it_loaded(chain, tmp_path):
+    result = run("train-classifier", "--data", chain / "data", "--out", tmp_path / "c", "--resolution", 16,
+                 "--epochs", 1, "--width", 4)  # fmt: skip
+    counts = {p.name: len(list(p.glob("*.png"))) for p in sorted((chain / "data").iterdir()) if p.is_dir()}
+    listed = ", ".join(f"{k} {v}" for k, v in counts.items())
+    assert f"64 images in 2 classes ({listed}) from {chain / 'data'}" in result.output
+
+
 def test_classifier_classes_names_the_outputs(chain, tmp_path):
     args = ("train", "--data", chain / "data", "--classifier", chain / "clf", "--preset", "tiny", "--max-steps", 1)
     _error(run(*args, "--out", tmp_path / "r0", "--classifier-classes", "a,b,c", ok=False), "3 class names")

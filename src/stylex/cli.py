@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from stylex.errors import StylexError
+from stylex.errors import StylexError, counted
 
 PRESET_HELP = "tiny (tests), shapes-32, mnist-32, plant-64, faces-64 (DiffAugment)"
 
@@ -251,6 +251,9 @@ def train_classifier_cmd(
     ds = load_dataset(data, resolution=resolution, progress=not quiet)
     if ds.labels is None:
         raise StylexError(f"{data} has no labels; a classifier needs class subfolders or an npz with 'labels'.")
+    counts = ", ".join(f"{name} {int((ds.labels == k).sum())}" for k, name in enumerate(ds.class_names))
+    if not quiet:
+        click.echo(f"{counted(len(ds), 'image')} in {counted(len(ds.class_names), 'class')} ({counts}) from {data}")
     train_set, val_set = ds.split(val_fraction, seed)
     cfg = ClassifierTrainConfig(width=width, epochs=epochs, batch_size=batch_size, lr=lr, hflip=hflip, seed=seed)
     metrics = train_classifier(train_set, val_set, out, cfg, device=device, quiet=quiet)
