@@ -323,9 +323,9 @@ def demo(
             2 * num_frames - 2 frames). Each position is one synthesis of 4 images, so with top_k = 10 the whole
             demo takes 86 / 77 / 67 CPU seconds at 16 / 12 / 8 positions (one thread of the 2-core machine).
         num_explanations: images explained, taking the predicted classes in turn (also shown in the report).
-        fast: M of AttFind's fast mode (the top M coordinates per image are evaluated exactly, in bf16 autocast
-            with channels_last: 3x faster than float32 on the project's 2-core machine, whose CPU has bf16
-            instructions; the same attributes up to bf16 rounding).
+        fast: M of AttFind's fast mode (the top 2M (coordinate, direction) edits per image are evaluated exactly, in
+            bf16 autocast with channels_last: 3x faster than float32 on the project's 2-core machine, whose CPU has
+            bf16 instructions; the same attributes up to bf16 rounding).
     Returns:
         {"model", "attfind", "explanations" (folders), "report" (index.html), "seconds" (per step and "total")}.
     """
