@@ -87,6 +87,7 @@ class _ModelArg(click.ParamType):
 
 
 MODEL = _ModelArg()
+DEVICE_HELP = "Where the networks run: cpu, cuda or cuda:N."
 SUMMARY_CLASSES = 20  # attfind and baseline print the tables of this many classes, then a line for the rest
 MODEL_HELP = "Run folder, an exported model's folder, or zoo:NAME for a shipped model (`stylex zoo` lists them)."
 
@@ -124,9 +125,9 @@ def data_heldout(run_dir, data, out):
 
 @data.command("synth")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New folder to write.")
-@click.option("--num-images", default=2000, show_default=True, type=click.IntRange(min=1))
+@click.option("--num-images", default=2000, show_default=True, type=click.IntRange(min=1), help="Images to render.")
 @click.option("--resolution", default=32, show_default=True, type=click.IntRange(min=8))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the scenes.")
 @click.option(
     "--label",
     "label_rule",
@@ -232,15 +233,18 @@ def _rank_messages(dist):
 @click.option("--data", required=True, type=click.Path(), help="Labelled image folder (class subfolders) or .npz.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the classifier.")
 @click.option("--resolution", default=32, show_default=True, type=int, help="Image size the classifier sees.")
-@click.option("--epochs", default=5, show_default=True, type=click.IntRange(min=1))
-@click.option("--width", default=32, show_default=True, type=click.IntRange(min=4))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", default=3e-3, show_default=True, type=float)
+@click.option(
+    "--epochs", default=5, show_default=True, type=click.IntRange(min=1), help="Passes over the training images."
+)
+@click.option("--width", default=32, show_default=True, type=click.IntRange(min=4), help="Channels of the first conv.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per step.")
+@click.option("--lr", default=3e-3, show_default=True, type=float, help="Peak learning rate (AdamW, one-cycle).")
 @click.option("--hflip/--no-hflip", default=False, show_default=True, help="Random horizontal flips.")
-@click.option("--val-fraction", default=0.1, show_default=True, type=float)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--quiet", is_flag=True)
+@click.option("--val-fraction", default=0.1, show_default=True, type=float,
+              help="Share of each class held out for validation.")  # fmt: skip
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the split, the weights and the batches.")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_classifier_cmd(
     data, out, resolution, epochs, width, batch_size, lr, hflip, val_fraction, seed, device, quiet
 ):
@@ -291,7 +295,7 @@ def train_classifier_cmd(
     "(--set conditional=false): D's class projection then starts fresh.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (under torchrun: cuda:LOCAL_RANK).")
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume, init_from, device, quiet, **kw):
     """Train StylEx (G, E, D) for a frozen classifier; checkpoints, stats.jsonl and samples go into --out.
 
@@ -346,9 +350,9 @@ def _train_config(out, preset_name: str, values: dict, resume: bool):
 @click.option("--split", type=click.Choice(["val", "all"]), default="val", show_default=True,
               help="val: the run's held-out split of its own data (other --data, e.g. `stylex data heldout`'s file, "
               "is used whole); all: every image.")  # fmt: skip
-@click.option("--num-images", default=256, show_default=True, type=click.IntRange(min=2))
+@click.option("--num-images", default=256, show_default=True, type=click.IntRange(min=2), help="Images reconstructed.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN/reconstruct).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 def reconstruct_cmd(run_dir, data, split, num_images, out, device):
     """Encode and regenerate images: a grid, and consistency / L1 / identity beside two trivial baselines."""
     from stylex.pipeline import format_report, reconstruct
@@ -367,7 +371,7 @@ def reconstruct_cmd(run_dir, data, split, num_images, out, device):
 @click.option("--train", is_flag=True, help="Instead: the whole chain from nothing (synthetic shapes -> classifier -> "
               "short StylEx run -> AttFind -> report).")  # fmt: skip
 @click.option("--minutes", default=5.0, show_default=True, type=float, help="StylEx training budget (with --train).")
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo_cmd(out, model_name, train, minutes, quiet):
     """Explain the shipped leaf classifier with the shipped pepper-64 model, no training: AttFind (fast mode) on
     its sample images, a few image explanations and the HTML report, whose path comes last."""
@@ -399,7 +403,7 @@ def demo_cmd(out, model_name, train, minutes, quiet):
     "instead of the last.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_values, best, overwrite, device):
     """Write a trained run as a self-contained model folder to ship: stylex/ (G_ema and E_ema only), classifier/,
     samples/ (held-out images in class folders) and card.json (what it is and how well it reconstructs)."""
@@ -521,7 +525,7 @@ def zoo_cmd():
     show_default=True,
     help="Reuse the finished chunks an interrupted run of the same command left in --out.",
 )
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def attfind_cmd(
     run_dir,
@@ -620,7 +624,7 @@ def attfind_cmd(
     "which searches the modulated-conv styles only. Default: on for a model trained with tint styles "
     "(--set model.tint_styles=N), off otherwise.",
 )
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rgb, device):
     """A baseline explanation on the images AttFind would use: attributes.json with flip rates and sufficiency@K,
     to compare with `stylex attfind` (and to pass to `stylex evaluate --attributes`)."""
@@ -653,7 +657,7 @@ def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rg
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Most edits per strategy.")
 @click.option("--target", help="Class (name or index) to move toward; default the most likely other class.")
 @click.option("--fast", type=click.IntRange(min=1), metavar="M", help="Fast-mode effects for a new image.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, top_k, target, fast, device, quiet):
     """Explain one image: the style edits that move it toward another class, as PNG sequences and JSON."""
@@ -701,7 +705,7 @@ def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, to
 @click.option("--explanations", default=3, show_default=True, type=click.IntRange(min=0),
               help="Image-specific explanations shown.")  # fmt: skip
 @click.option("--no-generate", is_flag=True, help="Do not make missing reconstruction figures, strips or GIFs.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames, explanations, no_generate, device,
                quiet):  # fmt: skip
@@ -736,7 +740,7 @@ def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames,
               "unless others should reach the viewer.")  # fmt: skip
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 = any free port.")
 @click.option("--num-images", default=12, show_default=True, type=click.IntRange(min=0), help="Images offered.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--quiet", is_flag=True, help="Do not log requests.")
 def serve_cmd(run_dir, attributes_dir, data, host, port, num_images, device, quiet):
     """Serve a live viewer: pick or upload an image, move the top attributes, watch the classifier (Ctrl-C stops)."""
@@ -773,7 +777,7 @@ def serve_cmd(run_dir, attributes_dir, data, host, port, num_images, device, qui
 @click.option("--reach", "reach_images", default=0, show_default=True, type=click.IntRange(min=0),
               help="Also edit every conv coordinate alone on this many images and report, per factor, the largest "
                    "change one coordinate makes (synthetic data; 0 = off; ~2 min for 32 images at 32 px).")  # fmt: skip
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 def evaluate_cmd(run_dir, attributes_dir, out, data, ks, num_images, seed, num_scenes, num_values, used_threshold,
                  min_change, read_images, reach_images, device):  # fmt: skip
     """Measure an explanation: sufficiency@K, consistency, reconstruction and, on synthetic shapes, whether the
