@@ -172,6 +172,31 @@ def test_killed_at_random_moments(inputs, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_checkpoints_after_the_step_under_way(inputs, tmp_path, sig, code):
+    """Ctrl-C (or a cluster's SIGTERM) used to leave the last periodic checkpoint and lose the steps since; it now
+    ends the step under way, checkpoints it, and the run resumes to the uninterrupted result."""
+    root, run = inputs, tmp_path / "run"
+    args = [a if a != f"checkpoint_every={EVERY}" else "checkpoint_every=100" for a in train_args(root, run)]
+    proc = subprocess.Popen(command(*args), env=env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "stats.jsonl").is_file() and max(logged_steps(run), default=0) >= 3:
+            break
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal landed")
+    step = checkpoint_steps(run)[0]
+    assert proc.returncode == code and f"stopped by {sig.name} at step {step}, checkpointed" in err, err
+    assert 3 <= step < STEPS and logged_steps(run)[-1] == step
+    done = stylex(*train_args(root, run, resume=True))
+    assert done.returncode == 0, done.stderr
+    assert_finished_like_reference(run, root)
+
+
+@pytest.mark.slow
 def test_attfind_killed_after_a_chunk_resumes_to_the_same_result(inputs, tmp_path):
     root = inputs
     # Fast mode and a tiny memory budget: one image per chunk, a few edits each, so 6 chunks of quick work.

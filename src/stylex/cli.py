@@ -51,7 +51,7 @@ class _Group(click.Group):
             )
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("interrupted; the last complete checkpoint is kept (continue with --resume).", err=True)
+            click.echo("interrupted (a training keeps its last complete checkpoint, if it wrote one).", err=True)
             sys.exit(130)
 
 
@@ -322,6 +322,11 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
             result = train_stylex(
                 data, classifier, out, config, resume=resume, device=device, quiet=quiet, init_from=init_from
             )
+    if dist.is_main and result.stopped_by:
+        click.echo(
+            f"stopped by {result.stopped_by} at step {result.step}, checkpointed; continue with --resume.", err=True
+        )
+        sys.exit(130 if result.stopped_by == "SIGINT" else 143)
     if dist.is_main and result.step == result.start_step and resume:
         budget = f"max_steps {config.max_steps}" if config.max_steps else f"max_minutes {config.max_minutes:g}"
         click.echo(f"nothing trained: {out} is at step {result.step}, its budget is {budget}; give a larger "

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -118,6 +120,31 @@ class TrainResult:
     seconds: float
     last_stats: dict[str, float]
     start_step: int = 0  # where this session started (a resumed run's step)
+    stopped_by: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped it (checkpointed first)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: list[str], enabled: bool = True) -> Iterator[None]:
+    """While training in one process: the first Ctrl-C (SIGINT) or SIGTERM (a cluster's preemption) appends its
+    name to `stop`, so that the loop ends after the step under way and checkpoints; a second SIGINT interrupts at
+    once (KeyboardInterrupt). Off under torchrun, whose ranks could see a signal at different steps, and outside
+    the main thread, where Python cannot set handlers."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if not stop:
+            stop.append(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _classifier_where(saved: dict) -> str:
@@ -707,8 +734,12 @@ class Trainer:
         sums: dict[str, float] = {}
         count, last = 0, {}
         t_prev = time.perf_counter()
-        try:
+        stop: list[str] = []  # the signal that asked to stop, if one did
+        with _stop_on_signals(stop, enabled=not self.dist.enabled), contextlib.ExitStack() as cleanup:
+            cleanup.callback(bar.close)
             while True:
+                if stop:
+                    break
                 if cfg.max_steps and self.step >= cfg.max_steps:
                     break
                 if cfg.max_minutes and self.seconds >= cfg.max_minutes * 60:
@@ -767,12 +798,10 @@ class Trainer:
                 if checkpoint_due:
                     self.save_checkpoint()
                     good_step = self.step
-        finally:
-            bar.close()
         if good_step != self.step:  # not already checkpointed at this step
             self.check_weights(good_step)
             if self.dist.is_main:
                 self.save_checkpoint()
         if self.dist.is_main:
             self.write_samples()
-        return TrainResult(self.out_dir, self.step, self.seconds, last, start_step)
+        return TrainResult(self.out_dir, self.step, self.seconds, last, start_step, stop[0] if stop else None)
