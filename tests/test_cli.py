@@ -62,6 +62,8 @@ def test_data_heldout_writes_the_runs_own_validation_split(chain, tmp_path):
 def test_resume_continues_the_step_counter(chain, tmp_path):
     import shutil
 
+    from PIL import Image
+
     run_dir = tmp_path / "run"
     shutil.copytree(chain / "run", run_dir)
     run(
@@ -81,6 +83,17 @@ def test_resume_continues_the_step_counter(chain, tmp_path):
     )
     lines = [json.loads(s) for s in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "step" in r][-1] == 5
+    # other data: fewer images (its saved order indexed past their end) or as many other ones (silently taken)
+    config = (run_dir / "config.json").read_text()
+    fewer, other = tmp_path / "fewer", tmp_path / "other"
+    run("data", "synth", "--out", fewer, "--num-images", 40, "--resolution", 16, "--quiet")
+    shutil.copytree(chain / "data", other)
+    first = sorted(other.rglob("*.png"))[0]
+    Image.open(first).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(first)  # the same counts, one image other
+    for data, why in ((fewer, "36 and 4 from"), (other, "and other pixels")):
+        args = ["--classifier", chain / "clf", "--out", run_dir, "--preset", "tiny", "--max-steps", 6, "--resume"]
+        _error(run("train", "--data", data, *args, ok=False), "was trained on other data", why)
+        assert (run_dir / "config.json").read_text() == config, "the refused resume leaves the run's record alone"
 
 
 def test_resume_without_preset_keeps_the_runs_own_config(chain, tmp_path):

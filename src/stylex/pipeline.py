@@ -174,6 +174,7 @@ def _train(
     out_dir = Path(out_dir)
     run_info = {
         "data": str(Path(data).resolve()),
+        "data_fingerprint": dataset.fingerprint(),
         "num_train": len(train_set),
         "num_val": len(val_set),
         "class_names": class_names,

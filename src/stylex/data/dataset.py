@@ -17,6 +17,7 @@ Conversions applied to every file, in this order:
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -133,6 +134,13 @@ class ImageDataset:
             source=self.source,
             factor_categories=dict(self.factor_categories),
         )
+
+    def fingerprint(self) -> str:
+        """Short sha256 of the pixels (and labels): the same images in the same order, wherever they are stored."""
+        h = hashlib.sha256(np.ascontiguousarray(self.images).data)
+        if self.labels is not None:
+            h.update(np.ascontiguousarray(self.labels, dtype=np.int64).data)
+        return h.hexdigest()[:16]
 
     def relabelled(self, class_names: Sequence[str]) -> ImageDataset:
         """The same images with their labels re-indexed to `class_names` (e.g. a classifier's classes, in its

@@ -316,10 +316,25 @@ class Trainer:
             if saved.get("init_from") and "init_from" not in self.run_info:  # provenance survives resuming
                 self.run_info["init_from"] = saved["init_from"]
             self._check_classifier(saved, self.out_dir, "pass the classifier the run was started with.")
+            self._check_data(saved)
             return
         if weights.exists() or (self.out_dir / STATE).exists():
             raise StylexError(
                 f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out."
+            )
+
+    def _check_data(self, saved: dict) -> None:
+        """Stop a resume on other data than the run's: its saved data order would index other images (or past
+        their end). Runs saved before the data's fingerprint was recorded are checked by their image counts."""
+        now, before = self.run_info, saved
+        keys = [k for k in ("data_fingerprint", "num_train", "num_val") if k in now and k in before]
+        if any(now[k] != before[k] for k in keys):
+            raise StylexError(
+                f"{self.out_dir} was trained on other data ({before.get('num_train')} training and "
+                f"{before.get('num_val')} held-out images from {before.get('data')}); the data given now has "
+                f"{now.get('num_train')} and {now.get('num_val')} from {now.get('data')}"
+                + (" and other pixels" if before.get("num_train") == now.get("num_train") else "")
+                + "; resume with the data the run was trained on."
             )
 
     def _check_classifier(self, saved: dict, run_dir: Path, advice: str) -> None:
