@@ -261,3 +261,25 @@ def test_non_finite_gradients_stop_before_a_checkpoint_is_written(tmp_path, stan
     assert checkpoint_steps(tmp_path / "run") == (2, 2)
     tensors, _ = read_weights(tmp_path / "run" / WEIGHTS)
     assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+@pytest.mark.parametrize("which", ["weights", "state"])
+def test_a_full_disk_ends_in_an_oserror_naming_the_file(tmp_path, monkeypatch, which):
+    """safetensors and torch.save report a full disk with their own types ("unexpected pos 185152 vs 185044"), which
+    reached the user as a traceback; the write now ends as an OSError naming the file, without a partial file."""
+    from safetensors import SafetensorError
+
+    from stylex.training import checkpoint
+
+    def full(*args, **kwargs):
+        if which == "weights":
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 185152 vs 185044")
+
+    monkeypatch.setattr(checkpoint, "save_file" if which == "weights" else "torch", type("T", (), {"save": full})
+                        if which == "state" else full)  # fmt: skip
+    with pytest.raises(OSError) as caught:
+        checkpoint.save_checkpoint(tmp_path, {"G": torch.nn.Linear(2, 2)}, {"step": 3})
+    name = WEIGHTS if which == "weights" else STATE
+    assert caught.value.filename == str(tmp_path / (name + TMP)) and "could not be written (" in caught.value.strerror
+    assert not list(tmp_path.glob("*" + TMP)) and not (tmp_path / STATE).exists()

@@ -19,7 +19,10 @@ the last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,20 +64,36 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A failed write (a full disk, above all) removes its partial file and ends as an OSError naming `path`, which
+    commands report in one line; safetensors and torch.save raise their own types for it ("unexpected pos ...")."""
+    try:
+        yield
+    except BaseException as e:
+        Path(path).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is not None or not isinstance(e, Exception):
+            raise
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise OSError(errno.EIO, f"could not be written ({reason})", str(path)) from e
+
+
 def _write_weights(path: Path, modules: dict[str, nn.Module], step: int) -> None:
     """The state dicts of `modules` into one safetensors file at `path`, keys prefixed "<name>.", flushed."""
     tensors = {}
     for name, module in modules.items():
         for key, value in module.state_dict().items():
             tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
-    save_file(tensors, str(path), metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step)})
-    share(path)
-    _fsync_file(path)
+    with _writing(path):
+        save_file(tensors, str(path), metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step)})
+        share(path)
+        _fsync_file(path)
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
-    torch.save({"format_version": CHECKPOINT_FORMAT_VERSION, **state}, path)
-    _fsync_file(path)
+    with _writing(path):
+        torch.save({"format_version": CHECKPOINT_FORMAT_VERSION, **state}, path)
+        _fsync_file(path)
 
 
 def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], state: dict[str, Any]) -> None:
@@ -90,7 +109,8 @@ def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], state: dict[st
     weights, state_path = run_dir / WEIGHTS, run_dir / STATE
     _write_weights(_tmp(weights), modules, step)
     failpoint("checkpoint-weights", step)
-    _write_state(_tmp(state_path), state)
+    with _writing(_tmp(weights)):  # a state that cannot be written takes the new weights with it
+        _write_state(_tmp(state_path), state)
     failpoint("checkpoint-state", step)
     os.replace(_tmp(state_path), state_path)  # the commit
     _fsync_dir(run_dir)
