@@ -150,6 +150,23 @@ def test_two_processes_equal_one_and_resume_with_one(inputs, tmp_path):
     _assert_same_weights(tmp_path / "one-3", two)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
+def test_an_output_folder_rank_0_cannot_write_stops_every_rank_in_one_line(inputs, tmp_path):
+    """Rank 0 met the folder's OSError only when it wrote config.json, after the ranks had agreed to go on: rank 1
+    trained into a closed connection and printed gloo's traceback."""
+    (tmp_path / "afile").write_text("not a folder")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "stylex"]
+    args = _train_args(inputs, tmp_path / "afile" / "run", 2)
+    proc = subprocess.run(cmd + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "afile" in errors[0], proc.stderr
+    # torchrun's own launcher prints a traceback for any failed child; no rank prints one of its own
+    assert "[rank1]" not in proc.stderr and "Connection closed" not in proc.stderr, proc.stderr
+
+
 # ------------------------------------------------------------------------------------------------ attfind
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -297,7 +298,18 @@ class Trainer:
                         self.best = float(saved_best["figures"][self.config.keep_best])
 
     def _check_folder(self, resume: bool) -> None:
-        """A run to resume that fits the config now given, or a folder that holds no run."""
+        """A run to resume that fits the config now given, or a folder that holds no run; either writable (checked
+        here, so that under torchrun every rank hears of a folder rank 0 cannot write)."""
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.out_dir / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise StylexError(
+                f"{e.filename or self.out_dir}: {e.strerror or e}; check the path, its permissions and the free disk "
+                "space."
+            ) from None
         weights = self.out_dir / WEIGHTS
         if resume:
             if self.out_dir.is_dir():
