@@ -109,6 +109,23 @@ def test_resume_without_preset_keeps_the_runs_own_config(chain, tmp_path):
     _error(run(*args, "--preset", "tiny", "--max-steps", 4, "--resume", ok=False), "cond_rgb", "cond_sparsity")
 
 
+def test_a_project_moved_as_a_whole_still_finds_its_data_and_classifier(tmp_path):
+    """The run records the data's and the classifier's absolute places; when the three move together, the places
+    relative to the run find them (reconstruct, attfind and report failed on the old classifier path)."""
+    make_tiny_run(tmp_path / "before", num_images=24, steps=1)
+    (tmp_path / "before").rename(tmp_path / "after")
+    run_dir = tmp_path / "after" / "run"
+    run("reconstruct", "--model", run_dir, "--num-images", 4)
+    run("attfind", "--model", run_dir, "--num-images", 4, "--top-k", 1, "--fast", 4, "--no-render", "--quiet")
+    from stylex.pipeline import load_run
+
+    model, classifier = load_run(run_dir)
+    assert model.run_info["data"] == str((tmp_path / "after" / "data").resolve())
+    assert classifier.source.location == str((tmp_path / "after" / "clf").resolve())
+    (tmp_path / "after" / "clf").rename(tmp_path / "after" / "gone")
+    _error(run("reconstruct", "--model", run_dir, ok=False), "is not there", "config.json")
+
+
 def test_init_from_fine_tunes_with_another_recipe(chain, tmp_path):
     out = tmp_path / "tuned"
     args = ["train", "--data", chain / "data", "--classifier", chain / "clf", "--out", out, "--preset", "tiny",

@@ -164,6 +164,7 @@ def _train(
     init_from: str | os.PathLike | None = None,
 ):
     from stylex.classifier import as_classifier
+    from stylex.classifier.load import relative_places
     from stylex.data import load_dataset
     from stylex.training.trainer import Trainer
 
@@ -174,11 +175,12 @@ def _train(
     out_dir = Path(out_dir)
     run_info = {
         "data": str(Path(data).resolve()),
+        "data_relative": os.path.relpath(Path(data).resolve(), Path(out_dir).resolve()),  # for a moved project
         "data_fingerprint": dataset.fingerprint(),
         "num_train": len(train_set),
         "num_val": len(val_set),
         "class_names": class_names,
-        "classifier": classifier.to_dict(relative_to=out_dir),
+        "classifier": relative_places(classifier.to_dict(relative_to=out_dir), out_dir),
         "classifier_fingerprint": classifier.fingerprint(),
     }
     trainer = Trainer(

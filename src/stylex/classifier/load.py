@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,13 @@ def load_classifier_from_dict(
             f"The run's classifier '{src.location}' was an in-memory module and cannot be reloaded; "
             "pass the classifier again (directory, TorchScript file or module:factory)."
         )
-    src = src.resolved(base_dir)
+    src = _moved_along(src.resolved(base_dir), d, base_dir)
+    if src.kind != "factory" and not os.path.exists(src.location):
+        where = f" (recorded in {Path(base_dir) / 'config.json'})" if base_dir is not None else ""
+        raise StylexError(
+            f"The run's classifier {src.location}{where} is not there; put it back, or move it beside the run as "
+            "it was (the run finds it by its relative place too), or `stylex export` the run where it is."
+        )
     adapter = _load(src.location, src.weights, src.input_spec, device, src.search_path)
     if src.class_names is not None and adapter.class_names is None:
         adapter.class_names = list(src.class_names)
@@ -165,6 +172,35 @@ def load_classifier_from_dict(
     if check_at is not None:
         adapter.check(check_at)
     return adapter
+
+
+def relative_places(d: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, Any]:
+    """`d` (a classifier entry of a run's config.json) with the classifier's and its weights' places relative to the
+    run folder too ("location_relative", "weights_relative"), so that a project folder moved as a whole (run, data
+    and classifier together) still finds its classifier."""
+    d = dict(d)
+    for key in ("location", "weights"):
+        value = d.get(key)
+        if d.get("kind") != "factory" or key == "weights":
+            if isinstance(value, str) and os.path.isabs(value):
+                d[f"{key}_relative"] = os.path.relpath(value, os.path.abspath(run_dir))
+    return d
+
+
+def _moved_along(src: ClassifierSource, d: dict[str, Any], base_dir: str | os.PathLike | None) -> ClassifierSource:
+    """`src` with a missing absolute place replaced by the recorded relative one, when that one exists."""
+    if base_dir is None:
+        return src
+    changes = {}
+    for key in ("location", "weights"):
+        value, rel = getattr(src, key), d.get(f"{key}_relative")
+        if key == "location" and src.kind == "factory":
+            continue
+        if value is not None and not os.path.exists(value) and isinstance(rel, str):
+            moved = os.path.normpath(os.path.join(os.fspath(base_dir), rel))
+            if os.path.exists(moved):
+                changes[key] = moved
+    return replace(src, **changes) if changes else src
 
 
 # --- the three kinds of source ---------------------------------------------------------------------------

@@ -114,6 +114,9 @@ class StylEx(nn.Module):
             data = info.get("data")
             if isinstance(data, str) and not Path(data).is_absolute():  # the shipped samples, beside the run folder
                 info["data"] = str((run_dir / data).resolve())
+        data, rel = info.get("data"), info.get("data_relative")
+        if isinstance(data, str) and isinstance(rel, str) and not Path(data).exists() and (run_dir / rel).exists():
+            info["data"] = str((run_dir / rel).resolve())  # the run, its data and classifier moved together
         names = {"G_ema": G, "E_ema": E} if ema else {"G": G, "E": E}
         load_modules(tensors, names, path)
         model = cls(G, E, config, info).to(device).eval()
