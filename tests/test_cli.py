@@ -305,3 +305,6 @@ def test_a_budget_in_minutes_alone_is_the_whole_budget_and_a_spent_one_says_so(c
     assert "nothing trained" in result.output and "at step 2, its budget is max_steps 2" in result.output
     run_cli(*base[:-3], "--quiet", "--resume", "--max-minutes", 0.0001)
     assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 0
+    both = run_cli(*base[:-3], "--quiet", "--resume", "--max-steps", 3, "--set", "max_steps=9")
+    assert both.output.startswith("warning: --max-steps 3 replaces --set max_steps=9; give one of them.")
+    assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 3

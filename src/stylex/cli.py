@@ -306,6 +306,9 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
     from stylex.training.distributed import process_group
 
     values = dict(parse_override(o) for o in overrides)
+    for key, flag, given in (("max_minutes", "--max-minutes", max_minutes), ("max_steps", "--max-steps", max_steps)):
+        if given is not None and key in values and values[key] != given:
+            warnings.warn(f"{flag} {given:g} replaces --set {key}={values[key]:g}; give one of them.", stacklevel=1)
     if max_minutes is not None:
         values["max_minutes"] = max_minutes
     if max_steps is not None:
