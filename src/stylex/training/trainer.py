@@ -300,16 +300,6 @@ class Trainer:
     def _check_folder(self, resume: bool) -> None:
         """A run to resume that fits the config now given, or a folder that holds no run; either writable (checked
         here, so that under torchrun every rank hears of a folder rank 0 cannot write)."""
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.out_dir / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise StylexError(
-                f"{e.filename or self.out_dir}: {e.strerror or e}; check the path, its permissions and the free disk "
-                "space."
-            ) from None
         weights = self.out_dir / WEIGHTS
         if resume:
             if self.out_dir.is_dir():
@@ -329,11 +319,20 @@ class Trainer:
                 self.run_info["init_from"] = saved["init_from"]
             self._check_classifier(saved, self.out_dir, "pass the classifier the run was started with.")
             self._check_data(saved)
-            return
-        if weights.exists() or (self.out_dir / STATE).exists():
+        elif weights.exists() or (self.out_dir / STATE).exists():
             raise StylexError(
                 f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out."
             )
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.out_dir / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise StylexError(
+                f"{e.filename or self.out_dir}: {e.strerror or e}; check the path, its permissions and the free disk "
+                "space."
+            ) from None
 
     def _check_data(self, saved: dict) -> None:
         """Stop a resume on other data than the run's: its saved data order would index other images (or past
