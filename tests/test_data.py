@@ -134,7 +134,7 @@ def test_conversions_to_rgb_at_resolution(tmp_path):
         data = load_dataset(tmp_path, resolution=RES)
     said = " ".join(str(w.message) for w in caught)
     assert "1 image of 9 (e.g. " in said and "rgba.png) has transparent pixels; stylex composites them on black" in said
-    assert f"1 image of 9 has less than half of {RES} px; they are enlarged" in said and "is 4 px" in said
+    assert f"1 image of 9 has less than half of {RES} px; it is enlarged" in said and "is 4 px" in said
     by = {f: data.images[i] for i, f in enumerate(data.filenames)}
     assert data.images.shape == (9, RES, RES, 3)
     assert (by["int32.tif"] == 200).all(), "0..255 in 32-bit integers stays 0..255 (it was divided by 257)"

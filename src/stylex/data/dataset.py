@@ -609,8 +609,9 @@ def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, 
     if small:
         side, p = min(small)
         warnings.warn(
-            f"{counted(len(small), 'image')} of {len(paths)} {_have(small)} less than half of {resolution} px; they "
-            f"are enlarged and blurred (the smallest, {p}, is {side} px on its shorter side).",
+            f"{counted(len(small), 'image')} of {len(paths)} {_have(small)} less than half of {resolution} px; "
+            f"{'it is' if len(small) == 1 else 'they are'} enlarged and blurred (the smallest, {p}, is {side} px on "
+            "its shorter side).",
             stacklevel=4,
         )
     return images
