@@ -101,27 +101,17 @@ def _load(
             f"Classifier weights file '{weights}' does not exist; check the path to the .safetensors file."
         )
     with torch.random.fork_rng(devices=[]):
-        return _load_kind(source, weights, input_spec, device, search_path)
-
-
-def _load_kind(
-    source: str,
-    weights: str | None,
-    input_spec: InputSpec | None,
-    device: str | torch.device,
-    search_path: str | None = None,
-) -> ClassifierAdapter:
-    if os.path.isdir(source):
-        adapter = _load_directory(source, weights, input_spec)
-    elif os.path.isfile(source):
-        adapter = _load_torchscript(source, weights, input_spec, device)
-    elif _FACTORY.match(source):
-        adapter = _load_factory(source, weights, input_spec, search_path)
-    else:
-        raise StylexError(
-            f"Classifier '{source}' is neither an existing directory or file nor 'package.module:factory'; "
-            "give a classifier directory from `stylex train-classifier`, a TorchScript file, or module:factory."
-        )
+        if os.path.isdir(source):
+            adapter = _load_directory(source, weights, input_spec)
+        elif os.path.isfile(source):
+            adapter = _load_torchscript(source, weights, input_spec, device)
+        elif _FACTORY.match(source):
+            adapter = _load_factory(source, weights, input_spec, search_path)
+        else:
+            raise StylexError(
+                f"Classifier '{source}' is neither an existing directory or file nor 'package.module:factory'; "
+                "give a classifier directory from `stylex train-classifier`, a TorchScript file, or module:factory."
+            )
     return adapter.to(device)
 
 
