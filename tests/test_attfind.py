@@ -814,6 +814,9 @@ def test_an_explanation_says_at_which_edit_it_flips():
     assert explanation([0, 0, 1]).to_dict()["num_edits_to_flip"] == 3
     assert explanation([0, 1, 0]).outcome == "flips at edit 2 of 3, and is back by the last"
     assert explanation([0]).outcome == "does not flip in 1 edit"
+    three = ImageExplanation("class", "x", ["7", "1", "4"], 0, 1, [1.0, 0.0, 0.0], [0.7, 0.2, 0.1],
+                             explanation([1, 2, 2]).steps)  # fmt: skip
+    assert three.outcome == "flips at edit 1 of 3, and is '4' by the last", "not 'back': it went on to a third class"
 
 
 def test_a_target_is_an_index_as_an_int_and_a_name_as_text():

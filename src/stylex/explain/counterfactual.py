@@ -91,11 +91,16 @@ class ImageExplanation:
 
     @property
     def outcome(self) -> str:
-        """In words: "flips at edit 1 of 5", "does not flip in 5 edits"."""
+        """In words: "flips at edit 1 of 5", "does not flip in 5 edits", "flips at edit 1 of 5, and is '4' by the
+        last" (with more than two classes the later edits may carry it on to a third class)."""
         n, k = len(self.steps), self.edits_to_flip
         if k is None:
             return f"does not flip in {counted(n, 'edit')}"
-        return f"flips at edit {k} of {n}" + ("" if self.flipped else ", and is back by the last")
+        if self.flipped:
+            return f"flips at edit {k} of {n}"
+        last = self.steps[-1].predicted
+        ends = "is back by the last" if last == self.original_class else f"is {self.class_names[last]!r} by the last"
+        return f"flips at edit {k} of {n}, and {ends}"
 
     @property
     def edits(self) -> list[tuple[int, int]]:
