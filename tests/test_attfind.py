@@ -688,9 +688,12 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     assert (tiny_run / "ex0" / "independent.png").is_file() and (tiny_run / "ex0" / "subset.png").is_file()
 
     image = next((tiny_run / "data").rglob("*.png"))
-    run("explain", "--model", run_dir, "--attributes", out, "--image", image, "--out", tiny_run / "ex1",
-        "--strategy", "subset", "--fast", 8, "--quiet")  # fmt: skip
+    said = run("explain", "--model", run_dir, "--attributes", out, "--image", image, "--out", tiny_run / "ex1",
+               "--strategy", "subset", "--fast", 8, "--quiet").output  # fmt: skip
     assert (tiny_run / "ex1" / "subset.png").is_file()
+    report = json.loads((tiny_run / "ex1" / "explanation.json").read_text())
+    differs = report["image_class"] != report["reconstruction_class"]
+    assert ("warning: the image is classified" in said) == differs, "said exactly when the two classes differ"
 
     both = run("explain", "--model", run_dir, "--attributes", out, "--out", tiny_run / "ex2", ok=False)
     assert both.exit_code == 1 and both.output.startswith("error: ") and "--index" in both.output
@@ -831,8 +834,9 @@ def test_a_target_is_an_index_as_an_int_and_a_name_as_text():
     assert result.for_class("0").class_index == 0
 
 
-def test_explaining_toward_the_class_the_image_already_has_is_refused(tmp_path):
-    """`explain --target` the image's own predicted class used to report a flip after one edit."""
+def test_explaining_toward_the_class_the_image_already_has_is_refused(tmp_path, monkeypatch):
+    """`explain --target` the image's own predicted class used to report a flip after one edit; for a new image it
+    is refused before the effects of every coordinate are computed."""
     root = make_tiny_run(tmp_path, num_images=32, steps=2)
     run = root / "run"
     run_cli("attfind", "--model", run, "--num-images", 6, "--top-k", 2, "--fast", 4, "--no-render", "--quiet")
@@ -842,4 +846,23 @@ def test_explaining_toward_the_class_the_image_already_has_is_refused(tmp_path):
     e = json.loads((tmp_path / "any" / "explanation.json").read_text())["strategies"]["independent"]
     own = e["class_names"][e["original_class"]]
     result = run_cli(*args, "--target", own, "--out", tmp_path / "own", ok=False)
+    assert result.exit_code == 1 and f"already classified as {own!r}" in result.output
+    image = [
+        "explain",
+        "--model",
+        run,
+        "--attributes",
+        run / "attfind",
+        "--image",
+        next((root / "data").rglob("*.png")),
+    ]
+    run_cli(*image, "--strategy", "independent", "--top-k", 1, "--quiet", "--out", tmp_path / "img")
+    e = json.loads((tmp_path / "img" / "explanation.json").read_text())["strategies"]["independent"]
+    own = e["class_names"][e["original_class"]]
+
+    def no_effects(*a, **k):
+        raise AssertionError("the effects were computed before the target was refused")
+
+    monkeypatch.setattr("stylex.attfind.effects.StyleEffects.compute", no_effects)
+    result = run_cli(*image, "--target", own, "--out", tmp_path / "own2", ok=False)
     assert result.exit_code == 1 and f"already classified as {own!r}" in result.output

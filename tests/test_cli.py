@@ -111,12 +111,16 @@ def test_resume_without_preset_keeps_the_runs_own_config(chain, tmp_path):
 
 def test_a_project_moved_as_a_whole_still_finds_its_data_and_classifier(tmp_path):
     """The run records the data's and the classifier's absolute places; when the three move together, the places
-    relative to the run find them (reconstruct, attfind and report failed on the old classifier path)."""
+    relative to the run find them (reconstruct, attfind, report and explain --index failed on the old paths)."""
     make_tiny_run(tmp_path / "before", num_images=24, steps=1)
+    attfind = ["--num-images", 4, "--top-k", 1, "--fast", 4, "--no-render", "--quiet"]
+    run("attfind", "--model", tmp_path / "before" / "run", *attfind)  # records the data's place before the move
     (tmp_path / "before").rename(tmp_path / "after")
     run_dir = tmp_path / "after" / "run"
     run("reconstruct", "--model", run_dir, "--num-images", 4)
-    run("attfind", "--model", run_dir, "--num-images", 4, "--top-k", 1, "--fast", 4, "--no-render", "--quiet")
+    run("explain", "--model", run_dir, "--attributes", run_dir / "attfind", "--index", 0, "--out", tmp_path / "ex",
+        "--strategy", "independent", "--top-k", 1, "--quiet")  # fmt: skip
+    run("attfind", "--model", run_dir, *attfind, "--out", tmp_path / "af")
     from stylex.pipeline import load_run
 
     model, classifier = load_run(run_dir)

@@ -86,6 +86,9 @@ def bind_results(model, result: AttFindResult, effects: Effects, folder, run_dir
         StylexError: the effects' coordinate or class count differs from the model's; the message names `command`.
     """
     use_rgb_coordinates(model.G, result.include_rgb)
+    moved = model.run_info.get("data_moved_from")
+    if moved and effects.meta.get("data") == moved:  # found on the run's data, since moved with the run
+        effects.meta["data"] = result.settings["data"] = model.run_info["data"]
     if effects.num_coords != model.G.layout.num_coords or effects.num_classes != model.num_classes:
         raise StylexError(f"{folder} was made for another model; run `{command}` for {run_dir} first.")
     warn_if_stale(model, result, folder, run_dir, command)

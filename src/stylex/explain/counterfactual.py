@@ -56,6 +56,14 @@ class ExplanationStep:
         return f"{coordinate_name(self.layer_name, self.channel, self.tint)} -> {self.direction}"
 
 
+def already_classified(name: str) -> str:
+    """The refusal of a target class the image already has."""
+    return (
+        f"the image is already classified as {name!r}; pick another target class (or none, for the most likely "
+        "other class)."
+    )
+
+
 @dataclass
 class ImageExplanation:
     """An explanation of one image: the sequence of edits that moves it toward `target_class`.
@@ -180,10 +188,7 @@ class Counterfactuals:
         if not 0 <= target < K:
             raise StylexError(f"target class {target} is outside [0, {K}).")
         if target == original:
-            raise StylexError(
-                f"the image is already classified as {self.class_names[target]!r}; pick another target class "
-                "(or none, for the most likely other class)."
-            )
+            raise StylexError(already_classified(self.class_names[target]))
         own = class_scores(effects, target, one_vs_all=True)[0]  # [2, S]
         best_dir = own.argmax(dim=0)  # [S] the better direction per coordinate
         best = own.amax(dim=0)  # [S]

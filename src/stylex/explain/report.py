@@ -820,10 +820,17 @@ def _explanations_section(run: _Run, num_explanations: int) -> str:
             f"<li>+ {esc(st.describe())}: p({esc(names[e.target_class])}) = {st.probs[e.target_class]:.3f}</li>"
             for st in e.steps
         )
+        seen = None if x is None else int(C(x).argmax(1)[0])
+        differs = (
+            f' <span class="note">The image itself is classified {esc(names[seen])}; the explanation starts from '
+            "its reconstruction.</span>"
+            if seen is not None and seen != e.original_class
+            else ""
+        )
         parts.append(
-            f'<div class="expl"><h3>{esc(name)}</h3><p>predicted {esc(names[e.original_class])} &rarr; '
+            f'<div class="expl"><h3>{esc(name)}</h3><p>reconstruction predicted {esc(names[e.original_class])} &rarr; '
             f"{esc(names[e.target_class])}: {esc(e.outcome)} "
-            f"(p({esc(names[e.target_class])}) = {e.base_probs[e.target_class]:.3f} before)</p>"
+            f"(p({esc(names[e.target_class])}) = {e.base_probs[e.target_class]:.3f} before).{differs}</p>"
             f'<img class="pic" src="{esc(run.rel(dst))}" alt="explanation of {esc(name)}"><ol>{steps}</ol></div>'
         )
     return "".join(parts)

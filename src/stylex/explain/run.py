@@ -9,13 +9,14 @@ attributes) and writes into the output folder:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from stylex.errors import StylexError
-from stylex.explain.counterfactual import STRATEGIES, Counterfactuals, ImageExplanation
+from stylex.explain.counterfactual import STRATEGIES, Counterfactuals, ImageExplanation, already_classified
 
 
 def _resolve_class(target: str | int | None, names: list[str]) -> int | None:
@@ -125,6 +126,15 @@ def explain_image(
         progress=not quiet,
     )
     y = _other_class(row, y)
+    with torch.no_grad():
+        seen = int(classifier(x).argmax(1)[0])
+    drawn = int(row.base_logits[0].argmax())
+    if seen != drawn:
+        warnings.warn(
+            f"the image is classified {names[seen]!r} but its reconstruction {names[drawn]!r}; the explanation starts "
+            "from the reconstruction, which this model does not draw close enough to the image.",
+            stacklevel=2,
+        )
     out = Path(out)
     files = [_render_sequence(G, classifier, x, s, noise, e, saved, out / f"{k}.png") for k, e in explanations.items()]
     import json
@@ -133,6 +143,8 @@ def explain_image(
     report = {
         "source": source,
         "target": names[y],
+        "image_class": names[seen],
+        "reconstruction_class": names[drawn],
         "reused_effects": reused,
         "effects_mode": row.meta.get("mode", "exact"),
         "strategies": {k: v.to_dict() for k, v in explanations.items()},
@@ -191,10 +203,14 @@ def explain_styles(
     from stylex.attfind.effects import StyleEffects
 
     device = s.conv[0].device
+    names = attributes.class_names
+    if row is None and target is not None:  # refuse at once, before the effects of every coordinate
+        with torch.no_grad():
+            if int(classifier(G.synthesis(s, noise)).argmax(1)[0]) == target:
+                raise StylexError(already_classified(names[target]))
     if row is None:
         finder = StyleEffects(G, classifier, shift_size=saved.shift_size, fast=fast, progress=progress)
         row = finder.compute(s, noise, s_min=saved.s_min, s_max=saved.s_max)
-    names = attributes.class_names
     cf = Counterfactuals(
         G, classifier, saved.s_min.to(device), saved.s_max.to(device), saved.shift_size, names, num_candidates
     )

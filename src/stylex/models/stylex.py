@@ -117,6 +117,7 @@ class StylEx(nn.Module):
         data, rel = info.get("data"), info.get("data_relative")
         if isinstance(data, str) and isinstance(rel, str) and not Path(data).exists() and (run_dir / rel).exists():
             info["data"] = str((run_dir / rel).resolve())  # the run, its data and classifier moved together
+            info["data_moved_from"] = data
         names = {"G_ema": G, "E_ema": E} if ema else {"G": G, "E": E}
         load_modules(tensors, names, path)
         model = cls(G, E, config, info).to(device).eval()
