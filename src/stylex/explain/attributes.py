@@ -108,7 +108,7 @@ def render_attributes(
                         [img],
                         [lines],
                         scale=scale,
-                        title=f"{a.name()} = {float(v):+.2f} ({lo:+.2f} .. {hi:+.2f})",
+                        title=f"{a.name()} = {float(v):+.2f} ({lo:+.2f} .. {hi:+.2f}); p = p({c.class_name})",
                     )
                 )
             frames += frames[-2:0:-1]  # and back: the same pictures (fixed noise), not drawn twice

@@ -139,11 +139,17 @@ def save_gif(frames: list[Image.Image], path: str | Path, duration_ms: int = 120
 
 
 def probability_lines(probs: torch.Tensor, class_names: list[str], highlight: int | None = None, max_lines: int = 4):
-    """Caption lines "name 0.93" for a probability vector [K]: all classes if K <= max_lines, else the top ones
-    (always including `highlight`)."""
+    """Caption lines "name: 0.93" for a probability vector [K]: all classes if K <= max_lines, else the top ones
+    (always including `highlight`). A name longer than 20 characters is cut with "..", and one the font cannot
+    draw whole gets its class index in front ("2 ?????"), so that classes stay apart."""
     order = list(range(len(class_names)))
     if len(order) > max_lines:
         order = probs.argsort(descending=True).tolist()[:max_lines]
         if highlight is not None and highlight not in order:
             order[-1] = highlight
-    return [f"{class_names[k][:20]} {float(probs[k]):.2f}" for k in order]
+
+    def label(k: int) -> str:
+        name = class_names[k] if len(class_names[k]) <= 20 else class_names[k][:18] + ".."
+        return name if "?" not in drawable(name) or "?" in name else f"{k} {name}"
+
+    return [f"{label(k)}: {float(probs[k]):.2f}" for k in order]

@@ -1082,7 +1082,8 @@ white-space:pre-wrap;word-break:break-all}
 .cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}.card{background:#fff;border:1px solid #ddd;
 border-radius:6px;padding:8px 14px;min-width:130px}.cv{font-size:22px;font-weight:600}.cl{font-size:13px}
 .ch{font-size:11px;color:#777}
-table{border-collapse:collapse;margin:6px 0;background:#fff}th,td{border:1px solid #ddd;padding:3px 8px;
+table{border-collapse:collapse;margin:6px 0;background:#fff;display:block;overflow-x:auto;max-width:100%;
+width:fit-content}th,td{border:1px solid #ddd;padding:3px 8px;
 text-align:left;font-size:13px}table.grid td{text-align:right}
 .bar{display:flex;align-items:center;gap:8px;font-size:13px;margin:2px 0}.bl{min-width:200px;max-width:320px;
 overflow-wrap:anywhere}.bv{color:#444}
@@ -1098,8 +1099,7 @@ padding:8px 12px}.slider{display:flex;flex-direction:column;gap:4px;margin:4px 0
 figure{margin:4px 0}figcaption{font-size:12px;color:#555;max-width:420px}
 .expl{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:10px 0}
 footer{margin-top:30px;font-size:12px;color:#777}
-@media (max-width:700px){body{padding:0 8px 30px}table{display:block;overflow-x:auto;max-width:100%}
-.bl{min-width:120px}}
+@media (max-width:700px){body{padding:0 8px 30px}.bl{min-width:120px}}
 """
 
 _JS = """
