@@ -476,8 +476,9 @@ def test_attfind_result_records_when_the_drop_out_is_spent(tmp_path):
     assert old.for_class(1).counting is None and "drop-out" not in old.summary()
     assert "drop-out" not in select_attributes(e, layout, top_k=3, threshold=100.0).summary()
     short = result.summary(max_classes=1)  # a classifier with many classes: the first tables, a line for the rest
-    assert "class '0'" in short and "class '1'" not in short and short.endswith("... and 1 more class " + (
-        "(attributes.json holds every class; `stylex report` shows them)"))  # fmt: skip
+    assert "class '0'" in short and "class '1'" not in short and "\n... and 1 more class " + (
+        "(attributes.json holds every class; `stylex report` shows them)\neffect: mean change of the class's logit on "
+        "the images still counting when it was picked; flips: share of the images") in short  # fmt: skip
     assert "more class" not in result.summary(max_classes=2)
 
 

@@ -286,6 +286,8 @@ def test_baseline_writes_attributes_with_sufficiency(chain, tmp_path, method):
         "baseline", "--model", chain / "run", "--method", method, "--num-images", 8, "--top-k", 2, "--out", out
     )
     assert f"wrote {out / 'attributes.json'}" in result.output
+    effect = "Wu et al.'s score |mean_typical - mean_all| / std" if method == "wu" else "not measured (0)"
+    assert f"\neffect: {effect}; flips: " in result.output, "the effect column says what it holds"
     info = json.loads((out / "attributes.json").read_text())
     assert info["classes"] and all(len(c["attributes"]) <= 2 for c in info["classes"])
     assert 0 <= info["sufficiency"] <= 1

@@ -151,8 +151,8 @@ def baseline_attributes(
         "num_images": n,
         "typical_share": typical_share,
         "min_typical": min_typical,
-        "direction_rule": "toward the mean of the class's typical images",
-        "mean_effect": "Wu et al. score |mean_typical - mean_all| / std" if method == "wu" else "not measured (0)",
+        "direction_rule": "toward the mean of the class's typical images",  # random coordinates too
+        "mean_effect": "Wu et al.'s score |mean_typical - mean_all| / std" if method == "wu" else "not measured (0)",
         "include_rgb": layout.search_rgb,
     }
     return AttFindResult(classes, settings)

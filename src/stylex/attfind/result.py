@@ -299,6 +299,15 @@ class AttFindResult:
                 f"... and {counted(len(self.classes) - len(shown), 'more class')} (attributes.json holds every class; "
                 "`stylex report` shows them)"
             )
+        if any(c.attributes for c in self.classes):
+            effect = self.settings.get("mean_effect")
+            if not isinstance(effect, str):
+                score = "one-vs-all log-odds" if self.settings.get("score") == "one_vs_all" else "logit"
+                effect = f"mean change of the class's {score} on the images still counting when it was picked"
+            lines.append(
+                f"effect: {effect}; flips: share of the images not predicted as the class that this edit alone turns "
+                "into it"
+            )
         if any(c.stability is not None for c in self.classes):
             lines.append(
                 f"stable: share of {self.settings.get('stability_resamples', '?')} bootstrap resamples of the images "

@@ -350,8 +350,8 @@ def load_viewer(
     if source and Path(source).exists():
         ds = load_dataset(source, resolution=R, progress=False)
         attfind_keys = effects.meta.get("indices") if str(Path(source).resolve()) == effects.meta.get("data") else None
-        keys = [int(k) for k in (attfind_keys or pick_indices(len(ds), num_images, 0)) if 0 <= int(k) < len(ds)]
-        keys = keys[:num_images]
+        keys = [int(k) for k in (attfind_keys or pick_indices(len(ds), len(ds), 0)) if 0 <= int(k) < len(ds)]
+        keys = _spread(keys, None if ds.labels is None else ds.labels.tolist(), num_images)
         images = ds.tensors(keys)
         ds = ds.relabelled(result.class_names)  # by name where the names match, else by position as training took them
         names = result.class_names
@@ -371,6 +371,22 @@ def load_viewer(
         seed=int(effects.meta.get("seed", 0)),
         title=f"StylEx viewer: {model_name(model.run_info, run_dir)}",
     )
+
+
+def _spread(keys: list[int], labels: list[int] | None, n: int) -> list[int]:
+    """The first `n` of `keys`, taking the classes in turn (the first 12 of a sorted dataset held 3 of 10 classes)."""
+    if labels is None:
+        return keys[:n]
+    groups: dict[int, list[int]] = {}
+    for k in keys:
+        groups.setdefault(labels[k], []).append(k)
+    queues = [groups[c] for c in sorted(groups)]
+    out: list[int] = []
+    while len(out) < min(n, len(keys)):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ HTTP
