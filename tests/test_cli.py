@@ -141,6 +141,10 @@ def test_init_from_fine_tunes_with_another_recipe(chain, tmp_path):
     records = [json.loads(s) for s in (out / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "cond_norm" in r][-1] == 2  # a new run: steps count from 0
     _error(run(*args, "--resume", "--init-from", chain / "run", ok=False), "drop it to --resume")
+    # without --preset, the preset of the run it starts from (the default one's networks did not fit it)
+    plain = [a for a in args if a not in ("--preset", "tiny")]
+    run(*[tmp_path / "inherits" if a == out else a for a in plain], "--init-from", chain / "run")
+    assert json.loads((tmp_path / "inherits" / "config.json").read_text())["train"]["preset"] == "tiny"
 
 
 def _error(result, *words):

@@ -240,7 +240,7 @@ def _rank_messages(dist):
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per step.")
 @click.option("--lr", default=3e-3, show_default=True, type=float, help="Peak learning rate (AdamW, one-cycle).")
 @click.option("--hflip/--no-hflip", default=False, show_default=True, help="Random horizontal flips.")
-@click.option("--val-fraction", default=0.1, show_default=True, type=float,
+@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Share of each class held out for validation.")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the split, the weights and the batches.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
@@ -259,6 +259,8 @@ def train_classifier_cmd(
     if not quiet:
         click.echo(f"{counted(len(ds), 'image')} in {counted(len(ds.class_names), 'class')} ({counts}) from {data}")
     train_set, val_set = ds.split(val_fraction, seed)
+    if len(train_set) == 0:
+        raise StylexError(f"--val-fraction {val_fraction:g} holds out all {len(ds)} images; lower it.")
     cfg = ClassifierTrainConfig(width=width, epochs=epochs, batch_size=batch_size, lr=lr, hflip=hflip, seed=seed)
     metrics = train_classifier(train_set, val_set, out, cfg, device=device, quiet=quiet)
     val = metrics.get("val_accuracy")
@@ -291,8 +293,8 @@ def train_classifier_cmd(
     "--init-from",
     type=click.Path(exists=True, file_okay=False),
     help="Start a new run from this training run's networks (fresh optimisers, step 0): a fine-tune, e.g. with "
-    "another --set recipe. Same network sizes and classifier. StylEx may start from an unconditioned run "
-    "(--set conditional=false): D's class projection then starts fresh.",
+    "another --set recipe. Same network sizes (its preset unless --preset is given) and classifier. StylEx may "
+    "start from an unconditioned run (--set conditional=false): D's class projection then starts fresh.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (under torchrun: cuda:LOCAL_RANK).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -316,7 +318,7 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
         values.setdefault("max_minutes", 0)
     elif max_minutes is not None:  # a budget in minutes alone is the whole budget, as --max-steps alone is
         values.setdefault("max_steps", 0)
-    config = _train_config(out, preset_name, values, resume)
+    config = _train_config(out, preset_name, values, resume, init_from)
     with process_group(device) as dist:
         with _rank_messages(dist):
             dist.check_batch(config.batch_size)
@@ -339,16 +341,22 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
         click.echo(f"trained to step {result.step} in {took}; run folder {out}")
 
 
-def _train_config(out, preset_name: str, values: dict, resume: bool):
-    """The preset with the overrides; with --resume and no --preset given, the run's saved config with them."""
+def _train_config(out, preset_name: str, values: dict, resume: bool, init_from=None):
+    """The preset with the overrides; with --resume and no --preset given, the run's saved config with them; with
+    --init-from and no --preset, the preset of the run it starts from (its network sizes must match)."""
     from stylex.config import TrainConfig, apply_overrides, preset, read_json
 
     source = click.get_current_context().get_parameter_source("preset_name")
+    given = source is not click.core.ParameterSource.DEFAULT
     saved = Path(out) / "config.json"
-    if resume and source is click.core.ParameterSource.DEFAULT and saved.is_file():
+    if resume and not given and saved.is_file():
         train = read_json(saved).get("train")
         if isinstance(train, dict):
             return apply_overrides(TrainConfig.from_dict(train, str(saved)), values)
+    if init_from is not None and not given and (Path(init_from) / "config.json").is_file():
+        earlier = (read_json(Path(init_from) / "config.json").get("train") or {}).get("preset")
+        if isinstance(earlier, str) and earlier:
+            preset_name = earlier
     return preset(preset_name, **values)
 
 
@@ -663,7 +671,8 @@ def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rg
     help="Repeatable; default all three.",
 )
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Most edits per strategy.")
-@click.option("--target", help="Class (name or index) to move toward; default the most likely other class.")
+@click.option("--target", help="Class to move toward: a class name, else an index; default the most likely other "
+              "class.")  # fmt: skip
 @click.option("--fast", type=click.IntRange(min=1), metavar="M", help="Fast-mode effects for a new image.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
