@@ -252,6 +252,9 @@ def test_train_classifier_says_what_it_loaded(chain, tmp_path):
     counts = {p.name: len(list(p.glob("*.png"))) for p in sorted((chain / "data").iterdir()) if p.is_dir()}
     listed = ", ".join(f"{k} {v}" for k, v in counts.items())
     assert f"64 images in 2 classes ({listed}) from {chain / 'data'}" in result.output
+    base = ["train-classifier", "--data", chain / "data", "--out", tmp_path / "c2", "--resolution", 16, "--quiet"]
+    _error(run(*base, "--val-fraction", 1, ok=False), "--val-fraction", "0<=x<1")
+    _error(run(*base, "--val-fraction", 0.999, ok=False), "holds out all 64 images")
 
 
 def test_classifier_classes_names_the_outputs(chain, tmp_path):
