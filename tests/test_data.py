@@ -64,7 +64,8 @@ def test_load_class_folders_sorted_labels_and_skips_other_files(tmp_path):
         _save(tmp_path / rel, a)
     (tmp_path / "dog" / "notes.txt").write_text("not an image")
     (tmp_path / "README.md").write_text("hi")
-    for junk in ("dog/.thumbs/t.png", "dog/sub/.cache/t.png", "__MACOSX/dog/._b.png", ".git/x.png"):
+    for junk in ("dog/.thumbs/t.png", "dog/sub/.cache/t.png", "__MACOSX/dog/._b.png", ".git/x.png", "@eaDir/x.png",
+                 "dog/@eaDir/b.png", "$RECYCLE.BIN/x.png"):  # fmt: skip
         _save(tmp_path / junk, _rgb(9))  # hidden folders anywhere, and a Mac zip's __MACOSX, hold no data
     data = load_dataset(tmp_path)
     assert data.class_names == ["cat", "dog"] and data.num_classes == 2

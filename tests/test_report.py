@@ -376,7 +376,7 @@ def test_python_api_checks_what_it_is_given(evil_run):
         with pytest.raises(stylex.StylexError, match=why):
             stylex.counterfactual(model, bad, wrapped, x[0])
     for options, why in (({"top_k": 0}, "top_k"), ({"threshold": -1}, "threshold"), ({"shift_size": 0}, "shift_size"),
-                         ({"fast": "32"}, "integer M")):  # fmt: skip
+                         ({"fast": "32"}, "integer M"), ({"resamples": -1}, "resamples")):  # fmt: skip
         with pytest.raises(stylex.StylexError, match=why):
             stylex.AttFind(model, classifier, **options)
     with pytest.raises(stylex.StylexError, match="top_k must be at least 1"):
@@ -390,6 +390,8 @@ def test_python_api_checks_what_it_is_given(evil_run):
         stylex.counterfactual(digits, digits_clf, wrapped, torch.zeros(3, 32, 32))
     with pytest.raises(stylex.StylexError, match="RUN/attfind"):
         stylex.load_attfind(evil_run / "run")
+    with pytest.raises(stylex.StylexError, match="does not exist"):
+        stylex.load_attfind(evil_run / "nowhere")
     assert stylex.load_attfind(evil_run / "run" / "attfind" / "attributes.json").effects is not None
 
 

@@ -216,6 +216,10 @@ def load_attfind(folder: str | os.PathLike) -> AttFindResult:
     folder = Path(folder)
     if folder.name == ATTRIBUTES_FILE and folder.is_file():  # the file itself, as AttFindResult.load takes
         folder = folder.parent
+    if not folder.exists():
+        raise StylexError(
+            f"{folder} does not exist; pass the folder `stylex attfind` wrote (--out, default RUN/attfind)."
+        )
     if not (folder / ATTRIBUTES_FILE).is_file():
         within = " (a run folder: its AttFind results are in RUN/attfind)" if (folder / "config.json").is_file() else ""
         raise StylexError(

@@ -72,6 +72,8 @@ class AttFind:
     ):
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise StylexError(f"top_k must be an integer >= 1, got {top_k!r}.")
+        if not isinstance(resamples, int) or isinstance(resamples, bool) or resamples < 0:
+            raise StylexError(f"resamples must be an integer >= 0 (0 skips the stability check), got {resamples!r}.")
         for name, value in (("threshold", threshold), ("shift_size", shift_size)):
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise StylexError(f"{name} must be a positive number, got {value!r}.")

@@ -241,9 +241,13 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
+_SYSTEM_FOLDERS = {"__MACOSX", "@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information", "lost+found"}
+
+
 def _skipped_folder(name: str) -> bool:
-    """Folders that hold no data: hidden ones (.thumbs, .ipynb_checkpoints) and macOS's __MACOSX from a zip."""
-    return name.startswith(".") or name == "__MACOSX"
+    """Folders that hold no data: hidden ones (.thumbs, .ipynb_checkpoints), macOS's __MACOSX from a zip, and the
+    ones NAS boxes and file systems add (@eaDir, #recycle, $RECYCLE.BIN, System Volume Information, lost+found)."""
+    return name.startswith(".") or name in _SYSTEM_FOLDERS
 
 
 def _rel(p: Path, root: Path) -> str:
