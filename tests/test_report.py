@@ -112,6 +112,18 @@ def test_report_on_other_data_names_both(evil_run, tmp_path):
     assert f"<th>images shown here</th><td>{evil_run / 'synth'}</td>" in html
 
 
+@pytest.mark.slow
+def test_a_many_class_report_links_each_class(tmp_path):
+    """The shipped 10-class digits model: a link to each class section (the page is long), every link resolves."""
+    run("attfind", "--model", "zoo:digits-32", "--out", tmp_path / "af", "--num-images", 10, "--top-k", 1, "--fast",
+        4, "--no-render", "--resamples", 0, "--quiet")  # fmt: skip
+    run("report", "zoo:digits-32", "--attributes", tmp_path / "af", "--out", tmp_path / "r", "--no-generate",
+        "--quiet")  # fmt: skip
+    html = (tmp_path / "r" / "index.html").read_text()
+    links = re.findall(r'<a href="#(class-\d+)">', html)
+    assert links == [f"class-{k}" for k in range(10)] and all(f'id="{a}"' in html for a in links)
+
+
 def test_report_replaces_its_own_folder_only(evil_run, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()

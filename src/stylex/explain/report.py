@@ -632,9 +632,12 @@ def _attributes_section(run: _Run, top_k: int, num_images: int, num_frames: int,
     scale = max(1, -(-96 // R))
     todo = sum(min(top_k, len(c.attributes)) for c in result.classes)
     bar = tqdm(total=todo, desc="report: slider frames", unit="attribute", disable=quiet)
+    if len(result.classes) > 2:  # a long page: a link to each class
+        links = " · ".join(f'<a href="#class-{c.class_index}">{esc(c.class_name)}</a>' for c in result.classes)
+        parts.append(f'<p class="small">Classes: {links}</p>')
     for c in result.classes:
         y = c.class_index
-        parts.append(f'<h3 class="cls">Class <q>{esc(c.class_name)}</q></h3>')
+        parts.append(f'<h3 class="cls" id="class-{y}">Class <q>{esc(c.class_name)}</q></h3>')
         if not c.attributes:
             why = (
                 "every image was predicted as it already"
