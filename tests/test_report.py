@@ -92,6 +92,9 @@ def test_report_says_when_the_drop_out_was_spent(evil_run, tmp_path):
     run("report", evil_run / "run", "--out", tmp_path / "r", "--attributes", folder, "--top-k", 1,
         "--slider-images", 1, "--frames", 3, "--explanations", 0, "--quiet")  # fmt: skip
     html = (tmp_path / "r" / "index.html").read_text()
+    assert "--top-k 1 --slider-images 1 --frames 3 --explanations 0</pre>" in html or (
+        "--top-k 1 --slider-images 1 --frames 3 --explanations 0\n" in html
+    ), "the report's own command, whole"
     assert "Top row: training images; middle: their reconstructions" in html  # the sample grid's rows, named
     assert html.count(f"drop-out threshold (1.0) by rank 2, so rank 2 is ranked by the mean effect over all "
                       f"{c['num_images']} images") == 1  # fmt: skip
@@ -122,6 +125,7 @@ def test_a_many_class_report_links_each_class(tmp_path):
     html = (tmp_path / "r" / "index.html").read_text()
     links = re.findall(r'<a href="#(class-\d+)">', html)
     assert links == [f"class-{k}" for k in range(10)] and all(f'id="{a}"' in html for a in links)
+    assert f"stylex report zoo:digits-32 --out {tmp_path / 'r'} --attributes {tmp_path / 'af'} --no-generate" in html
 
 
 def test_report_replaces_its_own_folder_only(evil_run, tmp_path):

@@ -67,6 +67,7 @@ class _Run:
     attfind_note: str = ""
     export: dict[str, Any] | None = None  # the config's "export" entry: the run is a `stylex export` folder
     card: dict[str, Any] | None = None  # that folder's card.json, when it is beside the run folder
+    flags: str = ""  # this report's options that differ from the defaults, as `stylex report` flags
 
     def rel(self, path: Path) -> str:
         """A path inside the report folder as a relative URL."""
@@ -205,6 +206,10 @@ def write_report(
     (partial / "img").mkdir(parents=True)
     try:
         run = _Run(run_dir, partial, model, classifier, class_names_of(model, classifier), device, model.run_info)
+        options = (("--top-k", top_k, 10), ("--slider-images", num_slider_images, 4), ("--frames", num_frames, 7),
+                   ("--explanations", num_explanations, 3))  # fmt: skip
+        run.flags = "".join(f" {flag} {value}" for flag, value, default in options if value != default)
+        run.flags += "" if generate else " --no-generate"
         _load_export(run)
         _load_dataset(run, data)
         _load_attfind(run, Path(attributes_dir) if attributes_dir else run_dir / "attfind")
@@ -964,7 +969,7 @@ def _commands(run: _Run) -> list[tuple[str, str]]:
         cmd += f" --attributes {q(str(run.attributes_dir.resolve()))}"
     if run.data_path and not run.shows_samples() and run.data_path != info.get("data"):
         cmd += f" --data {q(str(run.data_path))}"
-    out.append(("this report", cmd))
+    out.append(("this report", cmd + run.flags))
     return out
 
 
