@@ -227,11 +227,11 @@ def _png(size=(20, 12), mode="RGB") -> bytes:
 
 def test_the_viewer_offers_images_of_every_class():
     """The first 12 AttFind images of a dataset sorted by class held classes 0-2 of 10 only."""
-    from stylex.explain.viewer import _spread
+    from stylex.attfind.run import round_robin
 
     labels = [k // 5 for k in range(50)]  # 10 classes of 5 images, in class order
-    assert [labels[k] for k in _spread(list(range(50)), labels, 12)] == [*range(10), 0, 1]
-    assert _spread([4, 2, 0], None, 2) == [4, 2] and _spread([0, 1], [0, 0], 5) == [0, 1]
+    assert [labels[k] for k in round_robin(labels, 12)] == [*range(10), 0, 1]
+    assert round_robin([2, 0, 2], 5) == [1, 0, 2] and round_robin([], 3) == []
 
 
 def test_viewer_api_renders_and_refuses(viewer_url):

@@ -333,6 +333,7 @@ def demo(
         {"model", "attfind", "explanations" (folders), "report" (index.html), "seconds" (per step and "total")}.
     """
     from stylex.attfind import run_attfind
+    from stylex.attfind.run import round_robin
     from stylex.explain.report import write_report
     from stylex.explain.run import explain_image
     from stylex.zoo import RUN_DIR, SAMPLES_DIR, list_models, read_card, zoo_root
@@ -378,7 +379,7 @@ def demo(
     lap("attfind")
     effects = result.effects
     indices = list(effects.meta["indices"])
-    picks = _round_robin(effects.predicted.tolist(), num_explanations)
+    picks = round_robin(effects.predicted.tolist(), num_explanations)
     print(f"[3/4] explaining {len(picks)} images")
     folders = []
     for pos in picks:
@@ -414,20 +415,6 @@ def demo(
 
 def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else "n/a"
-
-
-def _round_robin(predicted: list[int], n: int) -> list[int]:
-    """Up to n positions, taking the predicted classes in turn (each class appears when it can)."""
-    by_class: dict[int, list[int]] = {}
-    for pos, k in enumerate(predicted):
-        by_class.setdefault(int(k), []).append(pos)
-    queues = [by_class[k] for k in sorted(by_class)]
-    out: list[int] = []
-    while len(out) < min(n, len(predicted)):
-        for q in queues:
-            if q and len(out) < n:
-                out.append(q.pop(0))
-    return out
 
 
 def demo_train(out_dir: str | os.PathLike, minutes: float = 5.0, quiet: bool = False) -> dict[str, Any]:

@@ -409,6 +409,7 @@ def _write_samples(model, classifier, info, samples, num_samples: int, seed: int
     image's label when the source's labels fit the model's classes (by name, else by count), else the
     classifier's prediction. Classes are taken in turn, each in a seeded order, until `num_samples` are chosen.
     """
+    from stylex.attfind.run import round_robin
     from stylex.data import load_dataset
     from stylex.data.dataset import ImageDataset, write_image_tree
     from stylex.pipeline import _held_out, _is_run_data
@@ -429,15 +430,8 @@ def _write_samples(model, classifier, info, samples, num_samples: int, seed: int
         raise StylexError(f"{source} has {len(dataset)} images; ship at least 2 (pass --samples with more).")
     names = _class_names(model, classifier)
     labels, how = _sample_labels(dataset, names, model, classifier, device)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(dataset))
-    queues = [[int(i) for i in order if labels[i] == k] for k in range(len(names))]
-    chosen: list[int] = []
-    while len(chosen) < min(num_samples, len(dataset)):
-        for q in queues:
-            if q and len(chosen) < num_samples:
-                chosen.append(q.pop(0))
-    chosen.sort()
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    chosen = sorted(int(order[i]) for i in round_robin([int(labels[i]) for i in order], num_samples))
     picked = ImageDataset(
         dataset.images[chosen],
         labels=labels[chosen],

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -121,6 +122,21 @@ def model_fingerprint(model) -> str:
 
 class StaleAttributesWarning(UserWarning):
     """AttFind results that were found on other weights of the model they are used with."""
+
+
+def round_robin(classes: Sequence[int], n: int) -> list[int]:
+    """Up to `n` positions into `classes` (one class per item), taking the classes in turn in their order, each
+    class's items in theirs: so that each class appears when it can."""
+    by_class: dict[int, list[int]] = {}
+    for pos, k in enumerate(classes):
+        by_class.setdefault(int(k), []).append(pos)
+    queues = [by_class[k] for k in sorted(by_class)]
+    out: list[int] = []
+    while len(out) < min(n, len(classes)):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
 
 
 def pick_indices(num_available: int, num_images: int, seed: int) -> list[int]:

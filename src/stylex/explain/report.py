@@ -779,18 +779,8 @@ def _strips_and_gifs(run: _Run, top_k: int, quiet: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ explanations
-def _pick_images(predicted: torch.Tensor, n: int) -> list[int]:
-    """n positions, taking the classes in turn (so each predicted class appears when it can)."""
-    by_class = [torch.nonzero(predicted == k).flatten().tolist() for k in range(int(predicted.max()) + 1)]
-    out: list[int] = []
-    while len(out) < min(n, len(predicted)):
-        for rows in by_class:
-            if rows and len(out) < n:
-                out.append(rows.pop(0))
-    return out
-
-
 def _explanations_section(run: _Run, num_explanations: int) -> str:
+    from stylex.attfind.run import round_robin
     from stylex.explain.render import save_image
     from stylex.explain.run import explain_styles, sequence_image
 
@@ -810,7 +800,7 @@ def _explanations_section(run: _Run, num_explanations: int) -> str:
         "image's styles that raises the target class most together with those chosen so far, until the decision "
         "flips (at most 5 edits). Under each picture: the classifier's probabilities.</p>"
     ]
-    for i, pos in enumerate(_pick_images(effects.predicted, num_explanations)):
+    for i, pos in enumerate(round_robin(effects.predicted.tolist(), num_explanations)):
         s, noise = s_all.index([pos]), [t[[pos]] for t in noise_all]
         index = indices[pos]
         x, name = None, f"image {index}"

@@ -328,7 +328,7 @@ def load_viewer(
     """
     from stylex.attfind.effects import Effects
     from stylex.attfind.result import AttFindResult
-    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results, pick_indices
+    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results, pick_indices, round_robin
     from stylex.data import load_dataset
     from stylex.pipeline import load_run
     from stylex.zoo import model_name, resolve_model
@@ -351,7 +351,9 @@ def load_viewer(
         ds = load_dataset(source, resolution=R, progress=False)
         attfind_keys = effects.meta.get("indices") if str(Path(source).resolve()) == effects.meta.get("data") else None
         keys = [int(k) for k in (attfind_keys or pick_indices(len(ds), len(ds), 0)) if 0 <= int(k) < len(ds)]
-        keys = _spread(keys, None if ds.labels is None else ds.labels.tolist(), num_images)
+        if ds.labels is not None:  # the classes in turn (the first 12 of a dataset in class order held 3 of 10)
+            keys = [keys[i] for i in round_robin([int(ds.labels[k]) for k in keys], len(keys))]
+        keys = keys[:num_images]
         images = ds.tensors(keys)
         ds = ds.relabelled(result.class_names)  # by name where the names match, else by position as training took them
         names = result.class_names
@@ -371,22 +373,6 @@ def load_viewer(
         seed=int(effects.meta.get("seed", 0)),
         title=f"StylEx viewer: {model_name(model.run_info, run_dir)}",
     )
-
-
-def _spread(keys: list[int], labels: list[int] | None, n: int) -> list[int]:
-    """The first `n` of `keys`, taking the classes in turn (the first 12 of a sorted dataset held 3 of 10 classes)."""
-    if labels is None:
-        return keys[:n]
-    groups: dict[int, list[int]] = {}
-    for k in keys:
-        groups.setdefault(labels[k], []).append(k)
-    queues = [groups[c] for c in sorted(groups)]
-    out: list[int] = []
-    while len(out) < min(n, len(keys)):
-        for q in queues:
-            if q and len(out) < n:
-                out.append(q.pop(0))
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ HTTP
