@@ -321,3 +321,41 @@ def test_a_budget_in_minutes_alone_is_the_whole_budget_and_a_spent_one_says_so(c
     both = run_cli(*base[:-3], "--quiet", "--resume", "--max-steps", 3, "--set", "max_steps=9")
     assert both.output.startswith("warning: --max-steps 3 replaces --set max_steps=9; give one of them.")
     assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 3
+
+
+def test_training_from_python(chain, tmp_path):
+    """The training side from a notebook: a classifier given by its place or as a module, the caller's random numbers
+    left alone, and the library's own errors for what it cannot take."""
+    import torch
+
+    from stylex.classifier import load_classifier
+    from stylex.config import ModelConfig, TrainConfig, preset
+    from stylex.data import load_dataset
+    from stylex.errors import StylexError
+    from stylex.pipeline import load_run, train_stylex
+    from stylex.zoo import export_run
+
+    cfg = preset("tiny", max_steps=1, max_minutes=0)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    result = train_stylex(chain / "data", str(chain / "clf"), tmp_path / "by-place", cfg, quiet=True)
+    assert result.step == 1 and torch.equal(torch.rand(3), expected), "training leaves the caller's RNG alone"
+    net = load_classifier(str(chain / "clf")).model  # an in-memory module
+    train_stylex(chain / "data", net, tmp_path / "in-memory", cfg, quiet=True)
+    with pytest.raises(StylexError, match="pass the same module again"):
+        load_run(tmp_path / "in-memory")
+    assert (
+        load_run(tmp_path / "in-memory", classifier=net)[1].fingerprint()
+        == load_classifier(str(chain / "clf")).fingerprint()
+    )
+    with pytest.raises(StylexError, match="in-memory classifier, which an export cannot ship"):
+        export_run(tmp_path / "in-memory", tmp_path / "exp")
+    with pytest.raises(StylexError, match="data must be the path"):
+        train_stylex(load_dataset(chain / "data"), net, tmp_path / "x", cfg)
+    with pytest.raises(StylexError, match="config must be a TrainConfig"):
+        train_stylex(chain / "data", net, tmp_path / "x", None)
+    with pytest.raises(StylexError, match="batch_size must be of type int"):
+        TrainConfig(batch_size="8").validate()
+    assert preset("tiny", model=ModelConfig(resolution=32)).model.resolution == 32  # as its docstring says
+    assert not (tmp_path / "x").exists()

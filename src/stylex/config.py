@@ -200,8 +200,12 @@ class TrainConfig:
         """Check every value against its range; a bad one ends in one sentence naming the key and the range.
 
         Raises:
-            StylexError: the first value out of range.
+            StylexError: the first value of a wrong type (a config built in Python: TrainConfig(lr_g="1e-3")) or
+                out of range.
         """
+        if not isinstance(self.model, ModelConfig):
+            raise StylexError(f"model must be a ModelConfig, got {type(self.model).__name__}.")
+        TrainConfig.from_dict(self.to_dict(), "the config")  # the types, as a config.json's are checked
         m = self.model
         r = m.resolution
         if r < 8 or r > 1024 or r & (r - 1):
@@ -404,7 +408,7 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
             target = target[p]
         if parts[-1] not in target:
             raise StylexError(_unknown_key(key, data))
-        target[parts[-1]] = value
+        target[parts[-1]] = dataclasses.asdict(value) if isinstance(value, ModelConfig) else value
     out = TrainConfig.from_dict(data, "overrides")
     out.validate()
     return out

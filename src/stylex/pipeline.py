@@ -131,25 +131,48 @@ def train_stylex(
 
     Args:
         data: image folder or .npz (see `stylex.data.load_dataset`); labels are not needed.
-        classifier: a loaded `ClassifierAdapter` (see `stylex.classifier.load_classifier`), or an `nn.Module`
-            taking images in [-1, 1] (see `stylex.classifier.as_classifier`); moved to the process's device. A run
-            trained with an in-memory module records no place to reload it from: pass it to later calls again.
+        classifier: a loaded `ClassifierAdapter` (see `stylex.classifier.load_classifier`), its place (as the
+            command line's --classifier), or an `nn.Module` taking images in [-1, 1] (see
+            `stylex.classifier.as_classifier`); moved to the process's device. A run trained with an in-memory module
+            records no place to reload it from: pass it to later calls again (it cannot be exported).
         out_dir: the run folder (config.json, weights.safetensors, state.pt, stats.jsonl, samples/).
         config: the resolved training config.
         resume: continue the run in `out_dir` from its last checkpoint (also with another number of processes).
         init_from: start a new run from the networks of this run folder (a fine-tune; see `Trainer.init_weights`).
         device: "cpu" or "cuda" (under torchrun each process uses cuda:LOCAL_RANK).
+        quiet: no progress bar.
     Returns:
-        `TrainResult` (step, seconds, last logged losses).
+        `TrainResult`: out_dir; step (where training stopped); seconds (training time over all sessions, evaluation
+        not counted); last_stats (the last logged mean losses, {} when no step ran); start_step (where this call
+        began: a resumed run's step); stopped_by ("SIGINT" / "SIGTERM" when a signal stopped it after a checkpoint).
+    Raises:
+        StylexError: a bad config, data or classifier; a folder that holds a run (without `resume`) or none (with
+            it); a resume on another config, classifier or data; a diverging loss (`DivergenceError`).
+    The caller's random numbers are left as they were (training seeds its own from `config.seed`).
     """
+    from stylex.classifier import as_classifier, load_classifier
     from stylex.training.distributed import process_group
 
+    if not isinstance(config, TrainConfig):
+        raise StylexError(
+            f"config must be a TrainConfig (stylex.config.preset(NAME, ...)), got {type(config).__name__}."
+        )
+    if not isinstance(data, str | os.PathLike):
+        raise StylexError(
+            f"data must be the path of an image folder or .npz, got {type(data).__name__}; write an ImageDataset "
+            "first (stylex.data.save_image_folder, or np.savez(path, images=..., labels=..., class_names=...))."
+        )
     config.validate()
     with process_group(device) as dist:
         dist.check_batch(config.batch_size)
         device = dist.device(device)
         quiet = quiet or not dist.is_main
-        return _train(data, classifier.to(device), out_dir, config, resume, device, quiet, dist, init_from)
+        resolution = config.model.resolution
+        if isinstance(classifier, str | os.PathLike):  # a classifier folder, TorchScript file or module:factory
+            classifier = load_classifier(os.fspath(classifier), device=device, resolution=resolution)
+        classifier = as_classifier(classifier, resolution).to(device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return _train(data, classifier, out_dir, config, resume, device, quiet, dist, init_from)
 
 
 def _train(

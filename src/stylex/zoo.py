@@ -181,19 +181,24 @@ def export_run(
         training steps and minutes, reconstruction consistency / L1 / identity on the shipped samples, file sizes,
         the exporting machine (torch version, platform) and the notes.
     """
-    from stylex.config import write_json
+    from stylex.config import read_json, write_json
     from stylex.data.dataset import atomic_dir
     from stylex.pipeline import load_run
     from stylex.training.checkpoint import WEIGHTS, read_weights
 
     if num_samples < 2:
         raise StylexError(f"ship at least 2 sample images (AttFind needs a min and a max), got {num_samples}.")
-    run_dir, out = Path(run_dir), Path(out)
+    run_dir, out = resolve_model(run_dir), Path(out)
     a, b = run_dir.resolve(), out.resolve()
     if a == b or a in b.parents or b in a.parents:
         raise StylexError(f"--out {out} and the run folder {run_dir} overlap; choose an --out outside the run.")
     from stylex.training.trainer import BEST_INFO, BEST_WEIGHTS
 
+    if ((read_json(run_dir / "config.json").get("classifier") or {}).get("kind")) == "module":
+        raise StylexError(
+            f"{run_dir} was trained with an in-memory classifier, which an export cannot ship; train the run with a "
+            "classifier saved as a folder (stylex.classifier.train_classifier), a TorchScript file or module:factory."
+        )
     weights = BEST_WEIGHTS if best else WEIGHTS
     if best and not (run_dir / BEST_WEIGHTS).is_file():
         raise StylexError(

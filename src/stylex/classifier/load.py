@@ -138,8 +138,8 @@ def load_classifier_from_dict(
     src = ClassifierSource.from_dict(d)
     if src.kind == "module":
         raise StylexError(
-            f"The run's classifier '{src.location}' was an in-memory module and cannot be reloaded; "
-            "pass the classifier again (directory, TorchScript file or module:factory)."
+            f"The run's classifier '{src.location}' was an in-memory module, which the run cannot reload; from "
+            "Python pass the same module again (classifier=...), else its folder, TorchScript file or module:factory."
         )
     src = _moved_along(src.resolved(base_dir), d, base_dir)
     if src.kind != "factory" and not os.path.exists(src.location):
