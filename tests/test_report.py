@@ -430,7 +430,8 @@ def test_captions_in_pictures_draw_what_the_font_has():
 def test_import_stylex_is_light():
     code = (
         "import sys, stylex; assert 'torch' not in sys.modules; stylex.StylEx; assert 'torch' in sys.modules; "
-        "assert callable(stylex.load_zoo) and callable(stylex.list_models)"
+        "assert callable(stylex.load_zoo) and callable(stylex.list_models); "
+        "assert all(callable(getattr(stylex, n)) for n in stylex.__all__ if n != '__version__')"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

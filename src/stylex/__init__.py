@@ -9,6 +9,7 @@ Nothing heavy happens at import: the names below are imported on first use (modu
     result = stylex.AttFind(model, classifier, fast=50).run(x)  # x [N, 3, R, R] in [-1, 1]
     explanation = stylex.counterfactual(model, classifier, result, x[0])
     stylex.write_report("runs/demo-train/stylex", "runs/demo-train/report")  # static HTML; stylex.serve(...) is live
+    stylex.train_stylex("data/", "runs/clf", "runs/mine", stylex.preset("shapes-32", max_minutes=10))  # training
 
 `make demo-train` writes the run folder runs/demo-train/stylex (the whole chain from nothing); `make demo`
 explains the shipped pepper-64 model without training and writes into runs/demo.
@@ -33,6 +34,11 @@ _LAZY = {
     "write_report": "stylex.explain.report",
     "serve": "stylex.explain.viewer",
     "StylexError": "stylex.errors",
+    "train_stylex": "stylex.pipeline",
+    "reconstruct": "stylex.pipeline",
+    "preset": "stylex.config",
+    "TrainConfig": "stylex.config",
+    "export_run": "stylex.zoo",
 }
 
 __all__ = ["__version__", *_LAZY]
