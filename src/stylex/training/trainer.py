@@ -305,7 +305,10 @@ class Trainer:
             if self.out_dir.is_dir():
                 recover_checkpoint(self.out_dir)  # finish a checkpoint write that a crash interrupted
             if not weights.is_file():
-                raise StylexError(f"{self.out_dir} has no checkpoint to resume; drop --resume to start a new run.")
+                raise StylexError(
+                    f"{self.out_dir} has no checkpoint to resume; drop --resume (resume=True from Python) to start a "
+                    "new run."
+                )
             saved = read_json(self.out_dir / "config.json")
             before = TrainConfig.from_dict(saved.get("train", {}), str(self.out_dir / "config.json")).to_dict()
             now = self.config.to_dict()
@@ -321,7 +324,8 @@ class Trainer:
             self._check_data(saved)
         elif weights.exists() or (self.out_dir / STATE).exists():
             raise StylexError(
-                f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out."
+                f"{self.out_dir} already holds a run; pass --resume (resume=True from Python) to continue it or choose "
+                "another --out."
             )
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
