@@ -422,12 +422,13 @@ def explain_and_evaluate(cell: Cell, args, env) -> None:
 
 # ------------------------------------------------------------------------------------------------ table
 def _mean_std(values: list[float]) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
+    """Mean ± sample std of the values that exist; fewer than the row's n (a seed where the figure is n/a, e.g.
+    coverage when the classifier truly uses no factor) says how many with "(n=k)"."""
+    given = [v for v in values if v is not None]
+    if not given:
         return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+    text = f"{given[0]:.3f}" if len(given) == 1 else f"{statistics.mean(given):.3f} ± {statistics.stdev(given):.3f}"
+    return text if len(given) == len(values) else f"{text} (n={len(given)})"
 
 
 def shortcut_rank(metrics: dict, factor: str, k: str = "10") -> str:
@@ -555,10 +556,12 @@ def table(cells: list[Cell], root: Path, include_rgb: bool = False) -> str:
                 shown = [shortcut_rank(r, spec["shortcut"]) for r in rows]
                 cells_.insert(6, f"{', '.join(shown)} ({hits}/{len(ranks)})")
             lines.append("| " + " | ".join(cells_) + " |")
-        if len(lines) == found:  # e.g. a table of --include-rgb results asked for without the flag, or the reverse
+        if len(lines) == found:  # nothing evaluated yet, or a table of --include-rgb results asked for without it
             where = f"{root / scenario}/seed*/<model>/{method_folder('<method>', include_rgb)}/eval"
             other = "without" if include_rgb else "with"
-            lines.append(f"\nNo metrics found in {where}; were they made {other} --include-rgb?")
+            any_eval = any((root / scenario).glob("seed*/*/*/eval/metrics.json"))
+            why = f"were they made {other} --include-rgb?" if any_eval else "nothing under it is evaluated yet."
+            lines.append(f"\nNo metrics found in {where}; {why}")
         lines.append("")
     lines.append(
         "K per class (2 classes: 2K attributes). Truly used: redrawing the factor alone changes the decision in >= 10% "
@@ -574,10 +577,16 @@ def table(cells: list[Cell], root: Path, include_rgb: bool = False) -> str:
 
 # ------------------------------------------------------------------------------------------------ main
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--root", type=Path, default=Path("runs/groundtruth"))
-    p.add_argument("--scenarios", nargs="+", default=DEFAULT_SCENARIOS, choices=list(SCENARIOS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    class Help(argparse.RawTextHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        """Line breaks kept, and every option's default shown."""
+
+    p = argparse.ArgumentParser(
+        description="\n\n".join(__doc__.split("\n\n")[:5]),  # what it does, the full run and the rehearsal
+        formatter_class=Help,
+    )
+    p.add_argument("--root", type=Path, default=Path("runs/groundtruth"), help="folder of every cell and the table")
+    p.add_argument("--scenarios", nargs="+", default=DEFAULT_SCENARIOS, choices=list(SCENARIOS), help="scenarios")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of each scenario")
     p.add_argument("--preset", default="shapes-32", help="training preset (its resolution sets the data's)")
     p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget per training")
     p.add_argument("--steps", type=int, default=0, help="step budget per training instead of --minutes")
@@ -626,15 +635,15 @@ def main() -> None:
     )
     p.add_argument("--num-images", type=int, default=3000, help="training images per scenario and seed")
     p.add_argument("--eval-images", type=int, default=500, help="uncorrelated images for explanations")
-    p.add_argument("--classifier-epochs", type=int, default=4)
+    p.add_argument("--classifier-epochs", type=int, default=4, help="epochs of each classifier")
     p.add_argument("--attfind-images", type=int, default=100, help="N images for AttFind and the baselines")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=int, default=10, help="attributes per class")
     p.add_argument("--fast", type=int, default=64, help="AttFind fast mode M (0 = exact effects)")
     p.add_argument("--num-scenes", type=int, default=256, help="scenes for the true importance")
     p.add_argument("--read-images", type=int, default=64, help="images per class the oracle reads per attribute")
     p.add_argument("--jobs", type=int, default=1, help="trainings at once")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every process")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where every process runs")
     p.add_argument("--poll", type=float, default=20.0, help="seconds between checks on running trainings")
     p.add_argument("--redo-explanations", action="store_true", help="recompute attributes and metrics")
     p.add_argument("--redo-metrics", action="store_true",
@@ -643,7 +652,7 @@ def main() -> None:
     p.add_argument("--adopt", type=Path, default=None,
                    help="a folder of StylEx runs trained elsewhere, <scenario>-seed<k>.tgz (benchmarks/"
                         "gpu_groundtruth.sh): use each in place of training it, once its config.json matches the "
-                        "command line")  # fmt: skip
+                        "command line; with --link-root or --init-root")  # fmt: skip
     args = p.parse_args()
     if args.init_root is not None and args.link_root is not None:
         p.error("--init-root fine-tunes the earlier StylEx models, --link-root trains new ones: give one of them")
@@ -656,6 +665,16 @@ def main() -> None:
             "--adopt takes StylEx runs for a root that links its data and unconditioned models: give --link-root "
             "or --init-root, not --plain-only"
         )
+    for flag, root in (("--link-root", args.link_root), ("--init-root", args.init_root), ("--adopt", args.adopt)):
+        if root is not None and not root.is_dir():
+            p.error(f"{flag} {root} is not a folder")  # a typo would start every training from scratch
+    if args.table_only and not args.root.is_dir():
+        p.error(f"--root {args.root} is not a folder: there is no table to write from it")
+    if args.adopt is not None:
+        missing = [f"{s}-seed{k}.tgz" for k in args.seeds for s in args.scenarios
+                   if not (args.adopt / f"{s}-seed{k}.tgz").is_file()]  # fmt: skip
+        if missing:
+            p.error(f"--adopt {args.adopt} lacks {', '.join(missing)}")
     if args.include_rgb is None:
         recorded = recorded_include_rgb(args.root) if args.table_only else None
         args.include_rgb = bool(recorded)

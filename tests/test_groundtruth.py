@@ -4,6 +4,7 @@ baselines (Wu et al., random, an unconditioned model) and `stylex evaluate`."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -585,6 +586,26 @@ def test_groundtruth_records_its_commands_and_the_table_says_them(tmp_path, monk
     bench.record_run(tmp_path, ["--root", str(tmp_path), "--steps", "5"], False)
     with pytest.raises(SystemExit, match="--no-include-rgb"):
         bench.recorded_include_rgb(tmp_path)
+
+
+def test_groundtruth_refuses_folders_that_are_not_there_and_counts_what_it_averages(tmp_path, monkeypatch, capsys):
+    """A mistyped --link-root started every training from scratch (hours), --table-only on a missing root ended in a
+    traceback, and a mean over the seeds where a figure exists was labelled with the row's n."""
+    bench = _load_benchmark("groundtruth")
+    cases = [(["--table-only"], "is not a folder: there is no table"),
+             (["--link-root", str(tmp_path / "typo")], "--link-root .*typo is not a folder"),
+             (["--link-root", str(tmp_path), "--adopt", str(tmp_path)], "lacks two-factor-seed0.tgz")]  # fmt: skip
+    for flags, why in cases:
+        monkeypatch.setattr("sys.argv", ["groundtruth.py", "--root", str(tmp_path / "root"), *flags])
+        with pytest.raises(SystemExit):
+            bench.main()
+        assert re.search(why, capsys.readouterr().err), why
+    assert not (tmp_path / "root").exists()
+    assert bench._mean_std([1.0, None, 0.0]) == "0.500 ± 0.707 (n=2)" and bench._mean_std([0.5, 0.5]) == "0.500 ± 0.000"
+    (tmp_path / "empty").mkdir()
+    assert "nothing under it is evaluated yet" in bench.table(
+        [bench.Cell("two-factor", 0, tmp_path)], tmp_path / "empty"
+    )
 
 
 def test_groundtruth_reuses_a_training_only_with_the_same_overrides(tmp_path):
