@@ -801,6 +801,11 @@ def test_results_found_before_the_model_trained_on_are_flagged_in_one_line(tmp_p
             "--max-steps", 4, "--resume", "--quiet")  # fmt: skip
     (line,) = explain(run, "e2")
     assert line.startswith("warning: ") and "other weights" in line and "--recompute" in line
+    assert "(trained on since?)" in line
+    run_cli("train", "--data", root / "data", "--classifier", root / "clf", "--out", tmp_path / "other", "--preset",
+            "tiny", "--max-steps", 1, "--quiet")  # fmt: skip
+    (line,) = explain(tmp_path / "other", "e3")  # another run's attributes: said so, not "trained on since"
+    assert f"(it was found for {run}" in line
 
 
 def test_an_explanation_says_at_which_edit_it_flips():

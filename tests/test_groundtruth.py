@@ -358,6 +358,11 @@ def test_evaluate_writes_metrics_for_attfind_and_baselines(tiny_runs):
     assert "no single conv coordinate has obj_size as its dominant factor" in format_metrics(metrics)
     reach["dominant_counts"]["obj_size"] = 1
     assert "warning" not in format_metrics(metrics)
+    # the true importance is listed in the order of the rates it shows (it was ordered by another figure)
+    line = next(ln for ln in format_metrics(metrics).splitlines() if ln.startswith("true importance"))
+    shown = [float(part.split()[-1]) for part in line.split(": ", 1)[1].split("; used")[0].split(", ")]
+    assert shown == sorted(shown, reverse=True)
+    assert "coverage: share of the used factors" in format_metrics(metrics), "the columns are explained"
 
     plain = tiny_runs / "plain"
     wu = run_baseline(plain, "wu", num_images=6, top_k=2, out=plain / "wu")

@@ -104,9 +104,12 @@ def warn_if_stale(model, result: AttFindResult, folder, run_dir, command: str = 
     weights were recorded are not checked."""
     found_on = result.settings.get("model_fingerprint")
     if found_on and found_on != model_fingerprint(model):
+        other = result.settings.get("run")
+        same_place = not other or not Path(str(run_dir)).exists() or Path(other).resolve() == Path(run_dir).resolve()
+        why = "trained on since?" if same_place else f"it was found for {other}"
         warnings.warn(
-            f"{folder} was found on other weights than {run_dir} has now (trained on since?); its attributes may "
-            f"not be this model's. Run `{command} --recompute` for {run_dir}.",
+            f"{folder} was found on other weights than {run_dir} has now ({why}); its attributes may not be this "
+            f"model's. Run `{command} --recompute` for {run_dir}.",
             StaleAttributesWarning,
             stacklevel=2,
         )

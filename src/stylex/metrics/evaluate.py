@@ -281,7 +281,8 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         lines.append(f"ground truth: skipped ({metrics.get('groundtruth_skipped', 'no factors')})")
         return "\n".join(lines)
     ti = gt["true_importance"]
-    ranked = ", ".join(f"{f} {ti['flip_rate'][f]:.2f}" for f in ti["ranking"])
+    rates = ti["flip_rate"]
+    ranked = ", ".join(f"{f} {rates[f]:.2f}" for f in sorted(rates, key=lambda f: -rates[f]))
     lines.append(f"true importance (decision-change rate): {ranked}; used: {', '.join(ti['used']) or 'none'}")
     lines.append(
         f"{'K':>4s}{'precision':>11s}{'coverage':>10s}{'purity':>8s}{'spearman':>10s}  first rank of used factors"
@@ -292,6 +293,13 @@ def format_metrics(metrics: dict[str, Any]) -> str:
             f"{k:>4s}{_fmt(sc['precision']):>11s}{_fmt(sc['coverage']):>10s}{_fmt(sc['mean_purity']):>8s}"
             f"{_fmt(sc['spearman']):>10s}  {first}"
         )
+    lines.append(
+        "precision: share of the top-K attributes whose dominant factor is truly used; coverage: share of the used "
+        "factors that some attribute has as its dominant one (n/a when none is used); purity: the dominant factor's "
+        "share of an attribute's change; spearman: rank correlation of the factors' shares of the attributes' "
+        "changes with their true importance by mean probability change (n/a when either is constant); first rank: "
+        "the best rank at which a used factor is dominant ('-': none of the top K)"
+    )
     reach = gt.get("reach")
     if reach:
         best = reach["best_conv"]
