@@ -363,6 +363,8 @@ def test_evaluate_writes_metrics_for_attfind_and_baselines(tiny_runs):
     shown = [float(part.split()[-1]) for part in line.split(": ", 1)[1].split("; used")[0].split(", ")]
     assert shown == sorted(shown, reverse=True)
     assert "coverage: share of the used factors" in format_metrics(metrics), "the columns are explained"
+    drawn = round(100 * gt["reconstruction_factors"]["shape_accuracy"])
+    assert f"the oracle reads shape right on {drawn}% of the reconstructions" in format_metrics(metrics)
 
     plain = tiny_runs / "plain"
     wu = run_baseline(plain, "wu", num_images=6, top_k=2, out=plain / "wu")

@@ -300,6 +300,12 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         "changes with their true importance by mean probability change (n/a when either is constant); first rank: "
         "the best rank at which a used factor is dominant ('-': none of the top K)"
     )
+    drawn, seen = gt.get("reconstruction_factors") or {}, gt.get("oracle_on_inputs") or {}
+    if "shape_accuracy" in drawn and "shape_accuracy" in seen:
+        lines.append(
+            f"the oracle reads shape right on {drawn['shape_accuracy']:.0%} of the reconstructions "
+            f"({seen['shape_accuracy']:.0%} of the inputs): attribute readings are as sure as the model draws"
+        )
     reach = gt.get("reach")
     if reach:
         best = reach["best_conv"]
