@@ -341,6 +341,9 @@ def test_training_from_python(chain, tmp_path):
     torch.manual_seed(5)
     result = train_stylex(chain / "data", str(chain / "clf"), tmp_path / "by-place", cfg, quiet=True)
     assert result.step == 1 and torch.equal(torch.rand(3), expected), "training leaves the caller's RNG alone"
+    with pytest.warns(UserWarning, match="nothing trained: .* is at step 1, its budget is max_steps 1"):
+        again = train_stylex(chain / "data", str(chain / "clf"), tmp_path / "by-place", cfg, resume=True, quiet=True)
+    assert again.step == again.start_step == 1
     net = load_classifier(str(chain / "clf")).model  # an in-memory module
     train_stylex(chain / "data", net, tmp_path / "in-memory", cfg, quiet=True)
     with pytest.raises(StylexError, match="pass the same module again"):

@@ -332,11 +332,7 @@ def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume,
             f"stopped by {result.stopped_by} at step {result.step}, checkpointed; continue with --resume.", err=True
         )
         sys.exit(130 if result.stopped_by == "SIGINT" else 143)
-    if dist.is_main and result.step == result.start_step and resume:
-        budget = f"max_steps {config.max_steps}" if config.max_steps else f"max_minutes {config.max_minutes:g}"
-        click.echo(f"nothing trained: {out} is at step {result.step}, its budget is {budget}; give a larger "
-                   "--max-steps or --max-minutes to go on.")  # fmt: skip
-    elif dist.is_main:
+    if dist.is_main and (result.step != result.start_step or not resume):  # a spent budget: the trainer warned
         took = f"{result.seconds:.0f} s" if result.seconds < 60 else f"{result.seconds / 60:.1f} min"
         click.echo(f"trained to step {result.step} in {took}; run folder {out}")
 

@@ -23,6 +23,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -752,6 +753,14 @@ class Trainer:
             self.run_info["init_from"] = str(Path(init_from).resolve())
             self.init_weights(init_from)  # before start(): a run that cannot be loaded leaves --out untouched
         self.start(resume)
+        spent = cfg.max_steps and self.step >= cfg.max_steps or cfg.max_minutes and self.seconds >= cfg.max_minutes * 60
+        if resume and spent and self.dist.is_main:
+            budget = f"max_steps {cfg.max_steps}" if cfg.max_steps else f"max_minutes {cfg.max_minutes:g}"
+            warnings.warn(
+                f"nothing trained: {self.out_dir} is at step {self.step}, its budget is {budget}; give a larger "
+                "--max-steps or --max-minutes (max_steps / max_minutes) to go on.",
+                stacklevel=2,
+            )
         good_step = self.step if resume else None
         start_step = self.step
         bar = tqdm(
