@@ -663,18 +663,22 @@ def main() -> None:
     if args.adopt is not None and (args.link_root is None and args.init_root is None or args.plain_only):
         p.error(
             "--adopt takes StylEx runs for a root that links its data and unconditioned models: give --link-root "
-            "or --init-root, not --plain-only"
+            "or --init-root" + (", not --plain-only" if args.plain_only else "")
         )
+
+    def refuse(message: str) -> None:  # one line, without argparse's usage block
+        p.exit(2, f"{p.prog}: error: {message}\n")
+
     for flag, root in (("--link-root", args.link_root), ("--init-root", args.init_root), ("--adopt", args.adopt)):
         if root is not None and not root.is_dir():
-            p.error(f"{flag} {root} is not a folder")  # a typo would start every training from scratch
+            refuse(f"{flag} {root} is not a folder")  # a typo would start every training from scratch
     if args.table_only and not args.root.is_dir():
-        p.error(f"--root {args.root} is not a folder: there is no table to write from it")
+        refuse(f"--root {args.root} is not a folder: there is no table to write from it")
     if args.adopt is not None:
         missing = [f"{s}-seed{k}.tgz" for k in args.seeds for s in args.scenarios
                    if not (args.adopt / f"{s}-seed{k}.tgz").is_file()]  # fmt: skip
         if missing:
-            p.error(f"--adopt {args.adopt} lacks {', '.join(missing)}")
+            refuse(f"--adopt {args.adopt} lacks {', '.join(missing)}")
     if args.include_rgb is None:
         recorded = recorded_include_rgb(args.root) if args.table_only else None
         args.include_rgb = bool(recorded)

@@ -145,6 +145,8 @@ def test_init_from_fine_tunes_with_another_recipe(chain, tmp_path):
     plain = [a for a in args if a not in ("--preset", "tiny")]
     run(*[tmp_path / "inherits" if a == out else a for a in plain], "--init-from", chain / "run")
     assert json.loads((tmp_path / "inherits" / "config.json").read_text())["train"]["preset"] == "tiny"
+    other = [tmp_path / "other" if a == out else ("shapes-32" if a == "tiny" else a) for a in args]
+    _error(run(*other, "--init-from", chain / "run", ok=False), "trained with preset tiny", "drop --preset")
 
 
 def _error(result, *words):

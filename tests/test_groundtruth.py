@@ -606,7 +606,8 @@ def test_groundtruth_refuses_folders_that_are_not_there_and_counts_what_it_avera
         monkeypatch.setattr("sys.argv", ["groundtruth.py", "--root", str(tmp_path / "root"), *flags])
         with pytest.raises(SystemExit):
             bench.main()
-        assert re.search(why, capsys.readouterr().err), why
+        err = capsys.readouterr().err
+        assert re.search(why, err) and len(err.strip().splitlines()) == 1, err  # one line, no usage block
     assert not (tmp_path / "root").exists()
     assert bench._mean_std([1.0, None, 0.0]) == "0.500 ± 0.707 (n=2)" and bench._mean_std([0.5, 0.5]) == "0.500 ± 0.000"
     (tmp_path / "empty").mkdir()

@@ -57,10 +57,10 @@ class ExplanationStep:
 
 
 def already_classified(name: str) -> str:
-    """The refusal of a target class the image already has."""
+    """The refusal of a target class the image already has (as explanations see it: its reconstruction's class)."""
     return (
-        f"the image is already classified as {name!r}; pick another target class (or none, for the most likely "
-        "other class)."
+        f"the image's reconstruction, where the edits start, is already classified as {name!r}; pick another target "
+        "class (or none, for the most likely other class)."
     )
 
 

@@ -283,7 +283,8 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     ti = gt["true_importance"]
     rates = ti["flip_rate"]
     ranked = ", ".join(f"{f} {rates[f]:.2f}" for f in sorted(rates, key=lambda f: -rates[f]))
-    lines.append(f"true importance (decision-change rate): {ranked}; used: {', '.join(ti['used']) or 'none'}")
+    used = ", ".join(sorted(ti["used"], key=lambda f: -rates[f])) or "none"
+    lines.append(f"true importance (decision-change rate): {ranked}; used: {used}")
     lines.append(
         f"{'K':>4s}{'precision':>11s}{'coverage':>10s}{'purity':>8s}{'spearman':>10s}  first rank of used factors"
     )

@@ -737,7 +737,16 @@ class Trainer:
         if self.config.conditional and saved.get("train", {}).get("conditional", True) is False:
             fresh = {f"D.{k}": v for k, v in self.D.state_dict().items() if k.startswith("embed.")}
             tensors = {**fresh, **tensors}
-        load_modules(tensors, self.modules(), run_dir / WEIGHTS)
+        theirs, ours = saved.get("train", {}).get("preset"), self.config.preset
+        try:
+            load_modules(tensors, self.modules(), run_dir / WEIGHTS)
+        except StylexError as e:
+            if theirs and theirs != ours:  # the usual cause: a --preset with other network sizes
+                raise StylexError(
+                    f"{run_dir} was trained with preset {theirs}, this run has preset {ours}, and their networks "
+                    f"differ; drop --preset (the run's is taken) or give --preset {theirs}."
+                ) from e
+            raise
 
     def run(self, resume: bool = False, init_from: str | Path | None = None) -> TrainResult:
         """Train until max_steps or max_minutes (counted over all resumed sessions), then checkpoint.
