@@ -30,6 +30,7 @@ from stylex.attfind import StyleEffects, reference_effects, select_attributes, t
 from stylex.attfind.run import class_names_of, encode_dataset, pick_indices
 from stylex.data import load_dataset
 from stylex.pipeline import load_run
+from stylex.scripting import ScriptParser, script_main
 
 
 def timed(fn):
@@ -39,12 +40,19 @@ def timed(fn):
     return out, time.perf_counter() - t, time.process_time() - c
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ScriptParser(description=__doc__)
     ap.add_argument("--model", required=True, help="Run folder from `stylex train`.")
     ap.add_argument("--data", help="Images (default: the run's own data).")
-    ap.add_argument("--num-images", type=int, default=20, help="Images for the batched paths.")
-    ap.add_argument("--loop-images", type=int, default=2, help="Images for the (slow) plain loop.")
+    ap.add_argument("--num-images", type=_positive, default=20, help="Images for the batched paths.")
+    ap.add_argument("--loop-images", type=_positive, default=2, help="Images for the (slow) plain loop.")
     ap.add_argument(
         "--fast", type=int, nargs="+", default=[30], help="M (one row each): fast mode evaluates 2M edits per image."
     )
@@ -141,4 +149,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -18,7 +18,6 @@ as `stylex evaluate` computes them for a StylEx model. About 20 s per scenario f
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from stylex.classifier import load_classifier
 from stylex.data import FACTOR_NAMES, load_dataset, render_scene, to_tensor
 from stylex.metrics.groundtruth import MIN_CHANGE, USED_THRESHOLD, read_attributes, score_explanation, true_importance
 from stylex.models.stylespace import StyleLayout, StyleVector
+from stylex.scripting import ScriptParser, script_main
 
 COORDS = (
     "shape",
@@ -98,7 +98,7 @@ class FactorRenderer(torch.nn.Module):
 
 @torch.no_grad()
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ScriptParser(description=__doc__)
     p.add_argument("--cell", type=Path, required=True, help="ROOT/<scenario>/seed<k> of benchmarks/groundtruth.py")
     p.add_argument("--num-images", type=int, default=100)
     p.add_argument("--top-k", type=int, default=5)
@@ -162,4 +162,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

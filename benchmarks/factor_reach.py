@@ -23,11 +23,13 @@ reaches. A few seconds.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
+
+from stylex.errors import StylexError
+from stylex.scripting import ScriptParser, script_main
 
 
 @torch.no_grad()
@@ -75,9 +77,15 @@ def linear_probe(model, classifier, dataset, factor: str, seed: int, device: str
     from stylex.metrics.oracle import CHANGE_SCALE, read_factors
     from stylex.models.stylespace import StyleVector
 
-    spec = {f.name: f for f in FACTORS}[factor]
-    if spec.is_categorical:
-        raise SystemExit(f"--probe needs a continuous factor, not {factor}")
+    specs = {f.name: f for f in FACTORS}
+    if factor not in specs or specs[factor].is_categorical:
+        continuous = ", ".join(name for name, f in specs.items() if not f.is_categorical)
+        raise StylexError(f"--probe needs a continuous factor ({continuous}), not {factor!r}.")
+    if len(dataset) < num_fit + 64:
+        raise StylexError(
+            f"--probe fits on {num_fit} images and tests on 64: it needs {num_fit + 64}, {len(dataset)} given."
+        )
+    spec = specs[factor]
     indices, s = encode(model, classifier, dataset, num_fit + 64, seed, device)
     layout, n_conv = s.layout, s.flatten().shape[1]
     x = torch.cat([s.flatten(), *s.rgb], dim=1).double().cpu()  # [N, S + S_rgb]
@@ -116,7 +124,7 @@ def linear_probe(model, classifier, dataset, factor: str, seed: int, device: str
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ScriptParser(description=__doc__)
     p.add_argument("--model", required=True, help="a run folder or exported model")
     p.add_argument("--data", required=True, help="synthetic shapes with factors.csv")
     p.add_argument("--num-images", type=int, default=32)
@@ -131,6 +139,8 @@ def main() -> None:
 
     model, classifier = load_run(args.model, None, args.device)
     dataset = load_dataset(args.data, resolution=model.resolution, progress=False)
+    if dataset.factors is None:
+        raise StylexError(f"{args.data} has no factors.csv: factor_reach needs synthetic shapes with their factors.")
     if args.probe:
         probe = linear_probe(model, classifier, dataset, args.probe, args.seed, args.device)
         print(
@@ -163,4 +173,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

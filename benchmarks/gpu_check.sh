@@ -5,7 +5,7 @@
 # Fits in about 8 minutes on one H100 (each stage is a separate process; compile stages are capped).
 #
 # Usage:  bash benchmarks/gpu_check.sh                 (on a machine with a CUDA GPU)
-#         GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh (CPU rehearsal: tiny preset, 16 px, a few steps, ~30 s)
+#         GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh (CPU rehearsal: tiny preset, 16 px, a few steps, ~20 s)
 # Env:    GPU_CHECK_WORK=DIR  where data, runs and figures.jsonl go (default: a new temporary folder)
 #         PYTHON=...          the interpreter (default .venv/bin/python, else python3)
 #         GPU_CHECK_RESOLUTIONS="64"  the training resolutions on a GPU (default "64 128"), e.g. for a short lease

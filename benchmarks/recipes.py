@@ -28,6 +28,7 @@ from xml.sax.saxutils import escape
 
 from stylex.config import TrainConfig, apply_overrides, parse_override, preset
 from stylex.errors import StylexError
+from stylex.scripting import ScriptParser, script_main
 
 RECON_FIRST_STEPS = 500  # default warm-up length of `recon-first` (--recon-steps)
 
@@ -250,7 +251,7 @@ def write_outputs(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ScriptParser(description=__doc__)
     p.add_argument("--data", help="Image folder or .npz.")
     p.add_argument("--classifier", help="Classifier folder (stylex train-classifier) or other stylex source.")
     p.add_argument("--preset", default="shapes-32", help="Preset every recipe starts from.")
@@ -277,4 +278,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

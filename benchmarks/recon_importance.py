@@ -12,19 +12,21 @@ Usage (a StylEx run folder of benchmarks/groundtruth.py, or any run trained on s
     python benchmarks/recon_importance.py --run runs/gt-tint-fp3200s/two-factor/seed0/stylex [--num-scenes 256]
 
 Prints, per factor, the decision-change rate and mean probability change on renders and through the model, and
-the share of reconstructions the classifier decides as it decides their renders (consistency). About 1 min per
-run on the 2-core CPU at 32 px.
+which factors each calls truly used. About 1 min per run on the 2-core CPU at 32 px.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+from pathlib import Path
 
 import torch
 
+from stylex.data.dataset import FACTORS_CSV
+from stylex.errors import StylexError
 from stylex.metrics.groundtruth import true_importance
 from stylex.pipeline import load_run
+from stylex.scripting import ScriptParser, script_main
 
 
 def through_model(model, classifier, batch_size: int = 128, seed: int = 0):
@@ -44,7 +46,7 @@ def through_model(model, classifier, batch_size: int = 128, seed: int = 0):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ScriptParser(description=__doc__)
     p.add_argument("--run", required=True, help="a StylEx run folder trained on synthetic shapes")
     p.add_argument("--num-scenes", type=int, default=256)
     p.add_argument("--num-values", type=int, default=4)
@@ -53,6 +55,12 @@ def main() -> None:
     args = p.parse_args()
 
     model, classifier = load_run(args.run)
+    data = model.run_info.get("data")
+    if not data or not (Path(data) / FACTORS_CSV).is_file():
+        raise StylexError(
+            f"{args.run} was not trained on synthetic shapes (its data {data} has no {FACTORS_CSV}); the renderer's "
+            "interventions mean nothing to its classifier."
+        )
     common = dict(resolution=model.resolution, num_scenes=args.num_scenes, num_values=args.num_values, seed=args.seed)
     renders = true_importance(classifier, **common)
     recon = true_importance(through_model(model, classifier), **common)
@@ -73,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -10,11 +10,14 @@ takes the viewer's.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import threading
 from pathlib import Path
 
+from stylex.errors import StylexError
+from stylex.scripting import ScriptParser, script_main
+
+REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -27,15 +30,22 @@ CHROMIUM_ARGS = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ScriptParser(description=__doc__)
     parser.add_argument("run", type=Path, help="run folder")
     parser.add_argument("--attributes", type=Path, help="stylex attfind output folder (default RUN/attfind)")
-    parser.add_argument("--out", type=Path, default=Path("docs/figures"))
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "docs" / "figures", help="replaces report.png and viewer.png"
+    )
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--viewer-image", type=int, default=0, help="which of the offered images the viewer shows")
     parser.add_argument("--viewer-toward", type=int, default=0, help="class the viewer's sliders push toward")
     parser.add_argument("--viewer-sliders", type=int, default=4, help="how many sliders may be moved")
     args = parser.parse_args()
+    attributes = args.attributes or args.run / "attfind"
+    if not (attributes / "attributes.json").is_file():
+        raise StylexError(f"no AttFind results in {attributes}; run `stylex attfind --model {args.run}` first.")
+    if not Path(args.chromium).is_file():
+        raise StylexError(f"no Chromium at {args.chromium}; install Debian's chromium or pass --chromium PATH.")
 
     from playwright.sync_api import sync_playwright
 
@@ -82,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

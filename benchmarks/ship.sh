@@ -11,7 +11,12 @@
 #   stylex export RUN --out src/stylex/assets/zoo/<name> --name <name> --overwrite --notes "..." --metric KEY=VALUE ...
 #   git checkout src/stylex/assets/zoo/<name>/LICENSE.md     # --overwrite replaces the folder, licence included
 set -euo pipefail
-name=$1 run=$2 plain=${3:-}
+if [ $# -lt 2 ]; then
+    echo "usage: benchmarks/ship.sh NAME RUN [PLAIN_RUN]   (env: PY, NUM_IMAGES, NUM_SAMPLES, SKIP_EXACT)" >&2
+    exit 2
+fi
+name=$1 run=$(realpath "$2") plain=${3:+$(realpath "$3")}
+cd "$(dirname "$0")/.."  # the repository root, where .venv lies
 py=${PY:-.venv/bin/python}
 num=${NUM_IMAGES:-250}
 samples=${NUM_SAMPLES:-40}

