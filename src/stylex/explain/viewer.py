@@ -408,12 +408,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, status: int, data: Any) -> None:
-        self._send(status, json.dumps(data).encode("utf-8"), "application/json; charset=utf-8")
+    def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(data).encode("utf-8"), "application/json; charset=utf-8", headers)
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self.close_connection = True
-        self._send(status, json.dumps({"error": message}).encode("utf-8"), "application/json; charset=utf-8", headers)
+        self._json(status, {"error": message}, headers)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         if not self.server.quiet:  # type: ignore[attr-defined]

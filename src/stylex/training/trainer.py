@@ -748,6 +748,13 @@ class Trainer:
                 ) from e
             raise
 
+    def _budget_spent(self) -> bool:
+        """max_steps or max_minutes (counted over all resumed sessions) reached."""
+        cfg = self.config
+        return bool(
+            cfg.max_steps and self.step >= cfg.max_steps or cfg.max_minutes and self.seconds >= cfg.max_minutes * 60
+        )
+
     def run(self, resume: bool = False, init_from: str | Path | None = None) -> TrainResult:
         """Train until max_steps or max_minutes (counted over all resumed sessions), then checkpoint.
 
@@ -762,8 +769,7 @@ class Trainer:
             self.run_info["init_from"] = str(Path(init_from).resolve())
             self.init_weights(init_from)  # before start(): a run that cannot be loaded leaves --out untouched
         self.start(resume)
-        spent = cfg.max_steps and self.step >= cfg.max_steps or cfg.max_minutes and self.seconds >= cfg.max_minutes * 60
-        if resume and spent and self.dist.is_main:
+        if resume and self._budget_spent() and self.dist.is_main:
             budget = f"max_steps {cfg.max_steps}" if cfg.max_steps else f"max_minutes {cfg.max_minutes:g}"
             warnings.warn(
                 f"nothing trained: {self.out_dir} is at step {self.step}, its budget is {budget}; give a larger "
@@ -783,15 +789,8 @@ class Trainer:
         count, last = 0, {}
         t_prev = time.perf_counter()
         stop: list[str] = []  # the signal that asked to stop, if one did
-        with _stop_on_signals(stop, enabled=not self.dist.enabled), contextlib.ExitStack() as cleanup:
-            cleanup.callback(bar.close)
-            while True:
-                if stop:
-                    break
-                if cfg.max_steps and self.step >= cfg.max_steps:
-                    break
-                if cfg.max_minutes and self.seconds >= cfg.max_minutes * 60:
-                    break
+        with _stop_on_signals(stop, enabled=not self.dist.enabled), contextlib.closing(bar):
+            while not stop and not self._budget_spent():
                 stats = self.train_step()
                 bad = [k for k, v in stats.items() if not math.isfinite(v)]
                 if bad:
