@@ -10,6 +10,8 @@
 #         PYTHON=...          the interpreter (default .venv/bin/python, else python3)
 #         GPU_CHECK_RESOLUTIONS="64"  the training resolutions on a GPU (default "64 128"), e.g. for a short lease
 #         GPU_CHECK_COMPILE=0  skip the torch.compile stages on a GPU (default 1: run them, a minute or two each)
+#         GPU_CHECK_BATCHES="64 128"  also train at these batch sizes (first resolution), each in fp32, bf16 alone,
+#                              channels_last alone and both: where bf16 autocast starts to pay (default: none)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -24,11 +26,12 @@ FAST=(--set amp=bf16 --set channels_last=true)  # the fast path (the defaults of
 
 if [ "${GPU_CHECK_DRY:-0}" = "1" ]; then
     DEVICE=cpu; PRESET=tiny; RESOLUTIONS="16"; NUM_IMAGES=64; STEPS=6; LOG_EVERY=2; BATCH=8
-    CLF_WIDTH=8; ATTFIND_IMAGES=4; COMPILE=0; NPROC=2
+    CLF_WIDTH=8; ATTFIND_IMAGES=4; COMPILE=0; NPROC=2; BATCHES=${GPU_CHECK_BATCHES:-}
     export OMP_NUM_THREADS=1
 else
     DEVICE=cuda; PRESET=plant-64; RESOLUTIONS=${GPU_CHECK_RESOLUTIONS:-"64 128"}; NUM_IMAGES=1024; STEPS=60
     LOG_EVERY=10; BATCH=32; CLF_WIDTH=32; ATTFIND_IMAGES=32; COMPILE=${GPU_CHECK_COMPILE:-1}
+    BATCHES=${GPU_CHECK_BATCHES:-}
     NPROC=$("$PY" -c "import torch; print(torch.cuda.device_count())")
     if [ "$NPROC" -lt 1 ]; then
         echo "no CUDA device; run with GPU_CHECK_DRY=1 for the CPU rehearsal" >&2
@@ -71,7 +74,16 @@ for RES in $RESOLUTIONS; do
     fi
 done
 
-RES=${RESOLUTIONS%% *}  # the smallest resolution for AttFind and DDP
+RES=${RESOLUTIONS%% *}  # the smallest resolution for the batch sweep, AttFind and DDP
+for B in $BATCHES; do
+    echo "--- $RES px, batch $B: fp32, bf16, channels_last, both"
+    for MODE in "fp32:none:false" "bf16:bf16:false" "channels_last:none:true" "bf16+channels_last:bf16:true"; do
+        IFS=: read -r NAME AMP CL <<<"$MODE"
+        train_args "$RES" "$WORK/run-$RES-b$B-$NAME" --set "batch_size=$B" --set "amp=$AMP" --set "channels_last=$CL"
+        "${STAGE[@]}" "train $RES px batch $B $NAME" -- "${ARGS[@]}"
+    done
+done
+
 if "$PY" -m stylex attfind --help >/dev/null 2>&1; then
     echo "--- AttFind on the $RES px run"
     HELP=$("$PY" -m stylex attfind --help)
