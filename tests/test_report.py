@@ -514,6 +514,10 @@ def test_viewer_in_a_browser(browser, viewer_url, tmp_path):
     page.wait_for_function("() => document.body.dataset.renders === '1'")
     assert page.locator("img[src='x']").count() == 0
     assert page.locator("#probs th", has_text=EVIL).count() == 1
+    first = page.get_attribute("#thumbs button.active", "title")
+    alts = [page.get_attribute(f"#{i}", "alt") for i in ("input", "recon", "edited")]
+    assert alts[0].startswith(first + ", classified ") and alts[1].startswith("reconstruction of " + first)
+    assert alts[2].startswith("edited " + first)
 
     def shown():
         probs = page.eval_on_selector_all("#probs td.edited", "cells => cells.map(c => Number(c.dataset.value))")

@@ -598,10 +598,20 @@ function probCell(p) {
   td.dataset.value = String(p);
   return td;
 }
+function describe(id, what, probs) {
+  var k = probs.indexOf(Math.max.apply(null, probs));
+  var image = document.getElementById(id);
+  image.alt = what + ", classified " + state.info.classes[k] + " (" + probs[k].toFixed(2) + ")";
+}
 function show(d) {
+  var thumb = document.querySelector("#thumbs button.active");
+  var label = thumb ? thumb.title : "the image";
   document.getElementById("input").src = d.input;
   document.getElementById("recon").src = d.reconstruction;
   document.getElementById("edited").src = d.edited;
+  describe("input", label, d.probs_input);
+  describe("recon", "reconstruction of " + label, d.probs_reconstruction);
+  describe("edited", "edited " + label, d.probs);
   var body = document.getElementById("probs");
   body.replaceChildren();
   state.info.classes.forEach(function (name, k) {
