@@ -19,6 +19,7 @@ from stylex.data import (
     load_dataset,
     parse_correlate,
     parse_rule,
+    read_image,
     render_scene,
     render_shapes,
     save_image_folder,
@@ -136,6 +137,8 @@ def test_conversions_to_rgb_at_resolution(tmp_path):
     said = " ".join(str(w.message) for w in caught)
     assert "1 image of 9 (e.g. " in said and "rgba.png) has transparent pixels; stylex composites them on black" in said
     assert f"1 image of 9 has less than half of {RES} px; it is enlarged" in said and "is 4 px" in said
+    assert "1 image of 9 is not square (e.g. " in said and f"wide.png, {3 * RES}x{RES}); stylex keeps the centre" in said
+    assert "16-bit" not in said, "full-range 16-bit files are not called dim"
     by = {f: data.images[i] for i, f in enumerate(data.filenames)}
     assert data.images.shape == (9, RES, RES, 3)
     assert (by["int32.tif"] == 200).all(), "0..255 in 32-bit integers stays 0..255 (it was divided by 257)"
@@ -406,3 +409,18 @@ def test_a_run_names_its_classes_after_the_classifier_and_says_when_the_data_dis
     with pytest.raises(StylexError, match="has 2 classes .* but the classifier has 1 outputs"):
         _run_class_names(SimpleNamespace(num_classes=1, class_names=None), ds)
     assert _run_class_names(SimpleNamespace(num_classes=2, class_names=None), ImageDataset(ds.images)) == []
+
+
+def test_12_bit_scans_in_16_bit_files_are_named(tmp_path):
+    """12-bit data in 16-bit files (X-ray and CT exports) loads nearly black: say so, with the remedy."""
+    for k in range(2):
+        _save(tmp_path / f"scan{k}.png", np.full((RES, RES), 3200 + 800 * k, np.uint16))
+    _save(tmp_path / "ok.png", np.full((RES, RES), 40000, np.uint16))
+    with pytest.warns(UserWarning) as caught:
+        data = load_dataset(tmp_path)
+    said = " ".join(str(w.message) for w in caught)
+    assert "2 images of 3 (e.g. " in said and "scan1.png) have 16-bit values no higher than 4000" in said
+    assert "4000 becomes 16 of 255" in said and "values x 16" in said
+    assert data.images.max() == 156  # the scaling itself is unchanged: 40000 * 255 / 65535
+    with pytest.warns(UserWarning, match=r"scan0.png: stylex scales 16-bit grey .* 3200 becomes 12 of 255"):
+        read_image(tmp_path / "scan0.png")

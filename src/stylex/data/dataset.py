@@ -5,11 +5,12 @@ Conversions applied to every file, in this order:
 
 1. EXIF orientation is applied (photos from phones come out upright).
 2. Mode to 8-bit RGB: grey ``L``/``1``/``CMYK``/``YCbCr`` via Pillow; 16-bit grey (``I;16*``, ``I``) is
-   scaled by 255/65535 (Pillow would clip it instead); float ``F`` is read as [0, 1] when its maximum is
+   scaled by 255/65535 (Pillow would clip it instead; files whose values stay at or below 4095, i.e. 12-bit
+   scans, are named in a warning, since they load nearly black); float ``F`` is read as [0, 1] when its maximum is
    at most 1 and as [0, 255] otherwise; anything with alpha (``RGBA``, ``LA``, ``PA``, palette with a
    transparent colour) is composited on black, i.e. ``rgb * alpha / 255``, so that the arbitrary colours
    hidden under fully transparent pixels never reach the model.
-3. Non-square images are centre-cropped to a square (side = the shorter side).
+3. Non-square images are centre-cropped to a square (side = the shorter side; a dataset warns once).
 4. When ``resolution`` is given and differs from the side, the square is resized with Pillow LANCZOS.
    Without ``resolution`` all images must already share one size.
 """
@@ -30,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -551,17 +553,34 @@ def read_image(path: str | os.PathLike, resolution: int | None = None) -> np.nda
     Raises:
         StylexError: the file is missing, not an image, truncated or otherwise unreadable.
     """
-    return _read_image(path, resolution)[0]
+    a, notes = _read_image(path, resolution)
+    if notes.dim_max is not None:
+        warnings.warn(f"{path}: {_dim_advice(notes.dim_max)}", stacklevel=2)
+    return a
 
 
-def _read_image(path: str | os.PathLike, resolution: int | None) -> tuple[np.ndarray, bool, int]:
-    """`read_image`, and whether the file had transparent pixels and its shorter side before resizing."""
+class _FileNotes(NamedTuple):
+    """What `_read_image` noticed about one file, for the dataset's one-line warnings."""
+
+    transparent: bool  # some pixel was not opaque (composited on black)
+    side: int  # the shorter side before resizing
+    size: tuple[int, int]  # width, height as stored (after the EXIF rotation)
+    dim_max: int | None  # 16-bit grey whose maximum is at most 4095 (12-bit data): that maximum; else None
+
+
+DIM_16BIT_MAX = 4095  # 16-bit files whose values stay at or below this (12-bit scans) load nearly black
+
+
+def _read_image(path: str | os.PathLike, resolution: int | None) -> tuple[np.ndarray, _FileNotes]:
+    """`read_image`, and what it noticed about the file (`_FileNotes`)."""
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
             transparent = _transparent(im)
+            dim_max = _dim_16bit_max(im)
+            size = im.size
             a = _to_rgb8(im)
     except FileNotFoundError as e:
         raise StylexError(f"Image {path} does not exist; check the path.") from e
@@ -572,7 +591,19 @@ def _read_image(path: str | os.PathLike, resolution: int | None) -> tuple[np.nda
         raise StylexError(f"Cannot read image {path} ({type(e).__name__}: {e}); re-export or delete the file.") from e
     a = _center_square(a)
     side = a.shape[0]
-    return np.ascontiguousarray(a if resolution is None else _resize(a, resolution)), transparent, side
+    notes = _FileNotes(transparent, side, size, dim_max)
+    return np.ascontiguousarray(a if resolution is None else _resize(a, resolution)), notes
+
+
+def _dim_16bit_max(im: Image.Image) -> int | None:
+    """The maximum of a 16-bit grey image scaled by 255/65535 that uses 12 bits or fewer (it loads nearly
+    black: a 12-bit scan's 4095 becomes 16 of 255); None for every other image."""
+    if not im.mode.startswith("I"):
+        return None
+    top = float(np.asarray(im).max(initial=0))
+    if im.mode == "I" and not 255.0 < top <= 65535.0:  # 32-bit I: read as 8-bit, or by its own maximum
+        return None
+    return int(top) if top <= DIM_16BIT_MAX else None
 
 
 def _transparent(im: Image.Image) -> bool:
@@ -588,13 +619,17 @@ def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, 
     when images had transparent pixels (composited on black) or were enlarged more than twice."""
     disable = True if not progress or len(paths) <= PROGRESS_MIN_FILES else None
     images: np.ndarray | None = None
-    transparent, small = [], []
+    transparent, small, cropped, dim = [], [], [], []
     for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=disable)):
-        a, see_through, side = _read_image(p, resolution)
-        if see_through:
+        a, notes = _read_image(p, resolution)
+        if notes.transparent:
             transparent.append(p)
-        if resolution is not None and 2 * side < resolution:
-            small.append((side, p))
+        if resolution is not None and 2 * notes.side < resolution:
+            small.append((notes.side, p))
+        if notes.size[0] != notes.size[1]:
+            cropped.append((p, notes.size))
+        if notes.dim_max is not None:
+            dim.append((notes.dim_max, p))
         if images is None:
             images = np.empty((len(paths), *a.shape), dtype=np.uint8)
         elif a.shape != images.shape[1:]:
@@ -604,6 +639,21 @@ def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, 
             )
         images[i] = a
     assert images is not None
+    if dim:
+        top, p = max(dim)
+        warnings.warn(
+            f"{counted(len(dim), 'image')} of {len(paths)} (e.g. {p}) {_have(dim)} 16-bit values no higher than "
+            f"{top}: {_dim_advice(top)}",
+            stacklevel=4,
+        )
+    if cropped:
+        p, (w, h) = cropped[0]
+        warnings.warn(
+            f"{counted(len(cropped), 'image')} of {len(paths)} {_are(cropped)} not square (e.g. {p}, {w}x{h}); "
+            "stylex keeps the centre square of each, so their edges are not seen. Pad them to squares first "
+            "to keep everything.",
+            stacklevel=4,
+        )
     if transparent:
         warnings.warn(
             f"{counted(len(transparent), 'image')} of {len(paths)} (e.g. {transparent[0]}) {_have(transparent)} "
@@ -623,6 +673,19 @@ def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, 
 
 def _have(items: Sequence) -> str:
     return "has" if len(items) == 1 else "have"
+
+
+def _are(items: Sequence) -> str:
+    return "is" if len(items) == 1 else "are"
+
+
+def _dim_advice(top: int) -> str:
+    """What a 16-bit file whose values stay at or below `top` looks like to stylex, and the remedy."""
+    return (
+        f"stylex scales 16-bit grey by 255/65535, so {top} becomes {round(top * 255 / 65535)} of 255 and the "
+        "image is nearly black. If these are 12-bit (or fewer) scans, stretch them to the 16-bit range "
+        "(values x 16 for 12 bits) or save them as 8-bit with the window you read them in."
+    )
 
 
 # ------------------------------------------------------------------------------------------------ saving
