@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import pytest
 import torch
@@ -835,6 +836,8 @@ def test_a_target_is_an_index_as_an_int_and_a_name_as_text():
 
     names = ["1", "2", "3"]
     assert [_resolve_class(t, names) for t in (1, "1", 0, "0", 2)] == [1, 0, 0, 0, 2]
+    nfd = unicodedata.normalize("NFD", "Ödem")  # a folder named on macOS, the name typed elsewhere (or back)
+    assert _resolve_class(nfd, ["a", "Ödem"]) == 1 and _resolve_class("Ödem", ["a", nfd]) == 1
     result = AttFindResult(classes=[ClassAttributes(k, name, 0, []) for k, name in enumerate(names)])
     assert result.for_class(1).class_name == "2" and result.for_class("1").class_index == 0
     assert result.for_class("0").class_index == 0

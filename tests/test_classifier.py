@@ -211,6 +211,14 @@ def test_check_rejects_bad_outputs(fn, match):
         adapter.check(16)
 
 
+def test_a_torchscript_failure_names_its_type_once():
+    """TorchScript's cause line starts with the exception type the message already names."""
+    grey = torch.jit.script(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1)))
+    with pytest.raises(StylexError, match=r"with RuntimeError: Given groups=1.*grayscale") as caught:
+        ClassifierAdapter(grey, InputSpec()).check(16)
+    assert "RuntimeError: RuntimeError" not in str(caught.value)
+
+
 def test_check_accepts_good_output_and_sets_num_classes():
     adapter = ClassifierAdapter(Lambda(lambda x: x.mean(dim=(2, 3))), InputSpec())
     with pytest.raises(StylexError, match="not known yet"):

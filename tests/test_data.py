@@ -137,7 +137,8 @@ def test_conversions_to_rgb_at_resolution(tmp_path):
     said = " ".join(str(w.message) for w in caught)
     assert "1 image of 9 (e.g. " in said and "rgba.png) has transparent pixels; stylex composites them on black" in said
     assert f"1 image of 9 has less than half of {RES} px; it is enlarged" in said and "is 4 px" in said
-    assert "1 image of 9 is not square (e.g. " in said and f"wide.png, {3 * RES}x{RES}); stylex keeps the centre" in said
+    assert "1 image of 9 is not square (e.g. " in said
+    assert f"wide.png, {3 * RES}x{RES}); stylex keeps the centre" in said
     assert "16-bit" not in said, "full-range 16-bit files are not called dim"
     by = {f: data.images[i] for i, f in enumerate(data.filenames)}
     assert data.images.shape == (9, RES, RES, 3)

@@ -419,12 +419,14 @@ def test_captions_in_pictures_draw_what_the_font_has():
     from stylex.explain.render import annotated_grid, drawable, probability_lines
 
     assert drawable("blue dögs -> café") == "blue dogs -> cafe" and drawable("猫 0.41") == "? 0.41"
+    assert drawable("Pneumonie – früh “x” ×2 Straße") == 'Pneumonie - fruh "x" x2 Strasse'
     tile = torch.zeros(1, 3, 8, 8)
     same = [annotated_grid([tile], [[[name]]], title=name) for name in ("dögs", "dogs")]
     assert np.array_equal(np.asarray(same[0]), np.asarray(same[1]))
     names = ["кошки", "собаки", "bg_hue in [0.12, 0.16)", "dögs"]
     lines = probability_lines(torch.tensor([0.1, 0.2, 0.3, 0.4]), names)
     assert lines == ["0 кошки: 0.10", "1 собаки: 0.20", "bg_hue in [0.12, 0..: 0.30", "dögs: 0.40"]
+    assert probability_lines(torch.tensor([0.3, 0.7]), ["a", "Pneumonie – früh"])[1] == "Pneumonie – früh: 0.70"
 
 
 def test_import_stylex_is_light():

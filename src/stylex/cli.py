@@ -742,7 +742,7 @@ def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames,
         device=device,
         quiet=quiet,
     )
-    click.echo(f"report: {index}  (open file://{index.resolve()} in a browser)")
+    click.echo(f"report: {index}  (open {index.resolve().as_uri()} in a browser)")
 
 
 @main.command("serve")

@@ -430,7 +430,7 @@ def demo(
     }
     (out_dir / "demo.json").write_text(json.dumps(summary, indent=2))
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total")
-    print(f"done in {seconds['total']:.0f} s ({steps}). Open the report: file://{index_html.resolve()}")
+    print(f"done in {seconds['total']:.0f} s ({steps}). Open the report: {index_html.resolve().as_uri()}")
     return summary
 
 
@@ -491,5 +491,5 @@ def demo_train(out_dir: str | os.PathLike, minutes: float = 5.0, quiet: bool = F
     index = write_report(run_dir, out_dir / "report", run_dir / "attfind", classifier=classifier, quiet=quiet)
     report["report"] = str(index)
     (out_dir / "demo.json").write_text(json.dumps(report, indent=2))
-    print(f"done in {time.perf_counter() - t0:.0f} s. Open the report: file://{index.resolve()}")
+    print(f"done in {time.perf_counter() - t0:.0f} s. Open the report: {index.resolve().as_uri()}")
     return report

@@ -126,7 +126,8 @@ def _error_line(e: Exception) -> str:
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     if not lines:
         return ""
-    return lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+    line = lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+    return line.removeprefix(f"{type(e).__name__}: ")  # TorchScript's cause line repeats the type the caller names
 
 
 def weights_fingerprint(model: nn.Module, dtype: torch.dtype | None = None) -> str:

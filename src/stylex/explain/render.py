@@ -52,7 +52,26 @@ def drawable(text: str) -> str:
     """`text` in the characters Pillow's default font draws (ASCII): accents dropped ("dögs" -> "dogs"), anything
     else as "?", rather than the empty boxes the font draws for them. The HTML report shows the names as they are."""
     plain = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
-    return "".join(ch if " " <= ch <= "~" else "?" for ch in plain)
+    return "".join(ch if " " <= ch <= "~" else _ASCII_LOOKALIKES.get(ch, "?") for ch in plain)
+
+
+_ASCII_LOOKALIKES = {  # punctuation that NFKD leaves alone, drawn as the ASCII it stands for
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),  # hyphens, dashes, minus
+    **dict.fromkeys("\u2018\u2019\u201a\u2032", "'"),
+    **dict.fromkeys("\u201c\u201d\u201e\u2033", '"'),
+    "\u00d7": "x",
+    "\u00b7": ".",
+    "\u2022": "*",
+    "\u00df": "ss",
+    "\u00e6": "ae",
+    "\u00c6": "AE",
+    "\u0153": "oe",
+    "\u00f8": "o",
+    "\u00d8": "O",
+    "\u0142": "l",
+    "\u0141": "L",
+    "\u00b0": "deg",
+}
 
 
 def _line_height(font) -> int:

@@ -9,6 +9,7 @@ attributes) and writes into the output folder:
 from __future__ import annotations
 
 import os
+import unicodedata
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ def _resolve_class(target: str | int | None, names: list[str]) -> int | None:
     line's `--target 2`). So with classes named "1", "2", "3", target=1 (Python) is "2" and "1" (text) is "1"."""
     if target is None:
         return None
-    if isinstance(target, str) and target in names:
-        return names.index(target)
+    if isinstance(target, str):  # NFC on both sides: a name typed on one system, folders named on another (NFD)
+        nfc = [unicodedata.normalize("NFC", n) for n in names]
+        if unicodedata.normalize("NFC", target) in nfc:
+            return nfc.index(unicodedata.normalize("NFC", target))
     try:
         k = int(target)
     except ValueError:
