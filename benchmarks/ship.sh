@@ -8,8 +8,9 @@
 # images, fast mode and exact, both bf16; their wall times in timings.txt), random/ and wu/ (baselines on the same
 # images; wu-plain/ on the unconditioned model when it is given). Set SKIP_EXACT=1 to leave out the exact AttFind.
 # Then ship it by hand, with the figures on its card (the commands are in the card's notes):
-#   stylex export RUN --out src/stylex/assets/zoo/<name> --name <name> --overwrite --notes "..." --metric KEY=VALUE ...
-#   git checkout src/stylex/assets/zoo/<name>/LICENSE.md     # --overwrite replaces the folder, licence included
+#   stylex export RUN --out runs/ship-<name> --name <name> --notes "..." --metric KEY=VALUE ...
+#   Z=src/stylex/assets/zoo/<name>   # export does not write into the package's zoo: move the folder in
+#   cp $Z/LICENSE.md runs/ship-<name>/ && rm -r $Z && mv runs/ship-<name> $Z
 set -euo pipefail
 if [ $# -lt 2 ]; then
     echo "usage: benchmarks/ship.sh NAME RUN [PLAIN_RUN]   (env: PY, NUM_IMAGES, NUM_SAMPLES, SKIP_EXACT)" >&2

@@ -327,6 +327,14 @@ def test_write_synth_loads_back_identically(tmp_path):
         write_synth(tmp_path / "never", 8, 4, label_rule="obj_size>0.9", progress=False)
     assert not (tmp_path / "never").exists()
 
+    assert len(write_synth(out, 6, RES, overwrite=True, progress=False)) == 6  # replaces what it wrote
+    other = tmp_path / "my-photos"
+    other.mkdir()
+    (other / "x.png").write_bytes(b"mine")
+    with pytest.raises(StylexError, match="replaces only a folder that `stylex data synth` wrote"):
+        write_synth(other, 6, RES, overwrite=True, progress=False)
+    assert (other / "x.png").read_bytes() == b"mine"
+
 
 # ------------------------------------------------------------------------------------------------ errors
 

@@ -146,6 +146,15 @@ def test_export_is_deterministic_and_refuses_to_overwrite(tiny, tmp_path):
         result = run_cli("export", tiny / "run", "--out", out, "--overwrite", ok=False)
         assert result.exit_code == 1 and "overlap" in result.output
     assert (tiny / "run" / "weights.safetensors").is_file() and not (tiny / "run" / "export").exists()
+    for out in (tiny / "clf", tiny / "data"):  # a mistyped --out: the run's classifier, its data
+        before = sorted(p.name for p in out.iterdir())
+        result = run_cli("export", tiny / "run", "--out", out, "--overwrite", ok=False)
+        assert result.exit_code == 1 and "replaces only a folder that `stylex export` wrote" in result.output
+        assert sorted(p.name for p in out.iterdir()) == before
+    run_cli("export", tiny / "run", "--out", tmp_path / "again", "--num-samples", 4, "--overwrite")  # an export: yes
+    assert len(list((tmp_path / "again" / "samples").rglob("*.png"))) == 4
+    result = run_cli("export", tiny / "run", "--out", zoo_path("pepper-64"), "--overwrite", ok=False)
+    assert result.exit_code == 1 and "is a shipped model, which stylex does not write into" in result.output
 
 
 def test_export_options(tiny, tmp_path):

@@ -143,7 +143,7 @@ def data_heldout(run_dir, data, out):
     help="FACTOR=P: make a factor outside the rule agree with the label with probability P (a shortcut), "
     "e.g. bg_hue=0.95. Repeatable.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it holds an earlier `data synth` (synth.json).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def data_synth(out, num_images, resolution, seed, label_rule, correlate, overwrite, quiet):
     """Render synthetic shapes with ground-truth factors into an image folder plus factors.csv."""
@@ -415,7 +415,7 @@ def demo_cmd(out, model_name, train, minutes, quiet):
     help="Export the run's best checkpoint by its held-out figure (best.safetensors, kept with --set keep_best=...) "
     "instead of the last.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists and holds an earlier export (card.json).")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_values, best, overwrite, device):
     """Write a trained run as a self-contained model folder to ship: stylex/ (G_ema and E_ema only), classifier/,

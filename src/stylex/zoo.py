@@ -211,7 +211,9 @@ def export_run(
         raise StylexError(f"{run_dir} wrote a new checkpoint while it was being exported; export it again.")
     info = model.run_info
     name = name or out.name
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    if is_shipped(out):
+        raise StylexError(f"--out {out} is a shipped model, which stylex does not write into; choose another --out.")
+    with atomic_dir(out, overwrite=overwrite, marker=(CARD, "`stylex export`")) as tmp:
         (tmp / RUN_DIR).mkdir()
         clf_entry, clf_card = _export_classifier(info.get("classifier") or {}, run_dir, tmp / CLASSIFIER_DIR)
         chosen = _write_samples(model, classifier, info, samples, num_samples, seed, device, tmp / SAMPLES_DIR)

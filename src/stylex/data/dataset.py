@@ -730,7 +730,9 @@ def class_dir_names(class_names: Sequence[str]) -> list[str]:
 
 
 @contextmanager
-def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(
+    out_dir: str | os.PathLike, overwrite: bool = False, marker: tuple[str, str] | None = None
+) -> Iterator[Path]:
     """Yield a temporary folder next to ``out_dir`` that becomes ``out_dir`` only when the block succeeds.
 
     A failure leaves no half-written ``out_dir`` behind (the temporary folder is removed).
@@ -738,15 +740,24 @@ def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[
     Args:
         out_dir: the folder to create; it may exist only if empty, unless ``overwrite``.
         overwrite: replace an existing ``out_dir`` (its old content is deleted after the new one is in place).
+        marker: (file name, writer), e.g. ("card.json", "`stylex export`"): ``overwrite`` then replaces only a
+            folder holding that file, one the same writer made, so that a mistyped ``--out`` (the run's
+            classifier, its data) is refused rather than deleted.
 
     Raises:
-        StylexError: ``out_dir`` exists, is not empty and ``overwrite`` is False.
+        StylexError: ``out_dir`` exists, is not empty and ``overwrite`` is False, or it lacks ``marker``.
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+    full = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if full and not overwrite:
         raise StylexError(
             f"Output folder {out} already exists and is not empty; choose a new folder, or replace it with "
             "--overwrite (overwrite=True from Python)."
+        )
+    if full and marker is not None and not (out / marker[0]).is_file():
+        raise StylexError(
+            f"--overwrite replaces only a folder that {marker[1]} wrote (one with {marker[0]}); {out} holds other "
+            "files, which it would delete. Choose another folder, or delete this one yourself."
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

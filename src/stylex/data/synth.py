@@ -318,7 +318,7 @@ def write_synth(
             f"choose thresholds inside the factor ranges ({ranges}) or draw more images."
         )
     correlate = parse_correlate(correlate)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite, marker=(SYNTH_JSON, "`stylex data synth`")) as tmp:
         data.filenames = write_image_tree(data, tmp)
         with open(tmp / FACTORS_CSV, "w", newline="") as f:
             writer = csv.writer(f)
