@@ -827,6 +827,9 @@ def test_an_explanation_says_at_which_edit_it_flips():
     three = ImageExplanation("class", "x", ["7", "1", "4"], 0, 1, [1.0, 0.0, 0.0], [0.7, 0.2, 0.1],
                              explanation([1, 2, 2]).steps)  # fmt: skip
     assert three.outcome == "flips at edit 1 of 3, and is '4' by the last", "not 'back': it went on to a third class"
+    saved = three.to_dict()  # explanation.json: `flipped` (ends as the target) beside the class it ends as, in words
+    assert saved["flipped"] is False and saved["num_edits_to_flip"] == 1 and saved["final_class"] == 2
+    assert saved["outcome"] == three.outcome
 
 
 def test_a_target_is_an_index_as_an_int_and_a_name_as_text():

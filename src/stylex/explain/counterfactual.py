@@ -76,7 +76,9 @@ class ImageExplanation:
         target_class: the class the edits move toward.
         base_logits, base_probs: of the unedited reconstruction [K].
         steps: one per added edit.
-        flipped: True when the last step is predicted as the target class.
+        flipped: True when the last step is predicted as the target class (an image that becomes the target
+            class and then, with more than two classes, a third one has `edits_to_flip` but is not `flipped`;
+            `outcome` says it in words). `to_dict` adds both and `final_class`.
     """
 
     strategy: str
@@ -118,6 +120,8 @@ class ImageExplanation:
         d = asdict(self)
         d["flipped"] = self.flipped
         d["num_edits_to_flip"] = self.edits_to_flip
+        d["final_class"] = self.steps[-1].predicted if self.steps else self.original_class
+        d["outcome"] = self.outcome
         return d
 
 

@@ -107,16 +107,22 @@ def annotated_grid(
     arrays = [to_uint8(r) for r in rows]  # each [N_r, R, R, 3]
     size = arrays[0].shape[1] * scale
     num_lines = [max((len(c) for c in captions[r]), default=0) if captions else 0 for r in range(len(rows))]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     widths = []
     for r in range(len(rows)):  # a tile is as wide as its longest caption line
         for lines in captions[r] if captions else []:
             for line in lines:
-                widths.append(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(drawable(line), font=font)) + 2)
+                widths.append(int(measure.textlength(drawable(line), font=font)) + 2)
     cell = max([size] + widths)
     cols = max(a.shape[0] for a in arrays)
     top = lh + pad if title else 0
     height = top + pad + sum(size + n * lh + pad for n in num_lines)
-    canvas = Image.new("RGB", (pad + cols * (cell + pad), height), (255, 255, 255))
+    width = pad + cols * (cell + pad)
+    if title:  # a title longer than the tiles widens the picture rather than being cut off
+        width = max(
+            width, 2 * pad + int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(drawable(title), font=font))
+        )
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((pad, pad // 2), drawable(title), fill=(0, 0, 0), font=font)

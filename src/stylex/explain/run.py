@@ -260,7 +260,5 @@ def sequence_image(G, classifier, x, s, noise, e: ImageExplanation, effects):
                for st in e.steps]  # fmt: skip
     captions = [[t, *probability_lines(p, names, e.target_class)] for t, p in zip(titles, probs, strict=True)]
     R = tiles.shape[-1]
-    title = f"{e.strategy}: {names[e.original_class]} -> {names[e.target_class]}" + (
-        " (flipped)" if e.flipped else " (not flipped)"
-    )
+    title = f"{e.strategy}: {names[e.original_class]} -> {names[e.target_class]}, {e.outcome}"
     return annotated_grid([tiles], [captions], scale=max(1, -(-96 // R)), title=title)
