@@ -236,6 +236,16 @@ def test_zoo_model_arguments(tiny, tmp_path, monkeypatch):
         result = run_cli(command, "--model", "zoo:tiny-16", ok=False)
         assert result.exit_code == 1 and "pass --out" in result.output
     assert not (tmp_path / "zoo" / "tiny-16" / "stylex" / "attfind").exists()
+    # the hints for a shipped model without AttFind results name a command that works for it
+    result = run_cli("serve", "zoo:tiny-16", ok=False)
+    assert (
+        "run `stylex attfind --model zoo:tiny-16 --fast 50 --out DIR` first, then pass --attributes DIR"
+        in result.output
+    )
+    result = run_cli("report", "zoo:tiny-16", "--out", tmp_path / "bare", "--top-k", 2, "--slider-images", 1,
+                     "--frames", 3, "--explanations", 1, "--quiet")  # fmt: skip
+    hint = "`stylex attfind --model zoo:tiny-16 --fast 30 --num-images 100 --out DIR` finds the attributes (then re-run"
+    assert hint in result.output and "with --attributes DIR)" in result.output
     run_cli("attfind", "--model", "zoo:tiny-16", "--out", tmp_path / "af", "--fast", 8, "--top-k", 2, "--no-render",
             "--quiet")  # fmt: skip
     run_cli("report", "zoo:tiny-16", "--out", tmp_path / "report", "--attributes", tmp_path / "af", "--top-k", 2,

@@ -138,11 +138,15 @@ def _load_attfind(run: _Run, attributes_dir: Path) -> None:
     from stylex.attfind.effects import Effects
     from stylex.attfind.result import AttFindResult
     from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results
+    from stylex.zoo import is_shipped
 
     run.attributes_dir = attributes_dir
-    command = f"stylex attfind --model {shlex.quote(str(run.run_dir))} --fast 30 --num-images 100"
+    command = f"stylex attfind --model {shlex.quote(run.model_ref())} --fast 30 --num-images 100"
     if not (attributes_dir / ATTRIBUTES_FILE).is_file() or not (attributes_dir / EFFECTS_FILE).is_file():
-        run.attfind_note = f"No AttFind results in {attributes_dir}; `{command}` finds the attributes (then re-run)."
+        then = "then re-run"
+        if is_shipped(run.run_dir):  # the package's folder is not written into: the results go elsewhere
+            command, then = command + " --out DIR", "then re-run with --attributes DIR"
+        run.attfind_note = f"No AttFind results in {attributes_dir}; `{command}` finds the attributes ({then})."
         warnings.warn(f"{run.attfind_note[0].lower()}{run.attfind_note[1:]}", stacklevel=3)
         return
     result = AttFindResult.load(attributes_dir / ATTRIBUTES_FILE)

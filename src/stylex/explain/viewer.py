@@ -331,12 +331,17 @@ def load_viewer(
     from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results, pick_indices, round_robin
     from stylex.data import load_dataset
     from stylex.pipeline import load_run
-    from stylex.zoo import model_name, resolve_model
+    from stylex.zoo import PREFIX, is_shipped, model_name, resolve_model
 
     run_dir = resolve_model(run_dir)
     model, classifier = load_run(run_dir, classifier, device)
     folder = Path(attributes_dir) if attributes_dir else run_dir / "attfind"
     if not (folder / ATTRIBUTES_FILE).is_file() or not (folder / EFFECTS_FILE).is_file():
+        if is_shipped(run_dir):  # the package's folder is not written into: the results go elsewhere
+            raise StylexError(
+                f"no AttFind results in {folder}; run `stylex attfind --model {PREFIX}{run_dir.resolve().parent.name} "
+                "--fast 50 --out DIR` first, then pass --attributes DIR."
+            )
         raise StylexError(
             f"no AttFind results in {folder}; run `stylex attfind --model {run_dir} --fast 50` first "
             "(or pass --attributes)."
