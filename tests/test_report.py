@@ -556,3 +556,25 @@ def test_viewer_in_a_browser(browser, viewer_url, tmp_path):
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.title() == "StylEx viewer: run"
     page.close()
+
+
+def test_the_viewer_is_quiet_when_a_client_goes_away(capsys):
+    """`curl ... | head` or a closed tab reset the connection mid-reply: routine, so no traceback on the terminal;
+    other errors still print theirs."""
+    from stylex.explain.viewer import make_server
+
+    server = make_server(None, port=0, quiet=True)
+    try:
+        for error in (ConnectionResetError(104, "Connection reset by peer"), BrokenPipeError(32, "Broken pipe")):
+            try:
+                raise error
+            except OSError:
+                server.handle_error(None, ("127.0.0.1", 1))
+        assert capsys.readouterr().err == ""
+        try:
+            raise ValueError("a real bug")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert "ValueError: a real bug" in capsys.readouterr().err
+    finally:
+        server.server_close()

@@ -505,16 +505,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, data)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-reply (a closed tab, `curl | head`) is routine: no traceback for it."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return
+        super().handle_error(request, client_address)
+
+
 def make_server(viewer: Viewer, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> ThreadingHTTPServer:
     """An HTTP server for `viewer` (not started: call `serve_forever`, e.g. in a thread; port 0 = any free port).
 
     On a loopback host only requests with that Host header are answered (see the module docstring).
     """
     try:
-        server = ThreadingHTTPServer((host, port), _Handler)
+        server = _Server((host, port), _Handler)
     except OSError as e:
         raise StylexError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port.") from None
-    server.daemon_threads = True
     server.viewer = viewer  # type: ignore[attr-defined]
     server.quiet = quiet  # type: ignore[attr-defined]
     real_port = server.server_address[1]
