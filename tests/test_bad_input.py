@@ -565,6 +565,17 @@ CASES = [
         ("--data", "--help"),
         exit_code=2,
     ),
+    Case(  # click's message lists the choices on lines of their own: one line here
+        "usage-missing-choice",
+        lambda w, t: ["baseline", "--model", w.clf, "--out", t / "out"],
+        ("Missing option '--method'. Choose from: wu, random; see `", "baseline --help`"),
+        exit_code=2,
+    ),
+    Case(  # named by the folder asked for, not the temporary one stylex writes first
+        "out-cannot-be-created",
+        lambda w, t: ["data", "synth", "--out", "/proc/stylex-nope", "--num-images", 4, "--quiet"],
+        ("cannot create /proc/stylex-nope (",),
+    ),
 ]
 
 

@@ -41,7 +41,8 @@ class _Group(click.Group):
             raise
         except click.UsageError as e:
             where = e.ctx.command_path if e.ctx is not None else ctx.command_path
-            click.echo(f"error: {e.format_message().rstrip('.')}; see `{where} --help`.", err=True)
+            said = " ".join(e.format_message().split()).replace(" ,", ",")  # click's choice lists hold line breaks
+            click.echo(f"error: {said.rstrip('.')}; see `{where} --help`.", err=True)
             sys.exit(e.exit_code)
         except OSError as e:
             if e.filename is None:

@@ -759,8 +759,11 @@ def atomic_dir(
             f"--overwrite replaces only a folder that {marker[1]} wrote (one with {marker[0]}); {out} holds other "
             "files, which it would delete. Choose another folder, or delete this one yourself."
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:  # named by the folder asked for, not by the temporary one beside it
+        raise StylexError(f"cannot create {out} ({e.strerror or e}); choose a folder you can write to.") from e
     share(tmp, directory=True)
     try:
         yield tmp
