@@ -565,6 +565,18 @@ CASES = [
         ("--data", "--help"),
         exit_code=2,
     ),
+    Case(  # was a traceback from inside torch, in every command with --device
+        "usage-device-not-a-device",
+        lambda w, t: ["attfind", "--model", w.clf, "--device", "gpu", "--out", t / "out"],
+        ("'gpu' is not a device; use cpu, cuda or cuda:N",),
+        exit_code=2,
+    ),
+    Case(
+        "usage-device-absent",
+        lambda w, t: ["train-classifier", "--data", w.data, "--out", t / "out", "--device", "cuda:7"],
+        ("--device", "cuda:7: this", "use cpu" if not torch.cuda.is_available() else "cuda:7"),
+        exit_code=2,
+    ),
     Case(  # click's message lists the choices on lines of their own: one line here
         "usage-missing-choice",
         lambda w, t: ["baseline", "--model", w.clf, "--out", t / "out"],

@@ -90,6 +90,31 @@ class _ModelArg(click.ParamType):
 
 MODEL = _ModelArg()
 DEVICE_HELP = "Where the networks run: cpu, cuda or cuda:N."
+
+
+def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--device: a device this PyTorch can use, else a usage error (it was a traceback from deep inside torch)."""
+    if value == "cpu":
+        return value
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise click.BadParameter(f"{value!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise click.BadParameter(f"{value}: this PyTorch sees no CUDA device (a CPU build, or no GPU); use cpu")
+        if device.index is not None and device.index >= count:
+            raise click.BadParameter(f"{value}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise click.BadParameter(f"{value}: this PyTorch has no MPS (Apple GPU) backend here; use cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise click.BadParameter(f"{value}: stylex runs on cpu, cuda or mps")
+    return value
+
+
 SUMMARY_CLASSES = 20  # attfind and baseline print the tables of this many classes, then a line for the rest
 MODEL_HELP = "Run folder, an exported model's folder, or zoo:NAME for a shipped model (`stylex zoo` lists them)."
 
@@ -245,7 +270,7 @@ def _rank_messages(dist):
 @click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Share of each class held out for validation.")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the split, the weights and the batches.")
-@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_classifier_cmd(
     data, out, resolution, epochs, width, batch_size, lr, hflip, val_fraction, seed, device, quiet
@@ -298,7 +323,13 @@ def train_classifier_cmd(
     "another --set recipe. Same network sizes (its preset unless --preset is given) and classifier. StylEx may "
     "start from an unconditioned run (--set conditional=false): D's class projection then starts fresh.",
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (under torchrun: cuda:LOCAL_RANK).")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="cpu or cuda (under torchrun: cuda:LOCAL_RANK).",
+    callback=_check_device,
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_cmd(data, out, preset_name, overrides, max_minutes, max_steps, resume, init_from, device, quiet, **kw):
     """Train StylEx (G, E, D) for a frozen classifier; checkpoints, stats.jsonl and samples go into --out.
@@ -366,7 +397,7 @@ def _train_config(out, preset_name: str, values: dict, resume: bool, init_from=N
               "is used whole); all: every image.")  # fmt: skip
 @click.option("--num-images", default=256, show_default=True, type=click.IntRange(min=2), help="Images reconstructed.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN/reconstruct).")
-@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 def reconstruct_cmd(run_dir, data, split, num_images, out, device):
     """Encode and regenerate images: a grid, and consistency / L1 / identity beside two trivial baselines."""
     from stylex.pipeline import format_report, reconstruct
@@ -417,7 +448,7 @@ def demo_cmd(out, model_name, train, minutes, quiet):
     "instead of the last.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists and holds an earlier export (card.json).")
-@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_values, best, overwrite, device):
     """Write a trained run as a self-contained model folder to ship: stylex/ (G_ema and E_ema only), classifier/,
     samples/ (held-out images in class folders) and card.json (what it is and how well it reconstructs)."""
@@ -539,7 +570,7 @@ def zoo_cmd():
     show_default=True,
     help="Reuse the finished chunks an interrupted run of the same command left in --out.",
 )
-@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def attfind_cmd(
     run_dir,
@@ -638,7 +669,7 @@ def attfind_cmd(
     "which searches the modulated-conv styles only. Default: on for a model trained with tint styles "
     "(--set model.tint_styles=N), off otherwise.",
 )
-@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rgb, device):
     """A baseline explanation on the images AttFind would use: attributes.json with flip rates and sufficiency@K,
     to compare with `stylex attfind` (and to pass to `stylex evaluate --attributes`)."""
@@ -672,7 +703,7 @@ def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rg
 @click.option("--target", help="Class to move toward: a class name, else an index; default the most likely other "
               "class.")  # fmt: skip
 @click.option("--fast", type=click.IntRange(min=1), metavar="M", help="Fast-mode effects for a new image.")
-@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, top_k, target, fast, device, quiet):
     """Explain one image: the style edits that move it toward another class, as PNG sequences and JSON."""
@@ -720,7 +751,7 @@ def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, to
 @click.option("--explanations", default=3, show_default=True, type=click.IntRange(min=0),
               help="Image-specific explanations shown.")  # fmt: skip
 @click.option("--no-generate", is_flag=True, help="Do not make missing reconstruction figures, strips or GIFs.")
-@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames, explanations, no_generate, device,
                quiet):  # fmt: skip
@@ -755,7 +786,7 @@ def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames,
               "unless others should reach the viewer.")  # fmt: skip
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 = any free port.")
 @click.option("--num-images", default=12, show_default=True, type=click.IntRange(min=0), help="Images offered.")
-@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 @click.option("--quiet", is_flag=True, help="Do not log requests.")
 def serve_cmd(run_dir, attributes_dir, data, host, port, num_images, device, quiet):
     """Serve a live viewer: pick or upload an image, move the top attributes, watch the classifier (Ctrl-C stops)."""
@@ -792,7 +823,7 @@ def serve_cmd(run_dir, attributes_dir, data, host, port, num_images, device, qui
 @click.option("--reach", "reach_images", default=0, show_default=True, type=click.IntRange(min=0),
               help="Also edit every conv coordinate alone on this many images and report, per factor, the largest "
                    "change one coordinate makes (synthetic data; 0 = off; ~2 min for 32 images at 32 px).")  # fmt: skip
-@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 def evaluate_cmd(run_dir, attributes_dir, out, data, ks, num_images, seed, num_scenes, num_values, used_threshold,
                  min_change, read_images, reach_images, device):  # fmt: skip
     """Measure an explanation: sufficiency@K, consistency, reconstruction and, on synthetic shapes, whether the
