@@ -57,6 +57,12 @@ def test_data_heldout_writes_the_runs_own_validation_split(chain, tmp_path):
     # the file is a --data like any other
     run("reconstruct", "--model", chain / "run", "--data", out, "--split", "all", "--out", tmp_path / "rec")
     _error(run("data", "heldout", "--model", chain / "run", "--out", tmp_path / "val.png", ok=False), ".npz")
+    _error(run("data", "heldout", "--model", chain / "run", "--out", out, ok=False), "already exists", "--overwrite")
+    run("data", "heldout", "--model", chain / "run", "--out", out, "--overwrite")
+    data = tmp_path / "all.npz"  # the run's data itself, even with --overwrite: refused
+    np.savez(data, images=load_dataset(chain / "data").images)
+    args = ("data", "heldout", "--model", chain / "run", "--data", data, "--out", data, "--overwrite")
+    _error(run(*args, ok=False), "is the data being split")
 
 
 def test_resume_continues_the_step_counter(chain, tmp_path):
@@ -257,6 +263,15 @@ def test_train_classifier_says_what_it_loaded(chain, tmp_path):
     base = ["train-classifier", "--data", chain / "data", "--out", tmp_path / "c2", "--resolution", 16, "--quiet"]
     _error(run(*base, "--val-fraction", 1, ok=False), "--val-fraction", "0<=x<1")
     _error(run(*base, "--val-fraction", 0.999, ok=False), "holds out all 64 images")
+    # --out: an earlier classifier only with --overwrite; a folder of other files (a StylEx run) never
+    again = ["train-classifier", "--data", chain / "data", "--resolution", 16, "--epochs", 1, "--width", 4, "--quiet"]
+    weights = (tmp_path / "c" / "weights.safetensors").read_bytes()
+    _error(run(*again, "--out", tmp_path / "c", ok=False), "already holds a classifier", "--overwrite")
+    assert (tmp_path / "c" / "weights.safetensors").read_bytes() == weights
+    run(*again, "--out", tmp_path / "c", "--overwrite")
+    run_files = {p.name: p.read_bytes() for p in (chain / "run").iterdir() if p.is_file()}
+    _error(run(*again, "--out", chain / "run", "--overwrite", ok=False), "holds other files", "new folder")
+    assert {p.name: p.read_bytes() for p in (chain / "run").iterdir() if p.is_file()} == run_files
 
 
 def test_classifier_classes_names_the_outputs(chain, tmp_path):

@@ -141,12 +141,13 @@ def data():
 @click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
 @click.option("--data", type=click.Path(exists=True), help="Images to split (default: the run's own data).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .npz file to write.")
-def data_heldout(run_dir, data, out):
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def data_heldout(run_dir, data, out, overwrite):
     """Write the images a run held out from training (its own split) as an .npz, for `--data` of attfind,
     evaluate, baseline, explain and report."""
     from stylex.pipeline import write_held_out
 
-    n = write_held_out(run_dir, out, data)
+    n = write_held_out(run_dir, out, data, overwrite=overwrite)
     click.echo(f"wrote {n} held-out images to {out}")
 
 
@@ -271,13 +272,16 @@ def _rank_messages(dist):
               help="Share of each class held out for validation.")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the split, the weights and the batches.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
+@click.option("--overwrite", is_flag=True, help="Replace the classifier --out holds (never a folder of other files).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_classifier_cmd(
-    data, out, resolution, epochs, width, batch_size, lr, hflip, val_fraction, seed, device, quiet
+    data, out, resolution, epochs, width, batch_size, lr, hflip, val_fraction, seed, device, overwrite, quiet
 ):
     """Train the built-in SmallCNN classifier; writes config.json, weights.safetensors, metrics.json."""
     from stylex.classifier import ClassifierTrainConfig, train_classifier
     from stylex.data import load_dataset
+
+    _check_classifier_out(Path(out), overwrite)
 
     ds = load_dataset(data, resolution=resolution, progress=not quiet)
     if ds.labels is None:
@@ -293,6 +297,30 @@ def train_classifier_cmd(
     val = metrics.get("val_accuracy")
     val_text = "no validation images" if val is None else f"validation accuracy {val:.3f}"
     click.echo(f"{val_text} (train {metrics['train_accuracy']:.3f}); wrote {out}")
+
+
+def _check_classifier_out(out: Path, overwrite: bool) -> None:
+    """train-classifier writes its three files into --out: refuse a folder of other files (a StylEx run lost its
+    weights that way), and an earlier classifier unless --overwrite."""
+    import json
+
+    from stylex.classifier.store import CONFIG_NAME
+
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    try:
+        is_classifier = "architecture" in json.loads((out / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        is_classifier = False
+    if not is_classifier:
+        raise StylexError(
+            f"--out {out} holds other files (not a classifier of `stylex train-classifier`), which training would "
+            "replace; choose a new folder."
+        )
+    if not overwrite:
+        raise StylexError(
+            f"--out {out} already holds a classifier; choose a new folder, or replace it with --overwrite."
+        )
 
 
 # ------------------------------------------------------------------------------------------------ stylex

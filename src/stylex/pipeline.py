@@ -74,7 +74,9 @@ def _run_class_names(classifier, dataset) -> list[str]:
     return ours
 
 
-def write_held_out(run_dir: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike | None = None) -> int:
+def write_held_out(
+    run_dir: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike | None = None, overwrite: bool = False
+) -> int:
     """Write the held-out split of a run's data (the images its training never saw) as an .npz file that every
     command takes as `--data`; returns the number of images.
 
@@ -83,6 +85,7 @@ def write_held_out(run_dir: str | os.PathLike, out: str | os.PathLike, data: str
         out: the .npz file to write (images, labels, class_names, filenames; no ground-truth factors).
         data: the images to split; default the run's own data. The split is the run's (its `val_fraction` and
             `seed`), so it matches training only for the data the run was trained on.
+        overwrite: replace an existing `out` (never the data it splits).
     """
     import numpy as np
 
@@ -101,6 +104,10 @@ def write_held_out(run_dir: str | os.PathLike, out: str | os.PathLike, data: str
     out = Path(out)
     if out.suffix != ".npz":
         raise StylexError(f"--out must name an .npz file, got {out}.")
+    if out.exists() and Path(data).exists() and out.resolve() == Path(data).resolve():
+        raise StylexError(f"--out {out} is the data being split; name a new .npz file.")
+    if out.exists() and not overwrite:
+        raise StylexError(f"{out} already exists; name a new .npz file, or replace it with --overwrite.")
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
     _, val = _held_out(dataset, model.config, model.run_info.get("class_names"))
     if len(val) == 0:
