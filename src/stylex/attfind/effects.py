@@ -479,7 +479,7 @@ class StyleEffects:
             total=len(todo) * per_image,
             desc="AttFind effects" + ("" if self.fast is None else f" (fast, M={self.fast})"),
             unit="edit",
-            disable=not self.progress,
+            disable=None if self.progress else True,  # None: no bar when stderr is not a terminal
         )
         for a in range(0, len(todo), chunk):
             rows = todo[a : a + chunk]  # [n_c]
@@ -778,7 +778,7 @@ def reference_effects(
     delta = style_deltas(s_flat, s_min, s_max, shift_size)  # [N, 2, S]
     coords = list(range(s.layout.num_coords)) if coords is None else list(coords)
     out = None
-    for i in tqdm(range(s.batch_size), desc="AttFind effects (loop)", disable=not progress):
+    for i in tqdm(range(s.batch_size), desc="AttFind effects (loop)", disable=None if progress else True):
         s_i, noise_i = s.index([i]), _index_noise(noise, [i])
         base = classifier(G.synthesis(s_i, noise_i)).float()  # [1, K]
         if out is None:

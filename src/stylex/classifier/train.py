@@ -184,7 +184,7 @@ def train_classifier(
 
     history: list[dict[str, Any]] = []
     loss_value = math.nan
-    bar = tqdm(total=total_steps, desc="classifier", unit="step", disable=quiet, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, desc="classifier", unit="step", disable=True if quiet else None, dynamic_ncols=True)
     try:
         for epoch in range(config.epochs):
             model.train()

@@ -646,7 +646,7 @@ def _attributes_section(run: _Run, top_k: int, num_images: int, num_frames: int,
     R = G.resolution
     scale = max(1, -(-96 // R))
     todo = sum(min(top_k, len(c.attributes)) for c in result.classes)
-    bar = tqdm(total=todo, desc="report: slider frames", unit="attribute", disable=quiet)
+    bar = tqdm(total=todo, desc="report: slider frames", unit="attribute", disable=True if quiet else None)
     if len(result.classes) > 2:  # a long page: a link to each class
         links = " · ".join(f'<a href="#class-{c.class_index}">{esc(c.class_name)}</a>' for c in result.classes)
         parts.append(f'<p class="small">Classes: {links}</p>')
