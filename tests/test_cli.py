@@ -274,6 +274,14 @@ def test_train_classifier_says_what_it_loaded(chain, tmp_path):
     assert {p.name: p.read_bytes() for p in (chain / "run").iterdir() if p.is_file()} == run_files
 
 
+def test_train_seed_is_a_shorthand(chain, tmp_path):
+    args = ("train", "--data", chain / "data", "--classifier", chain / "clf", "--preset", "tiny", "--max-steps", 1)
+    run(*args, "--out", tmp_path / "r", "--seed", 3, "--quiet")
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["seed"] == 3
+    result = run(*args, "--out", tmp_path / "r2", "--seed", 3, "--set", "seed=4", "--quiet")
+    assert "--seed 3 replaces --set seed=4" in result.output
+
+
 def test_classifier_classes_names_the_outputs(chain, tmp_path):
     args = ("train", "--data", chain / "data", "--classifier", chain / "clf", "--preset", "tiny", "--max-steps", 1)
     _error(run(*args, "--out", tmp_path / "r0", "--classifier-classes", "a,b,c", ok=False), "3 class names")
