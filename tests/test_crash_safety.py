@@ -267,19 +267,39 @@ def test_non_finite_gradients_stop_before_a_checkpoint_is_written(tmp_path, stan
 def test_a_full_disk_ends_in_an_oserror_naming_the_file(tmp_path, monkeypatch, which):
     """safetensors and torch.save report a full disk with their own types ("unexpected pos 185152 vs 185044"), which
     reached the user as a traceback; the write now ends as an OSError naming the file, without a partial file."""
-    from safetensors import SafetensorError
-
     from stylex.training import checkpoint
 
     def full(*args, **kwargs):
-        if which == "weights":
-            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        if which == "weights":  # the bytes are written by stylex.files.save_safetensors: a plain write's error
+            raise OSError(28, "No space left on device")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 185152 vs 185044")
 
-    monkeypatch.setattr(checkpoint, "save_file" if which == "weights" else "torch", type("T", (), {"save": full})
+    monkeypatch.setattr(checkpoint, "save_safetensors" if which == "weights" else "torch", type("T", (), {"save": full})
                         if which == "state" else full)  # fmt: skip
     with pytest.raises(OSError) as caught:
         checkpoint.save_checkpoint(tmp_path, {"G": torch.nn.Linear(2, 2)}, {"step": 3})
     name = WEIGHTS if which == "weights" else STATE
     assert caught.value.filename == str(tmp_path / (name + TMP)) and "could not be written (" in caught.value.strerror
     assert not list(tmp_path.glob("*" + TMP)) and not (tmp_path / STATE).exists()
+
+
+def test_safetensors_files_are_byte_identical_across_processes(tmp_path):
+    """safetensors orders the metadata keys by a per-process hash: identical runs wrote files with different
+    checksums. `save_safetensors` sorts them (four keys: plain `save_file` gives several orders in 3 processes)."""
+    import hashlib
+
+    code = (
+        "import sys, torch\n"
+        "from stylex.files import save_safetensors\n"
+        "from safetensors import safe_open\n"
+        "t = {'a': torch.arange(6.0).reshape(2, 3), 'b': torch.ones(4, dtype=torch.float16)}\n"
+        "meta = {'step': '3', 'format_version': '1', 'meta': 'd\\u00f6gs', 'zz': 'q'}\n"
+        "save_safetensors(t, sys.argv[1], meta)\n"
+        "with safe_open(sys.argv[1], 'pt') as f:\n"
+        "    assert f.metadata() == meta and torch.equal(f.get_tensor('a'), t['a'])\n"
+    )
+    digests = set()
+    for i in range(3):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{i}.safetensors")], check=True)
+        digests.add(hashlib.sha256((tmp_path / f"{i}.safetensors").read_bytes()).hexdigest())
+    assert len(digests) == 1

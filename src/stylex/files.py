@@ -15,3 +15,27 @@ os.umask(_UMASK)
 def share(path: str | os.PathLike, directory: bool = False) -> None:
     """Give `path` the mode a plain `open` (or `mkdir`) would have given it under the user's umask."""
     os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
+
+
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file`, but byte-identical for identical inputs, and with the user's file mode.
+
+    safetensors writes the metadata from a hash map, so its keys come out in a different order from one process
+    to the next and identical runs gave files with different checksums (which make, DVC and friends read as a
+    change). The header is re-written here with the metadata keys sorted, padded to its original length.
+    """
+    import json
+
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    if isinstance(header.get("__metadata__"), dict):
+        ordered = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) <= n:
+            data = data[:8] + text + b" " * (n - len(text)) + data[8 + n :]
+    with open(path, "wb") as f:
+        f.write(data)
+    share(path)

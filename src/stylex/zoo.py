@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from stylex.errors import StylexError
-from stylex.files import share
 
 RUN_DIR = "stylex"
 CLASSIFIER_DIR = "classifier"
@@ -326,8 +325,7 @@ def _export_classifier(entry: dict[str, Any], run_dir: Path, dst: Path) -> tuple
 
 def _write_weights(model, step: int, path: Path, half: bool) -> None:
     """G_ema and E_ema as "G_ema.*" / "E_ema.*" tensors (float16 when `half`), recording the training step."""
-    from safetensors.torch import save_file
-
+    from stylex.files import save_safetensors
     from stylex.training.checkpoint import CHECKPOINT_FORMAT_VERSION
 
     tensors = {}
@@ -339,12 +337,9 @@ def _write_weights(model, step: int, path: Path, half: bool) -> None:
                 if not torch.isfinite(value).all():
                     raise StylexError(f"{prefix}.{key} holds values beyond float16's range; export with --no-half.")
             tensors[f"{prefix}.{key}"] = value.contiguous()
-    save_file(
-        tensors,
-        str(path),
-        metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step), "exported": "1"},
+    save_safetensors(
+        tensors, path, {"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step), "exported": "1"}
     )
-    share(path)
 
 
 def _training_record(run_dir: Path, step: int, info: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from torch import nn
 
 from stylex.errors import StylexError
 from stylex.failpoints import failpoint
-from stylex.files import share
+from stylex.files import save_safetensors
 from stylex.models.generator import SynthesisState
 from stylex.models.stylespace import StyleLayout, StyleVector
 from stylex.training.distributed import Distributed
@@ -212,7 +212,6 @@ class Effects:
 
     def save(self, path: str | Path) -> None:
         """Write one safetensors file (tensors, plus shift size and meta as JSON metadata), atomically."""
-        from safetensors.torch import save_file
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,8 +231,7 @@ class Effects:
             "meta": json.dumps(self.meta),
         }
         tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        share(tmp)
+        save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata)
         tmp.replace(path)
 
     @classmethod
@@ -844,14 +842,13 @@ class _ChunkStore:
         tmp.replace(self.folder / "meta.json")
 
     def save(self, rows: torch.Tensor, effects: torch.Tensor, exact: torch.Tensor, agreement: list[float]) -> None:
-        from safetensors.torch import save_file
 
         name = f"chunk_{int(rows[0]):06d}_{len(rows):04d}.safetensors"
         tmp = self.folder / (name + ".tmp")
-        save_file(
+        save_safetensors(
             {"rows": rows.contiguous(), "effects": effects.contiguous(), "exact": exact.to(torch.uint8)},
-            str(tmp),
-            metadata={"agreement": json.dumps([float(a) for a in agreement])},
+            tmp,
+            {"agreement": json.dumps([float(a) for a in agreement])},
         )
         tmp.replace(self.folder / name)
         self.count += 1

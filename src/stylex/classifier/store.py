@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
-from stylex.files import share
+from stylex.files import save_safetensors, share
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -55,4 +54,4 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 def save_weights_atomic(path: str | os.PathLike, state_dict: dict[str, torch.Tensor]) -> None:
     """Write a state dict to a safetensors file atomically (tensors are copied to CPU, contiguous)."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
-    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    _atomic(Path(path), lambda tmp: save_safetensors(tensors, tmp, {"format": "pt"}))

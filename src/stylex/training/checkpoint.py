@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from stylex.errors import StylexError
 from stylex.failpoints import failpoint
-from stylex.files import share
+from stylex.files import save_safetensors
 
 CHECKPOINT_FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
@@ -85,8 +85,7 @@ def _write_weights(path: Path, modules: dict[str, nn.Module], step: int) -> None
         for key, value in module.state_dict().items():
             tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
     with _writing(path):
-        save_file(tensors, str(path), metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step)})
-        share(path)
+        save_safetensors(tensors, path, {"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step)})
         _fsync_file(path)
 
 
