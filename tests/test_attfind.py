@@ -878,3 +878,21 @@ def test_explaining_toward_the_class_the_image_already_has_is_refused(tmp_path, 
     monkeypatch.setattr("stylex.attfind.effects.StyleEffects.compute", no_effects)
     result = run_cli(*image, "--target", own, "--out", tmp_path / "own2", ok=False)
     assert result.exit_code == 1 and f"already classified as {own!r}" in result.output
+
+
+def test_a_second_run_into_the_same_folder_leaves_no_stale_pictures(tmp_path):
+    """attfind with a smaller --top-k left the earlier ranks' GIFs and strips; explain with fewer strategies left the
+    other strategies' PNGs beside an explanation.json that no longer named them."""
+    root = make_tiny_run(tmp_path, num_images=32, steps=2)
+    run, out = root / "run", tmp_path / "af"
+    args = ("attfind", "--model", run, "--num-images", 6, "--fast", 4, "--frames", 3, "--quiet", "--out", out)
+    run_cli(*args, "--top-k", 3)
+    ranks = {p.name[:2] for p in (out / "attributes").rglob("*.png")}
+    run_cli(*args, "--top-k", 1)
+    assert ranks > {"01"} and {p.name[:2] for p in (out / "attributes").rglob("*.png")} == {"01"}
+
+    explain = ("explain", "--model", run, "--attributes", out, "--index", 0, "--top-k", 1, "--quiet", "--out")
+    run_cli(*explain, tmp_path / "ex")
+    assert {p.name for p in (tmp_path / "ex").glob("*.png")} == {"independent.png", "subset.png", "class.png"}
+    run_cli(*explain, tmp_path / "ex", "--strategy", "class")
+    assert {p.name for p in (tmp_path / "ex").glob("*.png")} == {"class.png"}

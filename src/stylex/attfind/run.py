@@ -337,6 +337,8 @@ def _run_attfind(
     if render:
         from stylex.explain.attributes import render_attributes
 
+        if (out / ATTRIBUTES_FILE).is_file() and (out / "attributes").is_dir():  # an earlier search's pictures:
+            shutil.rmtree(out / "attributes")  # a smaller --top-k left its extra ranks' GIFs behind
         render_attributes(
             model.G, classifier, s, noise, result, result.effects, out / "attributes", num_frames=num_frames
         )

@@ -139,6 +139,10 @@ def explain_image(
             stacklevel=2,
         )
     out = Path(out)
+    if (out / "explanation.json").is_file():  # an earlier explanation here: its other strategies' pictures go
+        for k in STRATEGIES:
+            if k not in explanations:
+                (out / f"{k}.png").unlink(missing_ok=True)
     files = [_render_sequence(G, classifier, x, s, noise, e, saved, out / f"{k}.png") for k, e in explanations.items()]
     import json
 
