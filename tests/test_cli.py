@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import textwrap
 
 import pytest
@@ -387,3 +388,23 @@ def test_training_from_python(chain, tmp_path):
         TrainConfig(batch_size="8").validate()
     assert preset("tiny", model=ModelConfig(resolution=32)).model.resolution == 32  # as its docstring says
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_command_says_what_it_keeps(chain, tmp_path, monkeypatch, sig):
+    """Outside training, Ctrl-C printed the training's message, and SIGTERM killed attfind without a word."""
+    import os
+    import time
+
+    def stopped(*args, **kwargs):
+        os.kill(os.getpid(), sig)
+        time.sleep(5)
+        raise AssertionError("the signal did not stop the command")
+
+    monkeypatch.setattr("stylex.attfind.search.AttFind.run", stopped)
+    result = run("attfind", "--model", chain / "run", "--num-images", 4, "--out", tmp_path / "af", "--quiet", ok=False)
+    name, code = ("Ctrl-C", 130) if sig == signal.SIGINT else ("SIGTERM", 143)
+    assert result.exit_code == code
+    said = f"interrupted ({name}); the effects computed so far are kept, and the same command continues"
+    assert said in result.output
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "SIGTERM's handler restored"

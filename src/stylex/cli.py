@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import time
 import warnings
@@ -25,14 +26,15 @@ class _Group(click.Group):
     StylexError (exit status 1): its message. A usage error inside a subcommand (missing option, a path that
     does not exist, a bad value; exit status 2): click's message and where to look for help. An OSError on a
     named file (permissions, a file where a folder should be, a full disk; exit status 1): the file and why.
-    Ctrl-C that reaches here (a training stops by itself after the step under way): "interrupted" (exit status 130).
+    Ctrl-C that reaches here (a training stops by itself after the step under way), or SIGTERM: "interrupted", with
+    what the command keeps (exit status 130, 143 for SIGTERM).
     A warning is one `warning:` line.
     """
 
     def invoke(self, ctx):
         try:
-            with warnings.catch_warnings():  # a warning is one `warning:` line, without Python's source line
-                warnings.showwarning = _one_line_warning
+            with warnings.catch_warnings(), _terminate_as_interrupt():
+                warnings.showwarning = _one_line_warning  # a warning is one `warning:` line, without the source line
                 return super().invoke(ctx)
         except StylexError as e:
             click.echo(f"error: {e}", err=True)
@@ -52,9 +54,41 @@ class _Group(click.Group):
                 err=True,
             )
             sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("interrupted (a training keeps its last complete checkpoint, if it wrote one).", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as e:
+            name = ctx.invoked_subcommand or ""
+            kept = _KEPT_WHEN_INTERRUPTED.get(name, "")
+            signal_name = "SIGTERM" if isinstance(e, _Terminated) else "Ctrl-C"
+            start = "\n" if sys.stderr.isatty() else ""  # below a progress bar, not on its line
+            click.echo(f"{start}interrupted ({signal_name}){'; ' + kept if kept else ''}.", err=True)
+            sys.exit(143 if isinstance(e, _Terminated) else 130)
+
+
+_KEPT_WHEN_INTERRUPTED = {
+    "attfind": "the effects computed so far are kept, and the same command continues from them",
+    "train": "a training keeps its last complete checkpoint, if it wrote one; continue with --resume",
+    "train-classifier": "no classifier was written",
+}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `timeout`) turned into an interrupt, so that it ends like Ctrl-C: with the
+    command's clean-up and one line, not a silent death."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    def terminated(signum, frame):
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminated)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
