@@ -408,3 +408,12 @@ def test_an_interrupted_command_says_what_it_keeps(chain, tmp_path, monkeypatch,
     said = f"interrupted ({name}); the effects computed so far are kept, and the same command continues"
     assert said in result.output
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "SIGTERM's handler restored"
+
+
+def test_a_leading_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    """`--out=~/x` and a quoted "~/x" reach stylex unexpanded: they made a folder named `~` in the working folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    run("data", "synth", "--out", "~/shapes", "--num-images", 4, "--resolution", 8, "--quiet")
+    assert (tmp_path / "home" / "shapes" / "synth.json").is_file() and not (tmp_path / "~").exists()
+    _error(run("reconstruct", "--model", "~/nope", ok=False), str(tmp_path / "home" / "nope"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -102,6 +103,16 @@ def main():
     """
 
 
+class _Path(click.Path):
+    """click.Path that expands a leading `~` (the shell leaves `--out=~/x` and "~/x" as they are: an output went to a
+    folder literally named `~` in the working directory)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.startswith("~"):
+            value = os.path.expanduser(value)
+        return super().convert(value, param, ctx)
+
+
 # ------------------------------------------------------------------------------------------------ model arguments
 class _ModelArg(click.ParamType):
     """A trained model: a run folder, the folder `stylex export` wrote (its `stylex/` inside is the model), or
@@ -109,13 +120,13 @@ class _ModelArg(click.ParamType):
     line resolves model arguments."""
 
     name = "RUN|zoo:NAME"
-    _folder = click.Path(exists=True, file_okay=False)
+    _folder = _Path(exists=True, file_okay=False)
 
     def convert(self, value, param, ctx):
         from stylex.zoo import PREFIX, resolve_model
 
         if not str(value).startswith(PREFIX):
-            self._folder.convert(value, param, ctx)  # click's own message for a missing folder
+            value = self._folder.convert(value, param, ctx)  # click's own message for a missing folder; ~ expanded
         try:
             return str(resolve_model(value))
         except StylexError as e:
@@ -173,8 +184,8 @@ def data():
 
 @data.command("heldout")
 @click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
-@click.option("--data", type=click.Path(exists=True), help="Images to split (default: the run's own data).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .npz file to write.")
+@click.option("--data", type=_Path(exists=True), help="Images to split (default: the run's own data).")
+@click.option("--out", required=True, type=_Path(dir_okay=False), help="The .npz file to write.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def data_heldout(run_dir, data, out, overwrite):
     """Write the images a run held out from training (its own split) as an .npz, for `--data` of attfind,
@@ -186,7 +197,7 @@ def data_heldout(run_dir, data, out, overwrite):
 
 
 @data.command("synth")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="New folder to write.")
+@click.option("--out", required=True, type=_Path(file_okay=False), help="New folder to write.")
 @click.option("--num-images", default=2000, show_default=True, type=click.IntRange(min=1), help="Images to render.")
 @click.option("--resolution", default=32, show_default=True, type=click.IntRange(min=8))
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the scenes.")
@@ -232,7 +243,7 @@ def _classifier_options(f):
             required=True,
             help="A folder from `stylex train-classifier`, a TorchScript file, or package.module:factory.",
         ),
-        click.option("--classifier-weights", type=click.Path(dir_okay=False), help="safetensors state dict."),
+        click.option("--classifier-weights", type=_Path(dir_okay=False), help="safetensors state dict."),
         click.option("--classifier-input-size", type=int, help="Square input size the classifier expects."),
         click.option("--classifier-range", help="Input value range LO,HI, e.g. 0,1 or 0,255 (default -1,1)."),
         click.option(
@@ -292,8 +303,8 @@ def _rank_messages(dist):
 
 
 @main.command("train-classifier")
-@click.option("--data", required=True, type=click.Path(), help="Labelled image folder (class subfolders) or .npz.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the classifier.")
+@click.option("--data", required=True, type=_Path(), help="Labelled image folder (class subfolders) or .npz.")
+@click.option("--out", required=True, type=_Path(file_okay=False), help="Folder for the classifier.")
 @click.option("--resolution", default=32, show_default=True, type=int, help="Image size the classifier sees.")
 @click.option(
     "--epochs", default=5, show_default=True, type=click.IntRange(min=1), help="Passes over the training images."
@@ -359,9 +370,9 @@ def _check_classifier_out(out: Path, overwrite: bool) -> None:
 
 # ------------------------------------------------------------------------------------------------ stylex
 @main.command("train")
-@click.option("--data", required=True, type=click.Path(), help="Image folder or .npz (labels not needed).")
+@click.option("--data", required=True, type=_Path(), help="Image folder or .npz (labels not needed).")
 @_classifier_options
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--out", required=True, type=_Path(file_okay=False), help="Run folder.")
 @click.option("--preset", "preset_name", default="shapes-32", show_default=True,
               help=PRESET_HELP + "; with --resume or --init-from, the run's own unless given")  # fmt: skip
 @click.option(
@@ -385,7 +396,7 @@ def _check_classifier_out(out: Path, overwrite: bool) -> None:
 )
 @click.option(
     "--init-from",
-    type=click.Path(exists=True, file_okay=False),
+    type=_Path(exists=True, file_okay=False),
     help="Start a new run from this training run's networks (fresh optimisers, step 0): a fine-tune, e.g. with "
     "another --set recipe. Same network sizes (its preset unless --preset is given) and classifier. StylEx may "
     "start from an unconditioned run (--set conditional=false): D's class projection then starts fresh.",
@@ -462,12 +473,12 @@ def _train_config(out, preset_name: str, values: dict, resume: bool, init_from=N
 
 @main.command("reconstruct")
 @click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
-@click.option("--data", type=click.Path(), help="Images to reconstruct (default: the run's own data).")
+@click.option("--data", type=_Path(), help="Images to reconstruct (default: the run's own data).")
 @click.option("--split", type=click.Choice(["val", "all"]), default="val", show_default=True,
               help="val: the run's held-out split of its own data (other --data, e.g. `stylex data heldout`'s file, "
               "is used whole); all: every image.")  # fmt: skip
 @click.option("--num-images", default=256, show_default=True, type=click.IntRange(min=2), help="Images reconstructed.")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN/reconstruct).")
+@click.option("--out", type=_Path(file_okay=False), help="Output folder (default RUN/reconstruct).")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 def reconstruct_cmd(run_dir, data, split, num_images, out, device):
     """Encode and regenerate images: a grid, and consistency / L1 / identity beside two trivial baselines."""
@@ -480,7 +491,7 @@ def reconstruct_cmd(run_dir, data, split, num_images, out, device):
 
 
 @main.command("demo")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: runs/demo, with --train "
+@click.option("--out", type=_Path(file_okay=False), help="Output folder [default: runs/demo, with --train "
               "runs/demo-train].")  # fmt: skip
 @click.option("--model", "model_name", default="pepper-64", show_default=True,
               help="The shipped model to explain (`stylex zoo` lists them).")  # fmt: skip
@@ -502,8 +513,8 @@ def demo_cmd(out, model_name, train, minutes, quiet):
 # ------------------------------------------------------------------------------------------------ shipped models
 @main.command("export")
 @click.argument("run_dir", type=MODEL)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="New folder for the exported model.")
-@click.option("--samples", type=click.Path(exists=True), help="Images to ship (default: the held-out split of the "
+@click.option("--out", required=True, type=_Path(file_okay=False), help="New folder for the exported model.")
+@click.option("--samples", type=_Path(exists=True), help="Images to ship (default: the held-out split of the "
               "run's own data).")  # fmt: skip
 @click.option("--num-samples", default=24, show_default=True, type=click.IntRange(min=2),
               help="Images to ship, balanced over the classes.")  # fmt: skip
@@ -579,10 +590,10 @@ def zoo_cmd():
 # ------------------------------------------------------------------------------------------------ attfind / explain
 @main.command("attfind")
 @click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
-@click.option("--data", type=click.Path(exists=True), help="Images to search with (default: the run's own data).")
+@click.option("--data", type=_Path(exists=True), help="Images to search with (default: the run's own data).")
 @click.option("--num-images", default=250, show_default=True, type=click.IntRange(min=2), help="N images (seeded).")
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=1), help="Attributes per class.")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN/attfind).")
+@click.option("--out", type=_Path(file_okay=False), help="Output folder (default RUN/attfind).")
 @click.option(
     "--fast",
     type=click.IntRange(min=1),
@@ -728,11 +739,11 @@ def attfind_cmd(
     "trained without the classifier: `stylex train --set conditional=false --set cls_weight=0`); random: random "
     "coordinates and directions.",
 )
-@click.option("--data", type=click.Path(exists=True), help="Images (default: the run's own data).")
+@click.option("--data", type=_Path(exists=True), help="Images (default: the run's own data).")
 @click.option("--num-images", default=250, show_default=True, type=click.IntRange(min=2), help="N images (seeded).")
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=1), help="Attributes per class.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Picks the images (as `stylex attfind --seed`).")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default RUN/<method>).")
+@click.option("--out", type=_Path(file_okay=False), help="Output folder (default RUN/<method>).")
 @click.option(
     "--include-rgb/--no-include-rgb",
     default=None,
@@ -756,13 +767,13 @@ def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rg
 @main.command("explain")
 @click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
 @click.option(
-    "--attributes", "attributes_dir", required=True, type=click.Path(exists=True, file_okay=False),
+    "--attributes", "attributes_dir", required=True, type=_Path(exists=True, file_okay=False),
     help="The `stylex attfind` output folder.",
 )  # fmt: skip
-@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="An image file to explain.")
+@click.option("--image", type=_Path(exists=True, dir_okay=False), help="An image file to explain.")
 @click.option("--index", type=click.IntRange(min=0), help="Or an index into the data AttFind used (or --data).")
-@click.option("--data", type=click.Path(exists=True), help="Dataset for --index (default: AttFind's).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--data", type=_Path(exists=True), help="Dataset for --index (default: AttFind's).")
+@click.option("--out", required=True, type=_Path(file_okay=False), help="Output folder.")
 @click.option(
     "--strategy",
     "strategies",
@@ -810,11 +821,11 @@ def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, to
 # ------------------------------------------------------------------------------------------------ report / serve
 @main.command("report")
 @click.argument("run_dir", type=MODEL)
-@click.option("--out", required=True, type=click.Path(), help="Report folder (index.html + images); replaced if it "
+@click.option("--out", required=True, type=_Path(), help="Report folder (index.html + images); replaced if it "
               "holds an earlier report.")  # fmt: skip
-@click.option("--attributes", "attributes_dir", type=click.Path(exists=True, file_okay=False),
+@click.option("--attributes", "attributes_dir", type=_Path(exists=True, file_okay=False),
               help="The `stylex attfind` output folder (default RUN/attfind).")  # fmt: skip
-@click.option("--data", type=click.Path(exists=True), help="Images (default: the run's own data).")
+@click.option("--data", type=_Path(exists=True), help="Images (default: the run's own data).")
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=1), help="Attributes per class.")
 @click.option("--slider-images", default=4, show_default=True, type=click.IntRange(min=1),
               help="Images each attribute's slider moves.")  # fmt: skip
@@ -850,9 +861,9 @@ def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames,
 
 @main.command("serve")
 @click.argument("run_dir", type=MODEL)
-@click.option("--attributes", "attributes_dir", type=click.Path(exists=True, file_okay=False),
+@click.option("--attributes", "attributes_dir", type=_Path(exists=True, file_okay=False),
               help="The `stylex attfind` output folder (default RUN/attfind).")  # fmt: skip
-@click.option("--data", type=click.Path(exists=True), help="Images to offer (default: AttFind's data).")
+@click.option("--data", type=_Path(exists=True), help="Images to offer (default: AttFind's data).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; keep a loopback address "
               "unless others should reach the viewer.")  # fmt: skip
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 = any free port.")
@@ -873,11 +884,11 @@ def serve_cmd(run_dir, attributes_dir, data, host, port, num_images, device, qui
 @main.command("evaluate")
 @click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
 @click.option(
-    "--attributes", "attributes_dir", required=True, type=click.Path(exists=True, file_okay=False),
+    "--attributes", "attributes_dir", required=True, type=_Path(exists=True, file_okay=False),
     help="Folder with attributes.json: `stylex attfind --out`, or a baseline's.",
 )  # fmt: skip
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for metrics.json.")
-@click.option("--data", type=click.Path(exists=True), help="Images (default: those the attributes were found on).")
+@click.option("--out", required=True, type=_Path(file_okay=False), help="Folder for metrics.json.")
+@click.option("--data", type=_Path(exists=True), help="Images (default: those the attributes were found on).")
 @click.option("--k", "ks", default="3,5,10", show_default=True, help="The K of sufficiency@K and precision@K, etc.")
 @click.option("--num-images", type=click.IntRange(min=2), help="Images (default: as many as AttFind used).")
 @click.option("--seed", type=int, help="Picks the images and their noise (default: AttFind's).")
