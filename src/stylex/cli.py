@@ -199,7 +199,7 @@ def data_heldout(run_dir, data, out, overwrite):
 @data.command("synth")
 @click.option("--out", required=True, type=_Path(file_okay=False), help="New folder to write.")
 @click.option("--num-images", default=2000, show_default=True, type=click.IntRange(min=1), help="Images to render.")
-@click.option("--resolution", default=32, show_default=True, type=click.IntRange(min=8))
+@click.option("--resolution", default=32, show_default=True, type=click.IntRange(min=8), help="Image size in pixels.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the scenes.")
 @click.option(
     "--label",
@@ -792,7 +792,7 @@ def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, to
     from stylex.explain.run import explain_image
 
     if (image is None) == (index is None):
-        raise StylexError("pass exactly one of --image FILE or --index I.")
+        raise click.UsageError("pass exactly one of --image FILE or --index I.")
     report = explain_image(
         run_dir,
         attributes_dir,
