@@ -440,6 +440,22 @@ CASES = [
         ("weights.safetensors", "format version 0", "re-train"),
         guard=("run", "out"),
     ),
+    Case(  # the receiver of an export cannot re-train: it is told to ask for a new export
+        "checkpoint-export-other-version",
+        _reconstruct_with(lambda run: resave_weights(run / "weights.safetensors", format_version="0", exported="1")),
+        ("weights.safetensors", "format version 0", "ask for an export made with this version"),
+        guard=("run", "out"),
+    ),
+    Case(
+        "config-other-version",
+        _reconstruct_with(
+            lambda run: (run / "config.json").write_text(
+                json.dumps({**json.loads((run / "config.json").read_text()), "format_version": 2})
+            )
+        ),
+        ("config.json", "format version 2", "reads version 1", "re-train"),
+        guard=("run", "out"),
+    ),
     Case(
         "checkpoint-state-other-version",
         _resume_with(lambda run: resave_state(run / "state.pt", format_version=2)),

@@ -78,6 +78,11 @@ def read_card(folder: str | os.PathLike) -> dict[str, Any]:
     card = read_json(Path(folder) / CARD)
     if not isinstance(card, dict) or card.get("kind") != "stylex-model-card":
         raise StylexError(f"{Path(folder) / CARD} is not a stylex model card; export the model with `stylex export`.")
+    if card.get("format_version", CARD_FORMAT_VERSION) != CARD_FORMAT_VERSION:
+        raise StylexError(
+            f"{Path(folder) / CARD} has format version {card.get('format_version')!r}; this stylex reads version "
+            f"{CARD_FORMAT_VERSION}: use the stylex version that exported it, or ask for an export made with this one."
+        )
     return card
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stylex.config import TrainConfig, read_json
+from stylex.config import CONFIG_FORMAT_VERSION, TrainConfig, read_json
 from stylex.errors import StylexError
 from stylex.models.discriminator import Discriminator
 from stylex.models.encoder import Encoder
@@ -98,6 +98,13 @@ class StylEx(nn.Module):
                 "pass the --out folder of `stylex train`."
             )
         exported = isinstance(info.get("export"), dict)
+        version = info.get("format_version", CONFIG_FORMAT_VERSION)
+        if version != CONFIG_FORMAT_VERSION:
+            remedy = "ask for an export made with this version" if exported else "re-train"
+            raise StylexError(
+                f"{run_dir / 'config.json'} has format version {version!r}; this stylex reads version "
+                f"{CONFIG_FORMAT_VERSION}: use the stylex version that wrote it, or {remedy}."
+            )
         if exported and not ema:
             raise StylexError(
                 f"{run_dir} is an exported model (`stylex export`): it holds only the moving averages G_ema and E_ema, "

@@ -185,7 +185,8 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if version != str(CHECKPOINT_FORMAT_VERSION):
         raise StylexError(
             f"{path} has checkpoint format version {version}, this stylex reads version "
-            f"{CHECKPOINT_FORMAT_VERSION}; re-train or use the stylex version that wrote it."
+            f"{CHECKPOINT_FORMAT_VERSION}; use the stylex version that wrote it, or "
+            f"{'ask for an export made with this version' if metadata.get('exported') else 're-train'}."
         )
     return tensors, metadata
 
@@ -225,6 +226,6 @@ def load_state(path: Path) -> dict[str, Any]:
     if version != CHECKPOINT_FORMAT_VERSION:
         raise StylexError(
             f"{path} has checkpoint format version {version}, this stylex reads version "
-            f"{CHECKPOINT_FORMAT_VERSION}; re-train or use the stylex version that wrote it."
+            f"{CHECKPOINT_FORMAT_VERSION}; use the stylex version that wrote it, or re-train."
         )
     return state
