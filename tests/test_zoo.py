@@ -175,6 +175,17 @@ def test_export_options(tiny, tmp_path):
     assert torch.equal(a, b)
     result = run_cli("export", tiny / "run", "--out", tmp_path / "bad", "--metric", "novalue", ok=False)
     assert result.exit_code == 1 and "KEY=VALUE" in result.output
+    assert "not shipped" not in run_cli("export", tiny / "run", "--out", tmp_path / "e1", "--num-samples", 2).output
+    found = tiny / "run" / "attfind"
+    found.mkdir()
+    try:  # the run's AttFind results stay behind: said so, with what the receiver does instead
+        (found / "attributes.json").write_text("{}")
+        result = run_cli("export", tiny / "run", "--out", tmp_path / "e2", "--num-samples", 2)
+    finally:
+        shutil.rmtree(found)
+    assert f"not shipped: {found}" in result.output
+    assert f"stylex attfind --model {tmp_path / 'e2'} --out" in result.output
+    assert not (tmp_path / "e2" / "stylex" / "attfind").exists()
 
 
 def test_exported_folder_moves(tiny, tmp_path):
@@ -212,8 +223,6 @@ def test_export_refuses_a_factory_classifier(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ zoo:NAME
 def test_a_card_of_another_format_is_refused(tiny, tmp_path):
-    import shutil
-
     shutil.copytree(tiny / "export", tmp_path / "later")
     card = json.loads((tmp_path / "later" / "card.json").read_text())
     (tmp_path / "later" / "card.json").write_text(json.dumps({**card, "format_version": 2}))

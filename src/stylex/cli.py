@@ -573,6 +573,12 @@ def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_val
     click.echo(f"  {'samples/ (' + str(card['samples']['num_images']) + ' images)':48s}"
                f"{sum(v for k, v in card['files'].items() if k.startswith('samples/')) / 1e6:9.3f} MB")  # fmt: skip
     click.echo(f"wrote {out} ({card['total_bytes'] / 1e6:.2f} MB)")
+    if (Path(run_dir) / "attfind" / "attributes.json").is_file():  # said, so that nobody expects them there
+        click.echo(
+            f"not shipped: {Path(run_dir) / 'attfind'} (AttFind's effects are of your images, not the shipped "
+            f"samples); the receiver runs `stylex attfind --model {out} --out DIR` (its sufficiency goes in the card "
+            "with --metric sufficiency@10=VALUE)."
+        )
 
 
 @main.command("zoo")
