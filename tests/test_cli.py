@@ -275,6 +275,18 @@ def test_train_classifier_says_what_it_loaded(chain, tmp_path):
     assert {p.name: p.read_bytes() for p in (chain / "run").iterdir() if p.is_file()} == run_files
 
 
+def test_a_model_smaller_than_the_classifier_input_is_named(chain, tmp_path):
+    """A 16 px model for a 32 px classifier: the classifier sees enlarged images; trained silently before."""
+    clf = tmp_path / "clf32"
+    run("train-classifier", "--data", chain / "data", "--out", clf, "--resolution", 32, "--epochs", 1, "--width", 4,
+        "--quiet")  # fmt: skip
+    args = ("train", "--data", chain / "data", "--preset", "tiny", "--max-steps", 1, "--quiet")
+    result = run(*args, "--classifier", clf, "--out", tmp_path / "r")
+    assert "warning: the model draws 16 px images and the classifier takes 32 px" in result.output
+    assert "--set model.resolution=32" in result.output
+    assert "classifier takes" not in run(*args, "--classifier", chain / "clf", "--out", tmp_path / "r2").output
+
+
 def test_train_seed_is_a_shorthand(chain, tmp_path):
     args = ("train", "--data", chain / "data", "--classifier", chain / "clf", "--preset", "tiny", "--max-steps", 1)
     run(*args, "--out", tmp_path / "r", "--seed", 3, "--quiet")

@@ -178,6 +178,14 @@ def train_stylex(
         if isinstance(classifier, str | os.PathLike):  # a classifier folder, TorchScript file or module:factory
             classifier = load_classifier(os.fspath(classifier), device=device, resolution=resolution)
         classifier = as_classifier(classifier, resolution).to(device)
+        size = getattr(getattr(classifier, "input_spec", None), "size", None)
+        if size is not None and size > resolution and dist.is_main:
+            warnings.warn(
+                f"the model draws {resolution} px images and the classifier takes {size} px: it sees them enlarged "
+                "and blurred, and may classify them less accurately than its own images (explanations then describe "
+                f"that); train with --set model.resolution={size}, or a classifier at {resolution} px.",
+                stacklevel=2,
+            )
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             return _train(data, classifier, out_dir, config, resume, device, quiet, dist, init_from)
 
