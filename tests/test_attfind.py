@@ -698,7 +698,7 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     assert ("warning: the image is classified" in said) == differs, "said exactly when the two classes differ"
 
     both = run("explain", "--model", run_dir, "--attributes", out, "--out", tiny_run / "ex2", ok=False)
-    assert both.exit_code == 1 and both.output.startswith("error: ") and "--index" in both.output
+    assert both.exit_code == 2 and both.output.startswith("error: ") and "--index" in both.output
 
     # attributes that claim another StyleSpace (here: with the toRGB styles) than their effects are refused
     other = tiny_run / "other-attfind"
