@@ -4,6 +4,7 @@ the models really shipped in the package (`zoo_root()`), each checked against it
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -270,6 +271,13 @@ def test_zoo_model_arguments(tiny, tmp_path, monkeypatch):
     run_cli("report", "zoo:tiny-16", "--out", tmp_path / "report", "--attributes", tmp_path / "af", "--top-k", 2,
             "--slider-images", 1, "--frames", 3, "--explanations", 1, "--quiet")  # fmt: skip
     assert (tmp_path / "report" / "index.html").is_file()
+    # AttFind on other images than the shipped samples: the explanations show those images, and say whose they are
+    run_cli("attfind", "--model", "zoo:tiny-16", "--data", tiny / "data", "--out", tmp_path / "af2", "--fast", 8,
+            "--top-k", 2, "--num-images", 6, "--no-render", "--quiet")  # fmt: skip
+    run_cli("report", "zoo:tiny-16", "--out", tmp_path / "report2", "--attributes", tmp_path / "af2", "--top-k", 2,
+            "--slider-images", 1, "--frames", 3, "--explanations", 1, "--quiet")  # fmt: skip
+    html = (tmp_path / "report2" / "index.html").read_text()
+    assert "These images are AttFind's: " in html and re.search(r"<h3>image \d+: [^<]+\.png</h3>", html)
 
 
 def test_zoo_command(tiny, tmp_path, monkeypatch):

@@ -800,24 +800,27 @@ def _explanations_section(run: _Run, num_explanations: int) -> str:
         return '<p class="note">None requested.</p>'
     effects, G, C = run.effects, run.model.G, run.classifier
     s_all, noise_all, indices = _attfind_images(run)
-    same_data = (
-        run.dataset is not None
-        and run.data_path is not None
-        and str(Path(run.data_path).resolve()) == effects.meta.get("data")
-    )
+    dataset = _attfind_dataset(run)
     parts = [
         '<p class="small">For a few of the AttFind images: the "subset" strategy adds, one at a time, the edit of this '
         "image's styles that raises the target class most together with those chosen so far, until the decision "
         "flips (at most 5 edits). Under each picture: the classifier's probabilities.</p>"
     ]
+    if dataset is not None and dataset is not run.dataset:
+        parts.append(f'<p class="small">These images are AttFind\'s: {esc(effects.meta.get("data"))}.</p>')
+    elif dataset is None:
+        parts.append(
+            f'<p class="note">AttFind\'s images ({esc(effects.meta.get("data"))}) are no longer there: only their '
+            "reconstructions are shown.</p>"
+        )
     for i, pos in enumerate(round_robin(effects.predicted.tolist(), num_explanations)):
         s, noise = s_all.index([pos]), [t[[pos]] for t in noise_all]
         index = indices[pos]
         x, name = None, f"image {index}"
-        if same_data and 0 <= index < len(run.dataset):
-            x = run.dataset.tensors([index]).to(run.device)
-            if run.dataset.filenames:
-                name = f"image {index}: {run.dataset.filenames[index]}"
+        if dataset is not None and 0 <= index < len(dataset):
+            x = dataset.tensors([index]).to(run.device)
+            if dataset.filenames:
+                name = f"image {index}: {dataset.filenames[index]}"
         found, _, _ = explain_styles(
             G, C, s, noise, effects, run.result, row=effects.subset([pos]), strategies=("subset",), source=name
         )
@@ -842,6 +845,22 @@ def _explanations_section(run: _Run, num_explanations: int) -> str:
             f'<img class="pic" src="{esc(run.rel(dst))}" alt="explanation of {esc(name)}"><ol>{steps}</ol></div>'
         )
     return "".join(parts)
+
+
+def _attfind_dataset(run: _Run):
+    """The images AttFind searched (its effects record their data): the report's own data when it is the same,
+    else AttFind's read again (e.g. a user's images for a shipped model), None when it is no longer there."""
+    from stylex.data import load_dataset
+
+    data = run.effects.meta.get("data")
+    if run.dataset is not None and run.data_path is not None and str(Path(run.data_path).resolve()) == data:
+        return run.dataset
+    if not isinstance(data, str) or not Path(data).exists():
+        return None
+    try:
+        return load_dataset(data, resolution=run.model.resolution, progress=False)
+    except StylexError:
+        return None
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -1037,8 +1056,13 @@ def _reproduce_section(run: _Run) -> str:
     if run.export is not None:
         parts.append(
             f"<p>An exported model (<code>stylex export</code>): G_ema and E_ema of a training run, its classifier "
-            f"and {esc(run.num_samples())} held-out sample images. The images shown in this report are those "
-            "shipped samples, not the data it was trained on.</p>"
+            f"and {esc(run.num_samples())} held-out sample images. "
+            + (
+                "The images shown in this report are those shipped samples, not the data it was trained on.</p>"
+                if run.shows_samples()
+                else f"The images shown in this report are {esc(run.data_path or 'other images')}, not the shipped "
+                "samples.</p>"
+            )
         )
         parts.append(_model_card(run))
         notes = str((run.card or {}).get("notes") or "").strip()
