@@ -429,3 +429,14 @@ def test_a_leading_tilde_is_the_home_folder(tmp_path, monkeypatch):
     run("data", "synth", "--out", "~/shapes", "--num-images", 4, "--resolution", 8, "--quiet")
     assert (tmp_path / "home" / "shapes" / "synth.json").is_file() and not (tmp_path / "~").exists()
     _error(run("reconstruct", "--model", "~/nope", ok=False), str(tmp_path / "home" / "nope"))
+
+
+def test_report_serve_and_export_take_the_model_as_the_others_do(chain, tmp_path):
+    """`stylex report --model RUN` was "No such option"; the positional RUN still works; one of the two, once."""
+    run("export", "--model", chain / "run", "--out", tmp_path / "e1", "--num-samples", 2)
+    run("export", chain / "run", "--out", tmp_path / "e2", "--num-samples", 2)
+    assert (tmp_path / "e1" / "card.json").is_file() and (tmp_path / "e2" / "card.json").is_file()
+    for command in ("report", "serve", "export"):
+        out = () if command == "serve" else ("--out", tmp_path / f"{command}-x")
+        _error(run(command, chain / "run", "--model", chain / "run", *out, ok=False), "give the model once")
+        _error(run(command, *out, ok=False), "Missing the model", "--model RUN")

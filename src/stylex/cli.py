@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -134,6 +135,25 @@ class _ModelArg(click.ParamType):
 
 
 MODEL = _ModelArg()
+
+
+def _model_argument(f):
+    """The model of report, serve and export: positional (`stylex report RUN`), or --model as the other commands
+    take it (`stylex report --model RUN`); exactly one of the two reaches the command as `run_dir`."""
+
+    @functools.wraps(f)
+    def command(*args, run_dir=None, model_option=None, **kwargs):
+        if run_dir is not None and model_option is not None:
+            raise click.UsageError("give the model once: as the RUN argument or as --model, not both")
+        if run_dir is None and model_option is None:
+            raise click.UsageError("Missing the model: RUN (a run folder, an export or zoo:NAME), or --model RUN")
+        return f(*args, run_dir=run_dir if run_dir is not None else model_option, **kwargs)
+
+    command = click.option("--model", "model_option", type=MODEL,
+                           help="The model, as the other commands take it (instead of RUN).")(command)  # fmt: skip
+    return click.argument("run_dir", type=MODEL, required=False, metavar="[RUN]")(command)
+
+
 DEVICE_HELP = "Where the networks run: cpu, cuda or cuda:N."
 
 
@@ -512,7 +532,7 @@ def demo_cmd(out, model_name, train, minutes, quiet):
 
 # ------------------------------------------------------------------------------------------------ shipped models
 @main.command("export")
-@click.argument("run_dir", type=MODEL)
+@_model_argument
 @click.option("--out", required=True, type=_Path(file_okay=False), help="New folder for the exported model.")
 @click.option("--samples", type=_Path(exists=True), help="Images to ship (default: the held-out split of the "
               "run's own data).")  # fmt: skip
@@ -826,7 +846,7 @@ def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, to
 
 # ------------------------------------------------------------------------------------------------ report / serve
 @main.command("report")
-@click.argument("run_dir", type=MODEL)
+@_model_argument
 @click.option("--out", required=True, type=_Path(), help="Report folder (index.html + images); replaced if it "
               "holds an earlier report.")  # fmt: skip
 @click.option("--attributes", "attributes_dir", type=_Path(exists=True, file_okay=False),
@@ -866,7 +886,7 @@ def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames,
 
 
 @main.command("serve")
-@click.argument("run_dir", type=MODEL)
+@_model_argument
 @click.option("--attributes", "attributes_dir", type=_Path(exists=True, file_okay=False),
               help="The `stylex attfind` output folder (default RUN/attfind).")  # fmt: skip
 @click.option("--data", type=_Path(exists=True), help="Images to offer (default: AttFind's data).")
