@@ -233,6 +233,16 @@ def _factory(name: str) -> Callable[[World, Path], list]:
     return lambda w, t: w.train_args(w.data, t / "out", classifier=f"stylex_bad_classifiers:{name}")
 
 
+def _run_naming_code(w: World, t: Path) -> list:
+    """A run folder from elsewhere whose config.json names a factory classifier shipped beside it, which writes the
+    marker when imported: importing it would run the author's code."""
+    run = copy_run(w, t)
+    (run / "evil_factory.py").write_text(f"open({str(t / 'marker')!r}, 'w').close()\ndef build():\n    pass\n")
+    edit_json(run / "config.json", lambda d: d["classifier"].update(kind="factory", location="evil_factory:build",
+                                                                    search_path=str(run)))  # fmt: skip
+    return ["reconstruct", "--model", run, "--out", t / "out"]
+
+
 def _evil_torch_save(t: Path) -> Path:
     torch.save({"model": Payload(t / "marker")}, t / "clf.pt")
     return t / "clf.pt"
@@ -440,6 +450,12 @@ CASES = [
         ("weights.safetensors", "format version 0", "re-train"),
         guard=("run", "out"),
     ),
+    Case(
+        "pairing-run-names-code",
+        _run_naming_code,
+        ("Python code, 'evil_factory:build'", "--trust-code"),
+        guard=("run", "out"),
+    ),  # fmt: skip
     Case(  # the receiver of an export cannot re-train: it is told to ask for a new export
         "checkpoint-export-other-version",
         _reconstruct_with(lambda run: resave_weights(run / "weights.safetensors", format_version="0", exported="1")),

@@ -354,6 +354,15 @@ def test_a_factory_from_the_working_directory_loads_from_anywhere_later(tmp_path
         assert recorded["search_path"] == str(project)
         sys.modules.pop(name)
         monkeypatch.chdir(elsewhere)
+        # a run's recorded factory is code: imported only when trusted (a downloaded run could name anything)
+        monkeypatch.delenv("STYLEX_TRUST_CODE", raising=False)
+        with pytest.raises(StylexError, match=f"Python code, '{name}:build'.*--trust-code"):
+            load_classifier_from_dict(recorded, resolution=16)
+        assert name not in sys.modules, "refused before the import"
+        trusted = load_classifier_from_dict(recorded, resolution=16, trust_code=True)
+        assert trusted.fingerprint() == recorded["fingerprint"]
+        sys.modules.pop(name)
+        monkeypatch.setenv("STYLEX_TRUST_CODE", "1")
         assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
         sys.modules.pop(name)
         with pytest.raises(StylexError, match="Cannot import module"):
@@ -371,7 +380,7 @@ def test_factory_loading(tmp_path, factory_module):
     assert adapter.input_spec == InputSpec(size=16) and adapter.class_names == ["a", "b"]
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     torch.testing.assert_close(adapter(x), model(x))
-    assert load_classifier_from_dict(adapter.to_dict()).fingerprint() == adapter.fingerprint()
+    assert load_classifier_from_dict(adapter.to_dict(), trust_code=True).fingerprint() == adapter.fingerprint()
     with pytest.raises(StylexError, match="do not match .*wrong shape"):
         load_classifier(f"{factory_module}:wide", weights=str(weights))
     with pytest.raises(StylexError, match="returned int, expected a torch.nn.Module"):

@@ -440,3 +440,15 @@ def test_report_serve_and_export_take_the_model_as_the_others_do(chain, tmp_path
         out = () if command == "serve" else ("--out", tmp_path / f"{command}-x")
         _error(run(command, chain / "run", "--model", chain / "run", *out, ok=False), "give the model once")
         _error(run(command, *out, ok=False), "Missing the model", "--model RUN")
+
+
+def test_trust_code_is_a_flag_of_every_command(monkeypatch):
+    """`stylex --trust-code COMMAND` lets the commands import the factory classifier a run names (see
+    test_classifier's factory test for the refusal without it)."""
+    import os
+
+    monkeypatch.setenv("STYLEX_TRUST_CODE", "0")
+    run("zoo")
+    assert os.environ["STYLEX_TRUST_CODE"] == "0"
+    run("--trust-code", "zoo")
+    assert os.environ["STYLEX_TRUST_CODE"] == "1"

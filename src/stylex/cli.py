@@ -95,13 +95,19 @@ def _terminate_as_interrupt():
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="stylex")
-def main():
+@click.option("--trust-code", is_flag=True, help="Import the Python factory classifier (module:function) that a "
+              "run's config.json names; only for runs you trust (or STYLEX_TRUST_CODE=1).")  # fmt: skip
+def main(trust_code):
     """StylEx: explain an image classifier with a GAN trained in its StyleSpace.
 
     Stages: `data synth` -> `train-classifier` -> `train` -> `reconstruct` -> `attfind` -> `explain` -> `report`.
     `demo` explains a shipped model without training (`demo --train` runs the whole chain); `export` makes a
     shipped model of a run, `zoo` lists them.
     """
+    if trust_code:
+        from stylex.classifier.load import TRUST_CODE_ENV
+
+        os.environ[TRUST_CODE_ENV] = "1"  # for this process and the ones it starts
 
 
 class _Path(click.Path):

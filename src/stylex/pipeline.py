@@ -233,12 +233,20 @@ def _train(
     return trainer.run(resume=resume, init_from=init_from)
 
 
-def load_run(run_dir: str | os.PathLike, classifier=None, device: str = "cpu", weights: str | None = None):
+def load_run(
+    run_dir: str | os.PathLike,
+    classifier=None,
+    device: str = "cpu",
+    weights: str | None = None,
+    trust_code: bool | None = None,
+):
     """(StylEx model, classifier) of a run folder (or an exported model's folder, or `zoo:NAME`).
 
     The classifier is the one the run recorded, unless one is given: a `ClassifierAdapter` or an `nn.Module` (see
     `stylex.classifier.as_classifier`), which must have the recorded classifier's weights. `weights` picks the
     checkpoint file in the run folder (see `StylEx.load`; "best.safetensors" for the best one by `keep_best`).
+    `trust_code`: a recorded `module:factory` classifier is imported only when trusted (see
+    `load_classifier_from_dict`; None = the STYLEX_TRUST_CODE environment variable).
     """
     from stylex.classifier import as_classifier, load_classifier_from_dict
     from stylex.models.stylex import StylEx
@@ -249,7 +257,7 @@ def load_run(run_dir: str | os.PathLike, classifier=None, device: str = "cpu", w
     info = model.run_info
     if classifier is None:
         classifier = load_classifier_from_dict(
-            info["classifier"], device=device, base_dir=run_dir, resolution=model.resolution
+            info["classifier"], device=device, base_dir=run_dir, resolution=model.resolution, trust_code=trust_code
         )
     else:
         classifier = as_classifier(classifier, model.resolution)

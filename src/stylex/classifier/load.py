@@ -115,12 +115,21 @@ def _load(
     return adapter.to(device)
 
 
+TRUST_CODE_ENV = "STYLEX_TRUST_CODE"
+
+
+def trusts_code() -> bool:
+    """Whether this process may import the `module:factory` classifiers that run folders name (STYLEX_TRUST_CODE=1)."""
+    return os.environ.get(TRUST_CODE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def load_classifier_from_dict(
     d: dict[str, Any],
     device: str | torch.device = "cpu",
     base_dir: str | os.PathLike | None = None,
     check_fingerprint: bool = True,
     resolution: int | None = None,
+    trust_code: bool | None = None,
 ) -> ClassifierAdapter:
     """Reload the classifier a StylEx run recorded with `ClassifierAdapter.to_dict()`.
 
@@ -131,11 +140,21 @@ def load_classifier_from_dict(
             see `ClassifierSource.relative_to`); None = the current directory.
         check_fingerprint: Raise if the weights differ from those recorded.
         resolution: Model resolution to run `check` at (None = the spec's size, if any).
+        trust_code: import a `module:factory` classifier that `d` names. A run folder from elsewhere is data, but
+            importing its factory runs whatever code that name reaches (a file shipped beside it, or any installed
+            function), so it is refused unless trusted: True here, or the environment variable
+            STYLEX_TRUST_CODE=1 (`stylex --trust-code ...`). None = that environment variable.
 
     Returns:
         The adapter, with the recorded input spec and class names.
     """
     src = ClassifierSource.from_dict(d)
+    if src.kind == "factory" and not (trust_code if trust_code is not None else trusts_code()):
+        raise StylexError(
+            f"The run's classifier is Python code, {src.location!r}, which stylex imports only when you trust it: "
+            "importing it runs code the run folder's author chose. For your own run, or one you trust, add "
+            "--trust-code (`stylex --trust-code COMMAND ...`; trust_code=True from Python, or STYLEX_TRUST_CODE=1)."
+        )
     if src.kind == "module":
         raise StylexError(
             f"The run's classifier '{src.location}' was an in-memory module, which the run cannot reload; from "
