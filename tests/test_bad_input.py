@@ -233,6 +233,13 @@ def _factory(name: str) -> Callable[[World, Path], list]:
     return lambda w, t: w.train_args(w.data, t / "out", classifier=f"stylex_bad_classifiers:{name}")
 
 
+def _huge_clf(w: World, t: Path) -> Path:
+    """A copy of the classifier folder whose config.json asks for a 36 TB network."""
+    shutil.copytree(w.clf, t / "clf")
+    edit_json(t / "clf" / "config.json", lambda d: d["model"].update(width=10**6))
+    return t / "clf"
+
+
 def _run_naming_code(w: World, t: Path) -> list:
     """A run folder from elsewhere whose config.json names a factory classifier shipped beside it, which writes the
     marker when imported: importing it would run the author's code."""
@@ -431,6 +438,26 @@ CASES = [
         ("config.json", "warp"),
         guard=("run",),
     ),
+    Case("config-too-large", _set("model.w_dim=100000"), ("model.w_dim", "<= 4096", "100000")),
+    Case(  # a hostile run folder: refused before the networks are built (it asked for 40 GB)
+        "config-json-huge-network",
+        _reconstruct_with(
+            lambda run: edit_json(run / "config.json", lambda d: d["train"]["model"].update(w_dim=100000))
+        ),
+        ("model.w_dim must be an integer <= 4096, got 100000",),
+        guard=("run", "out"),
+    ),
+    Case(
+        "config-json-huge-num-classes",
+        _reconstruct_with(lambda run: edit_json(run / "config.json", lambda d: d.update(num_classes=10**9))),
+        ("declares num_classes 1000000000", "2 to 100,000"),
+        guard=("run", "out"),
+    ),
+    Case(
+        "classifier-config-huge-width",
+        lambda w, t: w.train_args(w.data, t / "out", classifier=_huge_clf(w, t)),
+        ("asks for width 1000000; the most is 4096",),
+    ),  # fmt: skip
     Case(
         "config-json-damaged",
         _reconstruct_with(lambda run: (run / "config.json").write_text('{"train": ')),

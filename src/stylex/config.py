@@ -247,6 +247,18 @@ class TrainConfig:
         for key, (value, low) in at_least.items():
             if value < low:
                 raise StylexError(f"{key} must be an integer >= {low}, got {value}.")
+        at_most = {  # far above any StyleGAN2 (512, 8 layers, 32768 / 512 at 1024 px): a hostile config.json
+            "model.z_dim": (m.z_dim, 4096),  # asking for a 40 GB network is refused before anything is built
+            "model.w_dim": (m.w_dim, 4096),
+            "model.num_mapping_layers": (m.num_mapping_layers, 64),
+            "model.channel_base": (m.channel_base, 1 << 17),
+            "model.channel_max": (m.channel_max, 4096),
+            "model.tint_styles": (m.tint_styles, 4096),
+            "model.mbstd_group": (m.mbstd_group, 1024),
+        }
+        for key, (value, high) in at_most.items():
+            if value > high:
+                raise StylexError(f"{key} must be an integer <= {high}, got {value}.")
         if self.seed >= 2**63:
             raise StylexError(f"seed must be below 2**63, got {self.seed}.")
         for key in ("lr_g", "lr_e", "lr_d"):

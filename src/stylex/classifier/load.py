@@ -239,6 +239,12 @@ def _load_directory(path: str, weights: str | None, input_spec: InputSpec | None
         raise StylexError(
             f"Classifier config '{config_path}' names architecture {arch!r}; known: {sorted(ARCHITECTURES)}."
         )
+    sizes = config.get("model") if isinstance(config.get("model"), dict) else {}
+    for key, high in (("num_classes", 100_000), ("resolution", 4096), ("width", 4096), ("num_stages", 16),
+                      ("blocks_per_stage", 64)):  # fmt: skip
+        value = sizes.get(key)
+        if isinstance(value, int) and value > high:  # a hostile config asking for a 36 TB network
+            raise StylexError(f"Classifier config '{config_path}' asks for {key} {value}; the most is {high}.")
     try:
         model = ARCHITECTURES[arch](**config["model"])
     except (KeyError, TypeError, AssertionError) as e:

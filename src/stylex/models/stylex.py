@@ -113,7 +113,7 @@ class StylEx(nn.Module):
         config = TrainConfig.from_dict(info["train"], str(run_dir / "config.json"))
         config.validate()  # refuses absurd sizes from a hand-edited or hostile config.json
         with torch.random.fork_rng(devices=[]):  # the initial weights, replaced below, leave the caller's RNG alone
-            G, E, _ = build_networks(config, int(info["num_classes"]))
+            G, E, _ = build_networks(config, _num_classes(info, run_dir))
         path = run_dir / (weights or WEIGHTS)
         tensors, _ = read_weights(path)
         if exported:
@@ -163,3 +163,14 @@ class StylEx(nn.Module):
     def reconstruct(self, x: torch.Tensor, c: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
         """x_rec = G(E(x), C(x)) [N, 3, R, R]; pass the classifier logits c [N, K] of x."""
         return self.G.synthesis(self.styles(x, c), noise)
+
+
+MAX_CLASSES = 100_000
+"""The most classes a run's config.json may declare (a hostile one asking for 1e9 asked for 64 GB)."""
+
+
+def _num_classes(info: dict, run_dir: Path) -> int:
+    k = info.get("num_classes")
+    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= MAX_CLASSES:
+        raise StylexError(f"{run_dir / 'config.json'} declares num_classes {k!r}; a run has 2 to {MAX_CLASSES:,}.")
+    return k
