@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -286,6 +287,10 @@ def test_decode_image_rejects_bombs_and_non_images():
     buf = io.BytesIO()
     Image.new("1", (9000, 9000)).save(buf, "PNG")  # small file, 81 M pixels
     with pytest.raises(HTTPError, match="pixels"):
+        decode_image(buf.getvalue(), 16)
+    buf = io.BytesIO()
+    Image.new("RGBA", (4200, 4200)).save(buf, "PNG")  # 60 KB that took 1 GB to decode under the old 40 M cap
+    with pytest.raises(HTTPError, match="4200x4200 pixels; upload one under 16,777,216"):
         decode_image(buf.getvalue(), 16)
     with pytest.raises(HTTPError, match="not a readable image"):
         decode_image(_png()[:40], 16)
@@ -577,4 +582,37 @@ def test_the_viewer_is_quiet_when_a_client_goes_away(capsys):
             server.handle_error(None, ("127.0.0.1", 1))
         assert "ValueError: a real bug" in capsys.readouterr().err
     finally:
+        server.server_close()
+
+
+def test_a_viewer_for_colleagues_answers_only_its_own_names(evil_run, monkeypatch):
+    """Bound beyond loopback (`--host 0.0.0.0`) the Host check was off: a page on any site could reach the viewer
+    through DNS rebinding. It answers the machine's names and `--allowed-host` ones; idle connections time out, and
+    connections beyond the cap are closed at once."""
+    import socket
+
+    from stylex.explain import viewer as viewer_module
+    from stylex.explain.viewer import load_viewer, make_server
+
+    monkeypatch.setattr(viewer_module, "MAX_CONNECTIONS", 2)
+    server = make_server(load_viewer(evil_run / "run", num_images=1), "0.0.0.0", 0, quiet=True,
+                         allowed_hosts=("viewer.lab",))  # fmt: skip
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}/api/info"
+        assert _request(url, headers={"Host": f"attacker.example:{port}"})[0] == 403
+        for name in ("viewer.lab", socket.gethostname(), "127.0.0.1"):
+            assert _request(url, headers={"Host": f"{name}:{port}"})[0] == 200, name
+        assert viewer_module._Handler.timeout == viewer_module.REQUEST_TIMEOUT
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]  # hold both slots
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", port))
+        extra.settimeout(5)
+        assert extra.recv(1) == b"", "a connection beyond the cap is closed at once"
+        for conn in (*idle, extra):
+            conn.close()
+    finally:
+        server.shutdown()
         server.server_close()

@@ -899,15 +899,19 @@ def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames,
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; keep a loopback address "
               "unless others should reach the viewer.")  # fmt: skip
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 = any free port.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Another name (or address) browsers may use to reach the viewer, e.g. a DNS alias; repeatable. "
+              "Requests addressed to other names are refused.")  # fmt: skip
 @click.option("--num-images", default=12, show_default=True, type=click.IntRange(min=0), help="Images offered.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 @click.option("--quiet", is_flag=True, help="Do not log requests.")
-def serve_cmd(run_dir, attributes_dir, data, host, port, num_images, device, quiet):
+def serve_cmd(run_dir, attributes_dir, data, host, port, allowed_hosts, num_images, device, quiet):
     """Serve a live viewer: pick or upload an image, move the top attributes, watch the classifier (Ctrl-C stops)."""
     from stylex.explain.viewer import serve
 
     try:
-        serve(run_dir, host, port, attributes_dir, data, num_images, device=device, quiet=quiet)
+        serve(run_dir, host, port, attributes_dir, data, num_images, device=device, quiet=quiet,
+              allowed_hosts=allowed_hosts)  # fmt: skip
     except KeyboardInterrupt:
         click.echo("viewer stopped.")
 

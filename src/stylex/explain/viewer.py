@@ -5,8 +5,12 @@ move the top AttFind attributes with sliders; each move asks the server for the 
 probabilities (JSON, images as base64 PNG).
 
 Security, as a viewer on a researcher's machine needs it:
-- binds 127.0.0.1 by default; on a loopback address, requests whose Host is not that address are refused (a web
-  page elsewhere cannot reach the viewer through DNS rebinding), and so are cross-origin POSTs;
+- binds 127.0.0.1 by default; requests whose Host is not one of the viewer's names are refused (a web page
+  elsewhere cannot reach the viewer through DNS rebinding), and so are cross-origin POSTs. On a loopback address
+  the names are the loopback ones; on another (`--host 0.0.0.0` for colleagues) the machine's host name, its
+  addresses and the names given with `--allowed-host`;
+- connections time out after `REQUEST_TIMEOUT` seconds idle and at most `MAX_CONNECTIONS` are served at once;
+  at most `MAX_DECODES` uploads are decoded at once;
 - no request path reaches the file system: the page is one in-memory string, the rest is a JSON API;
 - uploads are size-checked (`MAX_UPLOAD_BYTES`) before they are read, decoded from memory with Pillow after a
   format and pixel-count check (never written to disk), and anything that is not an image gets a 400;
@@ -27,7 +31,7 @@ import sys
 import threading
 import traceback
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,8 +48,16 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 """Largest upload accepted (bytes); larger requests get a 413 before their body is read."""
 MAX_JSON_BYTES = 64 * 1024
 """Largest JSON request body (bytes)."""
-MAX_PIXELS = 40_000_000
-"""Largest decoded image (width x height) an upload may declare; guards against decompression bombs."""
+MAX_PIXELS = 4096 * 4096
+"""Largest decoded image (width x height) an upload may declare; guards against decompression bombs (a 170 KB PNG
+of 6300 x 6300 pixels took 2 GB to decode under the earlier 40-megapixel cap)."""
+MAX_DECODES = 2
+"""Uploads decoded at the same time (each may take a few hundred MB while it is decoded)."""
+MAX_CONNECTIONS = 64
+"""Connections served at once; more are closed at once (each holds a thread)."""
+REQUEST_TIMEOUT = 30
+"""Seconds a connection may sit idle (or trickle a request) before it is closed."""
+_DECODING = threading.BoundedSemaphore(MAX_DECODES)
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 """Pillow formats an upload may have."""
 MAX_UPLOADS = 16
@@ -75,7 +87,7 @@ def decode_image(data: bytes, resolution: int) -> np.ndarray:
     if not data:
         raise HTTPError(400, "the upload is empty; choose an image file.")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _DECODING, Image.open(io.BytesIO(data)) as im:
             if im.format not in IMAGE_FORMATS:
                 raise HTTPError(400, f"{im.format} images are not accepted; upload one of {', '.join(IMAGE_FORMATS)}.")
             width, height = im.size
@@ -396,6 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "stylex-viewer"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    timeout = REQUEST_TIMEOUT  # an idle or trickling connection is closed, not held open with its thread
 
     # --- responses -----------------------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, content_type: str, extra: Mapping[str, str] | None = None) -> None:
@@ -428,8 +441,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _allowed(self, post: bool) -> bool:
         hosts = self.server.allowed_hosts  # type: ignore[attr-defined]
         host = self.headers.get("Host", "")
-        if hosts is not None and host not in hosts:
-            self._error(403, "this viewer answers only requests addressed to its loopback address.")
+        if host not in hosts:
+            self._error(403, f"this viewer answers only requests addressed to its own names, not {host!r} (start it "
+                        "with --allowed-host NAME to add one).")  # fmt: skip
             return False
         origin = self.headers.get("Origin")
         if post and origin is not None and origin != f"http://{host}":
@@ -508,6 +522,27 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """At most MAX_CONNECTIONS threads: a connection beyond them is closed at once."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away mid-reply (a closed tab, `curl | head`) is routine: no traceback for it."""
         if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
@@ -515,10 +550,17 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-def make_server(viewer: Viewer, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> ThreadingHTTPServer:
+def make_server(
+    viewer: Viewer,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    quiet: bool = False,
+    allowed_hosts: Sequence[str] = (),
+) -> ThreadingHTTPServer:
     """An HTTP server for `viewer` (not started: call `serve_forever`, e.g. in a thread; port 0 = any free port).
 
-    On a loopback host only requests with that Host header are answered (see the module docstring).
+    Only requests whose Host header is one of the viewer's names are answered (see the module docstring);
+    `allowed_hosts` adds names (e.g. a DNS alias colleagues use) to those of the machine.
     """
     try:
         server = _Server((host, port), _Handler)
@@ -527,13 +569,27 @@ def make_server(viewer: Viewer, host: str = "127.0.0.1", port: int = 8000, quiet
     server.viewer = viewer  # type: ignore[attr-defined]
     server.quiet = quiet  # type: ignore[attr-defined]
     real_port = server.server_address[1]
-    if _is_loopback(host):
-        names = {host, "localhost", "127.0.0.1", "[::1]"}
-        allowed = {f"{h}:{real_port}" for h in names} | (names if real_port == 80 else set())
-        server.allowed_hosts = allowed  # type: ignore[attr-defined]
-    else:
-        server.allowed_hosts = None  # type: ignore[attr-defined]
+    names = {host, "localhost", "127.0.0.1", "[::1]", *allowed_hosts}
+    if not _is_loopback(host):
+        names |= _machine_names()
+    names = {f"[{n}]" if ":" in n and not n.startswith("[") else n for n in names}  # IPv6 in a Host header
+    allowed = {f"{h}:{real_port}" for h in names} | (names if real_port == 80 else set())
+    server.allowed_hosts = allowed  # type: ignore[attr-defined]
     return server
+
+
+def _machine_names() -> set[str]:
+    """This machine's host names and addresses, as colleagues' browsers may address a viewer bound beyond loopback."""
+    import socket
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    for name in list(names):
+        try:
+            canonical, aliases, addresses = socket.gethostbyname_ex(name)
+        except OSError:
+            continue
+        names |= {canonical, *aliases, *addresses}
+    return {n for n in names if n}
 
 
 def serve(
@@ -546,14 +602,18 @@ def serve(
     classifier=None,
     device: str = "cpu",
     quiet: bool = False,
+    allowed_hosts: Sequence[str] = (),
 ) -> None:
-    """Serve the live viewer of a run until Ctrl-C (see `load_viewer` for the arguments)."""
+    """Serve the live viewer of a run until Ctrl-C (see `load_viewer` for the arguments; `allowed_hosts`: see
+    `make_server`)."""
     viewer = load_viewer(run_dir, attributes_dir, data, num_images, classifier=classifier, device=device)
-    server = make_server(viewer, host, port, quiet)
+    server = make_server(viewer, host, port, quiet, allowed_hosts)
     shown = f"[{host}]" if ":" in host else host
     print(f"StylEx viewer on http://{shown}:{server.server_address[1]}/ (Ctrl-C stops it)", flush=True)
     if not _is_loopback(host):
-        print(f"warning: {host} is not a loopback address; anyone who can reach it can use the viewer.", flush=True)
+        print(f"warning: {host} is not a loopback address; anyone who can reach it can use the viewer (no login). "
+              "It answers requests addressed to this machine's names and addresses"
+              f"{' and ' + ', '.join(allowed_hosts) if allowed_hosts else ''}.", flush=True)  # fmt: skip
     try:
         server.serve_forever()
     finally:
