@@ -233,6 +233,19 @@ def _factory(name: str) -> Callable[[World, Path], list]:
     return lambda w, t: w.train_args(w.data, t / "out", classifier=f"stylex_bad_classifiers:{name}")
 
 
+def _hostile_export(edit: Callable[[Path, Path], None]) -> Callable[[World, Path], list]:
+    """An export of the world's run, edited as a hostile author would (edit(export, tmp)), then reconstructed."""
+
+    def build(w: World, t: Path) -> list:
+        ok("export", w.run, "--out", t / "exp", "--num-samples", 2)
+        (t / "private").mkdir()
+        png(t / "private" / "patient_0043.png", rgb(7))
+        edit(t / "exp", t)
+        return ["reconstruct", "--model", t / "exp", "--out", t / "out"]
+
+    return build
+
+
 def _huge_clf(w: World, t: Path) -> Path:
     """A copy of the classifier folder whose config.json asks for a 36 TB network."""
     shutil.copytree(w.clf, t / "clf")
@@ -476,6 +489,23 @@ CASES = [
         _reconstruct_with(lambda run: resave_weights(run / "weights.safetensors", format_version="0")),
         ("weights.safetensors", "format version 0", "re-train"),
         guard=("run", "out"),
+    ),
+    Case(  # a downloaded export whose config points at files outside it: they ended up in reports
+        "export-data-outside",
+        _hostile_export(lambda e, t: edit_json(e / "stylex" / "config.json", lambda d: d.update(data="../../private"))),
+        ("records its data at '../../private', outside the exported model's folder",),
+    ),
+    Case(
+        "export-classifier-outside",
+        _hostile_export(
+            lambda e, t: edit_json(e / "stylex" / "config.json", lambda d: d["classifier"].update(location=str(t)))
+        ),
+        ("records its classifier location at", "outside the exported model's folder"),
+    ),
+    Case(
+        "export-link-outside",
+        _hostile_export(lambda e, t: (e / "samples" / "x.png").symlink_to(t / "private" / "patient_0043.png")),
+        ("x.png in the exported model's folder is a link to", "patient_0043.png, outside it"),
     ),
     Case(
         "pairing-run-names-code",

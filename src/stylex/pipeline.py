@@ -255,6 +255,13 @@ def load_run(
     run_dir = resolve_model(run_dir)
     model = StylEx.load(run_dir, device=device, weights=weights)
     info = model.run_info
+    if classifier is None and isinstance(info.get("export"), dict):  # a downloaded folder reads only its own files
+        from stylex.models.stylex import inside_export
+
+        for key in ("location", "weights"):
+            recorded = (info.get("classifier") or {}).get(key)
+            if isinstance(recorded, str) and recorded:
+                inside_export(run_dir, recorded, f"classifier {key}")
     if classifier is None:
         classifier = load_classifier_from_dict(
             info["classifier"], device=device, base_dir=run_dir, resolution=model.resolution, trust_code=trust_code

@@ -117,10 +117,12 @@ class StylEx(nn.Module):
         path = run_dir / (weights or WEIGHTS)
         tensors, _ = read_weights(path)
         if exported:
+            _no_links_out(run_dir)
             tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}
             data = info.get("data")
-            if isinstance(data, str) and not Path(data).is_absolute():  # the shipped samples, beside the run folder
-                info["data"] = str((run_dir / data).resolve())
+            if isinstance(data, str):  # the shipped samples, beside the run folder, and nowhere else
+                info["data"] = str(inside_export(run_dir, data, "data"))
+            info.pop("data_relative", None)
         data, rel = info.get("data"), info.get("data_relative")
         if isinstance(data, str) and isinstance(rel, str) and not Path(data).exists() and (run_dir / rel).exists():
             info["data"] = str((run_dir / rel).resolve())  # the run, its data and classifier moved together
@@ -174,3 +176,30 @@ def _num_classes(info: dict, run_dir: Path) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= MAX_CLASSES:
         raise StylexError(f"{run_dir / 'config.json'} declares num_classes {k!r}; a run has 2 to {MAX_CLASSES:,}.")
     return k
+
+
+def inside_export(run_dir: Path, recorded: str, what: str) -> Path:
+    """A path an exported model's config.json records, which must stay inside the export's folder: a downloaded
+    folder whose config pointed at "../../private" made stylex read (and put into reports) files outside it."""
+    root = run_dir.resolve().parent
+    path = (run_dir / recorded).resolve()
+    if path != root and root not in path.parents:
+        raise StylexError(
+            f"{run_dir / 'config.json'} records its {what} at {recorded!r}, outside the exported model's folder "
+            f"{root}; an export keeps everything inside it (pass --data to use other images)."
+        )
+    return path
+
+
+def _no_links_out(run_dir: Path) -> None:
+    """Refuse an exported model's folder holding a symbolic link to a place outside it: stylex would read the file
+    it points at (a private image, any file) into reports and the viewer as if it were the model's own."""
+    root = run_dir.resolve().parent
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            target = path.resolve()
+            if target != root and root not in target.parents:
+                raise StylexError(
+                    f"{path} in the exported model's folder is a link to {target}, outside it; an export holds "
+                    "plain files (remove the link, or copy the folder with the files it points at)."
+                )
