@@ -64,6 +64,9 @@ def test_data_heldout_writes_the_runs_own_validation_split(chain, tmp_path):
     np.savez(data, images=load_dataset(chain / "data").images)
     args = ("data", "heldout", "--model", chain / "run", "--data", data, "--out", data, "--overwrite")
     _error(run(*args, ok=False), "is the data being split")
+    tricky = tmp_path / "missing" / ".." / "all.npz"  # exists() is False for it, yet it names the data
+    for extra in ((), ("--overwrite",)):
+        _error(run(*args[:-2], tricky, *extra, ok=False), "is the data being split")
 
 
 def test_resume_continues_the_step_counter(chain, tmp_path):

@@ -104,9 +104,9 @@ def write_held_out(
     out = Path(out)
     if out.suffix != ".npz":
         raise StylexError(f"--out must name an .npz file, got {out}.")
-    if out.exists() and Path(data).exists() and out.resolve() == Path(data).resolve():
+    if Path(data).exists() and out.resolve() == Path(data).resolve():  # resolve: "missing/../data.npz" too
         raise StylexError(f"--out {out} is the data being split; name a new .npz file.")
-    if out.exists() and not overwrite:
+    if out.resolve().exists() and not overwrite:
         raise StylexError(f"{out} already exists; name a new .npz file, or replace it with --overwrite.")
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
     _, val = _held_out(dataset, model.config, model.run_info.get("class_names"))
