@@ -334,6 +334,13 @@ def test_write_synth_loads_back_identically(tmp_path):
     with pytest.raises(StylexError, match="replaces only a folder that `stylex data synth` wrote"):
         write_synth(other, 6, RES, overwrite=True, progress=False)
     assert (other / "x.png").read_bytes() == b"mine"
+    (other / "synth.json").write_text("{}")  # a marker alone is not enough: its content, and nothing else there
+    with pytest.raises(StylexError, match="has a synth.json that `data synth` did not write"):
+        write_synth(other, 6, RES, overwrite=True, progress=False)
+    (out / "notes.txt").write_text("mine")  # a real output with a file of one's own added
+    with pytest.raises(StylexError, match=r"also holds notes.txt, which it would delete"):
+        write_synth(out, 6, RES, overwrite=True, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 # ------------------------------------------------------------------------------------------------ errors

@@ -154,6 +154,14 @@ def test_export_is_deterministic_and_refuses_to_overwrite(tiny, tmp_path):
         assert sorted(p.name for p in out.iterdir()) == before
     run_cli("export", tiny / "run", "--out", tmp_path / "again", "--num-samples", 4, "--overwrite")  # an export: yes
     assert len(list((tmp_path / "again" / "samples").rglob("*.png"))) == 4
+    (tmp_path / "again" / "notes.txt").write_text("mine")  # ... but not with a file of one's own beside it
+    result = run_cli("export", tiny / "run", "--out", tmp_path / "again", "--overwrite", ok=False)
+    assert "also holds notes.txt, which it would delete" in result.output
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "card.json").write_text("{}")
+    result = run_cli("export", tiny / "run", "--out", fake, "--overwrite", ok=False)
+    assert "has a card.json that is not a stylex model card" in result.output and (fake / "card.json").is_file()
     result = run_cli("export", tiny / "run", "--out", zoo_path("pepper-64"), "--overwrite", ok=False)
     assert result.exit_code == 1 and "is a shipped model, which stylex does not write into" in result.output
 

@@ -217,7 +217,7 @@ def export_run(
     name = name or out.name
     if is_shipped(out):
         raise StylexError(f"--out {out} is a shipped model, which stylex does not write into; choose another --out.")
-    with atomic_dir(out, overwrite=overwrite, marker=(CARD, "`stylex export`")) as tmp:
+    with atomic_dir(out, overwrite=overwrite, owner=("`stylex export`", _not_an_export)) as tmp:
         (tmp / RUN_DIR).mkdir()
         clf_entry, clf_card = _export_classifier(info.get("classifier") or {}, run_dir, tmp / CLASSIFIER_DIR)
         chosen = _write_samples(model, classifier, info, samples, num_samples, seed, device, tmp / SAMPLES_DIR)
@@ -270,6 +270,19 @@ def export_run(
         card["total_bytes"] = sum(card["files"].values())  # every file but card.json itself
         (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return card
+
+
+def _not_an_export(folder: Path) -> str | None:
+    """Why `folder` is not an export holding nothing else (None when it is one), for `export --overwrite`."""
+    from stylex.data.dataset import foreign_entries
+
+    try:
+        card = json.loads((folder / CARD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"has no readable {CARD}"
+    if not isinstance(card, dict) or card.get("kind") != "stylex-model-card":
+        return f"has a {CARD} that is not a stylex model card"
+    return foreign_entries(folder, {CARD, RUN_DIR, CLASSIFIER_DIR, SAMPLES_DIR, "LICENSE.md"})
 
 
 def _class_names(model, classifier) -> list[str]:

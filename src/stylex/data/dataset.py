@@ -27,7 +27,7 @@ import tempfile
 import unicodedata
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -731,7 +731,9 @@ def class_dir_names(class_names: Sequence[str]) -> list[str]:
 
 @contextmanager
 def atomic_dir(
-    out_dir: str | os.PathLike, overwrite: bool = False, marker: tuple[str, str] | None = None
+    out_dir: str | os.PathLike,
+    overwrite: bool = False,
+    owner: tuple[str, Callable[[Path], str | None]] | None = None,
 ) -> Iterator[Path]:
     """Yield a temporary folder next to ``out_dir`` that becomes ``out_dir`` only when the block succeeds.
 
@@ -740,12 +742,13 @@ def atomic_dir(
     Args:
         out_dir: the folder to create; it may exist only if empty, unless ``overwrite``.
         overwrite: replace an existing ``out_dir`` (its old content is deleted after the new one is in place).
-        marker: (file name, writer), e.g. ("card.json", "`stylex export`"): ``overwrite`` then replaces only a
-            folder holding that file, one the same writer made, so that a mistyped ``--out`` (the run's
-            classifier, its data) is refused rather than deleted.
+        owner: (writer, check), e.g. ("`stylex export`", check): ``overwrite`` then replaces only a folder that
+            writer made and that holds nothing else; ``check(folder)`` says why a folder is not one (None: it is),
+            so that a mistyped ``--out`` (the run's classifier, its data, a folder of one's own) is refused rather
+            than deleted.
 
     Raises:
-        StylexError: ``out_dir`` exists, is not empty and ``overwrite`` is False, or it lacks ``marker``.
+        StylexError: ``out_dir`` exists, is not empty and ``overwrite`` is False, or ``owner`` refuses it.
     """
     out = Path(out_dir)
     full = out.exists() and (not out.is_dir() or any(out.iterdir()))
@@ -754,10 +757,11 @@ def atomic_dir(
             f"Output folder {out} already exists and is not empty; choose a new folder, or replace it with "
             "--overwrite (overwrite=True from Python)."
         )
-    if full and marker is not None and not (out / marker[0]).is_file():
+    problem = owner[1](out) if full and owner is not None else None
+    if problem is not None:
         raise StylexError(
-            f"--overwrite replaces only a folder that {marker[1]} wrote (one with {marker[0]}); {out} holds other "
-            "files, which it would delete. Choose another folder, or delete this one yourself."
+            f"--overwrite replaces only a folder that {owner[0]} wrote and nothing else; {out} {problem}, which it "
+            "would delete. Choose another folder, or delete this one yourself."
         )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -823,3 +827,14 @@ def save_image_folder(dataset: ImageDataset, out_dir: str | os.PathLike, overwri
     """
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         return write_image_tree(dataset, tmp)
+
+
+def foreign_entries(folder: Path, mine: set[str]) -> str | None:
+    """For `atomic_dir`'s owner checks: what `folder` holds beyond the top-level names `mine` (None if nothing)."""
+    if not folder.is_dir():
+        return "is a file"
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in mine)
+    if not extra:
+        return None
+    shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+    return f"also holds {shown}"

@@ -48,6 +48,8 @@ from stylex.data.dataset import (
     SYNTH_JSON,
     ImageDataset,
     atomic_dir,
+    class_dir_names,
+    foreign_entries,
     write_image_tree,
 )
 from stylex.data.rules import FactorSpec, LabelRule, parse_label_rule
@@ -318,7 +320,7 @@ def write_synth(
             f"choose thresholds inside the factor ranges ({ranges}) or draw more images."
         )
     correlate = parse_correlate(correlate)
-    with atomic_dir(out_dir, overwrite=overwrite, marker=(SYNTH_JSON, "`stylex data synth`")) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite, owner=("`stylex data synth`", _not_synth)) as tmp:
         data.filenames = write_image_tree(data, tmp)
         with open(tmp / FACTORS_CSV, "w", newline="") as f:
             writer = csv.writer(f)
@@ -344,3 +346,14 @@ def write_synth(
         (tmp / SYNTH_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     data.source = str(Path(out_dir))
     return data
+
+
+def _not_synth(folder: Path) -> str | None:
+    """Why `folder` is not a `write_synth` output holding nothing else (None when it is one)."""
+    try:
+        meta = json.loads((folder / SYNTH_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"has no readable {SYNTH_JSON}"
+    if not isinstance(meta, dict) or not isinstance(meta.get("factors"), dict) or "class_names" not in meta:
+        return f"has a {SYNTH_JSON} that `data synth` did not write"
+    return foreign_entries(folder, {SYNTH_JSON, FACTORS_CSV, *class_dir_names(meta["class_names"])})
