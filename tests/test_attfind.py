@@ -888,8 +888,14 @@ def test_a_second_run_into_the_same_folder_leaves_no_stale_pictures(tmp_path):
     args = ("attfind", "--model", run, "--num-images", 6, "--fast", 4, "--frames", 3, "--quiet", "--out", out)
     run_cli(*args, "--top-k", 3)
     ranks = {p.name[:2] for p in (out / "attributes").rglob("*.png")}
+    mine = next((out / "attributes").iterdir()) / "notes.txt"  # a file of one's own beside the pictures stays
+    mine.write_text("mine")
     run_cli(*args, "--top-k", 1)
     assert ranks > {"01"} and {p.name[:2] for p in (out / "attributes").rglob("*.png")} == {"01"}
+    assert mine.read_text() == "mine"
+    run_cli(*args, "--top-k", 1, "--no-render")  # no pictures drawn: none of the earlier ones is left either
+    assert not list((out / "attributes").rglob("*.png")) and not list((out / "attributes").rglob("*.gif"))
+    assert mine.read_text() == "mine"
 
     explain = ("explain", "--model", run, "--attributes", out, "--index", 0, "--top-k", 1, "--quiet", "--out")
     run_cli(*explain, tmp_path / "ex")

@@ -334,11 +334,13 @@ def _run_attfind(
     result.settings.update(run=str(run_dir), data=meta["data"], seed=seed, model_fingerprint=model_fingerprint(model))
     result.stats.pop("key", None)
     result.stats.pop("indices", None)
+    if (out / ATTRIBUTES_FILE).is_file():  # an earlier search's pictures go, drawn again or not (--no-render):
+        from stylex.explain.attributes import remove_attribute_pictures
+
+        remove_attribute_pictures(out / "attributes")  # a smaller --top-k left its extra ranks' GIFs behind
     if render:
         from stylex.explain.attributes import render_attributes
 
-        if (out / ATTRIBUTES_FILE).is_file() and (out / "attributes").is_dir():  # an earlier search's pictures:
-            shutil.rmtree(out / "attributes")  # a smaller --top-k left its extra ranks' GIFs behind
         render_attributes(
             model.G, classifier, s, noise, result, result.effects, out / "attributes", num_frames=num_frames
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,25 @@ from stylex.models.stylespace import StyleVector
 def attribute_file_stem(attribute: Attribute) -> str:
     """e.g. "01_b16.conv0_c12_max"."""
     return f"{attribute.rank:02d}_{attribute.layer_name}_c{attribute.channel}_{attribute.direction}"
+
+
+_PICTURE = re.compile(r"\d{2,}_.+_c\d+_(min|max)\.(png|gif)")
+"""The names `render_attributes` gives its pictures (`attribute_file_stem` + .png or .gif)."""
+
+
+def remove_attribute_pictures(folder: Path) -> None:
+    """Delete the pictures `render_attributes` wrote under `folder` (and class folders left empty), nothing else:
+    files of one's own there stay."""
+    if not folder.is_dir():
+        return
+    for sub in folder.iterdir():
+        if not sub.is_dir() or sub.is_symlink():
+            continue
+        for f in sub.iterdir():
+            if f.is_file() and _PICTURE.fullmatch(f.name):
+                f.unlink()
+        if not any(sub.iterdir()):
+            sub.rmdir()
 
 
 @torch.no_grad()
