@@ -432,6 +432,8 @@ def test_a_leading_tilde_is_the_home_folder(tmp_path, monkeypatch):
     run("data", "synth", "--out", "~/shapes", "--num-images", 4, "--resolution", 8, "--quiet")
     assert (tmp_path / "home" / "shapes" / "synth.json").is_file() and not (tmp_path / "~").exists()
     _error(run("reconstruct", "--model", "~/nope", ok=False), str(tmp_path / "home" / "nope"))
+    _error(run("train", "--data", "~/shapes", "--classifier", "~/clf", "--out", "~/r", ok=False),
+           str(tmp_path / "home" / "clf"))  # fmt: skip
 
 
 def test_report_serve_and_export_take_the_model_as_the_others_do(chain, tmp_path):

@@ -232,11 +232,15 @@ def test_export_refuses_a_factory_classifier(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ zoo:NAME
 def test_a_card_of_another_format_is_refused(tiny, tmp_path):
+    from stylex.pipeline import load_run
+
     shutil.copytree(tiny / "export", tmp_path / "later")
     card = json.loads((tmp_path / "later" / "card.json").read_text())
     (tmp_path / "later" / "card.json").write_text(json.dumps({**card, "format_version": 2}))
     with pytest.raises(StylexError, match="card.json has format version 2; this stylex reads version 1"):
         read_card(tmp_path / "later")
+    with pytest.raises(StylexError, match="card.json has format version 2"):  # any command that loads it
+        load_run(tmp_path / "later" / "stylex")
 
 
 def test_zoo_names(tiny, tmp_path, monkeypatch):

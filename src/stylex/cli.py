@@ -300,8 +300,9 @@ def _load_classifier(kw: dict, resolution: int, device: str):
             std=kw.get("classifier_std"),
         )
     names = kw.get("classifier_classes")
+    source = kw["classifier"]  # a path (~ expanded, as for _Path options) or module:factory
     return load_classifier(
-        kw["classifier"],
+        os.path.expanduser(source) if source.startswith("~") else source,
         kw.get("classifier_weights"),
         spec,
         device=device,

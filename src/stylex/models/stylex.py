@@ -118,6 +118,10 @@ class StylEx(nn.Module):
         tensors, _ = read_weights(path)
         if exported:
             _no_links_out(run_dir)
+            if (run_dir.parent / "card.json").is_file():  # its format version, as the zoo listing checks it
+                from stylex.zoo import read_card
+
+                read_card(run_dir.parent)
             tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}
             data = info.get("data")
             if isinstance(data, str):  # the shipped samples, beside the run folder, and nowhere else
