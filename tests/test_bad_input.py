@@ -672,6 +672,12 @@ CASES = [
         ("Missing option '--method'. Choose from: wu, random; see `", "baseline --help`"),
         exit_code=2,
     ),
+    Case(  # it failed after the work, naming a temporary folder below the file
+        "out-below-a-file",
+        lambda w, t: ["reconstruct", "--model", w.run, "--out", (t / "afile").write_text("x") and t / "afile" / "sub"],
+        ("afile is a file, so", "afile/sub cannot be made there"),
+        exit_code=2,
+    ),
     Case(  # named by the folder asked for, not the temporary one stylex writes first
         "out-cannot-be-created",
         lambda w, t: ["data", "synth", "--out", "/proc/stylex-nope", "--num-images", 4, "--quiet"],

@@ -268,6 +268,9 @@ def test_zoo_model_arguments(tiny, tmp_path, monkeypatch):
         result = run_cli(command, "--model", "zoo:tiny-16", ok=False)
         assert result.exit_code == 1 and "pass --out" in result.output
     assert not (tmp_path / "zoo" / "tiny-16" / "stylex" / "attfind").exists()
+    inside = tmp_path / "zoo" / "tiny-16" / "stylex" / "attfind"  # nor with an --out that names the package's folder
+    result = run_cli("attfind", "--model", "zoo:tiny-16", "--out", inside, ok=False)
+    assert result.exit_code == 2 and "is inside a shipped model" in result.output and not inside.exists()
     # the hints for a shipped model without AttFind results name a command that works for it
     result = run_cli("serve", "zoo:tiny-16", ok=False)
     assert (

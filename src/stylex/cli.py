@@ -120,6 +120,24 @@ class _Path(click.Path):
         return super().convert(value, param, ctx)
 
 
+class _OutPath(_Path):
+    """An --out path: never inside a shipped model (the package's folder), and not below a file (the error named
+    a temporary folder there, or came after minutes of work)."""
+
+    def convert(self, value, param, ctx):
+        from stylex.zoo import is_shipped
+
+        path = Path(super().convert(value, param, ctx))
+        if is_shipped(path):
+            self.fail(f"{path} is inside a shipped model, which stylex does not write into; choose another folder")
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    self.fail(f"{parent} is a file, so {path} cannot be made there")
+                break
+        return str(path)
+
+
 # ------------------------------------------------------------------------------------------------ model arguments
 class _ModelArg(click.ParamType):
     """A trained model: a run folder, the folder `stylex export` wrote (its `stylex/` inside is the model), or
@@ -211,7 +229,7 @@ def data():
 @data.command("heldout")
 @click.option("--model", "run_dir", required=True, type=MODEL, help=MODEL_HELP)
 @click.option("--data", type=_Path(exists=True), help="Images to split (default: the run's own data).")
-@click.option("--out", required=True, type=_Path(dir_okay=False), help="The .npz file to write.")
+@click.option("--out", required=True, type=_OutPath(dir_okay=False), help="The .npz file to write.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def data_heldout(run_dir, data, out, overwrite):
     """Write the images a run held out from training (its own split) as an .npz, for `--data` of attfind,
@@ -223,7 +241,7 @@ def data_heldout(run_dir, data, out, overwrite):
 
 
 @data.command("synth")
-@click.option("--out", required=True, type=_Path(file_okay=False), help="New folder to write.")
+@click.option("--out", required=True, type=_OutPath(file_okay=False), help="New folder to write.")
 @click.option("--num-images", default=2000, show_default=True, type=click.IntRange(min=1), help="Images to render.")
 @click.option("--resolution", default=32, show_default=True, type=click.IntRange(min=8), help="Image size in pixels.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the scenes.")
@@ -331,7 +349,7 @@ def _rank_messages(dist):
 
 @main.command("train-classifier")
 @click.option("--data", required=True, type=_Path(), help="Labelled image folder (class subfolders) or .npz.")
-@click.option("--out", required=True, type=_Path(file_okay=False), help="Folder for the classifier.")
+@click.option("--out", required=True, type=_OutPath(file_okay=False), help="Folder for the classifier.")
 @click.option("--resolution", default=32, show_default=True, type=int, help="Image size the classifier sees.")
 @click.option(
     "--epochs", default=5, show_default=True, type=click.IntRange(min=1), help="Passes over the training images."
@@ -399,7 +417,7 @@ def _check_classifier_out(out: Path, overwrite: bool) -> None:
 @main.command("train")
 @click.option("--data", required=True, type=_Path(), help="Image folder or .npz (labels not needed).")
 @_classifier_options
-@click.option("--out", required=True, type=_Path(file_okay=False), help="Run folder.")
+@click.option("--out", required=True, type=_OutPath(file_okay=False), help="Run folder.")
 @click.option("--preset", "preset_name", default="shapes-32", show_default=True,
               help=PRESET_HELP + "; with --resume or --init-from, the run's own unless given")  # fmt: skip
 @click.option(
@@ -505,7 +523,7 @@ def _train_config(out, preset_name: str, values: dict, resume: bool, init_from=N
               help="val: the run's held-out split of its own data (other --data, e.g. `stylex data heldout`'s file, "
               "is used whole); all: every image.")  # fmt: skip
 @click.option("--num-images", default=256, show_default=True, type=click.IntRange(min=2), help="Images reconstructed.")
-@click.option("--out", type=_Path(file_okay=False), help="Output folder (default RUN/reconstruct).")
+@click.option("--out", type=_OutPath(file_okay=False), help="Output folder (default RUN/reconstruct).")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 def reconstruct_cmd(run_dir, data, split, num_images, out, device):
     """Encode and regenerate images: a grid, and consistency / L1 / identity beside two trivial baselines."""
@@ -518,7 +536,7 @@ def reconstruct_cmd(run_dir, data, split, num_images, out, device):
 
 
 @main.command("demo")
-@click.option("--out", type=_Path(file_okay=False), help="Output folder [default: runs/demo, with --train "
+@click.option("--out", type=_OutPath(file_okay=False), help="Output folder [default: runs/demo, with --train "
               "runs/demo-train].")  # fmt: skip
 @click.option("--model", "model_name", default="pepper-64", show_default=True,
               help="The shipped model to explain (`stylex zoo` lists them).")  # fmt: skip
@@ -540,7 +558,7 @@ def demo_cmd(out, model_name, train, minutes, quiet):
 # ------------------------------------------------------------------------------------------------ shipped models
 @main.command("export")
 @_model_argument
-@click.option("--out", required=True, type=_Path(file_okay=False), help="New folder for the exported model.")
+@click.option("--out", required=True, type=_OutPath(file_okay=False), help="New folder for the exported model.")
 @click.option("--samples", type=_Path(exists=True), help="Images to ship (default: the held-out split of the "
               "run's own data).")  # fmt: skip
 @click.option("--num-samples", default=24, show_default=True, type=click.IntRange(min=2),
@@ -626,7 +644,7 @@ def zoo_cmd():
 @click.option("--data", type=_Path(exists=True), help="Images to search with (default: the run's own data).")
 @click.option("--num-images", default=250, show_default=True, type=click.IntRange(min=2), help="N images (seeded).")
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=1), help="Attributes per class.")
-@click.option("--out", type=_Path(file_okay=False), help="Output folder (default RUN/attfind).")
+@click.option("--out", type=_OutPath(file_okay=False), help="Output folder (default RUN/attfind).")
 @click.option(
     "--fast",
     type=click.IntRange(min=1),
@@ -776,7 +794,7 @@ def attfind_cmd(
 @click.option("--num-images", default=250, show_default=True, type=click.IntRange(min=2), help="N images (seeded).")
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(min=1), help="Attributes per class.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Picks the images (as `stylex attfind --seed`).")
-@click.option("--out", type=_Path(file_okay=False), help="Output folder (default RUN/<method>).")
+@click.option("--out", type=_OutPath(file_okay=False), help="Output folder (default RUN/<method>).")
 @click.option(
     "--include-rgb/--no-include-rgb",
     default=None,
@@ -806,7 +824,7 @@ def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rg
 @click.option("--image", type=_Path(exists=True, dir_okay=False), help="An image file to explain.")
 @click.option("--index", type=click.IntRange(min=0), help="Or an index into the data AttFind used (or --data).")
 @click.option("--data", type=_Path(exists=True), help="Dataset for --index (default: AttFind's).")
-@click.option("--out", required=True, type=_Path(file_okay=False), help="Output folder.")
+@click.option("--out", required=True, type=_OutPath(file_okay=False), help="Output folder.")
 @click.option(
     "--strategy",
     "strategies",
@@ -854,7 +872,7 @@ def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, to
 # ------------------------------------------------------------------------------------------------ report / serve
 @main.command("report")
 @_model_argument
-@click.option("--out", required=True, type=_Path(), help="Report folder (index.html + images); replaced if it "
+@click.option("--out", required=True, type=_OutPath(), help="Report folder (index.html + images); replaced if it "
               "holds an earlier report.")  # fmt: skip
 @click.option("--attributes", "attributes_dir", type=_Path(exists=True, file_okay=False),
               help="The `stylex attfind` output folder (default RUN/attfind).")  # fmt: skip
@@ -924,7 +942,7 @@ def serve_cmd(run_dir, attributes_dir, data, host, port, allowed_hosts, num_imag
     "--attributes", "attributes_dir", required=True, type=_Path(exists=True, file_okay=False),
     help="Folder with attributes.json: `stylex attfind --out`, or a baseline's.",
 )  # fmt: skip
-@click.option("--out", required=True, type=_Path(file_okay=False), help="Folder for metrics.json.")
+@click.option("--out", required=True, type=_OutPath(file_okay=False), help="Folder for metrics.json.")
 @click.option("--data", type=_Path(exists=True), help="Images (default: those the attributes were found on).")
 @click.option("--k", "ks", default="3,5,10", show_default=True, help="The K of sufficiency@K and precision@K, etc.")
 @click.option("--num-images", type=click.IntRange(min=2), help="Images (default: as many as AttFind used).")
