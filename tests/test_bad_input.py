@@ -610,8 +610,9 @@ CASES = [
     Case(
         "out-inside-a-file",
         lambda w, t: w.train_args(w.data, _write(t / "afile", "x") / "out"),
-        ("afile", "Not a directory"),
+        ("afile is a file, so", "afile/out cannot be made there"),
         guard=("afile",),
+        exit_code=2,
     ),
     Case(
         "out-synth-not-empty",

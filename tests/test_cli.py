@@ -420,7 +420,7 @@ def test_an_interrupted_command_says_what_it_keeps(chain, tmp_path, monkeypatch,
     result = run("attfind", "--model", chain / "run", "--num-images", 4, "--out", tmp_path / "af", "--quiet", ok=False)
     name, code = ("Ctrl-C", 130) if sig == signal.SIGINT else ("SIGTERM", 143)
     assert result.exit_code == code
-    said = f"interrupted ({name}); the effects computed so far are kept, and the same command continues"
+    said = f"interrupted ({name}); any effects computed so far are kept, and the same command continues"
     assert said in result.output
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "SIGTERM's handler restored"
 

@@ -425,6 +425,7 @@ def test_captions_in_pictures_draw_what_the_font_has():
 
     assert drawable("blue dögs -> café") == "blue dogs -> cafe" and drawable("猫 0.41") == "? 0.41"
     assert drawable("Pneumonie – früh “x” ×2 Straße") == 'Pneumonie - fruh "x" x2 Strasse'
+    assert drawable("«chat» Œuvre ẞ Đorđe ½") == '"chat" OEuvre SS Dorde 1/2'
     tile = torch.zeros(1, 3, 8, 8)
     same = [annotated_grid([tile], [[[name]]], title=name) for name in ("dögs", "dogs")]
     assert np.array_equal(np.asarray(same[0]), np.asarray(same[1]))

@@ -46,7 +46,8 @@ class _Group(click.Group):
         except click.UsageError as e:
             where = e.ctx.command_path if e.ctx is not None else ctx.command_path
             said = " ".join(e.format_message().split()).replace(" ,", ",")  # click's choice lists hold line breaks
-            click.echo(f"error: {said.rstrip('.')}; see `{where} --help`.", err=True)
+            said = said.rstrip(".")
+            click.echo(f"error: {said}{' See' if said.endswith('?') else '; see'} `{where} --help`.", err=True)
             sys.exit(e.exit_code)
         except OSError as e:
             if e.filename is None:
@@ -66,7 +67,9 @@ class _Group(click.Group):
 
 
 _KEPT_WHEN_INTERRUPTED = {
-    "attfind": "the effects computed so far are kept, and the same command continues from them",
+    "attfind": "any effects computed so far are kept, and the same command continues from them",
+    "data": "nothing was written",
+    "demo": "what it wrote so far stays in its --out folder",
     "train": "a training keeps its last complete checkpoint, if it wrote one; continue with --resume",
     "train-classifier": "no classifier was written",
 }
@@ -200,7 +203,7 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise click.BadParameter(f"{value}: this PyTorch has no MPS (Apple GPU) backend here; use cpu")
     elif device.type not in ("cpu", "cuda", "mps"):
-        raise click.BadParameter(f"{value}: stylex runs on cpu, cuda or mps")
+        raise click.BadParameter(f"{value!r} is not a device stylex runs on; use cpu, cuda or cuda:N")
     return value
 
 

@@ -603,7 +603,7 @@ def _dim_16bit_max(im: Image.Image) -> int | None:
     top = float(np.asarray(im).max(initial=0))
     if im.mode == "I" and not 255.0 < top <= 65535.0:  # 32-bit I: read as 8-bit, or by its own maximum
         return None
-    return int(top) if top <= DIM_16BIT_MAX else None
+    return int(top) if 0 < top <= DIM_16BIT_MAX else None  # an all-black file is not a 12-bit scan
 
 
 def _transparent(im: Image.Image) -> bool:
@@ -683,8 +683,8 @@ def _dim_advice(top: int) -> str:
     """What a 16-bit file whose values stay at or below `top` looks like to stylex, and the remedy."""
     return (
         f"stylex scales 16-bit grey by 255/65535, so {top} becomes {round(top * 255 / 65535)} of 255 and the "
-        "image is nearly black. If these are 12-bit (or fewer) scans, stretch them to the 16-bit range "
-        "(values x 16 for 12 bits) or save them as 8-bit with the window you read them in."
+        "image is nearly black. For 12-bit (or fewer) scans, stretch the values to the 16-bit range (x 16 for 12 "
+        "bits) or save 8-bit images with the window you read them in."
     )
 
 

@@ -58,7 +58,17 @@ def drawable(text: str) -> str:
 _ASCII_LOOKALIKES = {  # punctuation that NFKD leaves alone, drawn as the ASCII it stands for
     **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),  # hyphens, dashes, minus
     **dict.fromkeys("\u2018\u2019\u201a\u2032", "'"),
-    **dict.fromkeys("\u201c\u201d\u201e\u2033", '"'),
+    **dict.fromkeys("\u201c\u201d\u201e\u2033\u00ab\u00bb", '"'),  # and guillemets
+    **dict.fromkeys("\u2039\u203a", "'"),
+    "\u2044": "/",  # the fraction slash NFKD gives for 1/2
+    "\u0152": "OE",
+    "\u1e9e": "SS",
+    "\u0110": "D",
+    "\u0111": "d",
+    "\u00d0": "D",
+    "\u00f0": "d",
+    "\u00de": "Th",
+    "\u00fe": "th",
     "\u00d7": "x",
     "\u00b7": ".",
     "\u2022": "*",
