@@ -432,11 +432,12 @@ def test_12_bit_scans_in_16_bit_files_are_named(tmp_path):
     for k in range(2):
         _save(tmp_path / f"scan{k}.png", np.full((RES, RES), 3200 + 800 * k, np.uint16))
     _save(tmp_path / "ok.png", np.full((RES, RES), 40000, np.uint16))
+    _save(tmp_path / "black.png", np.zeros((RES, RES), np.uint16))  # all black: not a 12-bit scan
     with pytest.warns(UserWarning) as caught:
         data = load_dataset(tmp_path)
     said = " ".join(str(w.message) for w in caught)
-    assert "2 images of 3 (e.g. " in said and "scan1.png) have 16-bit values no higher than 4000" in said
-    assert "4000 becomes 16 of 255" in said and "values x 16" in said
+    assert "2 images of 4 (e.g. " in said and "scan1.png) have 16-bit values no higher than 4000" in said
+    assert "4000 becomes 16 of 255" in said and "(x 16 for 12 bits)" in said
     assert data.images.max() == 156  # the scaling itself is unchanged: 40000 * 255 / 65535
     with pytest.warns(UserWarning, match=r"scan0.png: stylex scales 16-bit grey .* 3200 becomes 12 of 255"):
         read_image(tmp_path / "scan0.png")

@@ -163,7 +163,7 @@ def test_export_is_deterministic_and_refuses_to_overwrite(tiny, tmp_path):
     result = run_cli("export", tiny / "run", "--out", fake, "--overwrite", ok=False)
     assert "has a card.json that is not a stylex model card" in result.output and (fake / "card.json").is_file()
     result = run_cli("export", tiny / "run", "--out", zoo_path("pepper-64"), "--overwrite", ok=False)
-    assert result.exit_code == 1 and "is a shipped model, which stylex does not write into" in result.output
+    assert result.exit_code == 2 and "is inside a shipped model, which stylex does not write into" in result.output
 
 
 def test_export_options(tiny, tmp_path):

@@ -44,6 +44,8 @@ class _Group(click.Group):
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as e:
+            if os.environ.get("RANK", "0") != "0":  # under torchrun every rank meets it: rank 0 says it, once
+                sys.exit(e.exit_code)
             where = e.ctx.command_path if e.ctx is not None else ctx.command_path
             said = " ".join(e.format_message().split()).replace(" ,", ",")  # click's choice lists hold line breaks
             said = said.rstrip(".")
