@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
+
+# The classifier trust list (stylex.classifier.trust) of the tests: a fresh file, never the user's own; subprocesses
+# inherit it.
+os.environ["STYLEX_TRUST_STORE"] = str(Path(tempfile.mkdtemp(prefix="stylex-tests-")) / "trusted-classifiers.json")
+os.environ.pop("STYLEX_TRUST_CODE", None)
 
 
 class StandInClassifier(nn.Module):

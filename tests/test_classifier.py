@@ -354,19 +354,26 @@ def test_a_factory_from_the_working_directory_loads_from_anywhere_later(tmp_path
         assert recorded["search_path"] == str(project)
         sys.modules.pop(name)
         monkeypatch.chdir(elsewhere)
-        # a run's recorded factory is code: imported only when trusted (a downloaded run could name anything)
-        monkeypatch.delenv("STYLEX_TRUST_CODE", raising=False)
-        with pytest.raises(StylexError, match=f"Python code, '{name}:build'.*--trust-code"):
+        # given directly above, the factory is on this machine's trust list: the run's record loads it
+        assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
+        sys.modules.pop(name)
+        # on another machine (an empty list), a run's recorded factory is code a downloaded run could name: refused
+        monkeypatch.setenv("STYLEX_TRUST_STORE", str(tmp_path / "other-machine.json"))
+        with pytest.raises(StylexError, match=f"Python code, '{name}:build', which this machine has not trusted"):
             load_classifier_from_dict(recorded, resolution=16)
         assert name not in sys.modules, "refused before the import"
-        trusted = load_classifier_from_dict(recorded, resolution=16, trust_code=True)
+        trusted = load_classifier_from_dict(recorded, resolution=16, trust_code=True)  # and remembered
         assert trusted.fingerprint() == recorded["fingerprint"]
         sys.modules.pop(name)
+        assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
+        sys.modules.pop(name)
+        monkeypatch.setenv("STYLEX_TRUST_STORE", str(tmp_path / "third-machine.json"))
         monkeypatch.setenv("STYLEX_TRUST_CODE", "1")
         assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
         sys.modules.pop(name)
+        monkeypatch.delenv("STYLEX_TRUST_CODE")
         with pytest.raises(StylexError, match="Cannot import module"):
-            load_classifier_from_dict({k: v for k, v in recorded.items() if k != "search_path"})
+            load_classifier_from_dict({k: v for k, v in recorded.items() if k != "search_path"}, trust_code=True)
     finally:
         sys.modules.pop(name, None)
 
@@ -483,3 +490,22 @@ def test_torchscript_class_names_and_its_error_line(tmp_path):
         adapter.check(16)  # 16 px into a 32 px model, no --classifier-input-size
     message = str(caught.value)
     assert "mat1 and mat2 shapes cannot be multiplied" in message and "--classifier-input-size" in message
+
+
+def test_a_recorded_torchscript_classifier_is_code_to_trust(tmp_path, monkeypatch):
+    """A TorchScript forward can read and write files: one a run's config.json names is loaded only when this
+    machine trusted those very bytes before (given directly, or once with trust_code), or with STYLEX_TRUST_CODE."""
+    torch.manual_seed(0)
+    path = tmp_path / "clf.pt"
+    torch.jit.script(SmallCNN(2, 16, width=4).eval()).save(str(path))
+    monkeypatch.setenv("STYLEX_TRUST_STORE", str(tmp_path / "mine.json"))
+    recorded = load_classifier(str(path), input_spec=InputSpec(size=16)).to_dict()  # given directly: trusted
+    assert load_classifier_from_dict(recorded).fingerprint() == recorded["fingerprint"]
+    monkeypatch.setenv("STYLEX_TRUST_STORE", str(tmp_path / "theirs.json"))  # a downloaded run, elsewhere
+    with pytest.raises(StylexError, match="is a TorchScript program, .*not trusted yet.*--trust-code"):
+        load_classifier_from_dict(recorded)
+    monkeypatch.setenv("STYLEX_TRUST_STORE", str(tmp_path / "mine.json"))
+    torch.manual_seed(1)
+    torch.jit.script(SmallCNN(2, 16, width=4).eval()).save(str(path))  # other bytes at the trusted path
+    with pytest.raises(StylexError, match="not trusted yet"):
+        load_classifier_from_dict(recorded, check_fingerprint=False)

@@ -100,8 +100,8 @@ def _terminate_as_interrupt():
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="stylex")
-@click.option("--trust-code", is_flag=True, help="Import the Python factory classifier (module:function) that a "
-              "run's config.json names; only for runs you trust (or STYLEX_TRUST_CODE=1).")  # fmt: skip
+@click.option("--trust-code", is_flag=True, help="Load the classifier code (module:function, TorchScript) that "
+              "a run names although this machine has not trusted it before; only for runs you trust.")  # fmt: skip
 def main(trust_code):
     """StylEx: explain an image classifier with a GAN trained in its StyleSpace.
 
@@ -110,7 +110,7 @@ def main(trust_code):
     shipped model of a run, `zoo` lists them.
     """
     if trust_code:
-        from stylex.classifier.load import TRUST_CODE_ENV
+        from stylex.classifier.trust import TRUST_CODE_ENV
 
         os.environ[TRUST_CODE_ENV] = "1"  # for this process and the ones it starts
 

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from stylex.classifier import trust
 from stylex.classifier.adapter import ClassifierAdapter, ClassifierSource
 from stylex.classifier.small_cnn import SmallCNN
 from stylex.classifier.spec import InputSpec
@@ -65,6 +66,7 @@ def load_classifier(
             do not match, a classifier whose output fails `check`, or `class_names` that do not name its outputs.
     """
     adapter = _load(str(source), weights, input_spec, device)
+    trust.remember(ClassifierSource.from_dict(adapter.to_dict()))  # given directly: its runs need no --trust-code
     check_at = resolution or adapter.input_spec.size
     if check_at is not None:
         adapter.check(check_at)
@@ -115,14 +117,6 @@ def _load(
     return adapter.to(device)
 
 
-TRUST_CODE_ENV = "STYLEX_TRUST_CODE"
-
-
-def trusts_code() -> bool:
-    """Whether this process may import the `module:factory` classifiers that run folders name (STYLEX_TRUST_CODE=1)."""
-    return os.environ.get(TRUST_CODE_ENV, "").strip().lower() in ("1", "true", "yes")
-
-
 def load_classifier_from_dict(
     d: dict[str, Any],
     device: str | torch.device = "cpu",
@@ -140,21 +134,15 @@ def load_classifier_from_dict(
             see `ClassifierSource.relative_to`); None = the current directory.
         check_fingerprint: Raise if the weights differ from those recorded.
         resolution: Model resolution to run `check` at (None = the spec's size, if any).
-        trust_code: import a `module:factory` classifier that `d` names. A run folder from elsewhere is data, but
-            importing its factory runs whatever code that name reaches (a file shipped beside it, or any installed
-            function), so it is refused unless trusted: True here, or the environment variable
-            STYLEX_TRUST_CODE=1 (`stylex --trust-code ...`). None = that environment variable.
+        trust_code: load the classifier code `d` names (a `module:factory` or a TorchScript file) even when this
+            machine has not trusted it before (see `stylex.classifier.trust`): a run folder from elsewhere is
+            data, but its classifier code runs whatever its author chose. None = STYLEX_TRUST_CODE or the
+            machine's trust list; True also adds it to that list.
 
     Returns:
         The adapter, with the recorded input spec and class names.
     """
     src = ClassifierSource.from_dict(d)
-    if src.kind == "factory" and not (trust_code if trust_code is not None else trusts_code()):
-        raise StylexError(
-            f"The run's classifier is Python code, {src.location!r}, which stylex imports only when you trust it: "
-            "importing it runs code the run folder's author chose. For your own run, or one you trust, add "
-            "--trust-code (`stylex --trust-code COMMAND ...`; trust_code=True from Python, or STYLEX_TRUST_CODE=1)."
-        )
     if src.kind == "module":
         raise StylexError(
             f"The run's classifier '{src.location}' was an in-memory module, which the run cannot reload; from "
@@ -167,6 +155,16 @@ def load_classifier_from_dict(
             f"The run's classifier {src.location}{where} is not there; put it back, or move it beside the run as "
             "it was (the run finds it by its relative place too), or `stylex export` the run where it is."
         )
+    if src.kind in trust.CODE_KINDS:
+        if not (trust_code or trust.is_trusted(src)):
+            what = "Python code" if src.kind == "factory" else "a TorchScript program"
+            raise StylexError(
+                f"The run's classifier is {what}, {src.location!r}, which this machine has not trusted yet: loading "
+                "it runs what the run folder's author chose. For your own run, or one you trust, add --trust-code "
+                "once (`stylex --trust-code COMMAND ...`; trust_code=True from Python, or STYLEX_TRUST_CODE=1)."
+            )
+        if trust_code:
+            trust.remember(src)
     adapter = _load(src.location, src.weights, src.input_spec, device, src.search_path)
     if src.class_names is not None and adapter.class_names is None:
         adapter.class_names = list(src.class_names)
