@@ -368,10 +368,12 @@ def test_a_factory_from_the_working_directory_loads_from_anywhere_later(tmp_path
         assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
         sys.modules.pop(name)
         monkeypatch.setenv("STYLEX_TRUST_STORE", str(tmp_path / "third-machine.json"))
-        monkeypatch.setenv("STYLEX_TRUST_CODE", "1")
+        monkeypatch.setenv("STYLEX_TRUST_CODE", "1")  # `stylex --trust-code COMMAND`: once, then remembered
         assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
         sys.modules.pop(name)
         monkeypatch.delenv("STYLEX_TRUST_CODE")
+        assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
+        sys.modules.pop(name)
         with pytest.raises(StylexError, match="Cannot import module"):
             load_classifier_from_dict({k: v for k, v in recorded.items() if k != "search_path"}, trust_code=True)
     finally:

@@ -156,6 +156,7 @@ def load_classifier_from_dict(
             "it was (the run finds it by its relative place too), or `stylex export` the run where it is."
         )
     if src.kind in trust.CODE_KINDS:
+        trust_code = trust.trusts_code() if trust_code is None else trust_code
         if not (trust_code or trust.is_trusted(src)):
             what = "Python code" if src.kind == "factory" else "a TorchScript program"
             raise StylexError(

@@ -63,8 +63,8 @@ def _read() -> set[str]:
 
 
 def is_trusted(src: ClassifierSource) -> bool:
-    """Whether `src` may be loaded: not code, or trusted (explicitly, or on this machine's list)."""
-    if src.kind not in CODE_KINDS or trusts_code():
+    """Whether `src` may be loaded without asking: not code, or on this machine's trust list."""
+    if src.kind not in CODE_KINDS:
         return True
     key = code_key(src)
     return key is not None and key in _read()
