@@ -322,6 +322,13 @@ def _load_factor_folder(root: Path, resolution: int | None, progress: bool) -> I
                 f"header has {len(columns)}; give every row one value per column."
             )
     paths = [root / row["filename"] for row in rows]
+    inside = root.resolve()
+    for row, path in zip(rows, paths, strict=True):  # a folder's list names its own files, nothing elsewhere
+        if Path(row["filename"]).is_absolute() or inside not in path.resolve().parents:
+            raise StylexError(
+                f"{csv_path} lists {row['filename']!r}, which is not inside {root}; its filenames are relative to "
+                "the folder and stay inside it."
+            )
     for p in paths:
         if not p.is_file():
             raise StylexError(f"Image {p} listed in {csv_path} does not exist; restore it or regenerate the folder.")
