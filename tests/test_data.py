@@ -140,6 +140,8 @@ def test_conversions_to_rgb_at_resolution(tmp_path):
     assert "1 image of 9 is not square (e.g. " in said
     assert f"wide.png, {3 * RES}x{RES}); stylex keeps the centre" in said
     assert "16-bit" not in said, "full-range 16-bit files are not called dim"
+    with pytest.warns(UserWarning, match=f"wide.png is {3 * RES}x{RES}; stylex keeps its centre square"):
+        read_image(tmp_path / "wide.png")  # one image (explain --image) says it too
     by = {f: data.images[i] for i, f in enumerate(data.filenames)}
     assert data.images.shape == (9, RES, RES, 3)
     assert (by["int32.tif"] == 200).all(), "0..255 in 32-bit integers stays 0..255 (it was divided by 257)"

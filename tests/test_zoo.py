@@ -16,6 +16,7 @@ from conftest import make_tiny_run, run_cli, use_stand_in_zoo
 from stylex.errors import StylexError
 from stylex.zoo import (
     CARD,
+    export_run,
     list_models,
     load_zoo,
     read_card,
@@ -228,6 +229,11 @@ def test_export_refuses_a_factory_classifier(tmp_path):
     entry = {"kind": "factory", "location": "mypkg.models:make", "input_spec": {}}
     with pytest.raises(StylexError, match="cannot carry"):
         _export_classifier(entry, tmp_path, tmp_path / "classifier")
+    run = tmp_path / "run"  # the command says so before loading the run (which would ask to trust its code first)
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"kind": "stylex-run", "classifier": entry}))
+    with pytest.raises(StylexError, match="trained with a factory classifier.*cannot carry"):
+        export_run(run, tmp_path / "out")
 
 
 # ------------------------------------------------------------------------------------------------ zoo:NAME

@@ -50,7 +50,8 @@ class AttFind(_GeneratorAttFind):
             one_vs_all, fast (None = exact effects; M = evaluate only the top 2M (coordinate, direction) pairs per
             image exactly),
             max_batch, memory_mb, images_per_chunk, precision, channels_last, class_names (default the run's),
-            unstable_filter, sufficiency, progress; include_rgb (search the toRGB styles too; default: on for a
+            unstable_filter, sufficiency, progress, resamples (100 bootstrap resamples for each attribute's rank
+            stability; 0 skips it); include_rgb (search the toRGB styles too; default: on for a
             model trained with tint styles, `--set model.tint_styles=N`, off otherwise, as `stylex attfind`);
             discriminator and discriminator_threshold (the notebook's optional filter, e.g.
             `discriminator=model.discriminator(RUN)`, as `stylex attfind --discriminator-filter T`).

@@ -29,7 +29,7 @@ class _Group(click.Group):
     does not exist, a bad value; exit status 2): click's message and where to look for help. An OSError on a
     named file (permissions, a file where a folder should be, a full disk; exit status 1): the file and why.
     Ctrl-C that reaches here (a training stops by itself after the step under way), or SIGTERM: "interrupted", with
-    what the command keeps (exit status 130, 143 for SIGTERM).
+    what the command keeps (exit status 130, 143 for SIGTERM); `serve` stops with "viewer stopped." instead.
     A warning is one `warning:` line.
     """
 
@@ -424,7 +424,7 @@ def _check_classifier_out(out: Path, overwrite: bool) -> None:
 @_classifier_options
 @click.option("--out", required=True, type=_OutPath(file_okay=False), help="Run folder.")
 @click.option("--preset", "preset_name", default="shapes-32", show_default=True,
-              help=PRESET_HELP + "; with --resume or --init-from, the run's own unless given")  # fmt: skip
+              help=PRESET_HELP + "; with --resume or --init-from, the run's own unless given.")  # fmt: skip
 @click.option(
     "--set",
     "overrides",
@@ -455,7 +455,7 @@ def _check_classifier_out(out: Path, overwrite: bool) -> None:
     "--device",
     default="cpu",
     show_default=True,
-    help="cpu or cuda (under torchrun: cuda:LOCAL_RANK).",
+    help="cpu, cuda or cuda:N (under torchrun, cuda means cuda:LOCAL_RANK).",
     callback=_check_device,
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")

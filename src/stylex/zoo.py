@@ -174,7 +174,8 @@ def export_run(
         name: the model's name in the card (default the folder name of `out`).
         notes: free text for the card (e.g. the exact training command and its duration).
         metrics: further figures to record in the card under "metrics" (e.g. an AttFind sufficiency).
-        overwrite: replace `out` if it exists.
+        overwrite: replace `out` if it holds an earlier export (a stylex model card.json) and nothing else; any
+            other folder is refused, so that a mistyped `out` deletes nothing.
         device: where the reconstruction figures are computed.
         seed: picks the samples.
         best: export the run's best checkpoint by its held-out figure (best.safetensors, written when the run was
@@ -198,7 +199,13 @@ def export_run(
         raise StylexError(f"--out {out} and the run folder {run_dir} overlap; choose an --out outside the run.")
     from stylex.training.trainer import BEST_INFO, BEST_WEIGHTS
 
-    if ((read_json(run_dir / "config.json").get("classifier") or {}).get("kind")) == "module":
+    kind = (read_json(run_dir / "config.json").get("classifier") or {}).get("kind")
+    if kind == "factory":  # said before loading it (which would first ask to trust its code)
+        raise StylexError(
+            f"{run_dir} was trained with a factory classifier (module:function), which is code an exported folder "
+            "cannot carry; save the classifier as TorchScript (torch.jit.script(model).save(...)) and train with that."
+        )
+    if kind == "module":
         raise StylexError(
             f"{run_dir} was trained with an in-memory classifier, which an export cannot ship; train the run with a "
             "classifier saved as a folder (stylex.classifier.train_classifier), a TorchScript file or module:factory."

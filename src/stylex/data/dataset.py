@@ -563,6 +563,9 @@ def read_image(path: str | os.PathLike, resolution: int | None = None) -> np.nda
     a, notes = _read_image(path, resolution)
     if notes.dim_max is not None:
         warnings.warn(f"{path}: {_dim_advice(notes.dim_max)}", stacklevel=2)
+    if notes.size[0] != notes.size[1]:
+        w, h = notes.size
+        warnings.warn(f"{path} is {w}x{h}; stylex keeps its centre square, so its edges are not seen.", stacklevel=2)
     return a
 
 

@@ -301,7 +301,8 @@ def write_synth(
     Args:
         out_dir: a new (or empty) folder.
         num_images, resolution, seed, label_rule, correlate, progress: as in :func:`render_shapes`.
-        overwrite: replace ``out_dir`` if it exists.
+        overwrite: replace ``out_dir`` if it holds an earlier ``write_synth`` output (its synth.json) and nothing
+            else; any other folder is refused.
 
     Returns:
         The dataset as :func:`load_dataset` will return it (``filenames`` relative to ``out_dir``).

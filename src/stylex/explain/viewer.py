@@ -589,6 +589,13 @@ def _machine_names() -> set[str]:
         except OSError:
             continue
         names |= {canonical, *aliases, *addresses}
+    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        try:  # the address this machine would reach others from (a UDP "connect" sends nothing)
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.connect((probe, 9))
+                names.add(s.getsockname()[0])
+        except OSError:
+            pass
     return {n for n in names if n}
 
 
@@ -611,9 +618,10 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     print(f"StylEx viewer on http://{shown}:{server.server_address[1]}/ (Ctrl-C stops it)", flush=True)
     if not _is_loopback(host):
+        names = sorted({h.rsplit(":", 1)[0] for h in server.allowed_hosts})  # type: ignore[attr-defined]
         print(f"warning: {host} is not a loopback address; anyone who can reach it can use the viewer (no login). "
-              "It answers requests addressed to this machine's names and addresses"
-              f"{' and ' + ', '.join(allowed_hosts) if allowed_hosts else ''}.", flush=True)  # fmt: skip
+              f"It answers requests addressed to {', '.join(names)}; add others with --allowed-host NAME.",
+              flush=True)  # fmt: skip
     try:
         server.serve_forever()
     finally:
