@@ -617,3 +617,19 @@ def test_a_viewer_for_colleagues_answers_only_its_own_names(evil_run, monkeypatc
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_linked_picture_in_an_attfind_folder_is_not_copied_into_the_report(evil_run, tmp_path):
+    """A symbolic link in the attributes folder copied the file it points at (any readable file) into the report."""
+    attfind = tmp_path / "attfind"
+    shutil.copytree(evil_run / "run" / "attfind", attfind)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    picture = next((attfind / "attributes").rglob("01_*.gif"))
+    picture.unlink()
+    picture.symlink_to(secret)
+    run("report", evil_run / "run", "--attributes", attfind, "--out", tmp_path / "report", "--top-k", 1,
+        "--slider-images", 1, "--frames", 3, "--explanations", 0, "--quiet")  # fmt: skip
+    written = [p.read_bytes() for p in (tmp_path / "report").rglob("*") if p.is_file()]
+    assert written and not any(b"TOP-SECRET" in data for data in written)
+    assert len(list((tmp_path / "report" / "img").rglob("a01.gif"))) >= 1, "drawn anew instead"

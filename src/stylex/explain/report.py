@@ -754,7 +754,10 @@ def _attfind_picture(run: _Run, y: int, name: str) -> Path | None:
 
     folder = class_dir_names(run.names)[y]
     path = run.attributes_dir / "attributes" / folder / name
-    return path if path.is_file() else None
+    base = (run.attributes_dir / "attributes").resolve()
+    if not path.is_file() or path.is_symlink() or base not in path.resolve().parents:  # a link could copy any file
+        return None  # into a report meant to be shared: the picture is drawn anew instead
+    return path
 
 
 def _strips_and_gifs(run: _Run, top_k: int, quiet: bool) -> None:
