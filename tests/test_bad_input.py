@@ -460,6 +460,24 @@ CASES = [
         ("model.w_dim must be an integer <= 4096, got 100000",),
         guard=("run", "out"),
     ),
+    Case(  # every size within its own bound, 12 billion parameters together
+        "config-json-huge-in-total",
+        _reconstruct_with(
+            lambda run: edit_json(
+                run / "config.json",
+                lambda d: d["train"]["model"].update(
+                    resolution=1024,
+                    z_dim=4096,
+                    w_dim=4096,
+                    num_mapping_layers=64,
+                    channel_base=131072,
+                    channel_max=4096,
+                ),
+            )
+        ),
+        ("billion parameters; stylex loads at most 1 billion",),
+        guard=("run", "out"),
+    ),  # fmt: skip
     Case(
         "config-json-huge-num-classes",
         _reconstruct_with(lambda run: edit_json(run / "config.json", lambda d: d.update(num_classes=10**9))),

@@ -112,8 +112,10 @@ class StylEx(nn.Module):
             )
         config = TrainConfig.from_dict(info["train"], str(run_dir / "config.json"))
         config.validate()  # refuses absurd sizes from a hand-edited or hostile config.json
+        num_classes = _num_classes(info, run_dir)
+        _check_size(config, num_classes, run_dir / "config.json")
         with torch.random.fork_rng(devices=[]):  # the initial weights, replaced below, leave the caller's RNG alone
-            G, E, _ = build_networks(config, _num_classes(info, run_dir))
+            G, E, _ = build_networks(config, num_classes)
         path = run_dir / (weights or WEIGHTS)
         tensors, _ = read_weights(path)
         if exported:
@@ -207,3 +209,20 @@ def _no_links_out(run_dir: Path) -> None:
                     f"{path} in the exported model's folder is a link to {target}, outside it; an export holds "
                     "plain files (remove the link, or copy the folder with the files it points at)."
                 )
+
+
+MAX_PARAMETERS = 1_000_000_000
+"""The most parameters (G, E and D together) a run's config.json may ask for: each size is bounded alone
+(`TrainConfig.validate`), but together the bounds still allow 12 billion (48 GB) from a hostile folder."""
+
+
+def _check_size(config: TrainConfig, num_classes: int, source: Path) -> None:
+    """Count the networks' parameters on the meta device (no memory) and refuse more than MAX_PARAMETERS."""
+    with torch.device("meta"):
+        networks = build_networks(config, num_classes)
+    count = sum(p.numel() for net in networks for p in net.parameters())
+    if count > MAX_PARAMETERS:
+        raise StylexError(
+            f"{source} asks for networks of {count / 1e9:.1f} billion parameters; stylex loads at most "
+            f"{MAX_PARAMETERS / 1e9:.0f} billion."
+        )
