@@ -468,3 +468,18 @@ def test_12_bit_scans_in_16_bit_files_are_named(tmp_path):
     assert data.images.max() == 156  # the scaling itself is unchanged: 40000 * 255 / 65535
     with pytest.warns(UserWarning, match=r"scan0.png: stylex scales 16-bit grey .* 3200 becomes 12 of 255"):
         read_image(tmp_path / "scan0.png")
+
+
+def test_names_that_are_not_utf8_are_read_as_text(tmp_path):
+    """A folder or file named in Latin-1 (café as the byte e9) came through as a surrogate that no JSON or HTML
+    writer takes: the report crashed. It is read as Windows-1252, the usual origin of such names."""
+    import os
+
+    for folder in (b"caf\xe9", b"the"):
+        os.makedirs(os.fsencode(tmp_path) + b"/" + folder)
+        for i in range(2):
+            name = os.fsdecode(os.fsencode(tmp_path) + b"/" + folder + b"/im\xe9%d.png" % i)
+            _save(Path(name), _rgb(i))
+    data = load_dataset(tmp_path)
+    assert data.class_names == ["café", "the"] and data.filenames[0] == "café/imé0.png"
+    json.dumps(data.class_names + data.filenames, ensure_ascii=False).encode("utf-8")  # writable as UTF-8 text

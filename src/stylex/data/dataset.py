@@ -253,7 +253,18 @@ def _skipped_folder(name: str) -> bool:
 
 
 def _rel(p: Path, root: Path) -> str:
-    return p.relative_to(root).as_posix()
+    return readable(p.relative_to(root).as_posix())
+
+
+def readable(name: str) -> str:
+    """A file or folder name as text: a name whose bytes are not UTF-8 (Python keeps them as surrogates, which no
+    JSON, HTML or terminal can write: the report crashed on a folder named café in Latin-1) is read as Windows-1252,
+    the usual origin of such names ("caf\\udce9" -> "café")."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("cp1252", "replace")
+    return name
 
 
 def _load_image_folder(root: Path, resolution: int | None, progress: bool) -> ImageDataset:
@@ -282,11 +293,10 @@ def _load_image_folder(root: Path, resolution: int | None, progress: bool) -> Im
                     f"Class folder {root / name} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
                     "add images or remove the folder."
                 )
-        class_names = sorted(class_files)
-        paths = [p for name in class_names for p in class_files[name]]
-        labels = np.concatenate(
-            [np.full(len(class_files[name]), y, dtype=np.int64) for y, name in enumerate(class_names)]
-        )
+        folders = sorted(class_files)
+        paths = [p for name in folders for p in class_files[name]]
+        labels = np.concatenate([np.full(len(class_files[name]), y, dtype=np.int64) for y, name in enumerate(folders)])
+        class_names = [readable(name) for name in folders]
     elif top_images:
         class_names, paths, labels = [], top_images, None
     else:
