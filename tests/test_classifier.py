@@ -203,12 +203,39 @@ def test_adapter_is_frozen_but_differentiable():
             nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1)),
             r"1 channels.*RGB images.*grayscale",
         ),
+        # probabilities were taken for logits: softmax applied twice, a 0.96 shown as 0.56
+        (lambda x: (x.mean(dim=(2, 3)) * 5).softmax(1), r"returns probabilities .* the values before the softmax"),
     ],
 )
 def test_check_rejects_bad_outputs(fn, match):
     adapter = ClassifierAdapter(fn if isinstance(fn, nn.Module) else Lambda(fn), InputSpec())
     with pytest.raises(StylexError, match=match):
         adapter.check(16)
+
+
+def test_log_probabilities_and_huge_logits_are_named():
+    """Log-probabilities pass with a note; logits x1000 passed and training died at step 1 with advice (lower the
+    learning rates) that could not help."""
+    with pytest.warns(UserWarning, match="returns log-probabilities"):
+        ClassifierAdapter(Lambda(lambda x: (x.mean(dim=(2, 3)) * 5).log_softmax(1)), InputSpec()).check(16)
+    with pytest.warns(UserWarning, match=r"logits as large as .*divide them by a temperature"):
+        ClassifierAdapter(Lambda(lambda x: x.mean(dim=(2, 3)) * 1e5), InputSpec()).check(16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ordinary logits: nothing said
+        ClassifierAdapter(Lambda(lambda x: x.mean(dim=(2, 3)) * 5), InputSpec()).check(16)
+
+
+def test_a_forward_that_wants_more_than_images_is_told_to_be_wrapped():
+    class NeedsTemperature(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(()))
+
+        def forward(self, x, *, temperature):
+            return x.mean(dim=(2, 3)) * self.w / temperature
+
+    with pytest.raises(StylexError, match=r"temperature.*calls forward\(images\) alone; wrap the model"):
+        ClassifierAdapter(NeedsTemperature(), InputSpec()).check(16)
 
 
 def test_a_torchscript_failure_names_its_type_once():

@@ -141,6 +141,17 @@ def test_existing_run_needs_resume(tmp_path, stand_in_classifier, tiny_images):
         _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=1).run()
 
 
+def test_a_kl_that_blows_up_at_once_points_at_the_logit_scale(tmp_path, stand_in_classifier, tiny_images):
+    """Logits x1000 made the classifier term diverge at step 1, and the message said to lower the learning rates
+    and --resume, neither of which could help (no checkpoint existed)."""
+    tr = _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=1)
+    said = tr._kept(None, ["kl"])
+    assert "classifier term (kl) blew up at once" in said and "temperature" in said and "start again" in said
+    assert "--resume" not in said
+    later = tr._kept(200, ["kl"])
+    assert "lower the learning rates" in later and "(step 200); then --resume" in later
+
+
 def test_divergence_stops_with_step(tmp_path, stand_in_classifier, tiny_images):
     tr = _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=3)
     with torch.no_grad():

@@ -316,6 +316,13 @@ def test_python_api(evil_run):
     assert loaded.effects is not None and loaded.class_names == result.class_names
     with pytest.raises(stylex.StylexError, match="px"):
         stylex.AttFind(model, classifier).run(torch.zeros(3, 3, 8, 8))
+    from stylex.classifier import SmallCNN
+
+    other = SmallCNN(2, 16, width=4).eval()  # not the classifier the model trained with: said, not silent
+    with pytest.warns(UserWarning, match="is not the one the model was trained with"):
+        stylex.AttFind(model, other, top_k=1, fast=4, progress=False)
+    with pytest.warns(UserWarning, match="is not the one the model was trained with"):
+        stylex.counterfactual(model, other, result, x[0], strategy="independent", top_k=1)
 
 
 @pytest.mark.slow

@@ -66,6 +66,7 @@ class AttFind(_GeneratorAttFind):
                 "stylex.attfind.AttFind(G, classifier)."
             )
         classifier = as_classifier(classifier, model.resolution, model.num_classes)
+        _warn_if_other_classifier(model, classifier)
         kwargs.setdefault("class_names", class_names_of(model, classifier))
         if kwargs.get("include_rgb") is None:  # as `stylex attfind`: a tint model's tints are searched
             kwargs["include_rgb"] = use_rgb_coordinates(model.G, None)
@@ -180,6 +181,7 @@ def counterfactual(
 
         image = to_tensor(read_image(image, model.resolution)[None].copy())
     classifier = as_classifier(classifier, model.resolution, model.num_classes)
+    _warn_if_other_classifier(model, classifier)
     _check_result(result, model)
     if top_k < 1:
         raise StylexError(f"top_k must be at least 1, got {top_k}.")
@@ -230,3 +232,16 @@ def load_attfind(folder: str | os.PathLike) -> AttFindResult:
     result = AttFindResult.load(folder / ATTRIBUTES_FILE)
     result.effects = Effects.load(folder / EFFECTS_FILE)
     return result
+
+
+def _warn_if_other_classifier(model: StylEx, classifier) -> None:
+    """A model with another classifier than the one it was trained with explains nothing about either: the command
+    line refuses the pair (`load_run`); from Python, where a run trained on an in-memory module needs the module
+    again, it is said."""
+    recorded = model.run_info.get("classifier_fingerprint")
+    if recorded and classifier.fingerprint() != recorded:
+        warnings.warn(
+            f"this classifier (weights fingerprint {classifier.fingerprint()}) is not the one the model was trained "
+            f"with ({recorded}); the explanations describe a pair that never trained together.",
+            stacklevel=3,
+        )

@@ -147,6 +147,10 @@ def weights_fingerprint(model: nn.Module, dtype: torch.dtype | None = None) -> s
     return h.hexdigest()[:16]
 
 
+MAX_LOGIT = 100.0
+"""Logits beyond this on random images get a warning (a model's usual logits are under about 20)."""
+
+
 class ClassifierAdapter(nn.Module):
     """The frozen classifier C: stylex images in, float32 logits out, differentiable w.r.t. the images.
 
@@ -337,6 +341,8 @@ class ClassifierAdapter(nn.Module):
                     "stylex gives classifiers RGB images (3 channels); wrap a model for other channels in a module "
                     "whose forward converts them, e.g. model(x.mean(1, keepdim=True)) for grayscale"
                 )
+            elif isinstance(e, TypeError) and "argument" in line:  # forward(x, *, temperature) and the like
+                fix = "stylex calls forward(images) alone; wrap the model in a module whose forward takes only them"
             raise StylexError(
                 f"Classifier {name} failed on a batch of 2 images [2, 3, {size}, {size}] "
                 f"({self.input_spec.describe()}) with {type(e).__name__}: {line}; {fix}."
@@ -356,7 +362,8 @@ class ClassifierAdapter(nn.Module):
         if shape[1] < 2:
             raise StylexError(
                 f"Classifier {name} returned shape {shape} (one logit), expected logits [2, K] with K >= 2 classes; "
-                "for a binary classifier return two logits, e.g. torch.cat([-l, l], dim=1)."
+                "for a binary classifier return two logits, torch.cat([torch.zeros_like(l), l], dim=1) (its softmax "
+                "is sigmoid(l))."
             )
         if not c.is_floating_point():
             raise StylexError(
@@ -373,6 +380,26 @@ class ClassifierAdapter(nn.Module):
                 f"Classifier {name} returned non-finite logits (NaN or inf) of shape {shape} on random images in "
                 f"[{self.input_spec.value_range[0]:g}, {self.input_spec.value_range[1]:g}]; "
                 "check its weights and input range."
+            )
+        values = c.detach().float()
+        if (values >= 0).all() and (values <= 1).all() and torch.allclose(values.sum(1), torch.ones(2), atol=1e-3):
+            raise StylexError(
+                f"Classifier {name} returns probabilities (each row in [0, 1], summing to 1), expected logits; "
+                "return the values before the softmax (stylex applies softmax itself)."
+            )
+        if torch.allclose(torch.logsumexp(values, 1), torch.zeros(2), atol=1e-3):
+            warnings.warn(
+                f"Classifier {name} returns log-probabilities (log_softmax): explanations are the same, but "
+                "StylEx's generator is conditioned on these values; the logits before log_softmax are the usual input.",
+                stacklevel=3,
+            )
+        if values.abs().max() > MAX_LOGIT:
+            warnings.warn(
+                f"Classifier {name} returns logits as large as {values.abs().max():.3g} on random images: the "
+                "generator takes the logits as input and training compares them (KL), and at this scale training "
+                f"diverges at once; divide them by a temperature (a module returning model(x) / T) to about "
+                f"{MAX_LOGIT:g} or less.",
+                stacklevel=3,
             )
         grad = None
         if c.requires_grad:

@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -452,12 +452,17 @@ class Trainer:
                 f"inf gradients); {self._kept(good_step)}"
             )
 
-    def _kept(self, good_step: int | None) -> str:
-        where = f"step {good_step}" if good_step is not None else "none was written"
-        return (
-            f"the last good checkpoint in {self.out_dir} is kept ({where}). Lower the learning rates (lr_g, lr_d) "
-            "or raise r1_gamma, then --resume."
-        )
+    def _kept(self, good_step: int | None, terms: Sequence[str] = ()) -> str:
+        if good_step is None:
+            kept = "no checkpoint was written, so start again (the same --out with its files removed, or a new one)"
+        else:
+            kept = f"the last good checkpoint in {self.out_dir} is kept (step {good_step}); then --resume"
+        if "kl" in terms and good_step is None:  # at once, in the classifier term: the classifier's logit scale
+            return (
+                "the classifier term (kl) blew up at once, which large logits cause (see the warning on its logit "
+                f"scale; divide them by a temperature); {kept}."
+            )
+        return f"lower the learning rates (lr_g, lr_d) or raise r1_gamma; {kept}."
 
     # ----------------------------------------------------------------------------------------- steps
     def autocast(self):
@@ -803,7 +808,7 @@ class Trainer:
                     shown = ", ".join(f"{k} = {v:.3g}" for k, v in big.items())
                     raise DivergenceError(
                         f"training diverged at step {self.step + 1}: {shown}, above max_loss {cfg.max_loss:g}; "
-                        + self._kept(good_step)
+                        + self._kept(good_step, list(big))
                     )
                 self.step += 1
                 now = time.perf_counter()
