@@ -538,3 +538,18 @@ def test_a_recorded_torchscript_classifier_is_code_to_trust(tmp_path, monkeypatc
     torch.jit.script(SmallCNN(2, 16, width=4).eval()).save(str(path))  # other bytes at the trusted path
     with pytest.raises(StylexError, match="not trusted yet"):
         load_classifier_from_dict(recorded, check_fingerprint=False)
+
+
+def test_a_factory_that_draws_new_weights_each_call_is_named(tmp_path, monkeypatch):
+    """Its run trained, then every later command failed on the fingerprint without saying why."""
+    name = f"fresh_factory_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text("from stylex.classifier import SmallCNN\ndef build():\n"
+                                          "    return SmallCNN(2, 16, width=4)\n")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    try:
+        with pytest.warns(UserWarning, match="no input spec"):
+            recorded = load_classifier(f"{name}:build", resolution=16).to_dict()
+        with pytest.raises(StylexError, match="builds its model without loading saved weights"):
+            load_classifier_from_dict(recorded, resolution=16)
+    finally:
+        sys.modules.pop(name, None)

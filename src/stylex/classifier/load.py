@@ -174,7 +174,13 @@ def load_classifier_from_dict(
     if check_fingerprint and src.fingerprint is not None and adapter.fingerprint() != src.fingerprint:
         raise StylexError(
             f"Classifier {src.describe()} has weights fingerprint {adapter.fingerprint()}, but the run was trained "
-            f"with {src.fingerprint}; point the run at the original classifier or retrain the run."
+            f"with {src.fingerprint}; point the run at the original classifier or retrain the run"
+            + (
+                " (a factory that builds its model without loading saved weights gives new ones at every call: load "
+                "them, or pass --classifier-weights)."
+                if src.kind == "factory" and src.weights is None
+                else "."
+            )
         )
     check_at = resolution or adapter.input_spec.size
     if check_at is not None:
