@@ -548,7 +548,8 @@ def test_a_factory_that_draws_new_weights_each_call_is_named(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     try:
         with pytest.warns(UserWarning, match="no input spec"):
-            recorded = load_classifier(f"{name}:build", resolution=16).to_dict()
+            adapter = load_classifier(f"{name}:build", resolution=16)
+        recorded = {**adapter.to_dict(), "fingerprint": adapter.fingerprint()}  # as a run records it
         with pytest.raises(StylexError, match="builds its model without loading saved weights"):
             load_classifier_from_dict(recorded, resolution=16)
     finally:
