@@ -543,8 +543,10 @@ def test_a_recorded_torchscript_classifier_is_code_to_trust(tmp_path, monkeypatc
 def test_a_factory_that_draws_new_weights_each_call_is_named(tmp_path, monkeypatch):
     """Its run trained, then every later command failed on the fingerprint without saying why."""
     name = f"fresh_factory_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text("from stylex.classifier import SmallCNN\ndef build():\n"
-                                          "    return SmallCNN(2, 16, width=4)\n")  # fmt: skip
+    (tmp_path / f"{name}.py").write_text(  # new weights at every call, as an unseeded model without a load has
+        "import torch\nfrom stylex.classifier import SmallCNN\ncalls = [0]\ndef build():\n    calls[0] += 1\n"
+        "    torch.manual_seed(calls[0])\n    return SmallCNN(2, 16, width=4)\n"
+    )
     monkeypatch.chdir(tmp_path)
     try:
         with pytest.warns(UserWarning, match="no input spec"):
