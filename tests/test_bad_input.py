@@ -253,6 +253,13 @@ def _huge_clf(w: World, t: Path) -> Path:
     return t / "clf"
 
 
+def _run_with_program_as_folder(w: World, t: Path) -> list:
+    run = copy_run(w, t)
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(run / "clf.pt"))
+    edit_json(run / "config.json", lambda d: d["classifier"].update(kind="stylex", location="clf.pt"))
+    return ["reconstruct", "--model", run, "--out", t / "out"]
+
+
 def _run_naming_code(w: World, t: Path) -> list:
     """A run folder from elsewhere whose config.json names a factory classifier shipped beside it, which writes the
     marker when imported: importing it would run the author's code."""
@@ -524,6 +531,12 @@ CASES = [
         "export-link-outside",
         _hostile_export(lambda e, t: (e / "samples" / "x.png").symlink_to(t / "private" / "patient_0043.png")),
         ("x.png in the exported model's folder is a link to", "patient_0043.png, outside it"),
+    ),
+    Case(  # a record saying "a classifier folder" at a TorchScript file loaded the program without any trust
+        "pairing-run-kind-changed",
+        _run_with_program_as_folder,
+        ("records its classifier", "as a 'stylex' classifier, but it is a file"),
+        guard=("run", "out"),
     ),
     Case(
         "pairing-run-names-code",

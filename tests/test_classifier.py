@@ -556,3 +556,54 @@ def test_a_factory_that_draws_new_weights_each_call_is_named(tmp_path, monkeypat
             load_classifier_from_dict(recorded, resolution=16)
     finally:
         sys.modules.pop(name, None)
+
+
+def test_a_recorded_factory_loads_from_its_folder_not_the_working_directory(tmp_path, monkeypatch):
+    """The trust given to project/mod.py let a same-named mod.py in today's working directory run."""
+    name = f"shadowed_{uuid.uuid4().hex[:8]}"
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    (project / f"{name}.py").write_text("import torch\nfrom stylex.classifier import SmallCNN\ndef build():\n"
+                                        "    torch.manual_seed(0)\n    return SmallCNN(2, 16, width=4)\n")  # fmt: skip
+    marker = tmp_path / "marker"
+    (elsewhere / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef build():\n    pass\n")
+    monkeypatch.chdir(project)
+    try:
+        with pytest.warns(UserWarning, match="no input spec"):
+            adapter = load_classifier(f"{name}:build", resolution=16)
+        recorded = {**adapter.to_dict(), "fingerprint": adapter.fingerprint()}
+        sys.modules.pop(name)
+        monkeypatch.chdir(elsewhere)
+        assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
+        assert not marker.exists(), "the module in the working directory was not imported"
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_the_trust_list_is_never_lost_or_misplaced(tmp_path, monkeypatch):
+    """A list stylex cannot read is said and left alone (it was overwritten, dropping its entries); a path that is not
+    a regular file (/dev/null as root) is never replaced; an empty STYLEX_TRUST_STORE means no list."""
+    from stylex.classifier import trust
+    from stylex.classifier.adapter import ClassifierSource
+
+    src = ClassifierSource(kind="factory", location="m:build", search_path=str(tmp_path))
+    store = tmp_path / "trust.json"
+    monkeypatch.setenv("STYLEX_TRUST_STORE", str(store))
+    trust.remember(src)
+    assert trust.is_trusted(src)
+    store.write_text("{not json")
+    with pytest.warns(UserWarning, match="trust list .* cannot be read"):
+        assert not trust.is_trusted(src)
+    trust.remember(ClassifierSource(kind="factory", location="other:build"))
+    assert store.read_text() == "{not json"
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    monkeypatch.setenv("STYLEX_TRUST_STORE", str(folder))
+    trust.remember(src)
+    assert folder.is_dir() and not trust.is_trusted(src)
+    monkeypatch.setenv("STYLEX_TRUST_STORE", str(tmp_path / "missing-folder" / "t.json"))
+    trust.remember(src)
+    assert not (tmp_path / "missing-folder").exists(), "a given list's folder is not created"
+    monkeypatch.setenv("STYLEX_TRUST_STORE", "")
+    trust.remember(src)
+    assert not trust.is_trusted(src)

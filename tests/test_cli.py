@@ -457,3 +457,4 @@ def test_trust_code_is_a_flag_of_every_command(monkeypatch):
     assert os.environ["STYLEX_TRUST_CODE"] == "0"
     run("--trust-code", "zoo")
     assert os.environ["STYLEX_TRUST_CODE"] == "1"
+    _error(run("zoo", "--trust-code", ok=False), "it goes before the command: `stylex --trust-code COMMAND ...`")

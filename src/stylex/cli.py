@@ -49,6 +49,8 @@ class _Group(click.Group):
             where = e.ctx.command_path if e.ctx is not None else ctx.command_path
             said = " ".join(e.format_message().split()).replace(" ,", ",")  # click's choice lists hold line breaks
             said = said.rstrip(".")
+            if "--trust-code" in said:  # `stylex attfind --trust-code`: the flag belongs to stylex itself
+                said += " (it goes before the command: `stylex --trust-code COMMAND ...`)"
             click.echo(f"error: {said}{' See' if said.endswith('?') else '; see'} `{where} --help`.", err=True)
             sys.exit(e.exit_code)
         except OSError as e:

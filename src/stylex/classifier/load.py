@@ -7,6 +7,7 @@ factory is the user's own code, imported by name.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import re
@@ -95,20 +96,30 @@ def _load(
     input_spec: InputSpec | None,
     device: str | torch.device,
     search_path: str | None = None,
+    kind: str | None = None,
+    program: bytes | None = None,
 ) -> ClassifierAdapter:
-    """Dispatch on the kind of source; no check. Building the module (its initial weights, replaced by the saved
-    ones) leaves the caller's random numbers alone."""
+    """Dispatch on the kind of source (given: a run's record, which must match what is on disk; else guessed from
+    the disk); no check. `program`: a TorchScript file's bytes, read once by the caller that checked them. Building
+    the module (its initial weights, replaced by the saved ones) leaves the caller's random numbers alone."""
     if weights is not None and not os.path.isfile(weights):
         raise StylexError(
             f"Classifier weights file '{weights}' does not exist; check the path to the .safetensors file."
         )
+    found = "stylex" if os.path.isdir(source) else "torchscript" if os.path.isfile(source) else "factory"
+    if kind is not None and kind != found:  # a record naming a folder kind at a program file loaded it unchecked
+        raise StylexError(
+            f"The run records its classifier '{source}' as a {kind!r} classifier, but it is a "
+            f"{'folder' if found == 'stylex' else 'file' if found == 'torchscript' else 'module name'}; "
+            "the record was changed by hand: point it at the classifier the run was trained with."
+        )
     with torch.random.fork_rng(devices=[]):
-        if os.path.isdir(source):
+        if found == "stylex":
             adapter = _load_directory(source, weights, input_spec)
-        elif os.path.isfile(source):
-            adapter = _load_torchscript(source, weights, input_spec, device)
+        elif found == "torchscript":
+            adapter = _load_torchscript(source, weights, input_spec, device, program)
         elif _FACTORY.match(source):
-            adapter = _load_factory(source, weights, input_spec, search_path)
+            adapter = _load_factory(source, weights, input_spec, search_path, recorded=kind is not None)
         else:
             raise StylexError(
                 f"Classifier '{source}' is neither an existing directory or file nor 'package.module:factory'; "
@@ -155,18 +166,22 @@ def load_classifier_from_dict(
             f"The run's classifier {src.location}{where} is not there; put it back, or move it beside the run as "
             "it was (the run finds it by its relative place too), or `stylex export` the run where it is."
         )
+    program = None
+    if src.kind == "torchscript" and os.path.isfile(src.location):  # read once: the bytes checked are those loaded
+        program = Path(src.location).read_bytes()
     if src.kind in trust.CODE_KINDS:
         trust_code = trust.trusts_code() if trust_code is None else trust_code
-        if not (trust_code or trust.is_trusted(src)):
+        if not (trust_code or trust.is_trusted(src, program)):
             what = "Python code" if src.kind == "factory" else "a TorchScript program"
             raise StylexError(
-                f"The run's classifier is {what}, {src.location!r}, which this machine has not trusted yet: loading "
+                f"The run's classifier is {what}, {os.path.normpath(src.location)!r}, which this machine has not "
+                "trusted yet: loading "
                 "it runs what the run folder's author chose. For your own run, or one you trust, add --trust-code "
                 "once (`stylex --trust-code COMMAND ...`; trust_code=True from Python, or STYLEX_TRUST_CODE=1)."
             )
         if trust_code:
-            trust.remember(src)
-    adapter = _load(src.location, src.weights, src.input_spec, device, src.search_path)
+            trust.remember(src, program)
+    adapter = _load(src.location, src.weights, src.input_spec, device, src.search_path, src.kind, program)
     if src.class_names is not None and adapter.class_names is None:
         adapter.class_names = list(src.class_names)
     if src.num_classes is not None and adapter._num_classes is None:
@@ -277,7 +292,11 @@ def _load_directory(path: str, weights: str | None, input_spec: InputSpec | None
 
 
 def _load_torchscript(
-    path: str, weights: str | None, input_spec: InputSpec | None, device: str | torch.device
+    path: str,
+    weights: str | None,
+    input_spec: InputSpec | None,
+    device: str | torch.device,
+    program: bytes | None = None,
 ) -> ClassifierAdapter:
     if path.endswith(".safetensors"):
         raise StylexError(
@@ -292,7 +311,7 @@ def _load_torchscript(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated from torch 2.10
-            model = torch.jit.load(path, map_location=device)
+            model = torch.jit.load(io.BytesIO(program) if program is not None else path, map_location=device)
     except Exception as e:
         raise StylexError(
             f"Classifier '{path}' is not a TorchScript file ({type(e).__name__}); save one with "
@@ -329,14 +348,26 @@ def _declared_class_names(model) -> list[str] | None:
 
 
 def _load_factory(
-    spec: str, weights: str | None, input_spec: InputSpec | None, search_path: str | None = None
+    spec: str,
+    weights: str | None,
+    input_spec: InputSpec | None,
+    search_path: str | None = None,
+    recorded: bool = False,
 ) -> ClassifierAdapter:
     module_name, attr_path = _FACTORY.match(spec).groups()
     # `stylex` run as a console script does not search the current directory; a run records where its factory's
-    # module was found there, so that it loads from anywhere later
-    candidates = [d for d in dict.fromkeys([os.getcwd(), search_path]) if d]
+    # module was found there, so that it loads from anywhere later. A run's record is searched in that folder first
+    # and only there: a module of the same name in today's working directory is not the one it was trained (and
+    # trusted) with.
+    if recorded:  # the recorded folder, or none (an installed package): never today's working directory
+        candidates = [search_path] if search_path else []
+    else:
+        candidates = [d for d in [os.getcwd(), search_path] if d]
     added = [d for d in candidates if d not in sys.path]
-    sys.path.extend(added)
+    if recorded:
+        sys.path[:0] = added  # the recorded folder before anything else
+    else:
+        sys.path.extend(added)
     try:
         module = importlib.import_module(module_name)
     except Exception as e:
@@ -349,6 +380,12 @@ def _load_factory(
             if d in sys.path:
                 sys.path.remove(d)
     found_in = _found_in(module_name, candidates)
+    if recorded and search_path and found_in is None:
+        where = getattr(sys.modules.get(module_name.split(".")[0]), "__file__", None)
+        raise StylexError(
+            f"Module '{module_name}' for classifier '{spec}' came from {where}, not from the folder the run recorded "
+            f"({search_path}); put the module back there (or, from Python, pass the classifier)."
+        )
     factory: Any = module
     for part in attr_path.split("."):
         if not hasattr(factory, part):

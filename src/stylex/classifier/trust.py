@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 from stylex.classifier.adapter import ClassifierSource
@@ -34,54 +35,81 @@ def trusts_code() -> bool:
 
 
 def store_path() -> Path:
-    """The trust list's file (see the module docstring)."""
+    """The trust list's file (see the module docstring; STYLEX_TRUST_STORE set but empty: no list)."""
     if os.environ.get(STORE_ENV):
         return Path(os.environ[STORE_ENV])
+    if os.environ.get(STORE_ENV) == "":
+        return Path(os.devnull)
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "stylex" / "trusted-classifiers.json"
 
 
-def code_key(src: ClassifierSource) -> str | None:
-    """The trust list's key of a code classifier (None for one that is not code, or a file that is not there)."""
+def code_key(src: ClassifierSource, program: bytes | None = None) -> str | None:
+    """The trust list's key of a code classifier (None for one that is not code, or a file that is not there).
+    `program`: a TorchScript file's bytes when the caller read them (the key is then of the bytes it loads)."""
     if src.kind == "torchscript":
         try:
-            digest = hashlib.sha256(Path(src.location).read_bytes()).hexdigest()
+            data = program if program is not None else Path(src.location).read_bytes()
         except OSError:
             return None
-        return f"torchscript:{digest}"
+        return f"torchscript:{hashlib.sha256(data).hexdigest()}"
     if src.kind == "factory":
         return f"factory:{src.location}|{src.search_path or ''}"
     return None
 
 
-def _read() -> set[str]:
+def _read() -> tuple[set[str], bool]:
+    """(the trusted keys, whether the list may be written: absent, or a list stylex can read). A list it cannot
+    read is said once and left alone (rewriting it would drop what it held)."""
+    if os.environ.get(STORE_ENV) == "":  # no list at all
+        return set(), False
+    path = store_path()
+    if not path.exists():
+        return set(), True
     try:
-        data = json.loads(store_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return set()
-    return {k for k in data.get("trusted", []) if isinstance(k, str)} if isinstance(data, dict) else set()
+        data = json.loads(path.read_text(encoding="utf-8"))
+        keys = data["trusted"] if isinstance(data, dict) else None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ValueError("not {'trusted': [...]}")
+    except (OSError, ValueError, UnicodeDecodeError, KeyError) as e:
+        _say_once(f"the classifier trust list {path} cannot be read ({e}); stylex leaves it as it is and trusts "
+                  "nothing from it: fix or delete it.")  # fmt: skip
+        return set(), False
+    return set(keys), True
 
 
-def is_trusted(src: ClassifierSource) -> bool:
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
+def is_trusted(src: ClassifierSource, program: bytes | None = None) -> bool:
     """Whether `src` may be loaded without asking: not code, or on this machine's trust list."""
     if src.kind not in CODE_KINDS:
         return True
-    key = code_key(src)
-    return key is not None and key in _read()
+    key = code_key(src, program)
+    return key is not None and key in _read()[0]
 
 
-def remember(src: ClassifierSource) -> None:
+def remember(src: ClassifierSource, program: bytes | None = None) -> None:
     """Add a code classifier the user gave stylex directly to the trust list (best effort: a read-only home only
     means later commands ask for --trust-code)."""
-    key = code_key(src)
-    if key is None:
+    key = code_key(src, program)
+    if key is None or os.environ.get(STORE_ENV) == "":  # STYLEX_TRUST_STORE= (empty): no list at all
         return
-    keys = _read()
-    if key in keys:
+    keys, writable = _read()
+    if key in keys or not writable:
         return
-    path = store_path()
+    path = store_path().resolve()  # a symlinked list (dotfiles) is written where it points
+    if path.exists() and not path.is_file():  # /dev/null, a folder: never replaced
+        return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if os.environ.get(STORE_ENV) is None:  # only the default place is created; a given one's folder must exist
+            path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"trusted": sorted(keys | {key})}, indent=1) + "\n", encoding="utf-8")
         tmp.replace(path)
