@@ -401,7 +401,7 @@ def test_a_factory_from_the_working_directory_loads_from_anywhere_later(tmp_path
         monkeypatch.delenv("STYLEX_TRUST_CODE")
         assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
         sys.modules.pop(name)
-        with pytest.raises(StylexError, match="Cannot import module"):
+        with pytest.raises(StylexError, match="is not in the installed packages, where the run recorded it"):
             load_classifier_from_dict({k: v for k, v in recorded.items() if k != "search_path"}, trust_code=True)
     finally:
         sys.modules.pop(name, None)
@@ -607,3 +607,40 @@ def test_the_trust_list_is_never_lost_or_misplaced(tmp_path, monkeypatch):
     monkeypatch.setenv("STYLEX_TRUST_STORE", "")
     trust.remember(src)
     assert not trust.is_trusted(src)
+
+
+def test_a_recorded_factory_runs_nothing_from_elsewhere(tmp_path, monkeypatch):
+    """Under `python -m`, `python -c` or a notebook the working directory is on sys.path: a same-named module there
+    ran before the folder check refused it, and one shadowed a trusted installed factory."""
+    name = f"elsewhere_{uuid.uuid4().hex[:8]}"
+    marker = tmp_path / "marker"
+    (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef build():\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend("")  # as `python -c` has it
+    for record in (
+        {"kind": "factory", "location": f"{name}:build", "search_path": str(tmp_path / "gone")},
+        {"kind": "factory", "location": f"{name}:build"},  # an installed package, by its record
+    ):
+        with pytest.raises(StylexError, match="where the run recorded it"):
+            load_classifier_from_dict(record, trust_code=True)
+        assert not marker.exists() and name not in sys.modules
+
+
+def test_the_trust_list_write_makes_a_new_file_and_a_fifo_is_no_list(tmp_path, monkeypatch):
+    import os
+
+    from stylex.classifier import trust
+    from stylex.classifier.adapter import ClassifierSource
+
+    src = ClassifierSource(kind="factory", location="m:build", search_path=str(tmp_path))
+    store, victim = tmp_path / "s.json", tmp_path / "victim.txt"
+    victim.write_text("mine")
+    monkeypatch.setenv("STYLEX_TRUST_STORE", str(store))
+    os.symlink(victim, tmp_path / f".s.json.{os.getpid()}.tmp")  # the old temporary name, planted as a link
+    trust.remember(src)
+    assert victim.read_text() == "mine" and trust.is_trusted(src) and not store.is_symlink()
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    monkeypatch.setenv("STYLEX_TRUST_STORE", str(fifo))
+    with pytest.warns(UserWarning, match="not a regular file"):
+        assert not trust.is_trusted(src)  # returns instead of hanging on the read

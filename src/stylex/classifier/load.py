@@ -361,24 +361,22 @@ def _load_factory(
     # trusted) with.
     if recorded:  # the recorded folder, or none (an installed package): never today's working directory
         candidates = [search_path] if search_path else []
+        module = _import_recorded(module_name, spec, search_path)
     else:
         candidates = [d for d in [os.getcwd(), search_path] if d]
-    added = [d for d in candidates if d not in sys.path]
-    if recorded:
-        sys.path[:0] = added  # the recorded folder before anything else
-    else:
+        added = [d for d in candidates if d not in sys.path]
         sys.path.extend(added)
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:
-        raise StylexError(
-            f"Cannot import module '{module_name}' for classifier '{spec}' ({type(e).__name__}: {e}); "
-            "install it or run from the directory that holds it (or add it to PYTHONPATH)."
-        ) from e
-    finally:
-        for d in added:
-            if d in sys.path:
-                sys.path.remove(d)
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as e:
+            raise StylexError(
+                f"Cannot import module '{module_name}' for classifier '{spec}' ({type(e).__name__}: {e}); "
+                "install it or run from the directory that holds it (or add it to PYTHONPATH)."
+            ) from e
+        finally:
+            for d in added:
+                if d in sys.path:
+                    sys.path.remove(d)
     found_in = _found_in(module_name, candidates)
     if recorded and search_path and found_in is None:
         where = getattr(sys.modules.get(module_name.split(".")[0]), "__file__", None)
@@ -434,6 +432,42 @@ def _load_factory(
     return ClassifierAdapter(
         model, input_spec, source=source, class_names=list(class_names) if class_names is not None else None
     )
+
+
+def _import_recorded(module_name: str, spec: str, search_path: str | None):
+    """Import the module a run's record names from the recorded folder only (or, with none, from the installed
+    packages), never from the working directory that `python -m`, `python -c` and notebooks put on sys.path: the
+    top package is located first and nothing runs unless it is there."""
+    import importlib.machinery
+
+    cwd = os.getcwd()
+    installed = [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != cwd]
+    search = [search_path] if search_path else installed
+    top = module_name.split(".")[0]
+    found = importlib.machinery.PathFinder.find_spec(top, search)
+    where = search_path or "the installed packages"
+    if found is None:
+        raise StylexError(
+            f"Module '{top}' for classifier '{spec}' is not in {where}, where the run recorded it; put it back there "
+            "(or, from Python, pass the classifier)."
+        )
+    loaded = sys.modules.get(top)
+    if loaded is not None and getattr(loaded, "__file__", None) != found.origin:
+        raise StylexError(
+            f"Module '{top}' for classifier '{spec}' is already imported from {getattr(loaded, '__file__', None)}, "
+            f"not from {where}; load the run in a fresh Python process."
+        )
+    saved = sys.path[:]
+    sys.path[:] = [*search, *(p for p in installed if p not in search)]
+    try:
+        return importlib.import_module(module_name)
+    except Exception as e:
+        raise StylexError(
+            f"Cannot import module '{module_name}' for classifier '{spec}' ({type(e).__name__}: {e}); "
+            "install it or put it back where the run recorded it."
+        ) from e
+    finally:
+        sys.path[:] = saved
 
 
 def _found_in(module_name: str, candidates: list[str]) -> str | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def _read() -> tuple[set[str], bool]:
     path = store_path()
     if not path.exists():
         return set(), True
+    if not path.is_file():  # a FIFO would hang the read; a folder or device is no list
+        _say_once(f"the classifier trust list {path} is not a regular file; stylex trusts nothing from it.")
+        return set(), False
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         keys = data["trusted"] if isinstance(data, dict) else None
@@ -110,8 +114,10 @@ def remember(src: ClassifierSource, program: bytes | None = None) -> None:
     try:
         if os.environ.get(STORE_ENV) is None:  # only the default place is created; a given one's folder must exist
             path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"trusted": sorted(keys | {key})}, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # created new, no link
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"trusted": sorted(keys | {key})}, indent=1) + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
     except OSError:
         pass
