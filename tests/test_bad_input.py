@@ -704,6 +704,12 @@ CASES = [
         ("Missing option '--method'. Choose from: wu, random; see `", "baseline --help`"),
         exit_code=2,
     ),
+    Case(  # "already holds a run; pass --resume", and --resume then failed on the classifier's config keys
+        "out-is-a-classifier-folder",
+        lambda w, t: w.train_args(w.data, shutil.copytree(w.clf, t / "clfcopy")),
+        ("clfcopy holds a config.json that is not a StylEx run's (a classifier folder?)",),
+        guard=("clfcopy",),
+    ),
     Case(  # it failed after the work, naming a temporary folder below the file
         "out-below-a-file",
         lambda w, t: ["reconstruct", "--model", w.run, "--out", (t / "afile").write_text("x") and t / "afile" / "sub"],

@@ -272,7 +272,7 @@ def test_zoo_model_arguments(tiny, tmp_path, monkeypatch):
     # a shipped model's folder is the package's: without --out, commands that would write into it refuse
     for command in ("reconstruct", "attfind"):
         result = run_cli(command, "--model", "zoo:tiny-16", ok=False)
-        assert result.exit_code == 1 and "pass --out" in result.output
+        assert result.exit_code == 2 and "pass --out" in result.output  # a usage error, as other --out problems
     assert not (tmp_path / "zoo" / "tiny-16" / "stylex" / "attfind").exists()
     inside = tmp_path / "zoo" / "tiny-16" / "stylex" / "attfind"  # nor with an --out that names the package's folder
     result = run_cli("attfind", "--model", "zoo:tiny-16", "--out", inside, ok=False)
@@ -285,7 +285,7 @@ def test_zoo_model_arguments(tiny, tmp_path, monkeypatch):
     )
     result = run_cli("report", "zoo:tiny-16", "--out", tmp_path / "bare", "--top-k", 2, "--slider-images", 1,
                      "--frames", 3, "--explanations", 1, "--quiet")  # fmt: skip
-    hint = "`stylex attfind --model zoo:tiny-16 --fast 30 --num-images 100 --out DIR` finds the attributes (then re-run"
+    hint = "`stylex attfind --model zoo:tiny-16 --fast 30 --num-images 6 --out DIR` finds the attributes (then re-run"
     assert hint in result.output and "with --attributes DIR)" in result.output
     run_cli("attfind", "--model", "zoo:tiny-16", "--out", tmp_path / "af", "--fast", 8, "--top-k", 2, "--no-render",
             "--quiet")  # fmt: skip

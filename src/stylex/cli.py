@@ -223,7 +223,7 @@ def _out_dir(run_dir: str, out: str | None, default: str) -> Path:
     if out is not None:
         return Path(out)
     if is_shipped(run_dir):
-        raise StylexError(f"{run_dir} is a shipped model, which stylex does not write into; pass --out DIR.")
+        raise click.UsageError(f"{run_dir} is a shipped model, which stylex does not write into; pass --out DIR")
     return Path(run_dir) / default
 
 

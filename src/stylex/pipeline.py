@@ -505,7 +505,8 @@ def demo_train(out_dir: str | os.PathLike, minutes: float = 5.0, quiet: bool = F
     run_dir = out_dir / "stylex"
     config = preset("shapes-32", max_minutes=minutes, sample_every=500, checkpoint_every=500)
     resume = (run_dir / "weights.safetensors").is_file()
-    print(f"[3/6] training StylEx for {minutes:g} minutes -> {run_dir}" + (" (resuming)" if resume else ""))
+    print(f"[3/6] training StylEx for {minutes:g} minute{'' if minutes == 1 else 's'} -> {run_dir}"
+          + (" (resuming)" if resume else ""))  # fmt: skip
     train_stylex(data_dir, classifier, run_dir, config, resume=resume, quiet=quiet)
     print("[4/6] reconstructing held-out images")
     report = reconstruct(run_dir, classifier=classifier)

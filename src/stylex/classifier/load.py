@@ -177,7 +177,8 @@ def load_classifier_from_dict(
                 f"The run's classifier is {what}, {os.path.normpath(src.location)!r}, which this machine has not "
                 "trusted yet: loading "
                 "it runs what the run folder's author chose. For your own run, or one you trust, add --trust-code "
-                "once (`stylex --trust-code COMMAND ...`; trust_code=True from Python, or STYLEX_TRUST_CODE=1)."
+                + ("once" if trust.keeps_a_list() else "(every time: STYLEX_TRUST_STORE is empty, so none is kept)")
+                + " (`stylex --trust-code COMMAND ...`; trust_code=True from Python, or STYLEX_TRUST_CODE=1)."
             )
         if trust_code:
             trust.remember(src, program)

@@ -100,24 +100,36 @@ def is_trusted(src: ClassifierSource, program: bytes | None = None) -> bool:
 
 
 def remember(src: ClassifierSource, program: bytes | None = None) -> None:
-    """Add a code classifier the user gave stylex directly to the trust list (best effort: a read-only home only
-    means later commands ask for --trust-code)."""
+    """Add a code classifier the user gave stylex directly to the trust list. When that cannot be done (no list, a
+    list it cannot read or write), it says so once: later commands on its runs will ask for --trust-code."""
     key = code_key(src, program)
-    if key is None or os.environ.get(STORE_ENV) == "":  # STYLEX_TRUST_STORE= (empty): no list at all
+    if key is None or os.environ.get(STORE_ENV) == "":  # STYLEX_TRUST_STORE= (empty): no list at all, by choice
         return
     keys, writable = _read()
-    if key in keys or not writable:
+    if key in keys:
         return
     path = store_path().resolve()  # a symlinked list (dotfiles) is written where it points
-    if path.exists() and not path.is_file():  # /dev/null, a folder: never replaced
-        return
-    try:
-        if os.environ.get(STORE_ENV) is None:  # only the default place is created; a given one's folder must exist
-            path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # created new, no link
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps({"trusted": sorted(keys | {key})}, indent=1) + "\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    why = None if writable else "it cannot be read"
+    if why is None and path.exists() and not path.is_file():  # /dev/null, a folder: never replaced
+        why = "it is not a regular file"
+    if why is None:
+        try:
+            if os.environ.get(STORE_ENV) is None:  # only the default place is created; a given one's must exist
+                path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # new, no link
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"trusted": sorted(keys | {key})}, indent=1) + "\n")
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except OSError as e:
+            why = e.strerror or str(e)
+    if why is not None:
+        _say_once(
+            f"could not add the classifier to the trust list {path} ({why}): commands on its runs will ask for "
+            "--trust-code (set STYLEX_TRUST_STORE to a file in a folder you can write)."
+        )
+
+
+def keeps_a_list() -> bool:
+    """False when STYLEX_TRUST_STORE is set but empty: nothing is remembered, --trust-code is needed every time."""
+    return os.environ.get(STORE_ENV) != ""

@@ -141,10 +141,11 @@ def _load_attfind(run: _Run, attributes_dir: Path) -> None:
     from stylex.zoo import is_shipped
 
     run.attributes_dir = attributes_dir
-    command = f"stylex attfind --model {shlex.quote(run.model_ref())} --fast 30 --num-images 100"
+    images = min(100, run.num_samples()) if run.export is not None and isinstance(run.num_samples(), int) else 100
+    command = f"stylex attfind --model {shlex.quote(run.model_ref())} --fast 30 --num-images {images}"
     if not (attributes_dir / ATTRIBUTES_FILE).is_file() or not (attributes_dir / EFFECTS_FILE).is_file():
         then = "then re-run"
-        if is_shipped(run.run_dir):  # the package's folder is not written into: the results go elsewhere
+        if is_shipped(run.run_dir) or run.export is not None:  # a shipped or received model: results go elsewhere
             command, then = command + " --out DIR", "then re-run with --attributes DIR"
         run.attfind_note = f"No AttFind results in {attributes_dir}; `{command}` finds the attributes ({then})."
         warnings.warn(f"{run.attfind_note[0].lower()}{run.attfind_note[1:]}", stacklevel=3)

@@ -302,6 +302,17 @@ class Trainer:
         """A run to resume that fits the config now given, or a folder that holds no run; either writable (checked
         here, so that under torchrun every rank hears of a folder rank 0 cannot write)."""
         weights = self.out_dir / WEIGHTS
+        config = self.out_dir / "config.json"
+        if config.is_file():  # a classifier folder (or anything else with a config.json) is not a run to continue
+            try:
+                kind = json.loads(config.read_text(encoding="utf-8")).get("kind")
+            except (OSError, ValueError, AttributeError):
+                kind = None
+            if kind != "stylex-run":
+                raise StylexError(
+                    f"{self.out_dir} holds a config.json that is not a StylEx run's (a classifier folder?); choose "
+                    "another --out for the run."
+                )
         if resume:
             if self.out_dir.is_dir():
                 recover_checkpoint(self.out_dir)  # finish a checkpoint write that a crash interrupted
