@@ -640,3 +640,19 @@ def test_a_linked_picture_in_an_attfind_folder_is_not_copied_into_the_report(evi
     written = [p.read_bytes() for p in (tmp_path / "report").rglob("*") if p.is_file()]
     assert written and not any(b"TOP-SECRET" in data for data in written)
     assert len(list((tmp_path / "report" / "img").rglob("a01.gif"))) >= 1, "drawn anew instead"
+
+
+def test_the_report_counts_the_steps_of_the_weights(evil_run, tmp_path):
+    """The report said 200 steps for a run checkpointed at 202 (its last stats line was at 200)."""
+    from stylex.models.stylex import StylEx
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(evil_run / "run", run_dir)
+    lines = (run_dir / "stats.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line).get("step", 0) < StylEx.load(run_dir).step]
+    (run_dir / "stats.jsonl").write_text("\n".join(kept) + "\n")  # the log ends before the checkpoint
+    run("report", run_dir, "--out", tmp_path / "report", "--top-k", 1, "--slider-images", 1, "--frames", 3,
+        "--explanations", 0, "--no-generate", "--quiet")  # fmt: skip
+    html = (tmp_path / "report" / "index.html").read_text()
+    step = StylEx.load(run_dir).step
+    assert f"{step} steps" in html and f"{json.loads(kept[-1])['step']} steps" not in html

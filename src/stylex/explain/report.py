@@ -336,7 +336,7 @@ def _training_length(run: _Run) -> tuple[Any, float | None] | None:
     if not losses:
         return None
     last = losses[-1]
-    return last.get("step", 0), float(last.get("seconds", 0) or 0) / 60
+    return getattr(run.model, "step", None) or last.get("step", 0), float(last.get("seconds", 0) or 0) / 60
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -490,7 +490,8 @@ def _training_section(run: _Run) -> str:
         plots.append(line_plot([Series("l1", l1, PALETTE[2])], "held-out L1(x, x_rec)"))
     last = losses[-1]
     seconds = float(last.get("seconds", 0) or 0)
-    line = f"{last['step']} steps in {seconds / 60:.1f} min"
+    step = getattr(run.model, "step", None) or last["step"]  # the weights' step; the last log line may be earlier
+    line = f"{step} steps in {seconds / 60:.1f} min"
     if seconds and last.get("images"):
         line += f" ({float(last['images']) / seconds:.0f} images/s)"
     if run.export is not None and run.export.get("source_run"):

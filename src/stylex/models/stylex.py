@@ -55,6 +55,7 @@ class StylEx(nn.Module):
         super().__init__()
         self.G, self.E, self.config = G, E, config
         self.run_info = run_info or {}
+        self.step: int | None = None  # the training step of the loaded weights (set by `load`)
 
     @property
     def resolution(self) -> int:
@@ -117,7 +118,7 @@ class StylEx(nn.Module):
         with torch.random.fork_rng(devices=[]):  # the initial weights, replaced below, leave the caller's RNG alone
             G, E, _ = build_networks(config, num_classes)
         path = run_dir / (weights or WEIGHTS)
-        tensors, _ = read_weights(path)
+        tensors, metadata = read_weights(path)
         if exported:
             _no_links_out(run_dir)
             if (run_dir.parent / "card.json").is_file():  # its format version, as the zoo listing checks it
@@ -137,6 +138,7 @@ class StylEx(nn.Module):
         load_modules(tensors, names, path)
         model = cls(G, E, config, info).to(device).eval()
         model.requires_grad_(False)
+        model.step = int(metadata.get("step", 0))  # the training step of these weights (stats.jsonl may end earlier)
         return model
 
     def discriminator(self, run_dir: str | Path) -> Discriminator:
