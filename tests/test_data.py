@@ -358,6 +358,16 @@ def _unlink_first(folder: Path) -> None:
         (folder / next(csv.DictReader(f))["filename"]).unlink()
 
 
+def _synth_listing(name: str):
+    """A maker of a synthetic factor folder `s` whose factors.csv lists `name` first."""
+
+    def make(d: Path) -> None:
+        write_synth(d / "s", 6, 4, label_rule="pos_x:2", progress=False)
+        _list_outside(d / "s", name)
+
+    return make
+
+
 def _list_outside(folder: Path, name: str) -> None:
     """factors.csv's first row names a file outside the folder (a hostile download reading one's own files)."""
     with open(folder / "factors.csv", newline="") as f:
@@ -371,22 +381,8 @@ def _list_outside(folder: Path, name: str) -> None:
     "make, target, pattern",
     [
         (lambda d: None, "missing", "does not exist"),
-        (
-            lambda d: (
-                write_synth(d / "s1", 6, 4, label_rule="pos_x:2", progress=False)
-                and _list_outside(d / "s1", "../x.png")
-            ),
-            "s1",
-            r"lists '\.\./x\.png', which is not inside",
-        ),  # fmt: skip
-        (
-            lambda d: (
-                write_synth(d / "s2", 6, 4, label_rule="pos_x:2", progress=False)
-                and _list_outside(d / "s2", "/etc/passwd")
-            ),
-            "s2",
-            r"lists '/etc/passwd', which is not inside",
-        ),  # fmt: skip
+        (_synth_listing("../x.png"), "s", r"lists '\.\./x\.png', which is not inside"),
+        (_synth_listing("/etc/passwd"), "s", r"lists '/etc/passwd', which is not inside"),
         (lambda d: (d / "empty").mkdir(), "empty", "no images"),
         (lambda d: (d / "docs").mkdir() or (d / "docs" / "a.txt").write_text("x"), "docs", "no images"),
         (lambda d: (d / "cls" / "a").mkdir(parents=True) or (d / "cls" / "b").mkdir(), "cls", "no images"),
