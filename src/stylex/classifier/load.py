@@ -379,12 +379,6 @@ def _load_factory(
                 if d in sys.path:
                     sys.path.remove(d)
     found_in = _found_in(module_name, candidates)
-    if recorded and search_path and found_in is None:
-        where = getattr(sys.modules.get(module_name.split(".")[0]), "__file__", None)
-        raise StylexError(
-            f"Module '{module_name}' for classifier '{spec}' came from {where}, not from the folder the run recorded "
-            f"({search_path}); put the module back there (or, from Python, pass the classifier)."
-        )
     factory: Any = module
     for part in attr_path.split("."):
         if not hasattr(factory, part):
