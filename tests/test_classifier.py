@@ -491,9 +491,11 @@ def test_a_features_trunk_that_returns_a_tensor_turns_the_perceptual_loss_off():
 
     adapter = ClassifierAdapter(_Trunk())
     assert adapter.has_features
-    with pytest.warns(UserWarning, match="the perceptual loss is off"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not said at every load (attfind, explain and report have no such loss) ...
         adapter.check(16)
     assert not adapter.has_features and adapter.features(torch.zeros(1, 3, 16, 16)) is None
+    assert "the perceptual loss is off" in adapter.features_note  # ... but by the trainer, which has it
 
 
 def test_torchscript_class_names_and_its_error_line(tmp_path):

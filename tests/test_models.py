@@ -158,3 +158,11 @@ def test_divergence_stops_with_step(tmp_path, stand_in_classifier, tiny_images):
         tr.G.const.fill_(float("nan"))
     with pytest.raises(DivergenceError, match="step 1"):
         tr.run()
+
+
+def test_the_trainer_says_when_the_perceptual_loss_is_off(tmp_path, stand_in_classifier, tiny_images, monkeypatch):
+    """The note of a classifier whose `features` is unusable is said where the perceptual loss lives, in training."""
+    note = "Classifier 'x' has a `features` that does not return ...; the perceptual loss is off for it."
+    monkeypatch.setattr(stand_in_classifier, "features_note", note, raising=False)
+    with pytest.warns(UserWarning, match="the perceptual loss is off"):
+        _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=1)

@@ -191,6 +191,7 @@ class ClassifierAdapter(nn.Module):
             class_names = source.class_names
         self.class_names = None if class_names is None else list(class_names)
         self._features_ok = True
+        self.features_note: str | None = None  # why `features` is not used, when `check` found it unusable
         self._source = source if source is not None else ClassifierSource(kind="module", location=type(model).__name__)
         self._fingerprint: str | None = None
         self._checked_at: int | None = None  # the resolution `check` last passed at
@@ -437,12 +438,11 @@ class ClassifierAdapter(nn.Module):
             ok = ok and all(isinstance(f, torch.Tensor) and f.ndim == 4 and f.shape[0] == 2 for f in feats)
         except Exception:
             ok = False
-        if not ok:
+        if not ok:  # said by the trainer, the one user of the perceptual loss (not by attfind, explain, report)
             self._features_ok = False
-            warnings.warn(
+            self.features_note = (
                 f"Classifier {name} has a `features` that does not return a list of feature maps [N, C, H, W] (a "
-                "torchvision model's convolutional trunk has that name); the perceptual loss is off for it.",
-                stacklevel=3,
+                "torchvision model's convolutional trunk has that name); the perceptual loss is off for it."
             )
 
 

@@ -239,6 +239,8 @@ class Trainer:
         self.seconds = 0.0
         self.pl_mean = torch.zeros((), device=self.device)  # running mean of the path lengths (pl_weight)
         self.use_perceptual = config.perceptual_weight > 0 and getattr(classifier, "has_features", False)
+        if config.perceptual_weight > 0 and getattr(classifier, "features_note", None) and self.dist.is_main:
+            warnings.warn(classifier.features_note, stacklevel=2)
         self.best: float | None = None  # the best held-out figure so far (keep_best)
         self._eval_mark = 0  # how many eval_every_minutes intervals the clock has passed at the last evaluation
         if config.w_scale == "match_mapping":
