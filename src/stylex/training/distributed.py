@@ -301,5 +301,8 @@ def process_group(device: str | torch.device = "cpu") -> Iterator[Distributed]:
         torch_dist.init_process_group("gloo")
     try:
         yield dist
+        # every rank leaves together: a rank that tore gloo down while another still worked (rank 0 drawing the
+        # pictures) was aborted at exit now and then ("terminate called without an active exception", SIGABRT)
+        torch_dist.barrier()
     finally:
         torch_dist.destroy_process_group()
