@@ -108,10 +108,10 @@ def _load(
         )
     found = "stylex" if os.path.isdir(source) else "torchscript" if os.path.isfile(source) else "factory"
     if kind is not None and kind != found:  # a record naming a folder kind at a program file loaded it unchecked
+        what = {"stylex": "folder", "torchscript": "file", "factory": "module name"}[found]
         raise StylexError(
-            f"The run records its classifier '{source}' as a {kind!r} classifier, but it is a "
-            f"{'folder' if found == 'stylex' else 'file' if found == 'torchscript' else 'module name'}; "
-            "the record was changed by hand: point it at the classifier the run was trained with."
+            f"The run records its classifier '{source}' as a {kind!r} classifier, but it is a {what}; the record "
+            "was changed by hand: point it at the classifier the run was trained with."
         )
     with torch.random.fork_rng(devices=[]):
         if found == "stylex":
@@ -175,8 +175,8 @@ def load_classifier_from_dict(
             what = "Python code" if src.kind == "factory" else "a TorchScript program"
             raise StylexError(
                 f"The run's classifier is {what}, {os.path.normpath(src.location)!r}, which this machine has not "
-                "trusted yet: loading "
-                "it runs what the run folder's author chose. For your own run, or one you trust, add --trust-code "
+                "trusted yet: loading it runs what the run folder's author chose. For your own run, or one you "
+                "trust, add --trust-code "
                 + ("once" if trust.keeps_a_list() else "(every time: STYLEX_TRUST_STORE is empty, so none is kept)")
                 + " (`stylex --trust-code COMMAND ...`; trust_code=True from Python, or STYLEX_TRUST_CODE=1)."
             )

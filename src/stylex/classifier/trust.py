@@ -36,11 +36,9 @@ def trusts_code() -> bool:
 
 
 def store_path() -> Path:
-    """The trust list's file (see the module docstring; STYLEX_TRUST_STORE set but empty: no list)."""
+    """The trust list's file (see the module docstring; `keeps_a_list` says whether there is one)."""
     if os.environ.get(STORE_ENV):
         return Path(os.environ[STORE_ENV])
-    if os.environ.get(STORE_ENV) == "":
-        return Path(os.devnull)
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "stylex" / "trusted-classifiers.json"
 
@@ -62,7 +60,7 @@ def code_key(src: ClassifierSource, program: bytes | None = None) -> str | None:
 def _read() -> tuple[set[str], bool]:
     """(the trusted keys, whether the list may be written: absent, or a list stylex can read). A list it cannot
     read is said once and left alone (rewriting it would drop what it held)."""
-    if os.environ.get(STORE_ENV) == "":  # no list at all
+    if not keeps_a_list():
         return set(), False
     path = store_path()
     if not path.exists():
@@ -103,7 +101,7 @@ def remember(src: ClassifierSource, program: bytes | None = None) -> None:
     """Add a code classifier the user gave stylex directly to the trust list. When that cannot be done (no list, a
     list it cannot read or write), it says so once: later commands on its runs will ask for --trust-code."""
     key = code_key(src, program)
-    if key is None or os.environ.get(STORE_ENV) == "":  # STYLEX_TRUST_STORE= (empty): no list at all, by choice
+    if key is None or not keeps_a_list():  # no list at all, by choice
         return
     keys, writable = _read()
     if key in keys:
