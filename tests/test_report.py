@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -195,11 +194,15 @@ def test_report_of_an_exported_model(evil_run, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ viewer over HTTP
+TOKEN = "a-test-token_0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 @pytest.fixture(scope="module")
 def viewer_url(evil_run):
     from stylex.explain.viewer import load_viewer, make_server
 
-    server = make_server(load_viewer(evil_run / "run", num_images=4), "127.0.0.1", 0, quiet=True)
+    server = make_server(load_viewer(evil_run / "run", num_images=4), "127.0.0.1", 0, quiet=True, token=TOKEN)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -216,6 +219,11 @@ def _request(url, data=None, content_type=None, headers=None):
             return r.status, r.read(), r.headers
     except urllib.error.HTTPError as e:
         return e.code, e.read(), e.headers
+
+
+def _authed(url, data=None, content_type=None, headers=None):
+    """`_request` with the viewer's token."""
+    return _request(url, data, content_type, {**AUTH, **(headers or {})})
 
 
 def _png(size=(20, 12), mode="RGB") -> bytes:
@@ -235,15 +243,90 @@ def test_the_viewer_offers_images_of_every_class():
     assert round_robin([2, 0, 2], 5) == [1, 0, 2] and round_robin([], 3) == []
 
 
+def test_the_viewer_asks_for_its_token(viewer_url):
+    """`stylex serve` had no login: anyone who reached the port could use it. Now every request needs the token
+    (a cookie set by opening /?token=..., or a Bearer header); the token leaves the address bar at once."""
+    for path in ("/", "/api/info"):
+        status, body, _ = _request(viewer_url + path)
+        assert status == 401 and "needs its token" in json.loads(body)["error"], path
+        assert _request(viewer_url + path, headers={"Authorization": "Bearer wrong-token-0123456789"})[0] == 401
+        assert _request(viewer_url + path, headers={"Cookie": "stylex-viewer-1=" + TOKEN})[0] == 401, "other port"
+    assert _request(viewer_url + "/api/render", b"{}", "application/json")[0] == 401
+    assert _request(viewer_url + "/?token=wrong-token-0123456789")[0] == 401
+    assert _request(viewer_url + "/api/info?token=" + TOKEN)[0] == 401, "only the page takes it in the address"
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    try:
+        urllib.request.build_opener(NoRedirect).open(viewer_url + "/?token=" + TOKEN, timeout=30)
+    except urllib.error.HTTPError as e:
+        status, headers = e.code, e.headers
+    assert status == 303 and headers["Location"] == "/"
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN in cookie
+    port = viewer_url.rsplit(":", 1)[1]
+    jar = {"Cookie": f"other=1; stylex-viewer-{port}={TOKEN}"}
+    assert _request(viewer_url + "/api/info", headers=jar)[0] == 200
+    assert _request(viewer_url + "/", headers=AUTH)[0] == 200
+
+
+def test_a_viewer_token_must_be_long_and_plain():
+    import stylex
+    from stylex.explain.viewer import make_server, new_token
+
+    for bad in ("short", "x" * 15, "has space 0123456789", "semi;colon0123456789", "é" * 20):
+        with pytest.raises(stylex.StylexError, match="16 to 256 characters"):
+            make_server(None, port=0, token=bad)
+    tokens = {new_token() for _ in range(3)}
+    assert len(tokens) == 3 and all(len(t) == 32 for t in tokens)
+    make_server(None, port=0, token=tokens.pop()).server_close()
+
+
+def test_stylex_serve_prints_an_address_with_a_token_that_opens_the_viewer(evil_run, monkeypatch):
+    """The CLI makes a token by default and prints it in the address; a browser (a cookie jar here) that opens
+    the address can then use the API, a client without it gets a 401."""
+    import http.cookiejar
+
+    monkeypatch.delenv("STYLEX_VIEWER_TOKEN", raising=False)
+    command = [sys.executable, "-m", "stylex", "serve", str(evil_run / "run"), "--port", "0", "--num-images", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        address = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=([A-Za-z0-9_-]{32}) ", line)
+        assert address, line + proc.stderr.read() if proc.poll() is not None else line
+        base = address.group(1)
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with browser.open(f"{base}/?token={address.group(2)}", timeout=60) as r:
+            assert r.status == 200 and r.url == base + "/" and b"StylEx viewer" in r.read()
+        with browser.open(base + "/api/info", timeout=60) as r:
+            assert json.loads(r.read())["classes"][0] == EVIL
+        assert _request(base + "/api/info")[0] == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_serve_token_options(evil_run, monkeypatch):
+    monkeypatch.delenv("STYLEX_VIEWER_TOKEN", raising=False)
+    result = run("serve", evil_run / "run", "--token", "short", "--port", 0, ok=False)
+    assert result.exit_code != 0 and "16 to 256 characters" in result.output
+    result = run("serve", evil_run / "run", "--token", "x" * 20, "--no-token", ok=False)
+    assert result.exit_code == 2 and "contradict" in result.output
+    monkeypatch.setenv("STYLEX_VIEWER_TOKEN", "short")
+    assert "16 to 256 characters" in run("serve", evil_run / "run", "--port", 0, ok=False).output
+
+
 def test_viewer_api_renders_and_refuses(viewer_url):
-    status, body, headers = _request(viewer_url + "/")
+    status, body, headers = _authed(viewer_url + "/")
     assert status == 200 and "script-src 'sha256-" in headers["Content-Security-Policy"]
     assert headers["X-Content-Type-Options"] == "nosniff"
-    info = json.loads(_request(viewer_url + "/api/info")[1])
+    info = json.loads(_authed(viewer_url + "/api/info")[1])
     assert info["classes"][0] == EVIL and info["images"] and info["sliders"]
 
     def render(values):
-        status, body, _ = _request(
+        status, body, _ = _authed(
             viewer_url + "/api/render", json.dumps({"image": "i0", "values": values}).encode(), "application/json"
         )
         assert status == 200, body
@@ -256,25 +339,25 @@ def test_viewer_api_renders_and_refuses(viewer_url):
 
     # no path reaches the file system; only the page and the API exist
     for path in ("/../../etc/passwd", "/index.html", "/%2e%2e/etc/passwd", "/static/app.js", "/api/../../etc"):
-        assert _request(viewer_url + path)[0] == 404, path
-    status, _, headers = _request(viewer_url + "/api/render")
+        assert _authed(viewer_url + path)[0] == 404, path
+    status, _, headers = _authed(viewer_url + "/api/render")
     assert status == 405 and headers["Allow"] == "POST"
     # uploads: images only, size-checked, decoded in memory
-    assert _request(viewer_url + "/api/upload", b"hello, not an image", "application/octet-stream")[0] == 400
-    assert _request(viewer_url + "/api/upload", b"", "application/octet-stream")[0] == 400
+    assert _authed(viewer_url + "/api/upload", b"hello, not an image", "application/octet-stream")[0] == 400
+    assert _authed(viewer_url + "/api/upload", b"", "application/octet-stream")[0] == 400
     too_big = b"\x89PNG" + b"\0" * (5 * 1024 * 1024 + 1)
-    assert _request(viewer_url + "/api/upload", too_big, "application/octet-stream")[0] == 413
-    assert _request(viewer_url + "/api/upload", _png(), "text/plain")[0] == 415
-    status, body, _ = _request(viewer_url + "/api/upload", _png(mode="RGBA"), "application/octet-stream")
+    assert _authed(viewer_url + "/api/upload", too_big, "application/octet-stream")[0] == 413
+    assert _authed(viewer_url + "/api/upload", _png(), "text/plain")[0] == 415
+    status, body, _ = _authed(viewer_url + "/api/upload", _png(mode="RGBA"), "application/octet-stream")
     assert status == 200 and json.loads(body)["image"].startswith("u")
     # malformed requests get a 4xx with one sentence, never a traceback
     bad_requests = [{"image": "../x"}, {"image": "i0", "values": {"99": 1}}, {"image": "i0", "values": {"0": "NaN"}}]
     for payload in (b"{", b"[]", *(json.dumps(r).encode() for r in bad_requests)):
-        status, body, _ = _request(viewer_url + "/api/render", payload, "application/json")
+        status, body, _ = _authed(viewer_url + "/api/render", payload, "application/json")
         assert 400 <= status < 500 and "Traceback" not in body.decode()
     # DNS rebinding and cross-origin posts
-    assert _request(viewer_url + "/", headers={"Host": "evil.example:80"})[0] == 403
-    status = _request(viewer_url + "/api/render", b"{}", "application/json", {"Origin": "http://evil.example"})[0]
+    assert _authed(viewer_url + "/", headers={"Host": "evil.example:80"})[0] == 403
+    status = _authed(viewer_url + "/api/render", b"{}", "application/json", {"Origin": "http://evil.example"})[0]
     assert status == 403
 
 
@@ -525,8 +608,9 @@ def test_report_in_a_browser(browser, evil_run):
 @pytest.mark.slow
 def test_viewer_in_a_browser(browser, viewer_url, tmp_path):
     page, problems = _page(browser)
-    page.goto(viewer_url + "/")
+    page.goto(viewer_url + "/?token=" + TOKEN)
     page.wait_for_function("() => document.body.dataset.renders === '1'")
+    assert page.url == viewer_url + "/", "the token left the address bar"
     assert page.locator("img[src='x']").count() == 0
     assert page.locator("#probs th", has_text=EVIL).count() == 1
     first = page.get_attribute("#thumbs button.active", "title")
@@ -602,22 +686,29 @@ def test_a_viewer_for_colleagues_answers_only_its_own_names(evil_run, monkeypatc
     from stylex.explain import viewer as viewer_module
     from stylex.explain.viewer import load_viewer, make_server
 
-    monkeypatch.setattr(viewer_module, "MAX_CONNECTIONS", 2)
-    server = make_server(load_viewer(evil_run / "run", num_images=1), "0.0.0.0", 0, quiet=True,
-                         allowed_hosts=("viewer.lab",))  # fmt: skip
+    viewer = load_viewer(evil_run / "run", num_images=1)
+    server = make_server(viewer, "0.0.0.0", 0, quiet=True, allowed_hosts=("viewer.lab",))
     port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{port}/api/info"
         assert _request(url, headers={"Host": f"attacker.example:{port}"})[0] == 403
         for name in ("viewer.lab", socket.gethostname(), "127.0.0.1"):
             assert _request(url, headers={"Host": f"{name}:{port}"})[0] == 200, name
         assert viewer_module._Handler.timeout == viewer_module.REQUEST_TIMEOUT
+    finally:
+        server.shutdown()
+        server.server_close()
+    # the cap, on a fresh server (a busy machine may not yet have freed the slots of the requests above); the
+    # server accepts connections in the order they came, so the third one finds both slots held
+    monkeypatch.setattr(viewer_module, "MAX_CONNECTIONS", 2)
+    server = make_server(viewer, "127.0.0.1", 0, quiet=True)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]  # hold both slots
-        time.sleep(0.3)
         extra = socket.create_connection(("127.0.0.1", port))
-        extra.settimeout(5)
+        extra.settimeout(20)
         assert extra.recv(1) == b"", "a connection beyond the cap is closed at once"
         for conn in (*idle, extra):
             conn.close()

@@ -928,16 +928,26 @@ def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames,
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="Another name (or address) browsers may use to reach the viewer, e.g. a DNS alias; repeatable. "
               "Requests addressed to other names are refused.")  # fmt: skip
+@click.option("--token", envvar="STYLEX_VIEWER_TOKEN", show_envvar=True, metavar="TOKEN",
+              help="The token browsers must present (16-256 letters, digits, . _ ~ -); default: a random one, "
+              "printed in the viewer's address. Prefer the environment variable: a command line is visible to "
+              "the machine's other users.")  # fmt: skip
+@click.option("--no-token", is_flag=True, help="Serve without a token: anyone who can reach the address can use it.")
 @click.option("--num-images", default=12, show_default=True, type=click.IntRange(min=0), help="Images offered.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 @click.option("--quiet", is_flag=True, help="Do not log requests.")
-def serve_cmd(run_dir, attributes_dir, data, host, port, allowed_hosts, num_images, device, quiet):
-    """Serve a live viewer: pick or upload an image, move the top attributes, watch the classifier (Ctrl-C stops)."""
+def serve_cmd(run_dir, attributes_dir, data, host, port, allowed_hosts, token, no_token, num_images, device, quiet):
+    """Serve a live viewer: pick or upload an image, move the top attributes, watch the classifier (Ctrl-C stops).
+
+    Open the address it prints: it carries a token (as Jupyter's does), which the browser then keeps in a cookie.
+    """
     from stylex.explain.viewer import serve
 
+    if no_token and token:
+        raise click.UsageError("--no-token and --token (or STYLEX_VIEWER_TOKEN) contradict each other; drop one.")
     try:
         serve(run_dir, host, port, attributes_dir, data, num_images, device=device, quiet=quiet,
-              allowed_hosts=allowed_hosts)  # fmt: skip
+              allowed_hosts=allowed_hosts, token=None if no_token else token or "auto")  # fmt: skip
     except KeyboardInterrupt:
         click.echo("viewer stopped.")
 

@@ -9,6 +9,11 @@ Security, as a viewer on a researcher's machine needs it:
   elsewhere cannot reach the viewer through DNS rebinding), and so are cross-origin POSTs. On a loopback address
   the names are the loopback ones; on another (`--host 0.0.0.0` for colleagues) the machine's host name, its
   addresses and the names given with `--allowed-host`;
+- a token, like Jupyter's: `stylex serve` makes a random one (or takes `--token` / `$STYLEX_VIEWER_TOKEN`) and
+  prints the address with `?token=...`; opening it sets an HttpOnly, SameSite=Strict cookie and drops the token
+  from the address bar. Every request needs the cookie (or `Authorization: Bearer TOKEN`); a wrong or missing one
+  gets a 401. Plain HTTP carries it unencrypted: on a network you do not trust, reach the viewer through an SSH
+  tunnel or a TLS proxy;
 - connections time out after `REQUEST_TIMEOUT` seconds idle and at most `MAX_CONNECTIONS` are served at once;
   at most `MAX_DECODES` uploads are decoded at once;
 - no request path reaches the file system: the page is one in-memory string, the rest is a JSON API;
@@ -33,10 +38,11 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import torch
@@ -61,8 +67,10 @@ _DECODING = threading.BoundedSemaphore(MAX_DECODES)
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 """Pillow formats an upload may have."""
 MAX_UPLOADS = 16
-POST_ROUTES = ("/api/render", "/api/upload")
 """Uploaded images kept in memory (least recently used dropped first)."""
+POST_ROUTES = ("/api/render", "/api/upload")
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
+"""A viewer token: long enough not to be guessed, and plain enough to sit in an address and a cookie unescaped."""
 
 
 class HTTPError(StylexError):
@@ -438,6 +446,46 @@ class _Handler(BaseHTTPRequestHandler):
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
     # --- checks --------------------------------------------------------------------------------------------
+    def _cookie_name(self) -> str:
+        return f"stylex-viewer-{self.server.server_address[1]}"  # cookies ignore the port: one per viewer
+
+    def _authorised(self) -> bool:
+        """The token check (none when the viewer has no token): the cookie, or an `Authorization: Bearer` header."""
+        token: str | None = self.server.token  # type: ignore[attr-defined]
+        if token is None:
+            return True
+        given = []
+        cookies = SimpleCookie()
+        try:
+            cookies.load(self.headers.get("Cookie", ""))
+        except CookieError:
+            pass
+        if self._cookie_name() in cookies:
+            given.append(cookies[self._cookie_name()].value)
+        scheme, _, value = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            given.append(value.strip())
+        if any(secrets.compare_digest(g.encode(), token.encode()) for g in given):
+            return True
+        self._error(401, "this viewer needs its token: open the address with ?token=... that `stylex serve` printed "
+                    "(or send Authorization: Bearer TOKEN).")  # fmt: skip
+        return False
+
+    def _token_in_query(self) -> bool:
+        """GET /?token=T with the right T: set the cookie and send the browser to / (the token leaves the address
+        bar and the history). True when the request was answered here."""
+        token: str | None = self.server.token  # type: ignore[attr-defined]
+        url = urlsplit(self.path)
+        given = parse_qs(url.query).get("token")
+        if token is None or not given or url.path != "/":
+            return False
+        if not secrets.compare_digest(given[-1].encode(), token.encode()):
+            self._error(401, "wrong token: copy the address `stylex serve` printed.")
+            return True
+        cookie = f"{self._cookie_name()}={token}; Path=/; HttpOnly; SameSite=Strict"
+        self._send(303, b"", "text/plain; charset=utf-8", {"Location": "/", "Set-Cookie": cookie})
+        return True
+
     def _allowed(self, post: bool) -> bool:
         hosts = self.server.allowed_hosts  # type: ignore[attr-defined]
         host = self.headers.get("Host", "")
@@ -468,7 +516,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- routes --------------------------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        if not self._allowed(post=False):
+        if not self._allowed(post=False) or self._token_in_query() or not self._authorised():
             return
         path = urlsplit(self.path).path
         viewer: Viewer = self.server.viewer  # type: ignore[attr-defined]
@@ -483,7 +531,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "not found")
 
     def do_POST(self) -> None:  # noqa: N802
-        if not self._allowed(post=True):
+        if not self._allowed(post=True) or not self._authorised():
             return
         path = urlsplit(self.path).path
         viewer: Viewer = self.server.viewer  # type: ignore[attr-defined]
@@ -556,18 +604,22 @@ def make_server(
     port: int = 8000,
     quiet: bool = False,
     allowed_hosts: Sequence[str] = (),
+    token: str | None = None,
 ) -> ThreadingHTTPServer:
     """An HTTP server for `viewer` (not started: call `serve_forever`, e.g. in a thread; port 0 = any free port).
 
     Only requests whose Host header is one of the viewer's names are answered (see the module docstring);
-    `allowed_hosts` adds names (e.g. a DNS alias colleagues use) to those of the machine.
+    `allowed_hosts` adds names (e.g. a DNS alias colleagues use) to those of the machine. With a `token`, every
+    request needs it (see the module docstring); `new_token()` makes one.
     """
+    _check_token(token)
     try:
         server = _Server((host, port), _Handler)
     except OSError as e:
         raise StylexError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port.") from None
     server.viewer = viewer  # type: ignore[attr-defined]
     server.quiet = quiet  # type: ignore[attr-defined]
+    server.token = token  # type: ignore[attr-defined]
     real_port = server.server_address[1]
     names = {host, "localhost", "127.0.0.1", "[::1]", *allowed_hosts}
     if not _is_loopback(host):
@@ -576,6 +628,17 @@ def make_server(
     allowed = {f"{h}:{real_port}" for h in names} | (names if real_port == 80 else set())
     server.allowed_hosts = allowed  # type: ignore[attr-defined]
     return server
+
+
+def _check_token(token: str | None) -> None:
+    if token is not None and not TOKEN_PATTERN.fullmatch(token):
+        raise StylexError("a viewer token has 16 to 256 characters, each a letter, a digit or one of . _ ~ - "
+                          f"(got {len(token)} characters); leave it out and the viewer makes one.")  # fmt: skip
+
+
+def new_token() -> str:
+    """A random viewer token (32 URL-safe characters, 192 bits)."""
+    return secrets.token_urlsafe(24)
 
 
 def _machine_names() -> set[str]:
@@ -610,18 +673,24 @@ def serve(
     device: str = "cpu",
     quiet: bool = False,
     allowed_hosts: Sequence[str] = (),
+    token: str | None = "auto",
 ) -> None:
     """Serve the live viewer of a run until Ctrl-C (see `load_viewer` for the arguments; `allowed_hosts`: see
-    `make_server`)."""
+    `make_server`). `token`: "auto" makes a random one, printed in the address; None serves without one."""
+    token = new_token() if token == "auto" else token
+    _check_token(token)
     viewer = load_viewer(run_dir, attributes_dir, data, num_images, classifier=classifier, device=device)
-    server = make_server(viewer, host, port, quiet, allowed_hosts)
+    server = make_server(viewer, host, port, quiet, allowed_hosts, token)
     shown = f"[{host}]" if ":" in host else host
-    print(f"StylEx viewer on http://{shown}:{server.server_address[1]}/ (Ctrl-C stops it)", flush=True)
+    query = "" if token is None else f"?token={token}"
+    print(f"StylEx viewer on http://{shown}:{server.server_address[1]}/{query} (Ctrl-C stops it)", flush=True)
     if not _is_loopback(host):
         names = sorted({h.rsplit(":", 1)[0] for h in server.allowed_hosts})  # type: ignore[attr-defined]
-        print(f"warning: {host} is not a loopback address; anyone who can reach it can use the viewer (no login). "
-              f"It answers requests addressed to {', '.join(names)}; add others with --allowed-host NAME.",
-              flush=True)  # fmt: skip
+        who = ("anyone who can reach it can use the viewer (no token)" if token is None else
+               "anyone who has the token and can reach it can use the viewer; plain HTTP carries the token "
+               "unencrypted, so on a network you do not trust use an SSH tunnel or a TLS proxy")  # fmt: skip
+        print(f"warning: {host} is not a loopback address; {who}. It answers requests addressed to "
+              f"{', '.join(names)}; add others with --allowed-host NAME.", flush=True)  # fmt: skip
     try:
         server.serve_forever()
     finally:
