@@ -119,6 +119,43 @@ def test_an_exported_fine_tune_records_what_it_started_from(tiny, tmp_path):
     assert f"fine-tuned from {(tiny / 'run').resolve()} (2 steps)" in html
 
 
+def test_export_redact_paths_keeps_names_not_this_machines_folders(tiny, tmp_path):
+    """card.json and stylex/config.json recorded the exporting machine's absolute paths (source run, data, the run a
+    fine-tune started from), which may name users or projects; `--redact-paths` keeps their names only."""
+    from stylex.explain.report import write_report
+    from stylex.pipeline import load_run
+
+    run_cli("train", "--data", tiny / "data", "--classifier", tiny / "clf", "--out", tmp_path / "tuned",
+            "--preset", "tiny", "--max-steps", 1, "--init-from", tiny / "run", "--quiet")  # fmt: skip
+    plain = run_cli("export", tmp_path / "tuned", "--out", tmp_path / "plain", "--num-samples", 4).output
+    run_cli("export", tmp_path / "tuned", "--out", tmp_path / "shared", "--num-samples", 4, "--redact-paths")
+
+    def texts(folder):
+        return {
+            p.relative_to(folder).as_posix(): p.read_text()
+            for p in folder.rglob("*")
+            if p.suffix in (".json", ".jsonl")
+        }
+
+    folders = [str(p) for p in (tiny, tmp_path, tiny.resolve(), tmp_path.resolve())]
+    assert any(f in text for f in folders for text in texts(tmp_path / "plain").values()), "the test's premise"
+    leaks = {name for name, text in texts(tmp_path / "shared").items() if any(f in text for f in folders)}
+    assert leaks == set()
+    card = json.loads((tmp_path / "shared" / CARD).read_text())
+    assert (
+        card["source_run"] == "tuned"
+        and card["source_data"] == "data"
+        and card["samples"]["source"] == ("held-out split of data")
+    )
+    assert card["training"]["init_from"]["run"] == "run" and card["training"]["init_from"]["steps"] == 2
+    load_run(tmp_path / "shared" / "stylex")  # still a model
+    again = run_cli("export", tmp_path / "shared", "--out", tmp_path / "again", "--num-samples", 4).output
+    assert "fine-tuned from run" in again and "fine-tuned from run" in plain
+    with pytest.warns(UserWarning, match="no AttFind results"):
+        write_report(tmp_path / "shared" / "stylex", tmp_path / "report", generate=False)
+    assert "fine-tuned from run (2 steps)" in (tmp_path / "report" / "index.html").read_text()
+
+
 def test_export_best_ships_the_best_checkpoint(tiny, tmp_path):
     from stylex.training.checkpoint import read_weights
 

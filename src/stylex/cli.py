@@ -581,9 +581,13 @@ def demo_cmd(out, model_name, train, minutes, quiet):
     help="Export the run's best checkpoint by its held-out figure (best.safetensors, kept with --set keep_best=...) "
     "instead of the last.",
 )
+@click.option("--redact-paths", is_flag=True, help="Record the source run, its data and the run it was fine-tuned "
+              "from by name only, not by this machine's absolute paths (which card.json otherwise keeps): for a "
+              "folder shared outside.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists and holds an earlier export (card.json).")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
-def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_values, best, overwrite, device):
+def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_values, best, redact_paths, overwrite,
+               device):  # fmt: skip
     """Write a trained run as a self-contained model folder to ship: stylex/ (G_ema and E_ema only), classifier/,
     samples/ (held-out images in class folders) and card.json (what it is and how well it reconstructs)."""
     from stylex.zoo import export_run
@@ -609,6 +613,7 @@ def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_val
         overwrite=overwrite,
         device=device,
         best=best,
+        redact_paths=redact_paths,
     )
     rec, training = card["reconstruction"], card["training"]
     init = training.get("init_from")

@@ -159,6 +159,7 @@ def export_run(
     device: str = "cpu",
     seed: int = 0,
     best: bool = False,
+    redact_paths: bool = False,
 ) -> dict[str, Any]:
     """Write a trained run as a self-contained model folder (layout in the module docstring); returns its card.
 
@@ -180,6 +181,8 @@ def export_run(
         seed: picks the samples.
         best: export the run's best checkpoint by its held-out figure (best.safetensors, written when the run was
             trained with `keep_best`) instead of its last one.
+        redact_paths: record the source run, its data and the run it was fine-tuned from by their names only, not
+            by this machine's absolute paths (which may name users, projects or patients), for a folder to share.
 
     Returns:
         The card (also written to `out/card.json`): name, resolution, class names, classifier accuracy, the run's
@@ -273,10 +276,30 @@ def export_run(
             "date": export_info["date"],
             "notes": notes,
         }
+        if redact_paths:
+            shown = (str(info.get("data")), str(samples))
+            write_json(tmp / RUN_DIR / "config.json", _redacted(config, *shown))
+            card = _redacted(card, *shown)
         card["files"] = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         card["total_bytes"] = sum(card["files"].values())  # every file but card.json itself
         (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return card
+
+
+def _redacted(record: Any, *paths: str) -> Any:
+    """`record` with every absolute path cut to its last name, also where one of `paths` sits inside a sentence
+    (the samples' "held-out split of PATH")."""
+    if isinstance(record, dict):
+        return {k: _redacted(v, *paths) for k, v in record.items()}
+    if isinstance(record, list):
+        return [_redacted(v, *paths) for v in record]
+    if isinstance(record, str):
+        if os.path.isabs(record):
+            return Path(record).name
+        for path in paths:
+            if os.path.isabs(path) and path in record:
+                record = record.replace(path, Path(path).name)
+    return record
 
 
 def _not_an_export(folder: Path) -> str | None:
