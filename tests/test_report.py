@@ -589,14 +589,27 @@ def test_report_in_a_browser(browser, evil_run):
     assert len(labels) >= 2 and len(set(labels)) == len(labels) and all(" toward " in t for t in labels)
     alts = page.eval_on_selector_all("img", "els => els.map(e => e.alt)")
     assert all(alts) and not {"sweep", "explanation", "attribute frames"} & set(alts)
-    # a slider move changes the shown frame
+    # a slider move changes the shown frame, its alt text (the probabilities drawn on it) and the spoken value
     slider = page.locator("input.frames").first
     img = page.locator(f"#{slider.get_attribute('data-target')}")
-    before = img.get_attribute("src")
+    before, alt_before = img.get_attribute("src"), img.get_attribute("alt")
     slider.focus()
     page.keyboard.press("End")
     after = img.get_attribute("src")
     assert after != before and after.endswith("_f2.png")
+    assert img.get_attribute("alt") != alt_before and "per image: " in img.get_attribute("alt")
+    assert slider.get_attribute("aria-valuetext") == page.locator(f"#{slider.get_attribute('data-label')}").inner_text()
+    # the animations wait for Play, and pause again (WCAG 2.2.2)
+    animations = page.locator("img[data-gif]")
+    assert animations.count() >= 2
+    assert page.evaluate("Array.from(document.images).some(i => i.src.endsWith('.gif'))") is False
+    play = page.locator("button.play").first
+    play.click()
+    assert animations.first.get_attribute("src").endswith(".gif") and play.inner_text() == "Pause"
+    play.click()
+    assert animations.first.get_attribute("src").endswith("_still.png")
+    assert play.get_attribute("aria-pressed") == "false"
+    assert page.locator("main").count() == 1 and page.locator("main section").count() >= 4
     page.wait_for_function(f"() => document.getElementById('{slider.get_attribute('data-target')}').naturalWidth > 0")
     assert "toward" in page.locator(f"#{slider.get_attribute('data-label')}").inner_text()
     page.set_viewport_size({"width": 390, "height": 800})  # a phone: nothing wider than the screen
@@ -613,7 +626,9 @@ def test_viewer_in_a_browser(browser, viewer_url, tmp_path):
     assert page.url == viewer_url + "/", "the token left the address bar"
     assert page.locator("img[src='x']").count() == 0
     assert page.locator("#probs th", has_text=EVIL).count() == 1
-    first = page.get_attribute("#thumbs button.active", "title")
+    first = page.get_attribute("#thumbs button.active", "aria-label")
+    assert re.fullmatch(r"image 1, labelled .+", first) and page.get_attribute("#thumbs button.active", "aria-pressed")
+    assert page.locator("#thumbs button[aria-pressed=true]").count() == 1
     alts = [page.get_attribute(f"#{i}", "alt") for i in ("input", "recon", "edited")]
     assert alts[0].startswith(first + ", classified ") and alts[1].startswith("reconstruction of " + first)
     assert alts[2].startswith("edited " + first)
@@ -624,6 +639,11 @@ def test_viewer_in_a_browser(browser, viewer_url, tmp_path):
 
     image0, probs0 = shown()
     slider = page.locator("#sliders input[type=range]").first
+    assert slider.get_attribute("aria-valuetext") == "0.00 (unedited)"
+    ends = page.locator("#" + slider.get_attribute("aria-describedby")).inner_text()
+    assert ends.startswith("min") and "max" in ends
+    assert page.locator("#probs tr.pred th", has_text="(predicted)").count() == 1, "not by colour alone"
+    assert page.locator("#announce").inner_text().startswith("edited " + first + ": classified ")
     slider.focus()
     changed = False
     for n, key in enumerate(("End", "Home"), start=2):  # the image may sit at one end of the coordinate already
@@ -635,6 +655,7 @@ def test_viewer_in_a_browser(browser, viewer_url, tmp_path):
             changed = True
             break
     assert changed, "moving a slider changes the image and the probabilities"
+    assert re.fullmatch(r"-?1\.00 toward (min|max).*", slider.get_attribute("aria-valuetext"))
     assert abs(sum(probs1) - 1) < 1e-3
 
     upload = tmp_path / "upload.png"

@@ -258,6 +258,7 @@ def _body(run: _Run, top_k, num_slider_images, num_frames, num_explanations, gen
     ]
     if generate and run.result is not None:
         _strips_and_gifs(run, top_k, quiet)  # fills the img tags the attributes section refers to
+    _stills(run)
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     nav = " · ".join(f'<a href="#{k}">{esc(t)}</a>' for k, t, _ in sections)
     if run.export is not None:
@@ -272,9 +273,10 @@ def _body(run: _Run, top_k, num_slider_images, num_frames, num_explanations, gen
         f'<p class="meta">{what} · {esc(len(run.names))} classes · '
         f"written {esc(when)} by stylex {esc(__version__)}</p><nav>{nav}</nav></header>"
     )
-    parts = [head, _summary(run)]
+    parts = [head, "<main>", _summary(run)]
     for key, title, content in sections:
         parts.append(f'<section id="{key}"><h2>{esc(title)}</h2>{content}</section>')
+    parts.append("</main>")
     parts.append(
         '<footer>StylEx: Lang et al., "Explaining in Style: Training a GAN to explain a classifier in StyleSpace", '
         "ICCV 2021. This page needs no network; its pictures lie beside it.</footer>"
@@ -426,14 +428,14 @@ def _data_section(run: _Run) -> str:
             parts.append(f"<h4>Accuracy per class</h4>{''.join(bars)}")
         confusion = metrics.get("confusion")
         if isinstance(confusion, list) and len(confusion) == len(run.names):
-            head = "".join(f"<th>{esc(n)}</th>" for n in run.names)
+            head = "".join(f'<th scope="col">{esc(n)}</th>' for n in run.names)
             body = "".join(
-                f"<tr><th>{esc(n)}</th>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>"
+                f'<tr><th scope="row">{esc(n)}</th>' + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>"
                 for n, row in zip(run.names, confusion, strict=True)
             )
             parts.append(
                 "<h4>Confusion on held-out images (rows: true class, columns: predicted)</h4>"
-                f'<table class="grid"><tr><th></th>{head}</tr>{body}</table>'
+                f'<table class="grid"><tr><td></td>{head}</tr>{body}</table>'
             )
     else:
         parts.append(
@@ -555,7 +557,7 @@ def _reconstruction_section(run: _Run, generate: bool, quiet: bool) -> str:
     parts = []
     if generated:
         parts.append(f'<p class="note">Made for this report (as `{esc(command)}` would).</p>')
-    head = "<tr><th></th><th>consistency</th><th>L1</th><th>identity</th></tr>"
+    head = '<tr><td></td><th scope="col">consistency</th><th scope="col">L1</th><th scope="col">identity</th></tr>'
     rows = []
     labels = {
         "stylex": "StylEx G(E(x), C(x))",
@@ -671,7 +673,7 @@ def _attributes_section(run: _Run, top_k: int, num_images: int, num_frames: int,
             j, d = a.edit
             rows = _class_rows(run, y, j, d, num_images)
             sign = 1.0 if d == 1 else -1.0  # slider right = the attribute's direction
-            frames, probs = [], []
+            frames, probs, each = [], [], []
             if rows.numel():
                 r = rows.to(run.device)
                 s_r, noise_r = s_all.index(r), [t[r] for t in noise_all]
@@ -688,14 +690,19 @@ def _attributes_section(run: _Run, top_k: int, num_images: int, num_frames: int,
                     save_image(tile, dst)
                     frames.append(run.rel(dst))
                     probs.append(float(p[f].mean()))
-            cards.append(_attribute_card(run, c, a, frames, probs, values, generate))
+                    each.append(", ".join(f"{float(q):.2f}" for q in p[f]))
+            cards.append(_attribute_card(run, c, a, frames, probs, each, values, generate))
             bar.update(1)
         parts.append(f'<div class="attrs">{"".join(cards)}</div>')
     bar.close()
     return "".join(parts)
 
 
-def _attribute_card(run: _Run, c, a, frames: list[str], probs: list[float], values: list[float], generate: bool) -> str:
+def _attribute_card(
+    run: _Run, c, a, frames: list[str], probs: list[float], each: list[str], values: list[float], generate: bool
+) -> str:
+    """One attribute's card; `probs` / `each`: per slider frame the mean probability of the class / the probability
+    of each image (as text, for the frame's alt text: the pictures carry them as drawn labels)."""
     from stylex.explain.attributes import attribute_file_stem
 
     y = c.class_index
@@ -718,11 +725,16 @@ def _attribute_card(run: _Run, c, a, frames: list[str], probs: list[float], valu
             f"({v:+.2f}) · mean p({c.class_name}) = {p:.3f}"
             for v, p in zip(values, probs, strict=True)
         ]
+        named = f"{a.name()} toward {a.direction}, class {c.class_name}"  # `what` unescaped: escaped once below
+        alts = [
+            f"images with {named}, {t}; p({c.class_name}) per image: {ps}" for t, ps in zip(labels, each, strict=True)
+        ]
         body.append(
-            f'<div class="slider"><img id="{ident}img" src="{esc(frames[mid])}" alt="images with {what}, edited">'
+            f'<div class="slider"><img id="{ident}img" src="{esc(frames[mid])}" alt="{esc(alts[mid])}">'
             f'<input type="range" class="frames" min="0" max="{len(frames) - 1}" value="{mid}" step="1" '
             f'aria-label="move {what}" aria-describedby="{ident}lab" data-target="{ident}img" data-label="{ident}lab" '
-            f'data-frames="{esc(json.dumps(frames))}" data-labels="{esc(json.dumps(labels))}">'
+            f'aria-valuetext="{esc(labels[mid])}" data-frames="{esc(json.dumps(frames))}" '
+            f'data-labels="{esc(json.dumps(labels))}" data-alts="{esc(json.dumps(alts))}">'
             f'<div class="slab"><span>away</span><output id="{ident}lab">{esc(labels[mid])}</output>'
             f"<span>toward {esc(a.direction)}</span></div></div>"
         )
@@ -737,9 +749,13 @@ def _attribute_card(run: _Run, c, a, frames: list[str], probs: list[float], valu
     # files still missing are rendered by `_strips_and_gifs` once every card is written
     left, right = body, []  # left: the slider and the GIF; right: the strip
     if generate or gif.is_file():
+        still = gif.with_name(f"a{a.rank:02d}_still.png")  # made by `_stills`: the animation waits for Play
         left.append(
-            f'<figure><img src="{esc(run.rel(gif))}" alt="{what}: the coordinate swept"><figcaption>GIF: the '
-            "coordinate swept from its minimum to its maximum and back</figcaption></figure>"
+            f'<figure><img src="{esc(run.rel(still))}" alt="{what}: the coordinate at its minimum" '
+            f'data-gif="{esc(run.rel(gif))}" data-still="{esc(run.rel(still))}" '
+            f'data-playing="{what}: the coordinate swept from its minimum to its maximum and back">'
+            '<figcaption><button type="button" class="play" hidden>Play</button> the coordinate swept from its '
+            "minimum to its maximum and back (an animation)</figcaption></figure>"
         )
     if generate or strip.is_file():
         right.append(
@@ -749,6 +765,19 @@ def _attribute_card(run: _Run, c, a, frames: list[str], probs: list[float], valu
     if not (generate or gif.is_file() and strip.is_file()):
         right.append(f'<p class="note">Strip or GIF missing in {esc(run.attributes_dir)}; re-run AttFind.</p>')
     return f'{head}<div class="row"><div>{"".join(left)}</div><div>{"".join(right)}</div></div></div>'
+
+
+def _stills(run: _Run) -> None:
+    """A still (the first frame) beside each attribute GIF of the report, shown until the reader presses Play: an
+    animation that starts by itself and cannot be paused fails WCAG 2.2.2."""
+    from PIL import Image
+
+    for gif in sorted((run.out / "img").glob("c*/a*.gif")):
+        still = gif.with_name(f"{gif.stem}_still.png")
+        if not still.is_file():
+            with Image.open(gif) as im:
+                im.seek(0)
+                im.convert("RGB").save(still)
 
 
 def _attfind_picture(run: _Run, y: int, name: str) -> Path | None:
@@ -1118,7 +1147,7 @@ white-space:pre-wrap;word-break:break-all}
 .note{background:#fff6dd;border-left:4px solid #e0b100;padding:6px 10px;font-size:14px}
 .cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}.card{background:#fff;border:1px solid #ddd;
 border-radius:6px;padding:8px 14px;min-width:130px}.cv{font-size:22px;font-weight:600}.cl{font-size:13px}
-.ch{font-size:11px;color:#777}
+.ch{font-size:11px;color:#595959}
 table{border-collapse:collapse;margin:6px 0;background:#fff;display:block;overflow-x:auto;max-width:100%;
 width:fit-content}th,td{border:1px solid #ddd;padding:3px 8px;
 text-align:left;font-size:13px}table.grid td{text-align:right}
@@ -1135,7 +1164,8 @@ padding:8px 12px}.slider{display:flex;flex-direction:column;gap:4px;margin:4px 0
 .slab output{color:#111}.row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 figure{margin:4px 0}figcaption{font-size:12px;color:#555;max-width:420px}
 .expl{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:10px 0}
-footer{margin-top:30px;font-size:12px;color:#777}
+footer{margin-top:30px;font-size:12px;color:#595959}.expl h3{overflow-wrap:anywhere}
+button.play{font-size:12px;margin-right:4px}
 @media (max-width:700px){body{padding:0 8px 30px}.bl{min-width:120px}}
 """
 
@@ -1146,10 +1176,27 @@ document.querySelectorAll("input.frames").forEach(function (input) {
   var labels = JSON.parse(input.dataset.labels);
   var img = document.getElementById(input.dataset.target);
   var out = document.getElementById(input.dataset.label);
+  var alts = JSON.parse(input.dataset.alts);
   input.addEventListener("input", function () {
     var i = Number(input.value);
     img.src = frames[i];
+    img.alt = alts[i];
     out.textContent = labels[i];
+    input.setAttribute("aria-valuetext", labels[i]);
   });
+});
+// the attribute animations wait for Play (and stay still for readers who asked for less motion)
+document.querySelectorAll("img[data-gif]").forEach(function (img) {
+  var button = img.parentNode.querySelector("button.play");
+  var still = img.alt;
+  function play(on) {
+    img.src = on ? img.dataset.gif : img.dataset.still;
+    img.alt = on ? img.dataset.playing : still;
+    button.textContent = on ? "Pause" : "Play";
+    button.setAttribute("aria-pressed", String(on));
+  }
+  button.hidden = false;
+  button.addEventListener("click", function () { play(button.getAttribute("aria-pressed") !== "true"); });
+  play(false);
 });
 """

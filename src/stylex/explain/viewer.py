@@ -159,6 +159,7 @@ class Viewer:
         result: the `AttFindResult` (class names and attributes); effects: its `Effects` (s_min, s_max [S]).
         images: dataset images to offer [M, 3, R, R] in [-1, 1] (M may be 0).
         keys: M dataset indices (they fix each image's noise, as in AttFind); labels: M captions.
+        classes: M class names (or None) of the images, for their short accessible names ("image 3, labelled cat").
         sliders_per_class: the top attributes of every class that get a slider (shared coordinates merged).
         seed: the noise seed (AttFind's).
         title: shown at the top of the page.
@@ -176,6 +177,7 @@ class Viewer:
         sliders_per_class: int = 5,
         seed: int = 0,
         title: str = "",
+        classes: list[str | None] | None = None,
     ):
         assert images.ndim == 4 and len(images) == len(keys) == len(labels), (tuple(images.shape), len(keys))
         self.model, self.C, self.result, self.effects = model, classifier, result, effects
@@ -186,6 +188,7 @@ class Viewer:
         self.sliders = self._make_sliders(sliders_per_class)
         self._images = images
         self._keys, self._labels = list(keys), list(labels)
+        self._classes = list(classes) if classes is not None else [None] * len(labels)
         self._cache: OrderedDict[str, _Image] = OrderedDict()
         self._uploads: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
@@ -212,8 +215,13 @@ class Viewer:
     def info(self) -> dict[str, Any]:
         """What the page needs to draw itself: classes, images with thumbnails, sliders, limits."""
         images = [
-            {"id": f"i{k}", "label": label, "thumb": _png_uri(self._images[k], 64)}
-            for k, label in enumerate(self._labels)
+            {
+                "id": f"i{k}",
+                "label": label,
+                "name": f"image {k + 1}" + (f", labelled {cls}" if cls is not None else ""),
+                "thumb": _png_uri(self._images[k], 64),
+            }
+            for k, (label, cls) in enumerate(zip(self._labels, self._classes, strict=True))
         ]
         sliders = [
             {"id": i, "name": sl.name, "raises_min": sl.raises_min, "raises_max": sl.raises_max}
@@ -370,7 +378,7 @@ def load_viewer(
     effects = Effects.load(folder / EFFECTS_FILE)
     bind_results(model, result, effects, folder, run_dir)
     R = model.resolution
-    images, keys, labels = torch.zeros(0, 3, R, R), [], []
+    images, keys, labels, classes = torch.zeros(0, 3, R, R), [], [], []
     source = data or effects.meta.get("data") or model.run_info.get("data")
     if source and Path(source).exists():
         ds = load_dataset(source, resolution=R, progress=False)
@@ -384,8 +392,9 @@ def load_viewer(
         names = result.class_names
         for k in keys:
             name = ds.filenames[k] if ds.filenames else f"image {k}"
-            label = f" ({names[int(ds.labels[k])]})" if ds.labels is not None and int(ds.labels[k]) < len(names) else ""
-            labels.append(f"{k}: {name}{label}")
+            known = ds.labels is not None and int(ds.labels[k]) < len(names)
+            classes.append(names[int(ds.labels[k])] if known else None)
+            labels.append(f"{k}: {name}" + (f" ({classes[-1]})" if known else ""))
     return Viewer(
         model,
         classifier,
@@ -397,6 +406,7 @@ def load_viewer(
         sliders_per_class=sliders_per_class,
         seed=int(effects.meta.get("seed", 0)),
         title=f"StylEx viewer: {model_name(model.run_info, run_dir)}",
+        classes=classes,
     )
 
 
@@ -714,7 +724,8 @@ text-align:left}td.p{min-width:120px;white-space:nowrap}.pbar{display:inline-blo
 vertical-align:middle}tr.pred th{background:#eef3fb}
 .slider{margin:8px 0 12px}.slider .name{font-weight:600;font-size:13px}.slider input{width:100%}
 .ends{display:flex;justify-content:space-between;font-size:11px;color:#555;gap:8px}
-#message{color:#a40000;font-size:13px;min-height:1em;overflow-wrap:anywhere}.small{font-size:12px;color:#555}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+.mark{font-weight:400;font-size:11px;color:#333}#message{color:#a40000;font-size:13px;min-height:1em;overflow-wrap:anywhere}.small{font-size:12px;color:#555}
 button#reset{font-size:12px}
 @media (max-width:900px){main{grid-template-columns:1fr}main>section{min-width:0;overflow-x:auto}
 body{padding:0 8px 30px}td.p{min-width:60px}.imgs img{width:112px;height:112px}}
@@ -756,7 +767,7 @@ function describe(id, what, probs) {
 }
 function show(d) {
   var thumb = document.querySelector("#thumbs button.active");
-  var label = thumb ? thumb.title : "the image";
+  var label = thumb ? thumb.getAttribute("aria-label") : "the image";
   document.getElementById("input").src = d.input;
   document.getElementById("recon").src = d.reconstruction;
   document.getElementById("edited").src = d.edited;
@@ -767,7 +778,9 @@ function show(d) {
   body.replaceChildren();
   state.info.classes.forEach(function (name, k) {
     var tr = el("tr", k === d.predicted ? "pred" : "");
-    tr.appendChild(el("th", "", name));
+    var th = el("th", "", name);
+    if (k === d.predicted) { th.appendChild(el("span", "mark", " (predicted)")); }
+    tr.appendChild(th);
     tr.appendChild(probCell(d.probs_input[k]));
     tr.appendChild(probCell(d.probs_reconstruction[k]));
     var cell = probCell(d.probs[k]);
@@ -775,6 +788,9 @@ function show(d) {
     tr.appendChild(cell);
     body.appendChild(tr);
   });
+  var k = d.predicted;
+  document.getElementById("announce").textContent = "edited " + label + ": classified " + state.info.classes[k] +
+    " (" + d.probs[k].toFixed(2) + ")";
   state.renders += 1;
   document.body.dataset.renders = String(state.renders);
 }
@@ -782,11 +798,13 @@ function render() {
   if (!state.image) { return; }
   if (state.busy) { state.pending = true; return; }
   state.busy = true;
+  document.getElementById("picture").setAttribute("aria-busy", "true");
   call("/api/render", JSON.stringify({image: state.image, values: state.values}), "application/json")
     .then(function (d) { message(""); show(d); })
     .catch(function (e) { message(e.message); })
     .finally(function () {
       state.busy = false;
+      document.getElementById("picture").removeAttribute("aria-busy");
       if (state.pending) { state.pending = false; render(); }
     });
 }
@@ -794,17 +812,20 @@ function select(id) {
   state.image = id;
   document.querySelectorAll("#thumbs button").forEach(function (b) {
     b.classList.toggle("active", b.dataset.id === id);
+    b.setAttribute("aria-pressed", String(b.dataset.id === id));
   });
   render();
 }
-function addThumb(id, label, src) {
+function addThumb(id, label, name, src) {
   var b = el("button");
   b.type = "button";
   b.dataset.id = id;
   b.title = label;
+  b.setAttribute("aria-label", name);
+  b.setAttribute("aria-pressed", "false");
   var img = el("img");
   img.src = src;
-  img.alt = label;
+  img.alt = "";
   b.appendChild(img);
   b.addEventListener("click", function () { select(id); });
   document.getElementById("thumbs").appendChild(b);
@@ -821,15 +842,24 @@ function buildSliders(info) {
     input.step = "0.05";
     input.value = "0";
     input.dataset.id = String(s.id);
-    input.setAttribute("aria-label", s.name);
+    input.setAttribute("aria-label", "attribute " + s.name);
     var ends = el("div", "ends");
-    ends.appendChild(el("span", "", "min" + (s.raises_min.length ? ": raises " + s.raises_min.join(", ") : "")));
+    ends.id = "ends" + s.id;
+    var low = "min" + (s.raises_min.length ? ": raises " + s.raises_min.join(", ") : "");
+    var high = "max" + (s.raises_max.length ? ": raises " + s.raises_max.join(", ") : "");
+    ends.appendChild(el("span", "", low));
     var pos = el("output", "", "0.00");
     ends.appendChild(pos);
-    ends.appendChild(el("span", "", "max" + (s.raises_max.length ? ": raises " + s.raises_max.join(", ") : "")));
+    ends.appendChild(el("span", "", high));
+    input.setAttribute("aria-describedby", ends.id);
+    var spoken = function (v) {
+      return v.toFixed(2) + (v > 0 ? " toward " + high : v < 0 ? " toward " + low : " (unedited)");
+    };
+    input.setAttribute("aria-valuetext", spoken(0));
     input.addEventListener("input", function () {
       var v = Number(input.value);
       pos.textContent = v.toFixed(2);
+      input.setAttribute("aria-valuetext", spoken(v));
       if (v === 0) { delete state.values[s.id]; } else { state.values[s.id] = v; }
       render();
     });
@@ -840,7 +870,10 @@ function buildSliders(info) {
   if (!info.sliders.length) { list.appendChild(el("p", "small", "AttFind selected no attributes.")); }
 }
 document.getElementById("reset").addEventListener("click", function () {
-  document.querySelectorAll("#sliders input").forEach(function (i) { i.value = "0"; });
+  document.querySelectorAll("#sliders input").forEach(function (i) {
+    i.value = "0";
+    i.dispatchEvent(new Event("input"));
+  });
   document.querySelectorAll("#sliders output").forEach(function (o) { o.textContent = "0.00"; });
   state.values = {};
   render();
@@ -853,7 +886,7 @@ document.getElementById("upload").addEventListener("change", function (ev) {
     return;
   }
   call("/api/upload", file, "application/octet-stream").then(function (d) {
-    addThumb(d.image, file.name, d.input);
+    addThumb(d.image, file.name, "uploaded image " + file.name, d.input);
     state.image = d.image;
     select(d.image);
   }).catch(function (e) { message(e.message); });
@@ -862,22 +895,22 @@ call("/api/info").then(function (info) {
   state.info = info;
   document.getElementById("title").textContent = info.title;
   document.title = info.title;
-  info.images.forEach(function (im) { addThumb(im.id, im.label, im.thumb); });
+  info.images.forEach(function (im) { addThumb(im.id, im.label, im.name, im.thumb); });
   buildSliders(info);
   if (info.images.length) { select(info.images[0].id); } else { message("No dataset images: upload one."); }
 }).catch(function (e) { message(e.message); });
 """
 
 _BODY = """
-<h1 id="title">StylEx viewer</h1>
+<header><h1 id="title">StylEx viewer</h1>
 <p class="small">Pick or upload an image; move the sliders to push StyleSpace coordinates toward their minimum or
-maximum over the AttFind images and watch the classifier's probabilities.</p>
+maximum over the AttFind images and watch the classifier's probabilities.</p></header>
 <main>
 <section><h2>Images</h2><div id="thumbs"></div>
 <p><label class="small">Upload (PNG, JPEG, GIF, BMP, WEBP or TIFF, up to 5 MB):
 <input type="file" id="upload" accept="image/*"></label></p>
 <p id="message" role="status"></p></section>
-<section><h2>Image</h2><div class="imgs">
+<section id="picture"><h2>Image</h2><p id="announce" class="sr" aria-live="polite"></p><div class="imgs">
 <figure><img id="input" alt="input"><figcaption>input</figcaption></figure>
 <figure><img id="recon" alt="reconstruction"><figcaption>reconstruction</figcaption></figure>
 <figure><img id="edited" alt="edited"><figcaption>edited</figcaption></figure></div>
