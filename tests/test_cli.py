@@ -69,6 +69,33 @@ def test_data_heldout_writes_the_runs_own_validation_split(chain, tmp_path):
         _error(run(*args[:-2], tricky, *extra, ok=False), "is the data being split")
 
 
+def test_the_held_out_split_is_refused_when_images_were_added_or_removed(chain, tmp_path):
+    """One image deleted from the run's data folder after training, and `data heldout`, `reconstruct` and `export`
+    recomputed the split without a word: 699 of 2,000 "held-out" images were training images in a user's test.
+    Now they say so; edited pixels (same images) only warn, as the split is the same."""
+    import shutil
+
+    from PIL import Image
+
+    data, run_dir = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(chain / "data", data)
+    (data / "factors.csv").unlink()  # a plain image folder (the synthetic one lists its files)
+    shutil.copytree(chain / "run", run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "data": str(data)}))
+    first = sorted(data.rglob("*.png"))[0]
+    Image.new("RGB", (16, 16), (0, 0, 0)).save(first)  # the same images, one edited
+    result = run("data", "heldout", "--model", run_dir, "--out", tmp_path / "edited.npz")
+    assert "warning: the images of" in result.output and "not the pixels the run was trained on" in result.output
+    first.unlink()
+    why = "holds 63 images, but the run was trained on 64"
+    _error(run("data", "heldout", "--model", run_dir, "--out", tmp_path / "val.npz", ok=False), why)
+    _error(run("reconstruct", "--model", run_dir, "--out", tmp_path / "rec", ok=False), why)
+    _error(run("export", run_dir, "--out", tmp_path / "exp", "--num-samples", 2, ok=False), why)
+    # other data is used whole, as before
+    run("reconstruct", "--model", run_dir, "--data", tmp_path / "edited.npz", "--out", tmp_path / "rec2")
+
+
 def test_resume_continues_the_step_counter(chain, tmp_path):
     import shutil
 

@@ -31,6 +31,32 @@ def _held_out(dataset, config: TrainConfig, class_names=None):
     return dataset.split(config.val_fraction, config.seed)
 
 
+def _run_held_out(dataset, model):
+    """The run's held-out split of `dataset`, its own data, once the data are checked to be what it trained on.
+
+    Raises:
+        StylexError: the data now hold another number of images (one deleted or added: the split would put
+            training images among the held-out ones).
+    Warns when only the pixels differ (edited images, or another Pillow's decoding): the split is the same.
+    """
+    info = model.run_info
+    recorded, counts = info.get("data_fingerprint"), (info.get("num_train"), info.get("num_val"))
+    if recorded is not None and dataset.fingerprint() != recorded:
+        if None not in counts and sum(counts) != len(dataset):
+            raise StylexError(
+                f"{dataset.source} holds {len(dataset)} images, but the run was trained on {sum(counts)} "
+                f"({counts[0]} training, {counts[1]} held out): with images added or removed its held-out split "
+                "would hold training images. Restore the data as they were, or pass held-out images of your own "
+                "(which are used whole)."
+            )
+        warnings.warn(
+            f"the images of {dataset.source} are not the pixels the run was trained on (edited, or decoded by "
+            "another version of Pillow); its held-out split is the same images by position.",
+            stacklevel=2,
+        )
+    return _held_out(dataset, model.config, info.get("class_names"))[1]
+
+
 def _is_run_data(data: str | os.PathLike | None, run_info: dict) -> bool:
     """Whether `data` is the data the run recorded (None stands for it): only that data has the run's held-out
     split; other data holds none of its training images."""
@@ -109,7 +135,10 @@ def write_held_out(
     if out.resolve().exists() and not overwrite:
         raise StylexError(f"{out} already exists; name a new .npz file, or replace it with --overwrite.")
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
-    _, val = _held_out(dataset, model.config, model.run_info.get("class_names"))
+    if _is_run_data(data, model.run_info):
+        val = _run_held_out(dataset, model)
+    else:  # other data: split as the run would, as documented
+        _, val = _held_out(dataset, model.config, model.run_info.get("class_names"))
     if len(val) == 0:
         raise StylexError(f"{run_dir} holds no images out (val_fraction {model.config.val_fraction}).")
     arrays = {"images": val.images, "class_names": np.array(val.class_names), "filenames": np.array(val.filenames)}
@@ -318,7 +347,7 @@ def reconstruct(
     if split not in ("val", "all"):
         raise StylexError(f"split must be 'val' or 'all', got {split!r}.")
     if split == "val" and own_data and not shipped_samples:
-        _, dataset = _held_out(dataset, model.config, model.run_info.get("class_names"))
+        dataset = _run_held_out(dataset, model)
     if len(dataset) == 0:
         raise StylexError(
             f"no images to reconstruct in {data}" + (" (its held-out split is empty)" if own_data else "") + "."

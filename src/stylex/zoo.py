@@ -462,7 +462,7 @@ def _write_samples(model, classifier, info, samples, num_samples: int, seed: int
     from stylex.attfind.run import round_robin
     from stylex.data import load_dataset
     from stylex.data.dataset import ImageDataset, write_image_tree
-    from stylex.pipeline import _held_out, _is_run_data
+    from stylex.pipeline import _is_run_data, _run_held_out
 
     own = info.get("data")
     data = samples if samples is not None else own
@@ -475,7 +475,7 @@ def _write_samples(model, classifier, info, samples, num_samples: int, seed: int
     is_own = _is_run_data(data, info) and not isinstance(info.get("export"), dict)
     source = f"held-out split of {data}" if is_own else f"all images of {data}"
     if is_own:
-        _, dataset = _held_out(dataset, model.config, info.get("class_names"))
+        dataset = _run_held_out(dataset, model)
     if len(dataset) < 2:
         raise StylexError(f"{source} has {len(dataset)} images; ship at least 2 (pass --samples with more).")
     names = _class_names(model, classifier)
