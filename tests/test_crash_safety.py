@@ -303,3 +303,30 @@ def test_safetensors_files_are_byte_identical_across_processes(tmp_path):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{i}.safetensors")], check=True)
         digests.add(hashlib.sha256((tmp_path / f"{i}.safetensors").read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+def test_a_file_size_limit_ends_attfind_and_report_in_one_line(tmp_path):
+    """Under `ulimit -f` (or a full disk) attfind and report ended in a traceback: a write cut short names no file.
+    Now one `error:` line, and attfind leaves no truncated chunk behind."""
+    import resource
+
+    from conftest import make_tiny_run
+
+    make_tiny_run(tmp_path, num_images=32, steps=2)
+
+    def limited(*args):
+        def limit():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+        command = [sys.executable, "-m", "stylex", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600, preexec_fn=limit)
+
+    attfind = limited("attfind", "--model", tmp_path / "run", "--num-images", 8, "--fast", 4, "--top-k", 2,
+                      "--no-render", "--out", tmp_path / "af")  # fmt: skip
+    report = limited("report", tmp_path / "run", "--out", tmp_path / "rep", "--no-generate", "--quiet")
+    for result in (attfind, report):
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert lines[-1].startswith("error: ") and ("File too large" in lines[-1]), result.stderr
+    assert not [p for p in (tmp_path / "af").rglob("*") if p.is_file() and p.stat().st_size >= 4096]
+    assert not list((tmp_path / "af").rglob("*.tmp")), "no truncated chunk left"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import signal
@@ -54,6 +55,10 @@ class _Group(click.Group):
             click.echo(f"error: {said}{' See' if said.endswith('?') else '; see'} `{where} --help`.", err=True)
             sys.exit(e.exit_code)
         except OSError as e:
+            if e.filename is None and e.errno in _DISK_ERRORS:  # a write cut short names no file
+                click.echo(f"error: a write failed ({e.strerror or e}); check the free disk space and any limit on "
+                           "file sizes (ulimit -f) or quotas, then run the command again.", err=True)  # fmt: skip
+                sys.exit(1)
             if e.filename is None:
                 raise
             click.echo(
@@ -69,6 +74,9 @@ class _Group(click.Group):
             click.echo(f"{start}interrupted ({signal_name}){'; ' + kept if kept else ''}.", err=True)
             sys.exit(143 if isinstance(e, _Terminated) else 130)
 
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
+"""OSErrors of a write that the disk refused: said in one line even when they name no file."""
 
 _KEPT_WHEN_INTERRUPTED = {
     "attfind": "any effects computed so far are kept, and the same command continues from them",

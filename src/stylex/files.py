@@ -6,6 +6,7 @@ can read (0600 / 0700); a model to ship, or a run folder on a filesystem that se
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 _UMASK = os.umask(0)
@@ -36,6 +37,11 @@ def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str,
         text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         if len(text) <= n:
             data = data[:8] + text + b" " * (n - len(text)) + data[8 + n :]
-    with open(path, "wb") as f:
-        f.write(data)
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:  # a full disk or a file-size limit: no truncated file left behind, and the error names it
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise OSError(e.errno, e.strerror or str(e), os.fspath(path)) from None
     share(path)
