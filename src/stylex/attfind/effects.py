@@ -545,11 +545,16 @@ class StyleEffects:
 
     def _base_logits(self, s: StyleVector, noise: list[torch.Tensor]) -> torch.Tensor:
         """Logits of the unedited reconstructions [N, K], in the same precision as the edits."""
+        from tqdm.auto import tqdm
+
         out = []
-        with self._autocast():
+        with self._autocast(), tqdm(
+            total=s.batch_size, desc="unedited reconstructions", unit="image", disable=None if self.progress else True
+        ) as bar:  # fmt: skip
             for a in range(0, s.batch_size, self.max_batch):
                 rows = slice(a, a + self.max_batch)
                 out.append(self._classify(self.G.synthesis(s.index(rows), _index_noise(noise, rows))))
+                bar.update(len(out[-1]))
         return torch.cat(out).cpu()
 
     def _chunk(self, s, noise, delta, base, perturb, batch, bar) -> tuple[torch.Tensor, torch.Tensor, list[float]]:

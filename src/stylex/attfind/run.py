@@ -41,12 +41,17 @@ PARTIAL_DIR = ".effects_partial"
 
 
 @torch.no_grad()
-def encode_images(model, classifier, x: torch.Tensor, batch_size: int = 64) -> StyleVector:
-    """Styles s = G.styles(E(x), C(x)) of images x [N, 3, R, R] in [-1, 1], in batches."""
+def encode_images(model, classifier, x: torch.Tensor, batch_size: int = 64, progress: bool = False) -> StyleVector:
+    """Styles s = G.styles(E(x), C(x)) of images x [N, 3, R, R] in [-1, 1], in batches (`progress`: a tqdm bar
+    when stderr is a terminal: thousands of images take minutes on a CPU)."""
+    from tqdm.auto import tqdm
+
     out = []
-    for a in range(0, len(x), batch_size):
-        xb = x[a : a + batch_size]
-        out.append(model.styles(xb, classifier(xb)))
+    with tqdm(total=len(x), desc="encoding images", unit="image", disable=None if progress else True) as bar:
+        for a in range(0, len(x), batch_size):
+            xb = x[a : a + batch_size]
+            out.append(model.styles(xb, classifier(xb)))
+            bar.update(len(xb))
     return StyleVector.cat(out)
 
 
@@ -69,14 +74,16 @@ def class_names_of(model, classifier) -> list[str]:
     return list(names) if names else [str(k) for k in range(model.num_classes)]
 
 
-def encode_dataset(model, classifier, dataset, indices: list[int], seed: int, device, batch_size: int = 64):
+def encode_dataset(
+    model, classifier, dataset, indices: list[int], seed: int, device, batch_size: int = 64, progress: bool = False
+):
     """The images `indices` of `dataset` as AttFind sees them: (styles s, fixed per-image noise).
 
     attfind, the baselines and the speed benchmark go through here, so they edit the same styles with the
     same noise.
     """
     x = dataset.tensors(indices).to(device)  # [N, 3, R, R]
-    return encode_images(model, classifier, x, batch_size), image_noise(model.G, indices, seed, device)
+    return encode_images(model, classifier, x, batch_size, progress), image_noise(model.G, indices, seed, device)
 
 
 def bind_results(model, result: AttFindResult, effects: Effects, folder, run_dir, command: str = "stylex attfind"):
@@ -282,7 +289,7 @@ def _run_attfind(
     out = Path(out) if out is not None else Path(run_dir) / "attfind"
     names = class_names_of(model, classifier)
 
-    s, noise = encode_dataset(model, classifier, dataset, indices, seed, device)
+    s, noise = encode_dataset(model, classifier, dataset, indices, seed, device, progress=not quiet)
     settings = f"{shift_size}|{fast}|{precision}|{channels_last}|{include_rgb}|{seed}|{indices}"
     key = inputs_key(model, classifier, dataset.tensors(indices), settings)
     meta = {"key": key, "run": str(run_dir), "data": str(Path(data).resolve()), "indices": indices, "seed": seed}
