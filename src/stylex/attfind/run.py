@@ -348,9 +348,8 @@ def _run_attfind(
     if render:
         from stylex.explain.attributes import render_attributes
 
-        render_attributes(
-            model.G, classifier, s, noise, result, result.effects, out / "attributes", num_frames=num_frames
-        )
+        render_attributes(model.G, classifier, s, noise, result, result.effects, out / "attributes",
+                          num_frames=num_frames, progress=not quiet)  # fmt: skip
     result.save(out / ATTRIBUTES_FILE)
     return result
 

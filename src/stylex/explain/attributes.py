@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import torch
@@ -53,6 +53,8 @@ def render_attributes(
     num_gif_images: int = 4,
     num_frames: int = 16,
     scale: int | None = None,
+    only: Collection[tuple[int, int]] | None = None,
+    progress: bool = False,
 ) -> list[Path]:
     """For every class and attribute: `<class>/<stem>.png` (a strip) and `<class>/<stem>.gif` (a sweep).
 
@@ -73,6 +75,8 @@ def render_attributes(
             one synthesis of `num_gif_images` images, most of the drawing time. Each way takes about 1.8 s
             whatever the count (fewer frames are shown longer).
         scale: tile upscaling; default so that tiles are at least 96 px.
+        only: the (class index, rank) pairs to draw; None = every attribute.
+        progress: a tqdm bar over the attributes (when stderr is a terminal).
 
     Returns:
         the files written.
@@ -92,13 +96,21 @@ def render_attributes(
     folders = class_dir_names(names)
     pred = effects.predicted
     written: list[Path] = []
-    for c, folder in zip(result.classes, folders, strict=True):
+    wanted = [
+        (c, folder, [a for a in c.attributes if only is None or (c.class_index, a.rank) in only])
+        for c, folder in zip(result.classes, folders, strict=True)
+        if torch.any(pred != c.class_index)
+    ]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=sum(len(w[2]) for w in wanted), desc="strips and GIFs", unit="attribute",
+               disable=None if progress else True)  # fmt: skip
+    for c, folder, attributes in wanted:
         y = c.class_index
         rows = torch.nonzero(pred != y).flatten()
-        if rows.numel() == 0:
-            continue
         scores = class_scores(effects, y, one_vs_all)[rows]  # [M, 2, S]
-        for a in c.attributes:
+        for a in attributes:
+            bar.update(1)
             j, d = a.edit
             order = scores[:, d, j].argsort(descending=True)[:num_images]
             r = rows[order].to(device)
@@ -134,4 +146,5 @@ def render_attributes(
             frames += frames[-2:0:-1]  # and back: the same pictures (fixed noise), not drawn twice
             duration = max(40, round(1800 / (num_frames - 1)))  # ms: each way takes about 1.8 s at any frame count
             written.append(save_gif(frames, out_dir / folder / f"{stem}.gif", duration_ms=duration))
+    bar.close()
     return written

@@ -811,7 +811,9 @@ def _strips_and_gifs(run: _Run, top_k: int, quiet: bool) -> None:
 
     s, noise, _ = _attfind_images(run)
     scratch = run.out / "_render"
-    render_attributes(run.model.G, run.classifier, s, noise, run.result, run.effects, scratch)
+    only = {(y, a.rank) for y, a in missing}  # not every attribute AttFind kept: the report shows the top-k
+    render_attributes(run.model.G, run.classifier, s, noise, run.result, run.effects, scratch, only=only,
+                      progress=not quiet)  # fmt: skip
     folders = class_dir_names(run.names)
     for y, a in missing:
         stem = attribute_file_stem(a)
