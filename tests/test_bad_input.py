@@ -846,3 +846,22 @@ def test_snapshot_sees_changes(tmp_path):
     before = snapshot(tmp_path / "d")
     (tmp_path / "d" / "f").write_text("x")
     assert snapshot(tmp_path / "d") != before and snapshot(tmp_path / "nope") is None
+
+
+def test_every_unreadable_image_of_a_folder_is_named_at_once(tmp_path):
+    """A folder with three bad files stopped at the first; the next run at the second (each run re-reading the
+    whole folder). Now one error names them all; a single bad file keeps its own one-line message."""
+    for k in range(4):
+        (tmp_path / "a").mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8), (k, 0, 0)).save(tmp_path / "a" / f"{k}.png")
+    (tmp_path / "a" / "notes.PNG").write_text("not an image")
+    with pytest.raises(StylexError, match=r"^Cannot read image .*notes\.PNG"):
+        load_dataset(tmp_path, resolution=8, progress=False)
+    good = (tmp_path / "a" / "1.png").read_bytes()
+    (tmp_path / "a" / "1.png").write_bytes(good[: len(good) // 2])  # truncated
+    (tmp_path / "a" / "3.png").write_bytes(b"")
+    with pytest.raises(StylexError) as caught:
+        load_dataset(tmp_path, resolution=8, progress=False)
+    message = str(caught.value)
+    assert message.startswith("3 of 5 images cannot be read; re-export or delete them:")
+    assert all(name in message for name in ("notes.PNG", "1.png", "3.png")) and "0.png" not in message

@@ -588,6 +588,8 @@ class _FileNotes(NamedTuple):
     dim_max: int | None  # 16-bit grey whose maximum is at most 4095 (12-bit data): that maximum; else None
 
 
+MAX_LISTED = 20
+"""Unreadable files named one by one in the error (the rest are counted)."""
 DIM_16BIT_MAX = 4095  # 16-bit files whose values stay at or below this (12-bit scans) load nearly black
 
 
@@ -640,8 +642,13 @@ def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, 
     disable = True if not progress or len(paths) <= PROGRESS_MIN_FILES else None
     images: np.ndarray | None = None
     transparent, small, cropped, dim = [], [], [], []
+    unreadable: list[str] = []  # all of them in one message, not one per run over a large folder
     for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=disable)):
-        a, notes = _read_image(p, resolution)
+        try:
+            a, notes = _read_image(p, resolution)
+        except StylexError as e:
+            unreadable.append(str(e))
+            continue
         if notes.transparent:
             transparent.append(p)
         if resolution is not None and 2 * notes.side < resolution:
@@ -658,6 +665,14 @@ def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, 
                 f"{images.shape[1]}x{images.shape[2]}; pass a resolution to resize them all to one size."
             )
         images[i] = a
+    if unreadable:
+        if len(unreadable) == 1:
+            raise StylexError(unreadable[0])
+        shown = "\n  ".join(unreadable[:MAX_LISTED])
+        more = f"\n  ... and {len(unreadable) - MAX_LISTED} more" if len(unreadable) > MAX_LISTED else ""
+        raise StylexError(
+            f"{len(unreadable)} of {len(paths)} images cannot be read; re-export or delete them:\n  {shown}{more}"
+        )
     assert images is not None
     if dim:
         top, p = max(dim)
