@@ -401,7 +401,7 @@ def test_a_factory_from_the_working_directory_loads_from_anywhere_later(tmp_path
         monkeypatch.delenv("STYLEX_TRUST_CODE")
         assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
         sys.modules.pop(name)
-        with pytest.raises(StylexError, match="is not in the installed packages, where the run recorded it"):
+        with pytest.raises(StylexError, match="not among the installed packages, and the run records no folder"):
             load_classifier_from_dict({k: v for k, v in recorded.items() if k != "search_path"}, trust_code=True)
     finally:
         sys.modules.pop(name, None)
@@ -620,13 +620,19 @@ def test_a_recorded_factory_runs_nothing_from_elsewhere(tmp_path, monkeypatch):
     (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef build():\n    pass\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend("")  # as `python -c` has it
-    for record in (
-        {"kind": "factory", "location": f"{name}:build", "search_path": str(tmp_path / "gone")},
-        {"kind": "factory", "location": f"{name}:build"},  # an installed package, by its record
-    ):
-        with pytest.raises(StylexError, match="where the run recorded it"):
+    from stylex.classifier import trust
+    from stylex.classifier.adapter import ClassifierSource
+
+    for record, why in (
+        ({"kind": "factory", "location": f"{name}:build", "search_path": str(tmp_path / "gone")}, "where the run "
+         "recorded it"),
+        ({"kind": "factory", "location": f"{name}:build"}, "not among the installed packages, and the run records "
+         "no folder for it .* PYTHONPATH=/its/folder"),  # an installed package by its record, or an older run
+    ):  # fmt: skip
+        with pytest.raises(StylexError, match=why):
             load_classifier_from_dict(record, trust_code=True)
         assert not marker.exists() and name not in sys.modules
+        assert not trust.is_trusted(ClassifierSource.from_dict(record)), "a failed --trust-code trusts nothing"
 
 
 def test_the_trust_list_write_makes_a_new_file_and_a_fifo_is_no_list(tmp_path, monkeypatch):

@@ -180,9 +180,9 @@ def load_classifier_from_dict(
                 + ("once" if trust.keeps_a_list() else "(every time: STYLEX_TRUST_STORE is empty, so none is kept)")
                 + " (`stylex --trust-code COMMAND ...`; trust_code=True from Python, or STYLEX_TRUST_CODE=1)."
             )
-        if trust_code:
-            trust.remember(src, program)
     adapter = _load(src.location, src.weights, src.input_spec, device, src.search_path, src.kind, program)
+    if src.kind in trust.CODE_KINDS and trust_code:  # remembered once it loaded: a failed import trusts nothing
+        trust.remember(src, program)
     if src.class_names is not None and adapter.class_names is None:
         adapter.class_names = list(src.class_names)
     if src.num_classes is not None and adapter._num_classes is None:
@@ -441,6 +441,12 @@ def _import_recorded(module_name: str, spec: str, search_path: str | None):
     top = module_name.split(".")[0]
     found = importlib.machinery.PathFinder.find_spec(top, search)
     where = search_path or "the installed packages"
+    if found is None and search_path is None:  # a run written before stylex recorded the factory's folder
+        raise StylexError(
+            f"Module '{top}' for classifier '{spec}' is not among the installed packages, and the run records no "
+            "folder for it (an older stylex did not); install it, or name its folder for this command: "
+            f"PYTHONPATH=/its/folder stylex ... (from Python, pass the classifier)."
+        )
     if found is None:
         raise StylexError(
             f"Module '{top}' for classifier '{spec}' is not in {where}, where the run recorded it; put it back there "
