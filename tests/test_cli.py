@@ -485,3 +485,13 @@ def test_trust_code_is_a_flag_of_every_command(monkeypatch):
     run("--trust-code", "zoo")
     assert os.environ["STYLEX_TRUST_CODE"] == "1"
     _error(run("zoo", "--trust-code", ok=False), "it goes before the command: `stylex --trust-code COMMAND ...`")
+
+
+def test_attfind_into_a_folder_of_other_effects_is_refused_and_says_how_to_go_on(chain, tmp_path):
+    args = ("attfind", "--model", chain / "run", "--fast", 4, "--top-k", 2, "--no-render", "--quiet", "--out",
+            tmp_path / "af")  # fmt: skip
+    run(*args, "--num-images", 8)
+    run(*args, "--num-images", 8)  # the same inputs: its effects are reused
+    _error(run(*args, "--num-images", 6, ok=False), "holds effects of other images, weights or settings",
+           "older stylex", "--recompute")  # fmt: skip
+    run(*args, "--num-images", 6, "--recompute")

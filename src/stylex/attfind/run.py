@@ -361,7 +361,7 @@ def _saved_effects(path: Path, key: str, recompute: bool) -> Effects | None:
     saved = Effects.load(path)
     if saved.meta.get("key") != key:
         raise StylexError(
-            f"{path} holds effects of other images, weights or settings; pass --recompute to replace it, "
-            "or choose another --out."
+            f"{path} holds effects of other images, weights or settings (or an older stylex wrote it, which keyed "
+            "them differently); pass --recompute to replace it, or choose another --out."
         )
     return saved
