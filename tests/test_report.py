@@ -306,6 +306,8 @@ def test_stylex_serve_prints_an_address_with_a_token_that_opens_the_viewer(evil_
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    log = proc.stderr.read()
+    assert "GET /?token=[secret]" in log and address.group(2) not in log, "the request log hides the token"
 
 
 def test_serve_token_options(evil_run, monkeypatch):

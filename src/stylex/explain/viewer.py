@@ -453,7 +453,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         if not self.server.quiet:  # type: ignore[attr-defined]
-            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+            line = re.sub(r"token=[^\s&\"]*", "token=[secret]", format % args)  # the request line carries it
+            sys.stderr.write(f"{self.address_string()} {line}\n")
 
     # --- checks --------------------------------------------------------------------------------------------
     def _cookie_name(self) -> str:
