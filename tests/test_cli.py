@@ -96,6 +96,24 @@ def test_the_held_out_split_is_refused_when_images_were_added_or_removed(chain, 
     run("reconstruct", "--model", run_dir, "--data", tmp_path / "edited.npz", "--out", tmp_path / "rec2")
 
 
+def test_data_pack_decodes_a_folder_once_into_an_npz_with_the_same_pixels(chain, tmp_path):
+    from stylex.data import load_dataset
+
+    out = tmp_path / "packed.npz"
+    result = run("data", "pack", chain / "data", "--out", out, "--resolution", 16, "--quiet")
+    assert "wrote 64 images (16 px, 2 classes)" in result.output
+    assert "factors (factors.csv) are not kept" in result.output
+    folder, packed = load_dataset(chain / "data", 16, progress=False), load_dataset(out, 16, progress=False)
+    assert packed.fingerprint() == folder.fingerprint() and packed.filenames == folder.filenames
+    assert packed.class_names == folder.class_names
+    _error(run("data", "pack", chain / "data", "--out", out, "--resolution", 16, ok=False), "already exists")
+    _error(run("data", "pack", chain / "data", "--out", tmp_path / "x.png", "--resolution", 16, ok=False), ".npz")
+    _error(run("data", "pack", out, "--out", out, "--resolution", 16, "--overwrite", ok=False), "being packed")
+    run("data", "pack", out, "--out", out.with_name("again.npz"), "--resolution", 8)  # an .npz packs too
+    assert load_dataset(out.with_name("again.npz"), progress=False).images.shape == (64, 8, 8, 3)
+    assert not list(tmp_path.glob(".*partial*")), "no temporary file left"
+
+
 def test_resume_continues_the_step_counter(chain, tmp_path):
     import shutil
 

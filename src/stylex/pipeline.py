@@ -113,9 +113,7 @@ def write_held_out(
             `seed`), so it matches training only for the data the run was trained on.
         overwrite: replace an existing `out` (never the data it splits).
     """
-    import numpy as np
-
-    from stylex.data import load_dataset
+    from stylex.data import load_dataset, save_npz
     from stylex.models.stylex import StylEx
 
     model = StylEx.load(run_dir)
@@ -141,11 +139,7 @@ def write_held_out(
         _, val = _held_out(dataset, model.config, model.run_info.get("class_names"))
     if len(val) == 0:
         raise StylexError(f"{run_dir} holds no images out (val_fraction {model.config.val_fraction}).")
-    arrays = {"images": val.images, "class_names": np.array(val.class_names), "filenames": np.array(val.filenames)}
-    if val.labels is not None:
-        arrays["labels"] = val.labels
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, **arrays)
+    save_npz(val, out)
     return len(val)
 
 

@@ -12,6 +12,7 @@ from stylex.data.dataset import (
     load_dataset,
     read_image,
     save_image_folder,
+    save_npz,
 )
 from stylex.data.rules import FactorSpec, LabelRule, parse_label_rule
 from stylex.data.synth import (
@@ -43,6 +44,7 @@ __all__ = [
     "render_scene",
     "render_shapes",
     "sample_factors",
+    "save_npz",
     "save_image_folder",
     "to_tensor",
     "to_uint8",

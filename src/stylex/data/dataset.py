@@ -821,6 +821,26 @@ def atomic_dir(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def save_npz(dataset: ImageDataset, path: str | os.PathLike) -> Path:
+    """Write ``dataset`` as an ``.npz`` that `load_dataset` reads back with the same pixels (images, labels,
+    class_names, filenames; ground-truth factors are not kept), through a temporary file renamed into place."""
+    path = Path(path)
+    arrays = {"images": dataset.images, "class_names": np.array(dataset.class_names, dtype=str)}
+    arrays["filenames"] = np.array(dataset.filenames, dtype=str)
+    if dataset.labels is not None:
+        arrays["labels"] = dataset.labels
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial.npz")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_image_tree(dataset: ImageDataset, root: Path) -> list[str]:
     """Write ``dataset`` as PNGs under an existing ``root`` (layout as in :func:`save_image_folder`).
 
