@@ -853,7 +853,9 @@ class Trainer:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in last.items() if k in ("l1", "kl", "loss_d", "g_adv")})
                     sums, count = {}, 0
                 if self._eval_due() and len(self.val_images):
+                    bar.set_description_str("train (evaluating)", refresh=True)  # can take a while: said
                     report = self.evaluate()
+                    bar.set_description_str("train", refresh=False)
                     self._log({"step": self.step, "seconds": round(self.seconds, 2), "eval": report})
                     if cfg.keep_best:
                         self._keep_best(report)
