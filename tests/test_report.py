@@ -267,9 +267,45 @@ def test_the_viewer_asks_for_its_token(viewer_url):
     cookie = headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN in cookie
     port = viewer_url.rsplit(":", 1)[1]
-    jar = {"Cookie": f"other=1; stylex-viewer-{port}={TOKEN}"}
-    assert _request(viewer_url + "/api/info", headers=jar)[0] == 200
+    mine = f"stylex-viewer-{port}={TOKEN}"
+    for cookie in (  # other localhost apps' cookies (values Python's SimpleCookie refused, dropping ours) and a
+        f"other=1; {mine}",  # same-named one a page elsewhere set: none locks the user out
+        f'a={{"x": 1}}; b=b c; {mine}',
+        f"{mine}; stylex-viewer-{port}=junk",
+        f"stylex-viewer-{port}=junk; {mine}",
+    ):
+        assert _request(viewer_url + "/api/info", headers={"Cookie": cookie})[0] == 200, cookie
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
+    conn.putrequest("GET", "/api/info")
+    conn.putheader("Cookie", "x=1")  # split over two headers, as HTTP/2 proxies do
+    conn.putheader("Cookie", mine)
+    conn.endheaders()
+    assert conn.getresponse().status == 200
+    conn.close()
     assert _request(viewer_url + "/", headers=AUTH)[0] == 200
+    assert _request(viewer_url + "/?token=an-old-token-0123456789", headers={"Cookie": mine})[0] == 200, "old link"
+    # a browser gets a short page saying what to do; every 401 names the scheme
+    status, body, headers = _request(viewer_url + "/", headers={"Accept": "text/html,*/*"})
+    assert status == 401 and b"needs its token" in body and headers["Content-Type"].startswith("text/html")
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    # behind a TLS proxy the page's origin is https
+    body = json.dumps({"image": "i0"}).encode()
+    origin = {**AUTH, "Origin": f"https://127.0.0.1:{port}"}
+    assert _request(viewer_url + "/api/render", body, "application/json", origin)[0] == 200
+
+
+def test_make_server_makes_a_token_unless_told_not_to():
+    from stylex.explain.viewer import make_server
+
+    for token, expected in (("auto", 32), (None, None)):
+        server = make_server(None, port=0, token=token)
+        assert (server.token if expected is None else len(server.token)) == expected
+        server.server_close()
+    server = make_server(None, port=0)
+    assert server.token and len(server.token) == 32, "a token by default"
+    server.server_close()
 
 
 def test_a_viewer_token_must_be_long_and_plain():
@@ -302,12 +338,13 @@ def test_stylex_serve_prints_an_address_with_a_token_that_opens_the_viewer(evil_
             assert r.status == 200 and r.url == base + "/" and b"StylEx viewer" in r.read()
         with browser.open(base + "/api/info", timeout=60) as r:
             assert json.loads(r.read())["classes"][0] == EVIL
+        _request(f"{base}/?%74oken={address.group(2)}")  # a query spelled otherwise: hidden in the log too
         assert _request(base + "/api/info")[0] == 401
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     log = proc.stderr.read()
-    assert "GET /?token=[secret]" in log and address.group(2) not in log, "the request log hides the token"
+    assert "GET /?[query hidden]" in log and address.group(2) not in log, "the request log hides the token"
 
 
 def test_serve_token_options(evil_run, monkeypatch):
@@ -710,7 +747,7 @@ def test_a_viewer_for_colleagues_answers_only_its_own_names(evil_run, monkeypatc
     from stylex.explain.viewer import load_viewer, make_server
 
     viewer = load_viewer(evil_run / "run", num_images=1)
-    server = make_server(viewer, "0.0.0.0", 0, quiet=True, allowed_hosts=("viewer.lab",))
+    server = make_server(viewer, "0.0.0.0", 0, quiet=True, allowed_hosts=("viewer.lab", "localhost:9000"), token=None)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -718,6 +755,8 @@ def test_a_viewer_for_colleagues_answers_only_its_own_names(evil_run, monkeypatc
         assert _request(url, headers={"Host": f"attacker.example:{port}"})[0] == 403
         for name in ("viewer.lab", socket.gethostname(), "127.0.0.1"):
             assert _request(url, headers={"Host": f"{name}:{port}"})[0] == 200, name
+        assert _request(url, headers={"Host": "localhost:9000"})[0] == 200, "a tunnel's own port, as named"
+        assert _request(url, headers={"Host": "localhost:9001"})[0] == 403
         assert viewer_module._Handler.timeout == viewer_module.REQUEST_TIMEOUT
     finally:
         server.shutdown()
@@ -725,7 +764,7 @@ def test_a_viewer_for_colleagues_answers_only_its_own_names(evil_run, monkeypatc
     # the cap, on a fresh server (a busy machine may not yet have freed the slots of the requests above); the
     # server accepts connections in the order they came, so the third one finds both slots held
     monkeypatch.setattr(viewer_module, "MAX_CONNECTIONS", 2)
-    server = make_server(viewer, "127.0.0.1", 0, quiet=True)
+    server = make_server(viewer, "127.0.0.1", 0, quiet=True, token=None)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -970,8 +970,9 @@ def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames,
               "unless others should reach the viewer.")  # fmt: skip
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 = any free port.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
-              help="Another name (or address) browsers may use to reach the viewer, e.g. a DNS alias; repeatable. "
-              "Requests addressed to other names are refused.")  # fmt: skip
+              help="Another name (or address) browsers may use to reach the viewer, e.g. a DNS alias, or NAME:PORT "
+              "for a tunnel or proxy on another port (localhost:9000); repeatable. Requests addressed to other "
+              "names are refused.")  # fmt: skip
 @click.option("--token", envvar="STYLEX_VIEWER_TOKEN", show_envvar=True, metavar="TOKEN",
               help="The token browsers must present (16-256 letters, digits, . _ ~ -); default: a random one, "
               "printed in the viewer's address. Prefer the environment variable: a command line is visible to "

@@ -11,9 +11,10 @@ Security, as a viewer on a researcher's machine needs it:
   addresses and the names given with `--allowed-host`;
 - a token, like Jupyter's: `stylex serve` makes a random one (or takes `--token` / `$STYLEX_VIEWER_TOKEN`) and
   prints the address with `?token=...`; opening it sets an HttpOnly, SameSite=Strict cookie and drops the token
-  from the address bar. Every request needs the cookie (or `Authorization: Bearer TOKEN`); a wrong or missing one
-  gets a 401. Plain HTTP carries it unencrypted: on a network you do not trust, reach the viewer through an SSH
-  tunnel or a TLS proxy;
+  from the address bar (the browser's history may still keep the address opened). Every request needs the
+  cookie (or `Authorization: Bearer TOKEN`); a wrong or missing one gets a 401 (a short page for a browser).
+  The request log hides queries. Plain HTTP carries the token unencrypted: on a network you do not trust, reach
+  the viewer through an SSH tunnel or a TLS proxy (`--allowed-host NAME:PORT` for one on another port);
 - connections time out after `REQUEST_TIMEOUT` seconds idle and at most `MAX_CONNECTIONS` are served at once;
   at most `MAX_DECODES` uploads are decoded at once;
 - no request path reaches the file system: the page is one in-memory string, the rest is a JSON API;
@@ -38,7 +39,6 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from stylex.errors import StylexError
-from stylex.explain.html import csp_policy, page
+from stylex.explain.html import csp_policy, esc, page
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 """Largest upload accepted (bytes); larger requests get a 413 before their body is read."""
@@ -453,7 +453,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         if not self.server.quiet:  # type: ignore[attr-defined]
-            line = re.sub(r"token=[^\s&\"]*", "token=[secret]", format % args)  # the request line carries it
+            line = re.sub(r"\?[^\s\"]*", "?[query hidden]", format % args)  # the page's query carries the token
             sys.stderr.write(f"{self.address_string()} {line}\n")
 
     # --- checks --------------------------------------------------------------------------------------------
@@ -461,26 +461,40 @@ class _Handler(BaseHTTPRequestHandler):
         return f"stylex-viewer-{self.server.server_address[1]}"  # cookies ignore the port: one per viewer
 
     def _authorised(self) -> bool:
-        """The token check (none when the viewer has no token): the cookie, or an `Authorization: Bearer` header."""
+        """The token check, answering a refusal with a 401."""
+        if self._has_token():
+            return True
+        self._refuse("this viewer needs its token: open the address with ?token=... that `stylex serve` printed "
+                     "(or send Authorization: Bearer TOKEN).")  # fmt: skip
+        return False
+
+    def _has_token(self) -> bool:
+        """Whether the request carries the token (always, when the viewer has none): the cookie, or an
+        `Authorization: Bearer` header."""
         token: str | None = self.server.token  # type: ignore[attr-defined]
         if token is None:
             return True
         given = []
-        cookies = SimpleCookie()
-        try:
-            cookies.load(self.headers.get("Cookie", ""))
-        except CookieError:
-            pass
-        if self._cookie_name() in cookies:
-            given.append(cookies[self._cookie_name()].value)
+        for header in self.headers.get_all("Cookie") or []:  # by hand: SimpleCookie drops a whole header over one
+            for pair in header.split(";"):  # value it dislikes (another localhost app's cookie locked users out)
+                name, _, value = pair.strip().partition("=")
+                if name == self._cookie_name():
+                    given.append(value.strip())
         scheme, _, value = self.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             given.append(value.strip())
-        if any(secrets.compare_digest(g.encode(), token.encode()) for g in given):
-            return True
-        self._error(401, "this viewer needs its token: open the address with ?token=... that `stylex serve` printed "
-                    "(or send Authorization: Bearer TOKEN).")  # fmt: skip
-        return False
+        return any(secrets.compare_digest(g.encode(), token.encode()) for g in given)
+
+    def _refuse(self, message: str) -> None:
+        """A 401: a short page for a browser, JSON for a script."""
+        self.close_connection = True
+        extra = {"WWW-Authenticate": 'Bearer realm="stylex viewer"'}
+        if "text/html" in self.headers.get("Accept", ""):
+            body = page("StylEx viewer: token needed", f"<h1>Token needed</h1><p>{esc(message)}</p>", "", "")
+            self._send(401, body.encode("utf-8"), "text/html; charset=utf-8",
+                       {**extra, "Content-Security-Policy": "default-src 'none'"})  # fmt: skip
+        else:
+            self._json(401, {"error": message}, extra)
 
     def _token_in_query(self) -> bool:
         """GET /?token=T with the right T: set the cookie and send the browser to / (the token leaves the address
@@ -491,7 +505,9 @@ class _Handler(BaseHTTPRequestHandler):
         if token is None or not given or url.path != "/":
             return False
         if not secrets.compare_digest(given[-1].encode(), token.encode()):
-            self._error(401, "wrong token: copy the address `stylex serve` printed.")
+            if self._has_token():  # an old link, a valid cookie: the page
+                return False
+            self._refuse("wrong token: copy the address `stylex serve` printed.")
             return True
         cookie = f"{self._cookie_name()}={token}; Path=/; HttpOnly; SameSite=Strict"
         self._send(303, b"", "text/plain; charset=utf-8", {"Location": "/", "Set-Cookie": cookie})
@@ -505,7 +521,7 @@ class _Handler(BaseHTTPRequestHandler):
                         "with --allowed-host NAME to add one).")  # fmt: skip
             return False
         origin = self.headers.get("Origin")
-        if post and origin is not None and origin != f"http://{host}":
+        if post and origin is not None and origin not in (f"http://{host}", f"https://{host}"):  # a TLS proxy: https
             self._error(403, "cross-origin requests are refused.")
             return False
         return True
@@ -615,14 +631,16 @@ def make_server(
     port: int = 8000,
     quiet: bool = False,
     allowed_hosts: Sequence[str] = (),
-    token: str | None = None,
+    token: str | None = "auto",
 ) -> ThreadingHTTPServer:
     """An HTTP server for `viewer` (not started: call `serve_forever`, e.g. in a thread; port 0 = any free port).
 
     Only requests whose Host header is one of the viewer's names are answered (see the module docstring);
-    `allowed_hosts` adds names (e.g. a DNS alias colleagues use) to those of the machine. With a `token`, every
-    request needs it (see the module docstring); `new_token()` makes one.
+    `allowed_hosts` adds names (e.g. a DNS alias colleagues use, or NAME:PORT for a tunnel on another port) to those
+    of the machine. Every request needs the `token` (see the module docstring): "auto" makes a random one (the
+    server's `token` attribute holds it); None serves without one.
     """
+    token = new_token() if token == "auto" else token
     _check_token(token)
     try:
         server = _Server((host, port), _Handler)
@@ -632,11 +650,12 @@ def make_server(
     server.quiet = quiet  # type: ignore[attr-defined]
     server.token = token  # type: ignore[attr-defined]
     real_port = server.server_address[1]
-    names = {host, "localhost", "127.0.0.1", "[::1]", *allowed_hosts}
+    with_port = {h for h in allowed_hosts if re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):\d+", h)}  # a tunnel's
+    names = {host, "localhost", "127.0.0.1", "[::1]", *(set(allowed_hosts) - with_port)}  # own port: "name:9000"
     if not _is_loopback(host):
         names |= _machine_names()
     names = {f"[{n}]" if ":" in n and not n.startswith("[") else n for n in names}  # IPv6 in a Host header
-    allowed = {f"{h}:{real_port}" for h in names} | (names if real_port == 80 else set())
+    allowed = {f"{h}:{real_port}" for h in names} | (names if real_port == 80 else set()) | with_port
     server.allowed_hosts = allowed  # type: ignore[attr-defined]
     return server
 
@@ -688,10 +707,10 @@ def serve(
 ) -> None:
     """Serve the live viewer of a run until Ctrl-C (see `load_viewer` for the arguments; `allowed_hosts`: see
     `make_server`). `token`: "auto" makes a random one, printed in the address; None serves without one."""
-    token = new_token() if token == "auto" else token
-    _check_token(token)
+    _check_token(None if token == "auto" else token)  # before the slow part
     viewer = load_viewer(run_dir, attributes_dir, data, num_images, classifier=classifier, device=device)
     server = make_server(viewer, host, port, quiet, allowed_hosts, token)
+    token = server.token  # type: ignore[attr-defined]
     shown = f"[{host}]" if ":" in host else host
     query = "" if token is None else f"?token={token}"
     print(f"StylEx viewer on http://{shown}:{server.server_address[1]}/{query} (Ctrl-C stops it)", flush=True)
@@ -702,6 +721,8 @@ def serve(
                "unencrypted, so on a network you do not trust use an SSH tunnel or a TLS proxy")  # fmt: skip
         print(f"warning: {host} is not a loopback address; {who}. It answers requests addressed to "
               f"{', '.join(names)}; add others with --allowed-host NAME.", flush=True)  # fmt: skip
+    elif token is None:
+        print("warning: no token: every user of this machine can use the viewer.", flush=True)
     try:
         server.serve_forever()
     finally:
