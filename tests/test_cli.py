@@ -80,14 +80,17 @@ def test_the_held_out_split_is_refused_when_images_were_added_or_removed(chain, 
     data, run_dir = tmp_path / "data", tmp_path / "run"
     shutil.copytree(chain / "data", data)
     (data / "factors.csv").unlink()  # a plain image folder (the synthetic one lists its files)
-    shutil.copytree(chain / "run", run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    (run_dir / "config.json").write_text(json.dumps({**config, "data": str(data)}))
+    make_tiny_run(tmp_path, steps=1, data=data)
     first = sorted(data.rglob("*.png"))[0]
     Image.new("RGB", (16, 16), (0, 0, 0)).save(first)  # the same images, one edited
     result = run("data", "heldout", "--model", run_dir, "--out", tmp_path / "edited.npz")
     assert "warning: the images of" in result.output and "not the pixels the run was trained on" in result.output
-    first.unlink()
+    assert "the same files, edited" in result.output
+    swapped = first.with_name("a-new-name.png")
+    first.rename(swapped)  # the same count, another file (its pixels too, at another place in the order)
+    _error(run("data", "heldout", "--model", run_dir, "--out", tmp_path / "swapped.npz", ok=False),
+           "not those the run was trained on (replaced or renamed)")  # fmt: skip
+    swapped.unlink()
     why = "holds 63 images, but the run was trained on 64"
     _error(run("data", "heldout", "--model", run_dir, "--out", tmp_path / "val.npz", ok=False), why)
     _error(run("reconstruct", "--model", run_dir, "--out", tmp_path / "rec", ok=False), why)

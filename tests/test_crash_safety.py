@@ -328,5 +328,9 @@ def test_a_file_size_limit_ends_attfind_and_report_in_one_line(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert lines[-1].startswith("error: ") and ("File too large" in lines[-1]), result.stderr
+    export = limited("export", tmp_path / "run", "--out", tmp_path / "exp", "--num-samples", 2)
+    assert export.returncode == 1 and "Traceback" not in export.stderr, export.stderr
+    said = export.stderr.strip().splitlines()[-1]
+    assert str(tmp_path / "clf") not in said and "exp" in said, "the file written is named, not the one copied"
     assert not [p for p in (tmp_path / "af").rglob("*") if p.is_file() and p.stat().st_size >= 4096]
     assert not list((tmp_path / "af").rglob("*.tmp")), "no truncated chunk left"

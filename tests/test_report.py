@@ -348,13 +348,23 @@ def test_stylex_serve_prints_an_address_with_a_token_that_opens_the_viewer(evil_
 
 
 def test_serve_token_options(evil_run, monkeypatch):
+    import stylex.explain.viewer as viewer_module
+
     monkeypatch.delenv("STYLEX_VIEWER_TOKEN", raising=False)
     result = run("serve", evil_run / "run", "--token", "short", "--port", 0, ok=False)
     assert result.exit_code != 0 and "16 to 256 characters" in result.output
     result = run("serve", evil_run / "run", "--token", "x" * 20, "--no-token", ok=False)
     assert result.exit_code == 2 and "contradict" in result.output
     monkeypatch.setenv("STYLEX_VIEWER_TOKEN", "short")
-    assert "16 to 256 characters" in run("serve", evil_run / "run", "--port", 0, ok=False).output
+    assert "STYLEX_VIEWER_TOKEN has 5 characters" in run("serve", evil_run / "run", "--port", 0, ok=False).output
+    served = []
+    monkeypatch.setattr(viewer_module, "serve", lambda *a, **k: served.append(k["token"]))
+    monkeypatch.setenv("STYLEX_VIEWER_TOKEN", "x" * 20)
+    run("serve", evil_run / "run", "--no-token")  # the flag beats a token exported in the shell
+    run("serve", evil_run / "run")
+    monkeypatch.delenv("STYLEX_VIEWER_TOKEN")
+    run("serve", evil_run / "run")
+    assert served == [None, "x" * 20, "auto"]
 
 
 def test_viewer_api_renders_and_refuses(viewer_url):

@@ -55,6 +55,8 @@ class _Group(click.Group):
             click.echo(f"error: {said}{' See' if said.endswith('?') else '; see'} `{where} --help`.", err=True)
             sys.exit(e.exit_code)
         except OSError as e:
+            if e.errno in _DISK_ERRORS and e.filename2 is not None:  # a copy: the file written is the second
+                e.filename = e.filename2
             if e.filename is None and e.errno in _DISK_ERRORS:  # a write cut short names no file
                 click.echo(f"error: a write failed ({e.strerror or e}); check the free disk space and any limit on "
                            "file sizes (ulimit -f) or quotas, then run the command again.", err=True)  # fmt: skip
@@ -988,8 +990,15 @@ def serve_cmd(run_dir, attributes_dir, data, host, port, allowed_hosts, token, n
     """
     from stylex.explain.viewer import serve
 
-    if no_token and token:
-        raise click.UsageError("--no-token and --token (or STYLEX_VIEWER_TOKEN) contradict each other; drop one.")
+    from_env = click.get_current_context().get_parameter_source("token") == click.core.ParameterSource.ENVIRONMENT
+    if no_token and token and not from_env:  # the flag beats a token exported in the shell
+        raise click.UsageError("--no-token and --token contradict each other; drop one.")
+    if token and not no_token and from_env:
+        from stylex.explain.viewer import TOKEN_PATTERN
+
+        if not TOKEN_PATTERN.fullmatch(token):
+            raise StylexError(f"STYLEX_VIEWER_TOKEN has {len(token)} characters; a viewer token has 16 to 256, each "
+                              "a letter, a digit or one of . _ ~ - (unset it and the viewer makes one).")  # fmt: skip
     try:
         serve(run_dir, host, port, attributes_dir, data, num_images, device=device, quiet=quiet,
               allowed_hosts=allowed_hosts, token=None if no_token else token or "auto")  # fmt: skip

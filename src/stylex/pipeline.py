@@ -41,17 +41,30 @@ def _run_held_out(dataset, model):
     """
     info = model.run_info
     recorded, counts = info.get("data_fingerprint"), (info.get("num_train"), info.get("num_val"))
+    files = info.get("data_files_fingerprint")  # recorded since session 20
+    advice = ("Restore the data as they were, or pass held-out images of your own (which are used whole, e.g. "
+              "`stylex data heldout`'s file written before the change).")  # fmt: skip
     if recorded is not None and dataset.fingerprint() != recorded:
         if None not in counts and sum(counts) != len(dataset):
             raise StylexError(
                 f"{dataset.source} holds {len(dataset)} images, but the run was trained on {sum(counts)} "
                 f"({counts[0]} training, {counts[1]} held out): with images added or removed its held-out split "
-                "would hold training images. Restore the data as they were, or pass held-out images of your own "
-                "(which are used whole)."
+                f"would hold training images. {advice}"
+            )
+        if files is not None and dataset.files_fingerprint() != files:
+            raise StylexError(
+                f"the files of {dataset.source} are not those the run was trained on (replaced or renamed): its "
+                f"held-out split would hold other images, some of them training images. {advice}"
             )
         warnings.warn(
-            f"the images of {dataset.source} are not the pixels the run was trained on (edited, or decoded by "
-            "another version of Pillow); its held-out split is the same images by position.",
+            f"the images of {dataset.source} are not the pixels the run was trained on: "
+            + (
+                "the same files, edited (or decoded by another version of Pillow), so its held-out split is the "
+                "same files."
+                if files is not None
+                else "if the files were only edited (or decoded by another version of Pillow) its held-out split "
+                "is the same files; if some were replaced by others, it may hold training images."
+            ),
             stacklevel=2,
         )
     return _held_out(dataset, model.config, info.get("class_names"))[1]
@@ -236,6 +249,7 @@ def _train(
         "data": str(Path(data).resolve()),
         "data_relative": os.path.relpath(Path(data).resolve(), Path(out_dir).resolve()),  # for a moved project
         "data_fingerprint": dataset.fingerprint(),
+        "data_files_fingerprint": dataset.files_fingerprint(),
         "num_train": len(train_set),
         "num_val": len(val_set),
         "class_names": class_names,

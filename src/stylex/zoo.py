@@ -249,6 +249,7 @@ def export_run(
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         config = {**info, "data": f"../{SAMPLES_DIR}", "classifier": clf_entry, "export": export_info}
+        config.pop("data_relative", None)  # the run's data, which the folder does not ship
         config["classifier_fingerprint"] = clf_entry.get("fingerprint") or info.get("classifier_fingerprint")
         write_json(tmp / RUN_DIR / "config.json", config)
         _copy_stats(run_dir / "stats.jsonl", tmp / RUN_DIR / "stats.jsonl", step)

@@ -144,6 +144,11 @@ class ImageDataset:
             h.update(np.ascontiguousarray(self.labels, dtype=np.int64).data)
         return h.hexdigest()[:16]
 
+    def files_fingerprint(self) -> str:
+        """Short sha256 of the file names in order: images replaced by others, renamed, added or removed (a split
+        by position then holds other images) change it; edited pixels do not."""
+        return hashlib.sha256("\n".join(self.filenames).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
     def relabelled(self, class_names: Sequence[str]) -> ImageDataset:
         """The same images with their labels re-indexed to `class_names` (e.g. a classifier's classes, in its
         order), when every class of this dataset is named there; itself otherwise (unlabelled, or a class that
@@ -668,7 +673,7 @@ def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, 
     if unreadable:
         if len(unreadable) == 1:
             raise StylexError(unreadable[0])
-        shown = "\n  ".join(unreadable[:MAX_LISTED])
+        shown = "\n  ".join(u.removesuffix("; re-export or delete the file.") for u in unreadable[:MAX_LISTED])
         more = f"\n  ... and {len(unreadable) - MAX_LISTED} more" if len(unreadable) > MAX_LISTED else ""
         raise StylexError(
             f"{len(unreadable)} of {len(paths)} images cannot be read; re-export or delete them:\n  {shown}{more}"
