@@ -479,3 +479,26 @@ def test_names_that_are_not_utf8_are_read_as_text(tmp_path):
     data = load_dataset(tmp_path)
     assert data.class_names == ["café", "the"] and data.filenames[0] == "café/imé0.png"
     json.dumps(data.class_names + data.filenames, ensure_ascii=False).encode("utf-8")  # writable as UTF-8 text
+
+
+def test_long_non_ascii_names_fit_the_file_system(tmp_path):
+    """Names are cut in bytes, not characters: 84 CJK characters were 252 bytes, a stem of 250 bytes plus "_1.png"
+    was over the 255-byte limit, and an export failed with "File name too long"."""
+    import numpy as np
+
+    from stylex.data import load_dataset, save_image_folder
+    from stylex.data.dataset import ImageDataset, class_dir_names
+
+    names = ["中" * 84, "🐱" * 70, "b" * 300]
+    dirs = class_dir_names(names)
+    assert all(len(d.encode()) <= 255 for d in dirs) and len(set(dirs)) == 3
+    long = "é" * 125  # 250 bytes
+    ds = ImageDataset(
+        images=np.zeros((4, 8, 8, 3), np.uint8),
+        labels=np.array([0, 0, 1, 2]),
+        class_names=names,
+        filenames=[f"{long}.png", f"{long}.jpg", "x.png", "y.png"],
+    )
+    written = save_image_folder(ds, tmp_path / "out")
+    assert len(set(written)) == 4 and all(len(part.encode()) <= 255 for w in written for part in w.split("/"))
+    assert load_dataset(tmp_path / "out", progress=False).class_names == dirs

@@ -837,3 +837,15 @@ def test_the_report_draws_only_the_missing_pictures(evil_run, tmp_path, monkeypa
     assert len(list((tmp_path / "report" / "img").rglob("a*_still.png"))) == len(
         list((tmp_path / "report" / "img").rglob("a*.gif"))
     )
+
+
+def test_hint_commands_quote_the_paths_they_name(evil_run, tmp_path):
+    """`stylex serve "run $(touch PWNED)"` printed `stylex attfind --model .../run $(touch PWNED) --fast 50`:
+    pasted, it ran the command substitution (and a space split the path)."""
+    import shlex
+
+    odd = tmp_path / "my run $(touch PWNED); x"
+    shutil.copytree(evil_run / "run", odd, ignore=shutil.ignore_patterns("attfind"))
+    said = run("serve", odd, "--port", 0, ok=False).output
+    assert f"stylex attfind --model {shlex.quote(str(odd))} --fast 50" in said, said
+    assert "'" in said and not (tmp_path / "PWNED").exists()

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import functools
 import os
+import shlex
 import signal
 import sys
 import time
@@ -674,8 +675,8 @@ def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_val
     if (Path(run_dir) / "attfind" / "attributes.json").is_file():  # said, so that nobody expects them there
         click.echo(
             f"not shipped: {Path(run_dir) / 'attfind'} (AttFind's effects are of your images, not the shipped "
-            f"samples); the receiver runs `stylex attfind --model {out} --out DIR` (its sufficiency goes in the card "
-            "with --metric sufficiency@10=VALUE)."
+            f"samples); the receiver runs `stylex attfind --model {shlex.quote(str(out))} --out DIR` (its sufficiency "
+            "goes in the card with --metric sufficiency@10=VALUE)."
         )
 
 
@@ -686,7 +687,8 @@ def zoo_cmd():
 
     lines = format_models()
     if not lines:
-        click.echo(f"no shipped models in {zoo_root()}; `stylex export RUN --out {zoo_root()}/NAME` adds one.")
+        where = shlex.quote(f"{zoo_root()}/NAME")
+        click.echo(f"no shipped models in {zoo_root()}; `stylex export RUN --out {where}` adds one.")
     for line in lines:
         click.echo(line)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,8 @@ class AttFindResult:
         reads a folder with both."""
         path = Path(path)
         if not path.is_file():
-            raise StylexError(f"{path} does not exist; run `stylex attfind --out {path.parent}` first.")
+            folder = shlex.quote(str(path.parent))
+            raise StylexError(f"{path} does not exist; run `stylex attfind --out {folder}` first.")
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:

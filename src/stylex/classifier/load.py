@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shlex
 import sys
 import warnings
 from dataclasses import replace
@@ -241,7 +242,8 @@ def _load_directory(path: str, weights: str | None, input_spec: InputSpec | None
     if not config_path.is_file():
         raise StylexError(
             f"Classifier directory '{path}' has no {CONFIG_NAME}; "
-            f"train one with `stylex train-classifier --out {path}` or give a TorchScript file or module:factory."
+            f"train one with `stylex train-classifier --out {shlex.quote(str(path))}` or give a TorchScript file or "
+            "module:factory."
         )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))

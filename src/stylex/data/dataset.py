@@ -734,8 +734,20 @@ _FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
 _OPERATOR_WORDS = (("<=", "_le_"), (">=", "_ge_"), ("<", "_lt_"), (">", "_gt_"))
 
 
+def _clip_bytes(name: str, limit: int) -> str:
+    """`name` cut to at most `limit` bytes of UTF-8, at a character boundary (file systems count bytes: 255)."""
+    return name.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
+
+
 def _is_safe_dirname(name: str) -> bool:
-    return bool(name) and len(name) <= 100 and not _FORBIDDEN.search(name) and name[0] != "." and name[-1] not in ". "
+    return (
+        bool(name)
+        and len(name) <= 100
+        and len(name.encode("utf-8", "surrogateescape")) <= 240  # file systems count bytes (255)
+        and not _FORBIDDEN.search(name)
+        and name[0] != "."
+        and name[-1] not in ". "
+    )
 
 
 def class_dir_names(class_names: Sequence[str]) -> list[str]:
@@ -764,7 +776,7 @@ def class_dir_names(class_names: Sequence[str]) -> list[str]:
     for y, name in enumerate(names):
         for op, word in _OPERATOR_WORDS:
             name = name.replace(op, word)
-        name = _FORBIDDEN.sub("_", name).strip(" .")[:90]
+        name = _clip_bytes(_FORBIDDEN.sub("_", name).strip(" .")[:90], 200).strip(" .")
         out.append(f"{y:0{width}d}_{name}" if name else f"{y:0{width}d}")
     return out
 
@@ -857,7 +869,7 @@ def write_image_tree(dataset: ImageDataset, root: Path) -> list[str]:
     written = []
     for i, (image, filename) in enumerate(zip(dataset.images, dataset.filenames, strict=True)):
         folder = dirs[dataset.labels[i]] + "/" if dataset.labels is not None else ""
-        stem = _FORBIDDEN.sub("_", Path(filename).stem) or f"{i:06d}"
+        stem = _clip_bytes(_FORBIDDEN.sub("_", Path(filename).stem), 200) or f"{i:06d}"  # room for "_12.png"
         rel, k = f"{folder}{stem}.png", 0
         while rel.lower() in used:  # two sources with one stem (a.jpg, a.png) must not overwrite each other
             k += 1

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import sys
 import threading
 import traceback
@@ -367,11 +368,12 @@ def load_viewer(
     if not (folder / ATTRIBUTES_FILE).is_file() or not (folder / EFFECTS_FILE).is_file():
         if is_shipped(run_dir):  # the package's folder is not written into: the results go elsewhere
             raise StylexError(
-                f"no AttFind results in {folder}; run `stylex attfind --model {PREFIX}{run_dir.resolve().parent.name} "
-                "--fast 50 --out DIR` first, then pass --attributes DIR."
+                f"no AttFind results in {folder}; run `stylex attfind --model "
+                f"{shlex.quote(PREFIX + run_dir.resolve().parent.name)} --fast 50 --out DIR` first, then pass "
+                "--attributes DIR."
             )
         raise StylexError(
-            f"no AttFind results in {folder}; run `stylex attfind --model {run_dir} --fast 50` first "
+            f"no AttFind results in {folder}; run `stylex attfind --model {shlex.quote(str(run_dir))} --fast 50` first "
             "(or pass --attributes)."
         )
     result = AttFindResult.load(folder / ATTRIBUTES_FILE)
