@@ -502,3 +502,38 @@ def test_long_non_ascii_names_fit_the_file_system(tmp_path):
     written = save_image_folder(ds, tmp_path / "out")
     assert len(set(written)) == 4 and all(len(part.encode()) <= 255 for w in written for part in w.split("/"))
     assert load_dataset(tmp_path / "out", progress=False).class_names == dirs
+
+
+def test_a_killed_writers_temporary_folder_is_swept_by_the_next_run(tmp_path):
+    """SIGKILL cleans nothing up: a killed `data synth` left 11,778 PNGs in a hidden folder beside --out, for good.
+    The next write of that folder removes what dead processes of this machine left, and nothing else."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from stylex.data import save_image_folder
+    from stylex.data.dataset import _OWNER, ImageDataset
+
+    host = _OWNER.split("~")[0]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    left = {
+        "dead": tmp_path / f".out.tmp-{host}~{pid}-abc",
+        "old": tmp_path / f".out.old-{host}~{pid}-abc",
+        "alive": tmp_path / f".out.tmp-{host}~{os.getpid()}-xyz",
+        "other machine": tmp_path / f".out.tmp-elsewhere~{pid}-abc",
+        "other folder": tmp_path / f".outer.tmp-{host}~{pid}-abc",
+        "older stylex": tmp_path / ".out.tmp-k2j3h4",
+    }
+    for folder in left.values():
+        (folder / "a").mkdir(parents=True)
+        (folder / "a" / "x.png").write_bytes(b"png")
+    ds = ImageDataset(images=np.zeros((2, 8, 8, 3), np.uint8), labels=np.array([0, 1]), class_names=["a", "b"],
+                      filenames=["x.png", "y.png"])  # fmt: skip
+    save_image_folder(ds, tmp_path / "out")
+    assert {k for k, f in left.items() if f.exists()} == {"alive", "other machine", "other folder", "older stylex"}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")) == sorted(
+        f.name for k, f in left.items() if k in ("alive", "other machine", "older stylex")
+    ), "and the write itself leaves nothing behind"

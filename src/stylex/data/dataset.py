@@ -18,11 +18,13 @@ Conversions applied to every file, in this order:
 from __future__ import annotations
 
 import csv
+import glob
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import unicodedata
 import warnings
@@ -817,7 +819,8 @@ def atomic_dir(
         )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        _sweep_stale(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{_OWNER}-", dir=out.parent))
     except OSError as e:  # named by the folder asked for, not by the temporary one beside it
         raise StylexError(f"cannot create {out} ({e.strerror or e}); choose a folder you can write to.") from e
     share(tmp, directory=True)
@@ -828,7 +831,7 @@ def atomic_dir(
             if out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
             else:
-                old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+                old = out.with_name(f".{out.name}.old-{tmp.name[len(f'.{out.name}.tmp-') :]}")
                 os.replace(out, old)
         os.replace(tmp, out)
         if old is not None:
@@ -836,6 +839,34 @@ def atomic_dir(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_OWNER = f"{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:24]}~{os.getpid()}"
+"""This process in the names of its temporary folders: host and pid, so that a later run can tell a folder left
+by a killed process (SIGKILL cleans nothing up) from one a live process is still writing."""
+
+
+def _sweep_stale(out: Path) -> None:
+    """Remove the temporary folders beside `out` that a killed process of this machine left (`.NAME.tmp-HOST~PID-*`
+    and `.NAME.old-*` of a pid no longer running): 11,778 PNGs of a killed `data synth` stayed there unseen."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(?:tmp|old)-([A-Za-z0-9]*)~(\d+)-")
+    host = _OWNER.split("~")[0]
+    for entry in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
+        m = pattern.match(entry.name)
+        if m is None or m.group(1) != host or _alive(int(m.group(2))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def save_npz(dataset: ImageDataset, path: str | os.PathLike) -> Path:
