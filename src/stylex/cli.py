@@ -118,9 +118,10 @@ def _terminate_as_interrupt():
 def main(trust_code):
     """StylEx: explain an image classifier with a GAN trained in its StyleSpace.
 
-    Stages: `data synth` -> `train-classifier` -> `train` -> `reconstruct` -> `attfind` -> `explain` -> `report`.
-    `demo` explains a shipped model without training (`demo --train` runs the whole chain); `export` makes a
-    shipped model of a run, `zoo` lists them.
+    Stages: `data synth` -> `train-classifier` -> `train` -> `reconstruct` -> `attfind` -> `explain` -> `report`;
+    `serve` is the live viewer. `data pack` decodes an image folder once, `data heldout` writes a run's held-out
+    images. `demo` explains a shipped model without training (`demo --train` runs the whole chain); `export` makes
+    a shipped model of a run, `zoo` lists them.
     """
     if trust_code:
         from stylex.classifier.trust import TRUST_CODE_ENV
@@ -241,7 +242,8 @@ def _out_dir(run_dir: str, out: str | None, default: str) -> Path:
 # ------------------------------------------------------------------------------------------------ data
 @main.group()
 def data():
-    """Datasets: write the synthetic shapes set with ground-truth factors, or a run's held-out split."""
+    """Datasets: write the synthetic shapes set with ground-truth factors, a run's held-out split, or a folder
+    packed into an .npz."""
 
 
 @data.command("heldout")
@@ -981,7 +983,8 @@ def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames,
               help="The token browsers must present (16-256 letters, digits, . _ ~ -); default: a random one, "
               "printed in the viewer's address. Prefer the environment variable: a command line is visible to "
               "the machine's other users.")  # fmt: skip
-@click.option("--no-token", is_flag=True, help="Serve without a token: anyone who can reach the address can use it.")
+@click.option("--no-token", is_flag=True, help="Serve without a token (overrides STYLEX_VIEWER_TOKEN): anyone who "
+              "can reach the address can use it.")  # fmt: skip
 @click.option("--num-images", default=12, show_default=True, type=click.IntRange(min=0), help="Images offered.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 @click.option("--quiet", is_flag=True, help="Do not log requests.")

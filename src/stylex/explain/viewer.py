@@ -7,8 +7,8 @@ probabilities (JSON, images as base64 PNG).
 Security, as a viewer on a researcher's machine needs it:
 - binds 127.0.0.1 by default; requests whose Host is not one of the viewer's names are refused (a web page
   elsewhere cannot reach the viewer through DNS rebinding), and so are cross-origin POSTs. On a loopback address
-  the names are the loopback ones; on another (`--host 0.0.0.0` for colleagues) the machine's host name, its
-  addresses and the names given with `--allowed-host`;
+  the names are the loopback ones; on another (`--host 0.0.0.0` for colleagues) also the machine's host name and
+  its addresses; on any, the names given with `--allowed-host` (NAME, or NAME:PORT for a tunnel's own port);
 - a token, like Jupyter's: `stylex serve` makes a random one (or takes `--token` / `$STYLEX_VIEWER_TOKEN`) and
   prints the address with `?token=...`; opening it sets an HttpOnly, SameSite=Strict cookie and drops the token
   from the address bar (the browser's history may still keep the address opened). Every request needs the
@@ -520,7 +520,7 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host", "")
         if host not in hosts:
             self._error(403, f"this viewer answers only requests addressed to its own names, not {host!r} (start it "
-                        "with --allowed-host NAME to add one).")  # fmt: skip
+                        "with --allowed-host NAME, or NAME:PORT for a tunnel on another port).")  # fmt: skip
             return False
         origin = self.headers.get("Origin")
         if post and origin is not None and origin not in (f"http://{host}", f"https://{host}"):  # a TLS proxy: https
@@ -716,6 +716,10 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     query = "" if token is None else f"?token={token}"
     print(f"StylEx viewer on http://{shown}:{server.server_address[1]}/{query} (Ctrl-C stops it)", flush=True)
+    if host in ("0.0.0.0", "::"):  # every address: the one to give colleagues is the machine's name
+        import socket
+
+        print(f"colleagues open http://{socket.gethostname()}:{server.server_address[1]}/{query}", flush=True)
     if not _is_loopback(host):
         names = sorted({h.rsplit(":", 1)[0] for h in server.allowed_hosts})  # type: ignore[attr-defined]
         who = ("anyone who can reach it can use the viewer (no token)" if token is None else
