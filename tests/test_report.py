@@ -781,7 +781,8 @@ def test_a_viewer_for_colleagues_answers_only_its_own_names(evil_run, monkeypatc
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]  # hold both slots
         extra = socket.create_connection(("127.0.0.1", port))
         extra.settimeout(20)
-        assert extra.recv(1) == b"", "a connection beyond the cap is closed at once"
+        assert extra.recv(100).startswith(b"HTTP/1.1 503"), "a connection beyond the cap is told so"
+        assert extra.recv(1) == b"", "and closed at once"
         for conn in (*idle, extra):
             conn.close()
     finally:
@@ -849,3 +850,57 @@ def test_hint_commands_quote_the_paths_they_name(evil_run, tmp_path):
     said = run("serve", odd, "--port", 0, ok=False).output
     assert f"stylex attfind --model {shlex.quote(str(odd))} --fast 50" in said, said
     assert "'" in said and not (tmp_path / "PWNED").exists()
+
+
+def test_a_trickling_client_loses_its_slot_at_the_request_deadline(monkeypatch):
+    """One header byte every 20 s kept a slot for good (the timeout was per read): a request must arrive whole
+    within REQUEST_DEADLINE."""
+    import socket
+
+    from stylex.explain import viewer as viewer_module
+    from stylex.explain.viewer import make_server
+
+    monkeypatch.setattr(viewer_module, "REQUEST_DEADLINE", 1.0)
+    server = make_server(None, "127.0.0.1", 0, quiet=True, token=None)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conn = socket.create_connection(("127.0.0.1", server.server_address[1]))
+        conn.settimeout(20)
+        closed = False
+        for byte in b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n":
+            try:
+                conn.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            threading.Event().wait(0.25)
+            conn.setblocking(False)
+            try:
+                closed = conn.recv(1) == b""
+            except BlockingIOError:
+                pass
+            finally:
+                conn.setblocking(True)
+            if closed:
+                break
+        assert closed, "the server closed the trickling connection"
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_viewer_refuses_odd_lengths_and_deep_json(viewer_url):
+    """A Content-Length of a superscript digit and 30,000 nested brackets were 500s with tracebacks."""
+    import http.client
+
+    port = int(viewer_url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest("POST", "/api/upload")
+    for k, v in {**AUTH, "Content-Type": "application/octet-stream", "Content-Length": "\u00b2"}.items():
+        conn.putheader(k, v.encode("utf-8") if k == "Content-Length" else v)
+    conn.endheaders()
+    assert conn.getresponse().status == 411
+    conn.close()
+    deep = b"[" * 30000 + b"]" * 30000
+    assert _authed(viewer_url + "/api/render", deep, "application/json")[0] == 400

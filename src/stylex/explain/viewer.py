@@ -36,6 +36,7 @@ import secrets
 import shlex
 import sys
 import threading
+import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -63,7 +64,10 @@ MAX_DECODES = 2
 MAX_CONNECTIONS = 64
 """Connections served at once; more are closed at once (each holds a thread)."""
 REQUEST_TIMEOUT = 30
-"""Seconds a connection may sit idle (or trickle a request) before it is closed."""
+"""Seconds a connection may sit idle (or wait for one read) before it is closed."""
+REQUEST_DEADLINE = 60
+"""Seconds a request may take to arrive whole, idle wait before it included: a client trickling one byte every 20 s
+held its slot for good under the per-read timeout alone."""
 _DECODING = threading.BoundedSemaphore(MAX_DECODES)
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 """Pillow formats an upload may have."""
@@ -428,10 +432,20 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "stylex-viewer"
     sys_version = ""
     protocol_version = "HTTP/1.1"
-    timeout = REQUEST_TIMEOUT  # an idle or trickling connection is closed, not held open with its thread
+    timeout = REQUEST_TIMEOUT  # an idle connection is closed, not held open with its thread
+    disable_nagle_algorithm = True  # headers and body leave at once: Nagle held each keep-alive reply ~40 ms
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = _DeadlineReader(self.rfile, self.connection)
+
+    def handle_one_request(self) -> None:
+        self.rfile.deadline = time.monotonic() + REQUEST_DEADLINE  # type: ignore[attr-defined]
+        super().handle_one_request()
 
     # --- responses -----------------------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, content_type: str, extra: Mapping[str, str] | None = None) -> None:
+        self.connection.settimeout(REQUEST_TIMEOUT)  # the reply gets its own time, not what the request left
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -533,7 +547,7 @@ class _Handler(BaseHTTPRequestHandler):
         if content_type not in types:
             raise HTTPError(415, f"send the body as {' or '.join(types)}.")
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None or not (length.isascii() and length.isdigit()):
             raise HTTPError(411, "the request needs a Content-Length.")
         if int(length) > limit:
             if int(length) <= 4 * limit:  # read and drop it, so that the client gets the 413 rather than a reset
@@ -569,7 +583,7 @@ class _Handler(BaseHTTPRequestHandler):
             def render() -> dict[str, Any]:
                 try:
                     request = json.loads(self._body(MAX_JSON_BYTES, ("application/json",)))
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: 30,000 nested brackets
                     raise HTTPError(400, "the request is not valid JSON.") from None
                 if not isinstance(request, dict):
                     raise HTTPError(400, 'send {"image": ID, "values": {SLIDER: POSITION}}.')
@@ -587,6 +601,8 @@ class _Handler(BaseHTTPRequestHandler):
             data = produce()
         except HTTPError as e:
             self._error(e.status, str(e))
+        except TimeoutError:  # the body did not arrive within the request's time
+            self._error(408, "the request took too long to arrive.")
         except StylexError as e:
             self._error(400, str(e))
         except Exception:
@@ -596,16 +612,48 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, data)
 
 
+class _DeadlineReader:
+    """The request stream, each read bounded by what is left of the request's deadline (`deadline`, set per
+    request by the handler) as well as by the per-read timeout."""
+
+    def __init__(self, raw: Any, connection: Any) -> None:
+        self._raw, self._connection, self.deadline = raw, connection, None
+
+    def _arm(self) -> None:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request deadline passed")
+            self._connection.settimeout(min(REQUEST_TIMEOUT, left))
+
+    def readline(self, *args: Any) -> bytes:
+        self._arm()
+        return self._raw.readline(*args)
+
+    def read(self, *args: Any) -> bytes:
+        self._arm()
+        return self._raw.read(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog (socketserver's 5 reset connections of a burst of 20)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """At most MAX_CONNECTIONS threads: a connection beyond them is closed at once."""
+        """At most MAX_CONNECTIONS threads: a connection beyond them gets a 503 and is closed at once."""
         if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n"
+                                b"Retry-After: 5\r\n\r\n")  # fmt: skip
+            except OSError:
+                pass
             self.shutdown_request(request)
             return
         try:
@@ -733,6 +781,9 @@ def serve(
         server.serve_forever()
     finally:
         server.server_close()
+        # a request thread still in torch when the interpreter exits aborted it ("terminate called without an
+        # active exception"): wait for the one under way (renders hold the lock), and let no other start
+        viewer._lock.acquire(timeout=30)
 
 
 # ------------------------------------------------------------------------------------------------ the page
