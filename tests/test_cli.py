@@ -516,3 +516,21 @@ def test_attfind_into_a_folder_of_other_effects_is_refused_and_says_how_to_go_on
     _error(run(*args, "--num-images", 6, ok=False), "holds effects of other images, weights or settings",
            "older stylex", "--recompute")  # fmt: skip
     run(*args, "--num-images", 6, "--recompute")
+
+
+def test_a_torchscript_classifier_trains_and_runs_attfind(chain, tmp_path):
+    """The README says "save the classifier as TorchScript and train with that", yet `stylex train` crashed on the
+    first step ("backward through the graph a second time") and `attfind` on such a run ("Inference tensors cannot
+    be saved for backward"): the JIT's optimising executor ignored torch.no_grad once it had profiled a call with
+    gradients (the classifier check's)."""
+    import torch
+
+    from stylex.classifier import load_classifier
+
+    path = tmp_path / "clf.pt"
+    torch.jit.script(load_classifier(str(chain / "clf")).model.eval()).save(str(path))
+    run("train", "--data", chain / "data", "--classifier", path, "--out", tmp_path / "run", "--preset", "tiny",
+        "--max-steps", 2, "--quiet")  # fmt: skip
+    run("attfind", "--model", tmp_path / "run", "--fast", 4, "--num-images", 8, "--top-k", 2, "--no-render",
+        "--quiet")  # fmt: skip
+    assert (tmp_path / "run" / "attfind" / "attributes.json").is_file()
