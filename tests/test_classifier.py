@@ -653,3 +653,25 @@ def test_the_trust_list_write_makes_a_new_file_and_a_fifo_is_no_list(tmp_path, m
     monkeypatch.setenv("STYLEX_TRUST_STORE", str(fifo))
     with pytest.warns(UserWarning, match="not a regular file"):
         assert not trust.is_trusted(src)  # returns instead of hanging on the read
+
+
+def test_the_trust_list_never_creates_a_home_folder(tmp_path, monkeypatch):
+    """As root in a container, HOME=/nonexistent made stylex create /nonexistent/.config/stylex; and with a list
+    it cannot write, the refusal still said "add --trust-code once"."""
+    from stylex.classifier import trust
+    from stylex.classifier.adapter import ClassifierSource
+
+    monkeypatch.delenv("STYLEX_TRUST_STORE")
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "nonexistent"))
+    src = ClassifierSource(kind="factory", location="m:build", search_path=str(tmp_path))
+    with pytest.warns(UserWarning, match="could not add the classifier .* home folder .*nonexistent does not exist"):
+        trust.remember(src)
+    assert not (tmp_path / "nonexistent").exists()
+    assert not trust.can_write()
+    record = {"kind": "factory", "location": "m:build", "search_path": str(tmp_path)}
+    with pytest.raises(StylexError, match=r"--trust-code \(every time: the trust list .* cannot be written here\)"):
+        load_classifier_from_dict(record)
+    monkeypatch.setenv("HOME", str(tmp_path))  # an existing home: its .config/stylex is made
+    trust.remember(src)
+    assert trust.is_trusted(src) and (tmp_path / ".config" / "stylex" / "trusted-classifiers.json").is_file()

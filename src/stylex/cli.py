@@ -59,8 +59,9 @@ class _Group(click.Group):
             if e.errno in _DISK_ERRORS and e.filename2 is not None:  # a copy: the file written is the second
                 e.filename = e.filename2
             if e.filename is None and e.errno in _DISK_ERRORS:  # a write cut short names no file
-                click.echo(f"error: a write failed ({e.strerror or e}); check the free disk space and any limit on "
-                           "file sizes (ulimit -f) or quotas, then run the command again.", err=True)  # fmt: skip
+                click.echo(f"error: a write failed ({e.strerror or e}); check the free disk space (of the output "
+                           "folder, and wherever the output and the log go) and any limit on file sizes (ulimit -f) "
+                           "or quotas, then run the command again.", err=True)  # fmt: skip
                 sys.exit(1)
             if e.filename is None:
                 raise

@@ -178,7 +178,13 @@ def load_classifier_from_dict(
                 f"The run's classifier is {what}, {os.path.normpath(src.location)!r}, which this machine has not "
                 "trusted yet: loading it runs what the run folder's author chose. For your own run, or one you "
                 "trust, add --trust-code "
-                + ("once" if trust.keeps_a_list() else "(every time: STYLEX_TRUST_STORE is empty, so none is kept)")
+                + (
+                    "once"
+                    if trust.can_write()
+                    else "(every time: STYLEX_TRUST_STORE is empty, so none is kept)"
+                    if not trust.keeps_a_list()
+                    else f"(every time: the trust list {trust.store_path()} cannot be written here)"
+                )
                 + " (`stylex --trust-code COMMAND ...`; trust_code=True from Python, or STYLEX_TRUST_CODE=1)."
             )
     adapter = _load(src.location, src.weights, src.input_spec, device, src.search_path, src.kind, program)

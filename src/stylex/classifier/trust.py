@@ -16,6 +16,7 @@ data, not code, and need no trust.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -113,7 +114,7 @@ def remember(src: ClassifierSource, program: bytes | None = None) -> None:
     if why is None:
         try:
             if os.environ.get(STORE_ENV) is None:  # only the default place is created; a given one's must exist
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _make_config_folder(path.parent)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # new, no link
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(json.dumps({"trusted": sorted(keys | {key})}, indent=1) + "\n")
@@ -126,6 +127,28 @@ def remember(src: ClassifierSource, program: bytes | None = None) -> None:
             f"could not add the classifier to the trust list {path} ({why}): commands on its runs will ask for "
             "--trust-code (set STYLEX_TRUST_STORE to a file in a folder you can write)."
         )
+
+
+def _make_config_folder(folder: Path) -> None:
+    """Create the default list's folder (~/.config/stylex), but never a home folder that does not exist: as root in a
+    container, HOME=/nonexistent made stylex create /nonexistent/.config/stylex."""
+    home = Path.home()
+    if not os.environ.get("XDG_CONFIG_HOME") and not home.is_dir():
+        raise OSError(errno.ENOENT, f"the home folder {home} does not exist")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def can_write() -> bool:
+    """Whether the trust list can be written: it keeps one (`keeps_a_list`), and its file, or the nearest folder that
+    exists on the way to it, is writable."""
+    if not keeps_a_list():
+        return False
+    if os.environ.get(STORE_ENV) is None and not os.environ.get("XDG_CONFIG_HOME") and not Path.home().is_dir():
+        return False  # `_make_config_folder` creates no home folder
+    path = store_path()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return os.access(path, os.W_OK)
 
 
 def keeps_a_list() -> bool:
