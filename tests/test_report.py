@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -852,39 +853,60 @@ def test_hint_commands_quote_the_paths_they_name(evil_run, tmp_path):
     assert "'" in said and not (tmp_path / "PWNED").exists()
 
 
-def test_a_trickling_client_loses_its_slot_at_the_request_deadline(monkeypatch):
-    """One header byte every 20 s kept a slot for good (the timeout was per read): a request must arrive whole
-    within REQUEST_DEADLINE."""
+def _trickle(port: int, head: bytes, trickle: bytes, seconds: float = 10.0) -> float | None:
+    """Send `head`, then `trickle` one byte every 0.2 s; the seconds until the server closed the connection (None:
+    still open after `seconds`)."""
     import socket
 
-    from stylex.explain import viewer as viewer_module
-    from stylex.explain.viewer import make_server
-
-    monkeypatch.setattr(viewer_module, "REQUEST_DEADLINE", 1.0)
-    server = make_server(None, "127.0.0.1", 0, quiet=True, token=None)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    conn = socket.create_connection(("127.0.0.1", port))
+    start = time.monotonic()
     try:
-        conn = socket.create_connection(("127.0.0.1", server.server_address[1]))
-        conn.settimeout(20)
-        closed = False
-        for byte in b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n":
+        conn.sendall(head)
+        for byte in trickle:
+            if time.monotonic() - start > seconds:
+                return None
             try:
                 conn.sendall(bytes([byte]))
             except OSError:
-                closed = True
-                break
-            threading.Event().wait(0.25)
+                return time.monotonic() - start
+            threading.Event().wait(0.2)
             conn.setblocking(False)
             try:
-                closed = conn.recv(1) == b""
+                conn.recv(65536)  # a reply (a 408) or the close: the server is done with the request
+                return time.monotonic() - start
             except BlockingIOError:
                 pass
             finally:
                 conn.setblocking(True)
-            if closed:
-                break
-        assert closed, "the server closed the trickling connection"
+        return None
+    finally:
         conn.close()
+
+
+def test_a_trickling_client_loses_its_slot_at_the_request_deadline(monkeypatch):
+    """One header byte every 20 s kept a slot for good (the timeout was per read), and so did bytes trickled inside
+    one header line or one body (a buffered readline makes many socket reads): every read from the socket now
+    keeps the request's deadline; a body's grows with its length once the token is checked."""
+    from stylex.explain import viewer as viewer_module
+    from stylex.explain.viewer import make_server
+
+    monkeypatch.setattr(viewer_module, "REQUEST_DEADLINE", 1.0)
+    monkeypatch.setattr(viewer_module, "REQUEST_TIMEOUT", 1.0)
+    monkeypatch.setattr(viewer_module, "MIN_BODY_RATE", 10**9)
+    server = make_server(None, "127.0.0.1", 0, quiet=True, token=None)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        line = b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        cases = {
+            "request line, byte by byte": (b"", line),
+            "inside one header line": (line + b"X-Pad: ", b"a" * 100),
+            "a body": (b"POST /api/render HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: 1000\r\n\r\n", b"{" * 1000),
+        }  # fmt: skip
+        for name, (head, trickle) in cases.items():
+            closed = _trickle(port, head, trickle)
+            assert closed is not None and closed < 5, (name, closed)
     finally:
         server.shutdown()
         server.server_close()
@@ -904,3 +926,10 @@ def test_the_viewer_refuses_odd_lengths_and_deep_json(viewer_url):
     conn.close()
     deep = b"[" * 30000 + b"]" * 30000
     assert _authed(viewer_url + "/api/render", deep, "application/json")[0] == 400
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest("POST", "/api/upload")
+    for k, v in {**AUTH, "Content-Type": "application/octet-stream", "Content-Length": "9" * 5000}.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    assert conn.getresponse().status == 413, "int() of 5,000 digits raised: a 500"
+    conn.close()

@@ -66,8 +66,11 @@ MAX_CONNECTIONS = 64
 REQUEST_TIMEOUT = 30
 """Seconds a connection may sit idle (or wait for one read) before it is closed."""
 REQUEST_DEADLINE = 60
-"""Seconds a request may take to arrive whole, idle wait before it included: a client trickling one byte every 20 s
-held its slot for good under the per-read timeout alone."""
+"""Seconds a request's line and headers may take to arrive, idle wait before them included: a client trickling one
+byte every 20 s held its slot for good under the per-read timeout alone. Checked at every read from the socket."""
+MIN_BODY_RATE = 16 * 1024
+"""Bytes per second a request body must keep up on average once the token is checked: the deadline grows by its
+length at this rate (a 5 MB upload over a slow tunnel may take 5 minutes)."""
 _DECODING = threading.BoundedSemaphore(MAX_DECODES)
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 """Pillow formats an upload may have."""
@@ -219,15 +222,16 @@ class Viewer:
     # --- verbs ---------------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """What the page needs to draw itself: classes, images with thumbnails, sliders, limits."""
-        images = [
-            {
-                "id": f"i{k}",
-                "label": label,
-                "name": f"image {k + 1}" + (f", labelled {cls}" if cls is not None else ""),
-                "thumb": _png_uri(self._images[k], 64),
-            }
-            for k, (label, cls) in enumerate(zip(self._labels, self._classes, strict=True))
-        ]
+        with self._lock:  # the thumbnails are torch work (see `render`)
+            images = [
+                {
+                    "id": f"i{k}",
+                    "label": label,
+                    "name": f"image {k + 1}" + (f", labelled {cls}" if cls is not None else ""),
+                    "thumb": _png_uri(self._images[k], 64),
+                }
+                for k, (label, cls) in enumerate(zip(self._labels, self._classes, strict=True))
+            ]
         sliders = [
             {"id": i, "name": sl.name, "raises_min": sl.raises_min, "raises_max": sl.raises_max}
             for i, sl in enumerate(self.sliders)
@@ -256,20 +260,22 @@ class Viewer:
         from stylex.explain.slider import slide
 
         positions = self._positions(values or {})
-        with self._lock:
+        with self._lock:  # all torch work under the lock: at Ctrl-C the server waits for it (see `serve`)
             entry = self._entry(image)
             s = slide(entry.s, positions, self.s_min, self.s_max) if positions else entry.s
             x_edit = self.model.G.synthesis(s, entry.noise)  # [1, 3, R, R]
             probs = self.C(x_edit).float().softmax(dim=1)[0].cpu()  # [K]
+            edited, predicted = _png_uri(x_edit[0]), int(probs.argmax())
+            probs_list = [round(float(p), 6) for p in probs]
         return {
             "image": image,
             "input": entry.input_uri,
             "reconstruction": entry.rec_uri,
-            "edited": _png_uri(x_edit[0]),
+            "edited": edited,
             "probs_input": entry.probs_input,
             "probs_reconstruction": entry.probs_rec,
-            "probs": [round(float(p), 6) for p in probs],
-            "predicted": int(probs.argmax()),
+            "probs": probs_list,
+            "predicted": predicted,
         }
 
     def upload(self, data: bytes) -> dict[str, Any]:
@@ -278,10 +284,10 @@ class Viewer:
 
         if len(data) > MAX_UPLOAD_BYTES:
             raise HTTPError(413, f"the upload is {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}.")
-        x = to_tensor(decode_image(data, self.model.resolution)[None].copy())  # [1, 3, R, R]
+        pixels = decode_image(data, self.model.resolution)[None].copy()  # [1, R, R, 3] uint8 (Pillow, numpy)
         token = "u" + secrets.token_hex(8)
         with self._lock:
-            self._uploads[token] = x
+            self._uploads[token] = to_tensor(pixels)  # [1, 3, R, R]
             while len(self._uploads) > MAX_UPLOADS:
                 old, _ = self._uploads.popitem(last=False)
                 self._cache.pop(old, None)
@@ -437,10 +443,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.rfile = _DeadlineReader(self.rfile, self.connection)
+        self.rfile.close()  # the standard buffered socket file, replaced by one whose every read keeps the deadline
+        self._socket_in = _DeadlineSocketIO(self.connection)
+        self.rfile = io.BufferedReader(self._socket_in)
 
     def handle_one_request(self) -> None:
-        self.rfile.deadline = time.monotonic() + REQUEST_DEADLINE  # type: ignore[attr-defined]
+        self._socket_in.deadline = time.monotonic() + REQUEST_DEADLINE
         super().handle_one_request()
 
     # --- responses -----------------------------------------------------------------------------------------
@@ -549,6 +557,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if length is None or not (length.isascii() and length.isdigit()):
             raise HTTPError(411, "the request needs a Content-Length.")
+        if len(length) > 15:  # int() of 5,000 digits raises
+            raise HTTPError(413, f"the request body is larger than the limit of {limit:,} bytes.")
+        body_time = REQUEST_TIMEOUT + min(int(length), limit) / MIN_BODY_RATE  # by its size (the token is checked)
+        self._socket_in.deadline = max(self._socket_in.deadline or 0.0, time.monotonic() + body_time)
         if int(length) > limit:
             if int(length) <= 4 * limit:  # read and drop it, so that the client gets the 413 rather than a reset
                 left = int(length)
@@ -612,30 +624,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, data)
 
 
-class _DeadlineReader:
-    """The request stream, each read bounded by what is left of the request's deadline (`deadline`, set per
-    request by the handler) as well as by the per-read timeout."""
+class _DeadlineSocketIO(io.RawIOBase):
+    """A connection's incoming bytes, each read from the socket bounded by what is left of the request's deadline
+    (`deadline`, set per request by the handler) as well as by the per-read timeout. Bounding whole `readline`
+    calls was not enough: Python's buffered reads make many socket reads inside one call."""
 
-    def __init__(self, raw: Any, connection: Any) -> None:
-        self._raw, self._connection, self.deadline = raw, connection, None
+    def __init__(self, sock: Any) -> None:
+        super().__init__()
+        self._sock, self.deadline = sock, None
 
-    def _arm(self) -> None:
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("request deadline passed")
-            self._connection.settimeout(min(REQUEST_TIMEOUT, left))
-
-    def readline(self, *args: Any) -> bytes:
-        self._arm()
-        return self._raw.readline(*args)
-
-    def read(self, *args: Any) -> bytes:
-        self._arm()
-        return self._raw.read(*args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._raw, name)
+            self._sock.settimeout(min(REQUEST_TIMEOUT, left))
+        return self._sock.recv_into(buffer)
 
 
 class _Server(ThreadingHTTPServer):
