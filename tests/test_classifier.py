@@ -675,3 +675,36 @@ def test_the_trust_list_never_creates_a_home_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # an existing home: its .config/stylex is made
     trust.remember(src)
     assert trust.is_trusted(src) and (tmp_path / ".config" / "stylex" / "trusted-classifiers.json").is_file()
+
+
+def test_a_factory_found_through_pythonpath_is_recorded_with_its_folder(tmp_path, monkeypatch):
+    """`PYTHONPATH=models stylex train --classifier mymodels:make` (the route train's own error suggests) recorded no
+    folder: every later command failed unless PYTHONPATH was set again. A refused factory was trusted too."""
+    from stylex.classifier import trust
+    from stylex.classifier.adapter import ClassifierSource
+
+    name = f"onpath_{uuid.uuid4().hex[:8]}"
+    models, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
+    models.mkdir(), elsewhere.mkdir()
+    (models / f"{name}.py").write_text(
+        "import torch\nfrom stylex.classifier import SmallCNN\ndef build():\n    torch.manual_seed(0)\n"
+        "    return SmallCNN(2, 16, width=4)\ndef pair():\n    m = SmallCNN(2, 16, width=4)\n"
+        "    class Two(torch.nn.Module):\n        def __init__(self):\n            super().__init__()\n"
+        "            self.m = m\n        def forward(self, x):\n            return self.m(x), self.m(x)\n"
+        "    return Two()\n"
+    )
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.syspath_prepend(str(models))
+    try:
+        with pytest.warns(UserWarning, match="no input spec"):
+            recorded = load_classifier(f"{name}:build", resolution=16).to_dict()
+        assert recorded["search_path"] == str(models)
+        with pytest.warns(UserWarning, match="no input spec"), pytest.raises(StylexError):
+            load_classifier(f"{name}:pair", resolution=16)
+        pair = ClassifierSource(kind="factory", location=f"{name}:pair", search_path=str(models))
+        assert not trust.is_trusted(pair), "a refused classifier is not trusted"
+        sys.modules.pop(name)
+        monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(models)])
+        assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
+    finally:
+        sys.modules.pop(name, None)

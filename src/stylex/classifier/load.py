@@ -68,10 +68,10 @@ def load_classifier(
             do not match, a classifier whose output fails `check`, or `class_names` that do not name its outputs.
     """
     adapter = _load(str(source), weights, input_spec, device)
-    trust.remember(ClassifierSource.from_dict(adapter.to_dict()))  # given directly: its runs need no --trust-code
     check_at = resolution or adapter.input_spec.size
     if check_at is not None:
         adapter.check(check_at)
+    trust.remember(ClassifierSource.from_dict(adapter.to_dict()))  # given directly: its runs need no --trust-code
     if class_names is not None:
         adapter.class_names = _checked_names(class_names, adapter)
     return adapter
@@ -387,6 +387,8 @@ def _load_factory(
                 if d in sys.path:
                     sys.path.remove(d)
     found_in = _found_in(module_name, candidates)
+    if found_in is None and not recorded:  # found through PYTHONPATH (or a .pth): recorded like the working directory
+        found_in = _outside_installed(module_name)
     factory: Any = module
     for part in attr_path.split("."):
         if not hasattr(factory, part):
@@ -452,7 +454,8 @@ def _import_recorded(module_name: str, spec: str, search_path: str | None):
     if found is None and search_path is None:  # a run written before stylex recorded the factory's folder
         raise StylexError(
             f"Module '{top}' for classifier '{spec}' is not among the installed packages, and the run records no "
-            "folder for it (an older stylex did not); install it, or name its folder for this command: "
+            "folder for it (runs of an older stylex, or trained with the module found through PYTHONPATH before "
+            "session 20, do not); install it, or name its folder for this command: "
             f"PYTHONPATH=/its/folder stylex ... (from Python, pass the classifier)."
         )
     if found is None:
@@ -479,17 +482,41 @@ def _import_recorded(module_name: str, spec: str, search_path: str | None):
         sys.path[:] = saved
 
 
-def _found_in(module_name: str, candidates: list[str]) -> str | None:
-    """The directory among `candidates` (the working directory, a recorded one) that the module's top package came
-    from, else None (an installed package)."""
+def _outside_installed(module_name: str) -> str | None:
+    """The folder the module's top package came from when that is not where Python installs packages (site-packages,
+    the standard library): a folder on PYTHONPATH, which a run must record, as it records the working directory (a
+    factory found there was unfindable by every later command without the same PYTHONPATH)."""
+    import site
+    import sysconfig
+
+    folder = _module_folder(module_name)
+    if folder is None:
+        return None
+    roots = {sysconfig.get_paths().get(k) for k in ("purelib", "platlib", "stdlib", "platstdlib")}
+    roots |= {*site.getsitepackages(), site.getusersitepackages()}
+    real = os.path.realpath(folder)
+    for root in filter(None, roots):
+        root = os.path.realpath(root)
+        if real == root or real.startswith(root + os.sep):
+            return None
+    return folder
+
+
+def _module_folder(module_name: str) -> str | None:
+    """The folder holding the (already imported) module's top package or module file."""
     top = sys.modules.get(module_name.split(".")[0])
     where = getattr(top, "__file__", None)
     if where is None:
         return None
     folder = os.path.dirname(os.path.abspath(where))
-    if os.path.basename(where) == "__init__.py":
-        folder = os.path.dirname(folder)
-    return folder if folder in [os.path.abspath(d) for d in candidates] else None
+    return os.path.dirname(folder) if os.path.basename(where) == "__init__.py" else folder
+
+
+def _found_in(module_name: str, candidates: list[str]) -> str | None:
+    """The directory among `candidates` (the working directory, a recorded one) that the module's top package came
+    from, else None (an installed package)."""
+    folder = _module_folder(module_name)
+    return folder if folder is not None and folder in [os.path.abspath(d) for d in candidates] else None
 
 
 def _load_weights(model: nn.Module, weights: str, name: str) -> None:
