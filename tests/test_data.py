@@ -514,9 +514,9 @@ def test_a_killed_writers_temporary_folder_is_swept_by_the_next_run(tmp_path):
     import numpy as np
 
     from stylex.data import save_image_folder
-    from stylex.data.dataset import _OWNER, ImageDataset
+    from stylex.data.dataset import ImageDataset, _owner
 
-    host = _OWNER.split("~")[0]
+    host = _owner().split("~")[0]
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
     left = {

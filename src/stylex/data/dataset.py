@@ -820,7 +820,7 @@ def atomic_dir(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _sweep_stale(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{_OWNER}-", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{_owner()}-", dir=out.parent))
     except OSError as e:  # named by the folder asked for, not by the temporary one beside it
         raise StylexError(f"cannot create {out} ({e.strerror or e}); choose a folder you can write to.") from e
     share(tmp, directory=True)
@@ -841,16 +841,17 @@ def atomic_dir(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-_OWNER = f"{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:24]}~{os.getpid()}"
-"""This process in the names of its temporary folders: host and pid, so that a later run can tell a folder left
-by a killed process (SIGKILL cleans nothing up) from one a live process is still writing."""
+def _owner() -> str:
+    """This process in the names of its temporary folders: host and pid, so that a later run can tell a folder left
+    by a killed process (SIGKILL cleans nothing up) from one a live process is still writing."""
+    return f"{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:24]}~{os.getpid()}"
 
 
 def _sweep_stale(out: Path) -> None:
     """Remove the temporary folders beside `out` that a killed process of this machine left (`.NAME.tmp-HOST~PID-*`
     and `.NAME.old-*` of a pid no longer running): 11,778 PNGs of a killed `data synth` stayed there unseen."""
     pattern = re.compile(rf"\.{re.escape(out.name)}\.(?:tmp|old)-([A-Za-z0-9]*)~(\d+)-")
-    host = _OWNER.split("~")[0]
+    host = _owner().split("~")[0]
     for entry in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
         m = pattern.match(entry.name)
         if m is None or m.group(1) != host or _alive(int(m.group(2))):

@@ -522,7 +522,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _token_in_query(self) -> bool:
         """GET /?token=T with the right T: set the cookie and send the browser to / (the token leaves the address
-        bar and the history). True when the request was answered here."""
+        bar). A wrong T with a valid cookie (an old link) falls through to the page. True when answered here."""
         token: str | None = self.server.token  # type: ignore[attr-defined]
         url = urlsplit(self.path)
         given = parse_qs(url.query).get("token")
