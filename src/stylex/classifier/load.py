@@ -454,8 +454,8 @@ def _import_recorded(module_name: str, spec: str, search_path: str | None):
     if found is None and search_path is None:  # a run written before stylex recorded the factory's folder
         raise StylexError(
             f"Module '{top}' for classifier '{spec}' is not among the installed packages, and the run records no "
-            "folder for it (runs of an older stylex, or trained with the module found through PYTHONPATH before "
-            "session 20, do not); install it, or name its folder for this command: "
+            "folder for it (older versions of stylex recorded none for a module found through PYTHONPATH, or for "
+            "any module before that); install it, or name its folder for this command: "
             f"PYTHONPATH=/its/folder stylex ... (from Python, pass the classifier)."
         )
     if found is None:
