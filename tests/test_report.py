@@ -933,3 +933,18 @@ def test_the_viewer_refuses_odd_lengths_and_deep_json(viewer_url):
     conn.endheaders()
     assert conn.getresponse().status == 413, "int() of 5,000 digits raised: a 500"
     conn.close()
+
+
+def test_fast_attfind_under_inference_mode_says_why(evil_run):
+    """Fast AttFind inside torch.inference_mode() ended in "element 0 of tensors does not require grad"."""
+    import torch
+
+    import stylex
+    from stylex.data import load_dataset
+
+    model, classifier = stylex.load_run(evil_run / "run")
+    x = load_dataset(evil_run / "data", resolution=16, progress=False).tensors(list(range(4)))
+    with torch.inference_mode(), pytest.raises(stylex.StylexError, match="fast mode ranks coordinates by gradients"):
+        stylex.AttFind(model, classifier, top_k=1, fast=4, progress=False).run(x)
+    with torch.no_grad():
+        assert stylex.AttFind(model, classifier, top_k=1, fast=4, progress=False).run(x).classes

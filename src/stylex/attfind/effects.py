@@ -421,6 +421,11 @@ class StyleEffects:
             `Effects`; `meta` gains mode, fast, precision, seconds, seconds_per_image and, in fast mode,
             fast_points, fast_noise and `estimate_top10_overlap` (see `_estimate_agreement`).
         """
+        if self.fast is not None and torch.is_inference_mode_enabled():  # said, not a raw autograd error
+            raise StylexError(
+                "fast mode ranks coordinates by gradients, which torch.inference_mode() turns off: call AttFind "
+                "outside it (torch.no_grad() is fine), or without fast."
+            )
         t0 = time.perf_counter()
         dist = dist or Distributed()
         n, S = s.batch_size, s.layout.num_coords

@@ -461,7 +461,8 @@ def _import_recorded(module_name: str, spec: str, search_path: str | None):
     if found is None:
         raise StylexError(
             f"Module '{top}' for classifier '{spec}' is not in {where}, where the run recorded it; put it back there "
-            "(or, from Python, pass the classifier)."
+            "(a run loads its factory from the recorded folder only, never from PYTHONPATH or the working directory; "
+            "or edit search_path in the run's config.json; from Python, pass the classifier)."
         )
     loaded = sys.modules.get(top)
     if loaded is not None and getattr(loaded, "__file__", None) != found.origin:
