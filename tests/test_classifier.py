@@ -708,3 +708,12 @@ def test_a_factory_found_through_pythonpath_is_recorded_with_its_folder(tmp_path
         assert load_classifier_from_dict(recorded, resolution=16).fingerprint() == recorded["fingerprint"]
     finally:
         sys.modules.pop(name, None)
+
+
+def test_a_classifier_near_chance_is_named():
+    """A 9-class classifier at 0.167 (chance 0.111) went through training, AttFind and the report without a word."""
+    from stylex.classifier.train import weak_classifier_note
+
+    assert "0.167, is nearer chance (0.111 for 9 classes)" in weak_classifier_note(0.167, 9)
+    assert weak_classifier_note(0.7, 2) is not None and weak_classifier_note(0.75, 2) is None
+    assert weak_classifier_note(0.6, 9) is None and weak_classifier_note(0.5, 1) is None

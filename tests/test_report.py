@@ -65,6 +65,8 @@ def test_report_is_self_contained_and_escaped(evil_run):
     html = (report / "index.html").read_text()
     assert EVIL not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "circle &amp; co" in html
+    accuracy = json.loads((evil_run / "clf" / "metrics.json").read_text())["val_accuracy"]
+    assert "; chance 0.500" in html and ("nearer chance (0.500 for 2 classes)" in html) == (accuracy < 0.75)
     refs = _local_refs(html)
     assert refs, "the report shows pictures"
     for ref in refs:

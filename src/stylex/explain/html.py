@@ -15,7 +15,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
+PALETTE = (
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
+    "#bcbd22", "#7f7f7f", "#393b79", "#e7969c", "#637939", "#ad494a", "#3182bd", "#e6550d",
+)  # fmt: skip
+"""Class colours: 16 before they repeat (9 age groups shared a blue with 8)."""
 
 
 def esc(value: object) -> str:

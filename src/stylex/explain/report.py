@@ -294,7 +294,7 @@ def _card(label: str, value: str, hint: str = "") -> str:
 
 def _summary(run: _Run) -> str:
     """The figures at the top; for an export, its card's (the figures it was shipped with)."""
-    cards = []
+    cards, notes = [], []
     card = run.card or {}
     clf = card.get("classifier") or {}
     metrics = _classifier_metrics(run) or {}
@@ -303,7 +303,13 @@ def _summary(run: _Run) -> str:
         num_val = clf.get("num_val", metrics.get("num_val"))
         hint = f"{num_val} held-out images" if isinstance(num_val, int) else "held-out images"
         hint += " of the classifier's training data"  # not necessarily this run's data
+        hint += f"; chance {1 / max(len(run.names), 1):.3f}"
         cards.append(_card("classifier accuracy", f"{accuracy:.3f}", hint))
+        from stylex.classifier.train import weak_classifier_note
+
+        note = weak_classifier_note(float(accuracy), len(run.names))
+        if note:
+            notes.append(f'<p class="note">Note: {esc(note[0].upper() + note[1:])}.</p>')
     rec = _reconstruction_figures(run)
     figures = (rec or {}).get("stylex") or {}
     n = (rec or {}).get("num_images")
@@ -325,7 +331,7 @@ def _summary(run: _Run) -> str:
     if training is not None:
         steps, minutes = training
         cards.append(_card("training", f"{steps} steps", f"{minutes:.1f} min" if minutes is not None else ""))
-    return f'<div class="cards">{"".join(cards)}</div>'
+    return f'<div class="cards">{"".join(cards)}</div>' + "".join(notes)
 
 
 def _training_length(run: _Run) -> tuple[Any, float | None] | None:
