@@ -548,3 +548,20 @@ def test_train_classifier_says_chance_and_warns_near_it(tmp_path):
     out = run("train-classifier", "--data", data, "--out", tmp_path / "clf", "--resolution", 16, "--epochs", 1,
               "--width", 4, "--quiet").output  # fmt: skip
     assert "chance 0.333" in out and "warning: the classifier's held-out accuracy" in out
+
+
+def test_train_writes_plain_progress_lines_into_a_log(chain, tmp_path, monkeypatch):
+    """Under nohup (stderr a file, so no bar) a 6-minute run wrote nothing until its last line."""
+    import stylex.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "PLAIN_PROGRESS_SECONDS", 0)
+    out = run("train", "--data", chain / "data", "--classifier", chain / "clf", "--out", tmp_path / "run",
+              "--preset", "tiny", "--max-steps", 4, "--set", "log_every=2").output  # fmt: skip
+    assert "train: step 2/4, " in out and "train: step 4/4, " in out and " l1 " in out
+    monkeypatch.setattr(trainer, "PLAIN_PROGRESS_SECONDS", 3600)  # a line a minute: the first at once, then none
+    out = run("train", "--data", chain / "data", "--classifier", chain / "clf", "--out", tmp_path / "run2",
+              "--preset", "tiny", "--max-steps", 4, "--set", "log_every=2").output  # fmt: skip
+    assert "train: step 2/4, " in out and "train: step 4/4" not in out
+    quiet = run("train", "--data", chain / "data", "--classifier", chain / "clf", "--out", tmp_path / "q",
+                "--preset", "tiny", "--max-steps", 2, "--set", "log_every=1", "--quiet").output  # fmt: skip
+    assert "train: step" not in quiet

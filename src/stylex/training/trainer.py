@@ -21,6 +21,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -72,6 +73,10 @@ BEST_WEIGHTS = "best.safetensors"  # G_ema, E_ema at the best held-out figure (T
 BEST_INFO = "best.json"
 W_RMS_MOMENTUM = 0.99  # running estimate of mapping(z)'s RMS for TrainConfig.w_scale = "match_mapping"
 AUG_SEED_OFFSET = 0x5EED_A06  # DiffAugment's generator is seeded seed + this: a stream apart from the data order's
+
+
+PLAIN_PROGRESS_SECONDS = 60
+"""Seconds between the plain progress lines `train` writes when stderr is not a terminal."""
 
 
 class DivergenceError(StylexError):
@@ -806,6 +811,10 @@ class Trainer:
         sums: dict[str, float] = {}
         count, last = 0, {}
         t_prev = time.perf_counter()
+        # no bar when stderr is a file (nohup, a scheduler's log): a plain line a minute instead, so that the log
+        # says how far the run is (a 6-minute run under nohup wrote nothing until its last line)
+        plain = not self.quiet and not sys.stderr.isatty()
+        said_at = time.monotonic() - PLAIN_PROGRESS_SECONDS  # the first log step says so at once
         stop: list[str] = []  # the signal that asked to stop, if one did
         with _stop_on_signals(stop, enabled=not self.dist.enabled), contextlib.closing(bar):
             while not stop and not self._budget_spent():
@@ -850,7 +859,14 @@ class Trainer:
                             **last,
                         }
                     )
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in last.items() if k in ("l1", "kl", "loss_d", "g_adv")})
+                    shown = {k: f"{v:.3g}" for k, v in last.items() if k in ("l1", "kl", "loss_d", "g_adv")}
+                    bar.set_postfix(shown)
+                    if plain and time.monotonic() - said_at >= PLAIN_PROGRESS_SECONDS:
+                        said_at = time.monotonic()
+                        of = f"/{cfg.max_steps}" if cfg.max_steps else ""
+                        losses_text = ", ".join(f"{k} {v}" for k, v in shown.items())
+                        print(f"train: step {self.step}{of}, {self.seconds / 60:.1f} min; {losses_text}",
+                              file=sys.stderr, flush=True)  # fmt: skip
                     sums, count = {}, 0
                 if self._eval_due() and len(self.val_images):
                     bar.set_description_str("train (evaluating)", refresh=True)  # can take a while: said
