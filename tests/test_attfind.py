@@ -830,6 +830,9 @@ def test_an_explanation_says_at_which_edit_it_flips():
     saved = three.to_dict()  # explanation.json: `flipped` (ends as the target) beside the class it ends as, in words
     assert saved["flipped"] is False and saved["num_edits_to_flip"] == 1 and saved["final_class"] == 2
     assert saved["outcome"] == three.outcome
+    # a 9-class image at 0.201 against 0.200 "flipped" at the first edit: said to start from a near-tie
+    tie = ImageExplanation("class", "x", ["a", "b", "c"], 0, 1, [0.0] * 3, [0.34, 0.33, 0.33], explanation([1]).steps)
+    assert tie.outcome == "flips at edit 1 of 1 (from a near-tie: p 0.340 against 0.330)"
 
 
 def test_a_target_is_an_index_as_an_int_and_a_name_as_text():

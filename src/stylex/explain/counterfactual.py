@@ -64,6 +64,11 @@ def already_classified(name: str) -> str:
     )
 
 
+NEAR_TIE = 0.05
+"""A flip from a lead smaller than this (in probability) is called a near-tie: a 9-class image at 0.201 against
+0.200 "flipped" at the first edit."""
+
+
 @dataclass
 class ImageExplanation:
     """An explanation of one image: the sequence of edits that moves it toward `target_class`.
@@ -106,11 +111,13 @@ class ImageExplanation:
         n, k = len(self.steps), self.edits_to_flip
         if k is None:
             return f"does not flip in {counted(n, 'edit')}"
+        p_from, p_to = self.base_probs[self.original_class], self.base_probs[self.target_class]
+        tie = f" (from a near-tie: p {p_from:.3f} against {p_to:.3f})" if p_from - p_to < NEAR_TIE else ""
         if self.flipped:
-            return f"flips at edit {k} of {n}"
+            return f"flips at edit {k} of {n}{tie}"
         last = self.steps[-1].predicted
         ends = "is back by the last" if last == self.original_class else f"is {self.class_names[last]!r} by the last"
-        return f"flips at edit {k} of {n}, and {ends}"
+        return f"flips at edit {k} of {n}{tie}, and {ends}"
 
     @property
     def edits(self) -> list[tuple[int, int]]:
