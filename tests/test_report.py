@@ -67,6 +67,11 @@ def test_report_is_self_contained_and_escaped(evil_run):
     assert "circle &amp; co" in html
     accuracy = json.loads((evil_run / "clf" / "metrics.json").read_text())["val_accuracy"]
     assert "; chance 0.500" in html and ("nearer chance (0.500 for 2 classes)" in html) == (accuracy < 0.75)
+    figures = next(p for p in (report / "reconstruct" / "reconstruction.json",
+                               evil_run / "run" / "reconstruct" / "reconstruction.json") if p.is_file())  # fmt: skip
+    rec = json.loads(figures.read_text())
+    worse = rec["stylex"]["consistency"] < rec["class_median"]["consistency"]
+    assert ("than the median image of each class does" in html) == worse
     refs = _local_refs(html)
     assert refs, "the report shows pictures"
     for ref in refs:

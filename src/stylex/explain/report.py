@@ -580,6 +580,13 @@ def _reconstruction_section(run: _Run, generate: bool, quiet: bool) -> str:
     if run.export is not None and (run.shows_samples() or Path(rec["_folder"]) == run.run_dir / "reconstruct"):
         which = "shipped sample"
     parts.append(f'<table class="grid">{head}{"".join(rows)}</table>')
+    ours, median = (rec.get("stylex") or {}).get("consistency"), (rec.get("class_median") or {}).get("consistency")
+    if isinstance(ours, int | float) and isinstance(median, int | float) and ours < median:
+        parts.append(
+            f'<p class="note">The reconstructions keep the classifier\'s decision less often ({ours:.3f}) than the '
+            f"median image of each class does ({median:.3f}): this model does not yet reconstruct what the classifier "
+            "looks at, so its attributes are weak evidence; train it longer.</p>"
+        )
     parts.append(
         f'<p class="small">{esc(n)} {esc(which)} images. Consistency: share of reconstructions the '
         "classifier assigns the class of their input. Identity: share whose nearest input (pixel L2) is their own "
