@@ -501,7 +501,7 @@ def test_long_non_ascii_names_fit_the_file_system(tmp_path):
     )
     written = save_image_folder(ds, tmp_path / "out")
     assert len(set(written)) == 4 and all(len(part.encode()) <= 255 for w in written for part in w.split("/"))
-    assert load_dataset(tmp_path / "out", progress=False).class_names == dirs
+    assert load_dataset(tmp_path / "out", progress=False).class_names == names  # by class_names.json
 
 
 def test_a_killed_writers_temporary_folder_is_swept_by_the_next_run(tmp_path):
@@ -537,3 +537,31 @@ def test_a_killed_writers_temporary_folder_is_swept_by_the_next_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")) == sorted(
         f.name for k, f in left.items() if k in ("alive", "other machine", "older stylex")
     ), "and the write itself leaves nothing behind"
+
+
+def test_class_names_that_cannot_be_folder_names_come_back(tmp_path):
+    """An exported 9-class model shipped samples/8_70+, and loading that folder gave the class "8_70+": the folder
+    names could not carry "70+" (not in sorted order with "0-2"), so a class_names.json beside them does."""
+    import json
+
+    import numpy as np
+
+    from stylex.data import load_dataset, save_image_folder
+    from stylex.data.dataset import ImageDataset, class_dir_names
+
+    names = ["0-2", "3-9", "10-19", "70+"]  # not in sorted order: the folders get index prefixes
+    ds = ImageDataset(images=np.zeros((3, 8, 8, 3), np.uint8), labels=np.array([0, 2, 3]), class_names=names,
+                      filenames=["a.png", "b.png", "c.png"])  # fmt: skip
+    save_image_folder(ds, tmp_path / "out")
+    assert class_dir_names(names)[3] == "3_70+" and (tmp_path / "out" / "3_70+").is_dir()
+    back = load_dataset(tmp_path / "out", progress=False)
+    assert back.class_names == ["0-2", "10-19", "70+"] and list(back.labels) == [0, 1, 2]  # "3-9" has no images
+    record = json.loads((tmp_path / "out" / "class_names.json").read_text())
+    record["folders"] = ["x"]  # no longer these folders: the folder names, with a word
+    (tmp_path / "out" / "class_names.json").write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="does not name these class folders"):
+        assert load_dataset(tmp_path / "out", progress=False).class_names[2] == "3_70+"
+    plain = ImageDataset(images=np.zeros((2, 8, 8, 3), np.uint8), labels=np.array([0, 1]), class_names=["a", "b"],
+                         filenames=["a.png", "b.png"])  # fmt: skip
+    save_image_folder(plain, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "class_names.json").exists(), "only where the folders cannot carry the names"

@@ -51,6 +51,9 @@ PROGRESS_MIN_FILES = 500
 """Loading more files than this shows a tqdm bar (on a terminal, unless ``progress=False``)."""
 
 FACTORS_CSV = "factors.csv"
+CLASS_NAMES_JSON = "class_names.json"
+"""Written beside class folders whose names are not the class names (`class_dir_names`: "8_70+" for "70+"):
+{"folders": [...], "class_names": [...]}; `load_dataset` gives the class names back while the folders match."""
 """A folder holding this file is a factor folder: one row per image, see :func:`load_dataset`."""
 
 SYNTH_JSON = "synth.json"
@@ -303,7 +306,7 @@ def _load_image_folder(root: Path, resolution: int | None, progress: bool) -> Im
         folders = sorted(class_files)
         paths = [p for name in folders for p in class_files[name]]
         labels = np.concatenate([np.full(len(class_files[name]), y, dtype=np.int64) for y, name in enumerate(folders)])
-        class_names = [readable(name) for name in folders]
+        class_names = _named_classes(root, [readable(name) for name in folders])
     elif top_images:
         class_names, paths, labels = [], top_images, None
     else:
@@ -319,6 +322,30 @@ def _load_image_folder(root: Path, resolution: int | None, progress: bool) -> Im
         filenames=[_rel(p, root) for p in paths],
         source=str(root),
     )
+
+
+def _named_classes(root: Path, folders: list[str]) -> list[str]:
+    """The class names of `folders`: those `class_names.json` records for exactly these folders, else the folder
+    names (an exported model's samples/8_70+ loaded back as the class "8_70+")."""
+    path = root / CLASS_NAMES_JSON
+    if not path.is_file():
+        return folders
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    names = record.get("class_names") if isinstance(record, dict) else None
+    ok = (
+        isinstance(names, list)
+        and record.get("folders") == folders
+        and len(names) == len(folders)
+        and all(isinstance(n, str) and n for n in names)
+        and len(set(names)) == len(names)
+    )
+    if not ok:
+        warnings.warn(f"{path} does not name these class folders; the folder names are the class names.", stacklevel=4)
+        return folders
+    return list(names)
 
 
 def _load_factor_folder(root: Path, resolution: int | None, progress: bool) -> ImageDataset:
@@ -890,13 +917,19 @@ def save_npz(dataset: ImageDataset, path: str | os.PathLike) -> Path:
     return path
 
 
-def write_image_tree(dataset: ImageDataset, root: Path) -> list[str]:
-    """Write ``dataset`` as PNGs under an existing ``root`` (layout as in :func:`save_image_folder`).
+def write_image_tree(dataset: ImageDataset, root: Path, record_names: bool = True) -> list[str]:
+    """Write ``dataset`` as PNGs under an existing ``root`` (layout as in :func:`save_image_folder`), with a
+    ``class_names.json`` when the folder names cannot be the class names (``record_names=False``: the caller
+    records them itself, as the synthetic shapes' synth.json does).
 
     Returns:
         [N] the written paths, relative to ``root``, in dataset order.
     """
     dirs = class_dir_names(dataset.class_names) if dataset.labels is not None else []
+    if record_names and dirs and dirs != list(dataset.class_names):  # the folders cannot carry the names: a file does
+        present = sorted({int(y) for y in dataset.labels})  # folders are made for the classes that have images
+        record = {"folders": [dirs[y] for y in present], "class_names": [dataset.class_names[y] for y in present]}
+        (root / CLASS_NAMES_JSON).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     used: set[str] = set()
     written = []
     for i, (image, filename) in enumerate(zip(dataset.images, dataset.filenames, strict=True)):

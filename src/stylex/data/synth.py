@@ -322,7 +322,7 @@ def write_synth(
         )
     correlate = parse_correlate(correlate)
     with atomic_dir(out_dir, overwrite=overwrite, owner=("`stylex data synth`", _not_synth)) as tmp:
-        data.filenames = write_image_tree(data, tmp)
+        data.filenames = write_image_tree(data, tmp, record_names=False)  # synth.json names the classes
         with open(tmp / FACTORS_CSV, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["filename", "label", *FACTOR_NAMES])
