@@ -275,14 +275,9 @@ def data_pack(source, out, resolution, overwrite, quiet):
     names and file names are kept; the synthetic shapes' ground-truth factors are not.
     """
     from stylex.data import load_dataset, save_npz
+    from stylex.data.dataset import check_npz_out
 
-    out = Path(out)
-    if out.suffix != ".npz":
-        raise StylexError(f"--out must name an .npz file, got {out}.")
-    if out.resolve() == Path(source).resolve():
-        raise StylexError(f"--out {out} is the data being packed; name a new .npz file.")
-    if out.exists() and not overwrite:
-        raise StylexError(f"{out} already exists; name a new .npz file, or replace it with --overwrite.")
+    out = check_npz_out(out, source, overwrite, "packed")
     dataset = load_dataset(source, resolution=resolution, progress=not quiet)
     if dataset.factors is not None:
         warnings.warn(f"{source}'s ground-truth factors (factors.csv) are not kept in the .npz; `stylex evaluate` "
@@ -1006,11 +1001,9 @@ def serve_cmd(run_dir, attributes_dir, data, host, port, allowed_hosts, token, n
     if no_token and token and not from_env:  # the flag beats a token exported in the shell
         raise click.UsageError("--no-token and --token contradict each other; drop one.")
     if token and not no_token and from_env:
-        from stylex.explain.viewer import TOKEN_PATTERN
+        from stylex.explain.viewer import check_token
 
-        if not TOKEN_PATTERN.fullmatch(token):
-            raise StylexError(f"STYLEX_VIEWER_TOKEN has {len(token)} characters; a viewer token has 16 to 256, each "
-                              "a letter, a digit or one of . _ ~ - (unset it and the viewer makes one).")  # fmt: skip
+        check_token(token, "STYLEX_VIEWER_TOKEN")
     try:
         serve(run_dir, host, port, attributes_dir, data, num_images, device=device, quiet=quiet,
               allowed_hosts=allowed_hosts, token=None if no_token else token or "auto")  # fmt: skip

@@ -127,6 +127,7 @@ def write_held_out(
         overwrite: replace an existing `out` (never the data it splits).
     """
     from stylex.data import load_dataset, save_npz
+    from stylex.data.dataset import check_npz_out
     from stylex.models.stylex import StylEx
 
     model = StylEx.load(run_dir)
@@ -138,13 +139,7 @@ def write_held_out(
     data = data or model.run_info.get("data")
     if data is None:
         raise StylexError(f"{run_dir} does not record its data; pass --data.")
-    out = Path(out)
-    if out.suffix != ".npz":
-        raise StylexError(f"--out must name an .npz file, got {out}.")
-    if Path(data).exists() and out.resolve() == Path(data).resolve():  # resolve: "missing/../data.npz" too
-        raise StylexError(f"--out {out} is the data being split; name a new .npz file.")
-    if out.resolve().exists() and not overwrite:
-        raise StylexError(f"{out} already exists; name a new .npz file, or replace it with --overwrite.")
+    out = check_npz_out(out, data, overwrite, "split")
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
     if _is_run_data(data, model.run_info):
         val = _run_held_out(dataset, model)

@@ -132,10 +132,14 @@ def remember(src: ClassifierSource, program: bytes | None = None) -> None:
 def _make_config_folder(folder: Path) -> None:
     """Create the default list's folder (~/.config/stylex), but never a home folder that does not exist: as root in a
     container, HOME=/nonexistent made stylex create /nonexistent/.config/stylex."""
-    home = Path.home()
-    if not os.environ.get("XDG_CONFIG_HOME") and not home.is_dir():
-        raise OSError(errno.ENOENT, f"the home folder {home} does not exist")
+    if _home_missing():
+        raise OSError(errno.ENOENT, f"the home folder {Path.home()} does not exist")
     folder.mkdir(parents=True, exist_ok=True)
+
+
+def _home_missing() -> bool:
+    """Whether the default list would lie in a home folder that does not exist (HOME=/nonexistent)."""
+    return not os.environ.get("XDG_CONFIG_HOME") and not Path.home().is_dir()
 
 
 def can_write() -> bool:
@@ -143,7 +147,7 @@ def can_write() -> bool:
     exists on the way to it, is writable."""
     if not keeps_a_list():
         return False
-    if os.environ.get(STORE_ENV) is None and not os.environ.get("XDG_CONFIG_HOME") and not Path.home().is_dir():
+    if os.environ.get(STORE_ENV) is None and _home_missing():
         return False  # `_make_config_folder` creates no home folder
     path = store_path()
     while not path.exists() and path.parent != path:

@@ -897,6 +897,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def check_npz_out(out: str | os.PathLike, data: str | os.PathLike, overwrite: bool, verb: str) -> Path:
+    """`out` as the .npz file a command may write from `data` (`verb`: what it does to it, for the message): an .npz
+    name, not the data itself ("missing/../data.npz" too), and new unless `overwrite`."""
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise StylexError(f"--out must name an .npz file, got {out}.")
+    if Path(data).exists() and out.resolve() == Path(data).resolve():
+        raise StylexError(f"--out {out} is the data being {verb}; name a new .npz file.")
+    if out.resolve().exists() and not overwrite:
+        raise StylexError(f"{out} already exists; name a new .npz file, or replace it with --overwrite.")
+    return out
+
+
 def save_npz(dataset: ImageDataset, path: str | os.PathLike) -> Path:
     """Write ``dataset`` as an ``.npz`` that `load_dataset` reads back with the same pixels (images, labels,
     class_names, filenames; ground-truth factors are not kept), through a temporary file renamed into place."""

@@ -698,7 +698,7 @@ def make_server(
     server's `token` attribute holds it); None serves without one.
     """
     token = new_token() if token == "auto" else token
-    _check_token(token)
+    check_token(token)
     try:
         server = _Server((host, port), _Handler)
     except OSError as e:
@@ -717,10 +717,14 @@ def make_server(
     return server
 
 
-def _check_token(token: str | None) -> None:
-    if token is not None and not TOKEN_PATTERN.fullmatch(token):
-        raise StylexError("a viewer token has 16 to 256 characters, each a letter, a digit or one of . _ ~ - "
-                          f"(got {len(token)} characters); leave it out and the viewer makes one.")  # fmt: skip
+def check_token(token: str | None, named: str | None = None) -> None:
+    """Refuse a token that is not `TOKEN_PATTERN`; `named`: where it came from (an environment variable)."""
+    if token is None or TOKEN_PATTERN.fullmatch(token):
+        return
+    rule = "a viewer token has 16 to 256 characters, each a letter, a digit or one of . _ ~ -"
+    if named is not None:
+        raise StylexError(f"{named} has {len(token)} characters; {rule} (unset it and the viewer makes one).")
+    raise StylexError(f"{rule} (got {len(token)} characters); leave it out and the viewer makes one.")
 
 
 def new_token() -> str:
@@ -764,7 +768,7 @@ def serve(
 ) -> None:
     """Serve the live viewer of a run until Ctrl-C (see `load_viewer` for the arguments; `allowed_hosts`: see
     `make_server`). `token`: "auto" makes a random one, printed in the address; None serves without one."""
-    _check_token(None if token == "auto" else token)  # before the slow part
+    check_token(None if token == "auto" else token)  # before the slow part
     viewer = load_viewer(run_dir, attributes_dir, data, num_images, classifier=classifier, device=device)
     server = make_server(viewer, host, port, quiet, allowed_hosts, token)
     token = server.token  # type: ignore[attr-defined]
