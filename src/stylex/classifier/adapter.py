@@ -393,7 +393,7 @@ class ClassifierAdapter(nn.Module):
                 f"[{self.input_spec.value_range[0]:g}, {self.input_spec.value_range[1]:g}]; "
                 "check its weights and input range."
             )
-        values = c.detach().float()
+        values = c.detach().float().cpu()
         if (values >= 0).all() and (values <= 1).all() and torch.allclose(values.sum(1), torch.ones(2), atol=1e-3):
             raise StylexError(
                 f"Classifier {name} returns probabilities (each row in [0, 1], summing to 1), expected logits; "
