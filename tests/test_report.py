@@ -437,7 +437,7 @@ def test_decode_image_rejects_bombs_and_non_images():
 
 
 # ------------------------------------------------------------------------------------------------ Python API
-def test_python_api(evil_run):
+def test_python_api(evil_run, tmp_path):
     import torch
 
     import stylex
@@ -452,6 +452,7 @@ def test_python_api(evil_run):
     assert result.effects.effects.shape == (4, 2, model.G.layout.num_coords, 2)
     e = stylex.counterfactual(model, classifier, result, x[0], strategy="independent", top_k=2)
     assert isinstance(e, stylex.ImageExplanation) and len(e.steps) == 2
+    _check_pictures(e, x[0], tmp_path)
     loaded = stylex.load_attfind(evil_run / "run" / "attfind")
     assert loaded.effects is not None and loaded.class_names == result.class_names
     with pytest.raises(stylex.StylexError, match="px"):
@@ -463,6 +464,32 @@ def test_python_api(evil_run):
         stylex.AttFind(model, other, top_k=1, fast=4, progress=False)
     with pytest.warns(UserWarning, match="is not the one the model was trained with"):
         stylex.counterfactual(model, other, result, x[0], strategy="independent", top_k=1)
+
+
+def _check_pictures(e, x, tmp_path):
+    """The pictures of an explanation from `stylex.counterfactual` (a Python user had only numbers): the input, its
+    reconstruction and one image per step, with the probabilities the steps record."""
+    import dataclasses
+
+    import torch
+
+    import stylex
+
+    T = len(e.steps)
+    assert e.images.shape == (T + 2, *x.shape) and e.image_probs.shape == (T + 2, len(e.class_names))
+    assert torch.equal(e.images[0], x.float().cpu()), "the first tile is the input"
+    assert torch.allclose(e.image_probs[1], torch.tensor(e.base_probs), atol=1e-5), "then its reconstruction"
+    for t, step in enumerate(e.steps):
+        assert torch.allclose(e.image_probs[t + 2], torch.tensor(step.probs), atol=1e-5), f"step {t + 1}"
+    picture = e.picture()
+    assert picture.width > (T + 2) * x.shape[-1] and picture.mode == "RGB"
+    assert e._repr_png_().startswith(b"\x89PNG") and e.save(tmp_path / "e.png").read_bytes().startswith(b"\x89PNG")
+    d = e.to_dict()
+    assert "images" not in d and json.loads(json.dumps(d))["outcome"] == e.outcome
+    bare = dataclasses.replace(e, images=None, image_probs=None)  # e.g. one rebuilt from explanation.json
+    assert bare._repr_png_() is None and bare == e
+    with pytest.raises(stylex.StylexError, match="no pictures"):
+        bare.picture()
 
 
 @pytest.mark.slow
@@ -485,14 +512,17 @@ def test_tutorial_runs(evil_run, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_readme_python_block_runs(capsys):
-    """The README's Python block, as written, on the shipped digits-32 model."""
+def test_readme_python_block_runs(capsys, tmp_path, monkeypatch):
+    """The README's Python block, as written, on the shipped digits-32 model (in a scratch folder: it saves a
+    picture)."""
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "stylex.AttFind(" in b]
     assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
     exec(compile(blocks[0].replace("fast=50", "fast=8"), "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "sufficiency@10" in out and "edit" in out
+    assert (tmp_path / "explanation.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_python_api_checks_what_it_is_given(evil_run):
@@ -580,6 +610,22 @@ def test_captions_in_pictures_draw_what_the_font_has():
     lines = probability_lines(torch.tensor([0.1, 0.2, 0.3, 0.4]), names)
     assert lines == ["0 кошки: 0.10", "1 собаки: 0.20", "bg_hue in [0.12, 0..: 0.30", "dögs: 0.40"]
     assert probability_lines(torch.tensor([0.3, 0.7]), ["a", "Pneumonie – früh"])[1] == "Pneumonie – früh: 0.70"
+
+
+def test_words_in_pictures_stand_apart():
+    """The default font's space is 2 px at its size: a title read "flipsatedit 1 of 1". Words now have 4 px or more
+    between them (the title's ink spans wider with its spaces than without)."""
+    import numpy as np
+    import torch
+
+    from stylex.explain.render import annotated_grid
+
+    def ink_width(title):
+        pixels = np.asarray(annotated_grid([torch.zeros(1, 3, 8, 8)], title=title, pad=4))[:14].min(axis=2)
+        cols = np.flatnonzero((pixels < 128).any(axis=0))
+        return cols[-1] - cols[0]
+
+    assert ink_width("f l i p s") - ink_width("flips") >= 4 * 4
 
 
 def test_import_stylex_is_light():

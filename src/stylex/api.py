@@ -167,11 +167,13 @@ def counterfactual(
         key: fixes the image's noise (its dataset index, or -1 for a file), as `AttFind.run`'s keys.
 
     Returns:
-        `ImageExplanation`: the steps (edit, logits and probabilities [K] after it) and whether it flipped.
+        `ImageExplanation`: the steps (edit, logits and probabilities [K] after it), whether it flipped, and the
+        pictures (`.images`: the input, its reconstruction and the image after each step; `.picture()`, `.save(path)`;
+        a notebook shows them).
     """
     from stylex.attfind.effects import image_noise
     from stylex.attfind.run import encode_images
-    from stylex.explain.run import _resolve_class, explain_styles
+    from stylex.explain.run import _resolve_class, explain_styles, sequence_tiles
 
     effects = getattr(result, "effects", None)
     if effects is None:
@@ -199,7 +201,9 @@ def counterfactual(
         )
     if strategy not in found:
         raise StylexError(f"strategy {strategy!r} was skipped: {skipped.get(strategy, 'unknown strategy')}.")
-    return found[strategy]
+    e = found[strategy]
+    e.images, e.image_probs = sequence_tiles(model.G, classifier, x, s, noise, e, effects)
+    return e
 
 
 def _check_result(result: AttFindResult, model: StylEx) -> None:

@@ -13,8 +13,11 @@ difference), the quantity whose sign decides the flip.
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,6 +87,11 @@ class ImageExplanation:
         flipped: True when the last step is predicted as the target class (an image that becomes the target
             class and then, with more than two classes, a third one has `edits_to_flip` but is not `flipped`;
             `outcome` says it in words). `to_dict` adds both and `final_class`.
+        images: the pictures, on the CPU, in [-1, 1]: [T + 2, 3, R, R] for T steps, the input, its
+            reconstruction, then the image after each step (`stylex.counterfactual` fills it; None otherwise, e.g.
+            in an explanation read from JSON). `picture()` draws them as `stylex explain` does, `save(path)` writes
+            that, and a notebook shows it (`_repr_png_`).
+        image_probs: the classifier's probabilities on each of `images` [T + 2, K].
     """
 
     strategy: str
@@ -94,6 +102,8 @@ class ImageExplanation:
     base_logits: list[float]
     base_probs: list[float]
     steps: list[ExplanationStep] = field(default_factory=list)
+    images: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    image_probs: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def flipped(self) -> bool:
@@ -123,8 +133,35 @@ class ImageExplanation:
     def edits(self) -> list[tuple[int, int]]:
         return [(st.flat_index, DIRECTIONS.index(st.direction)) for st in self.steps]
 
+    def picture(self):
+        """The input, its reconstruction and the image after each edit, each with the classifier's probabilities
+        under it: the PIL image `stylex explain` writes."""
+        from stylex.explain.run import sequence_picture
+
+        if self.images is None or self.image_probs is None:
+            raise StylexError(
+                "this explanation has no pictures (one read from JSON has none); stylex.counterfactual(...) makes "
+                "one with them."
+            )
+        return sequence_picture(self.images, self.image_probs, self)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write `picture()` to `path` as a PNG; returns the path."""
+        from stylex.explain.render import save_image
+
+        return save_image(self.picture(), path)
+
+    def _repr_png_(self) -> bytes | None:
+        """Jupyter shows the picture (when there is one)."""
+        if self.images is None or self.image_probs is None:
+            return None
+        buf = io.BytesIO()
+        self.picture().save(buf, "PNG")
+        return buf.getvalue()
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(replace(self, images=None, image_probs=None))
+        del d["images"], d["image_probs"]
         d["flipped"] = self.flipped
         d["num_edits_to_flip"] = self.edits_to_flip
         d["final_class"] = self.steps[-1].predicted if self.steps else self.original_class

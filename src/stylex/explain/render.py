@@ -55,6 +55,12 @@ def drawable(text: str) -> str:
     return "".join(ch if " " <= ch <= "~" else _ASCII_LOOKALIKES.get(ch, "?") for ch in plain)
 
 
+def _drawn(text: str) -> str:
+    """`drawable(text)` with each space doubled: the default font's space is 2 px at its size 10, so that "flips at
+    edit" read as "flipsatedit"."""
+    return drawable(text).replace(" ", "  ")
+
+
 _ASCII_LOOKALIKES = {  # punctuation that NFKD leaves alone, drawn as the ASCII it stands for
     **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),  # hyphens, dashes, minus
     **dict.fromkeys("\u2018\u2019\u201a\u2032", "'"),
@@ -122,7 +128,7 @@ def annotated_grid(
     for r in range(len(rows)):  # a tile is as wide as its longest caption line
         for lines in captions[r] if captions else []:
             for line in lines:
-                widths.append(int(measure.textlength(drawable(line), font=font)) + 2)
+                widths.append(int(measure.textlength(_drawn(line), font=font)) + 2)
     cell = max([size] + widths)
     cols = max(a.shape[0] for a in arrays)
     top = lh + pad if title else 0
@@ -130,12 +136,12 @@ def annotated_grid(
     width = pad + cols * (cell + pad)
     if title:  # a title longer than the tiles widens the picture rather than being cut off
         width = max(
-            width, 2 * pad + int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(drawable(title), font=font))
+            width, 2 * pad + int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(_drawn(title), font=font))
         )
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((pad, pad // 2), drawable(title), fill=(0, 0, 0), font=font)
+        draw.text((pad, pad // 2), _drawn(title), fill=(0, 0, 0), font=font)
     y = top + pad
     for r, a in enumerate(arrays):
         for i in range(a.shape[0]):
@@ -143,7 +149,7 @@ def annotated_grid(
             tile = Image.fromarray(a[i]).resize((size, size), Image.Resampling.NEAREST)
             canvas.paste(tile, (x + (cell - size) // 2, y))
             for n, line in enumerate(captions[r][i] if captions else []):
-                draw.text((x, y + size + n * lh), drawable(line), fill=(0, 0, 0), font=font)
+                draw.text((x, y + size + n * lh), _drawn(line), fill=(0, 0, 0), font=font)
         y += size + num_lines[r] * lh + pad
     return canvas
 

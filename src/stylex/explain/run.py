@@ -247,8 +247,19 @@ def _render_sequence(G, classifier, x, s, noise, e: ImageExplanation, effects, p
 @torch.no_grad()
 def sequence_image(G, classifier, x, s, noise, e: ImageExplanation, effects):
     """The PIL image `_render_sequence` writes; `x` [1, 3, R, R] may be None (no input tile)."""
+    tiles, probs = sequence_tiles(G, classifier, x, s, noise, e, effects)
+    return sequence_picture(tiles, probs, e, with_input=x is not None)
+
+
+@torch.no_grad()
+def sequence_tiles(G, classifier, x, s, noise, e: ImageExplanation, effects) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images of an explanation and the classifier's probabilities on each, on the CPU.
+
+    Returns:
+        tiles [T + 2, 3, R, R] in [-1, 1] (the input `x`, the reconstruction, then the image after each of the T
+        steps; without the input when `x` is None) and probs [T + 2, K] (or T + 1 rows).
+    """
     from stylex.attfind.effects import edit_styles
-    from stylex.explain.render import annotated_grid, probability_lines
     from stylex.models.stylespace import StyleVector
 
     device = s.conv[0].device
@@ -256,10 +267,16 @@ def sequence_image(G, classifier, x, s, noise, e: ImageExplanation, effects):
     edits = e.edits
     prefix = [s] + [edit_styles(s, edits[: t + 1], s_min, s_max, effects.shift_size) for t in range(len(edits))]
     images = G.synthesis(StyleVector.cat(prefix), [n.expand(len(prefix), -1, -1, -1) for n in noise])  # [T+1, ...]
-    tiles = images if x is None else torch.cat([x, images])  # [T+1 or T+2, 3, R, R]
-    probs = classifier(tiles).softmax(dim=1).cpu()
+    tiles = images if x is None else torch.cat([x.to(images.device, images.dtype), images])
+    return tiles.float().cpu(), classifier(tiles).softmax(dim=1).float().cpu()
+
+
+def sequence_picture(tiles: torch.Tensor, probs: torch.Tensor, e: ImageExplanation, with_input: bool = True):
+    """The annotated row of `sequence_tiles`: each tile with its title and class probabilities (a PIL image)."""
+    from stylex.explain.render import annotated_grid, probability_lines
+
     names = e.class_names
-    titles = ([] if x is None else ["input"]) + ["reconstruction"]
+    titles = (["input"] if with_input else []) + ["reconstruction"]
     titles += [f"+{st.layer_name}[{st.channel}]{st.direction}" + ("" if st.tint is None else f" tint {st.tint}")
                for st in e.steps]  # fmt: skip
     captions = [[t, *probability_lines(p, names, e.target_class)] for t, p in zip(titles, probs, strict=True)]
