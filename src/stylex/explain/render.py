@@ -135,9 +135,7 @@ def annotated_grid(
     height = top + pad + sum(size + n * lh + pad for n in num_lines)
     width = pad + cols * (cell + pad)
     if title:  # a title longer than the tiles widens the picture rather than being cut off
-        width = max(
-            width, 2 * pad + int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(_drawn(title), font=font))
-        )
+        width = max(width, 2 * pad + int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(_drawn(title), font=font)))
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     if title:
