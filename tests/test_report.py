@@ -451,8 +451,25 @@ def test_python_api(evil_run, tmp_path):
     assert isinstance(result, stylex.AttFindResult) and result.class_names[0] == EVIL
     assert result.effects.effects.shape == (4, 2, model.G.layout.num_coords, 2)
     e = stylex.counterfactual(model, classifier, result, x[0], strategy="independent", top_k=2)
-    assert isinstance(e, stylex.ImageExplanation) and len(e.steps) == 2
-    _check_pictures(e, x[0], tmp_path)
+    assert isinstance(e, stylex.ImageExplanation) and len(e.steps) == 2 and e.source == "image"
+    _check_pictures(e, x[0], tmp_path / "pictures")
+
+    # An image AttFind measured, given with its key there, reuses its row of the effect table (none computed).
+    from stylex.attfind.effects import StyleEffects
+
+    compute = StyleEffects.compute
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return compute(self, *args, **kwargs)
+
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(StyleEffects, "compute", counting)
+        again = stylex.counterfactual(model, classifier, result, x[1], key=1, strategy="independent", top_k=2)
+        assert not calls and again.source == "image with key 1"
+        stylex.counterfactual(model, classifier, result, x[1], key=2, strategy="independent", top_k=2)
+        assert calls, "another image's key: its effects are computed"
     loaded = stylex.load_attfind(evil_run / "run" / "attfind")
     assert loaded.effects is not None and loaded.class_names == result.class_names
     with pytest.raises(stylex.StylexError, match="px"):
@@ -484,6 +501,11 @@ def _check_pictures(e, x, tmp_path):
     picture = e.picture()
     assert picture.width > (T + 2) * x.shape[-1] and picture.mode == "RGB"
     assert e._repr_png_().startswith(b"\x89PNG") and e.save(tmp_path / "e.png").read_bytes().startswith(b"\x89PNG")
+    for wrong, why in ((tmp_path, "is a folder"), (tmp_path / "e.jpg", "name it e.png")):
+        with pytest.raises(stylex.StylexError, match=why):
+            e.save(wrong)
+    assert sorted(p.name for p in tmp_path.parent.iterdir() if p.name.startswith(tmp_path.name)) == [tmp_path.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.png"]
     d = e.to_dict()
     assert "images" not in d and json.loads(json.dumps(d))["outcome"] == e.outcome
     bare = dataclasses.replace(e, images=None, image_probs=None)  # e.g. one rebuilt from explanation.json
@@ -590,6 +612,14 @@ def test_python_api_checks_what_it_is_given(evil_run):
         stylex.load_attfind(evil_run / "run")
     with pytest.raises(stylex.StylexError, match="does not exist"):
         stylex.load_attfind(evil_run / "nowhere")
+    # a device this machine lacks: one sentence, as on the command line (it was "Torch not compiled with CUDA")
+    for device, why in (("gpu", "'gpu' is not a device"), ("cuda:99", "cuda:99: this")):
+        with pytest.raises(stylex.StylexError, match=why):
+            stylex.load_run(evil_run / "run", device=device)
+        with pytest.raises(stylex.StylexError, match=why):
+            stylex.train_stylex(evil_run / "data", evil_run / "clf", evil_run / "elsewhere", stylex.preset("tiny"),
+                                device=device)  # fmt: skip
+    assert not (evil_run / "elsewhere").exists()
     assert stylex.load_attfind(evil_run / "run" / "attfind" / "attributes.json").effects is not None
 
 

@@ -203,25 +203,12 @@ DEVICE_HELP = "Where the networks run: cpu, cuda or cuda:N."
 
 def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """--device: a device this PyTorch can use, else a usage error (it was a traceback from deep inside torch)."""
-    if value == "cpu":
-        return value
-    import torch
+    from stylex.device import check_device
 
     try:
-        device = torch.device(value)
-    except (RuntimeError, ValueError):
-        raise click.BadParameter(f"{value!r} is not a device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise click.BadParameter(f"{value}: this PyTorch sees no CUDA device (a CPU build, or no GPU); use cpu")
-        if device.index is not None and device.index >= count:
-            raise click.BadParameter(f"{value}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise click.BadParameter(f"{value}: this PyTorch has no MPS (Apple GPU) backend here; use cpu")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise click.BadParameter(f"{value!r} is not a device stylex runs on; use cpu, cuda or cuda:N")
-    return value
+        return check_device(value)
+    except StylexError as e:
+        raise click.BadParameter(str(e).rstrip(".")) from None
 
 
 SUMMARY_CLASSES = 20  # attfind and baseline print the tables of this many classes, then a line for the rest

@@ -189,8 +189,10 @@ def train_stylex(
     The caller's random numbers are left as they were (training seeds its own from `config.seed`).
     """
     from stylex.classifier import as_classifier, load_classifier
+    from stylex.device import check_device
     from stylex.training.distributed import process_group
 
+    check_device(device)
     if not isinstance(config, TrainConfig):
         raise StylexError(
             f"config must be a TrainConfig (stylex.config.preset(NAME, ...)), got {type(config).__name__}."

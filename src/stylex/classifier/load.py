@@ -67,7 +67,9 @@ def load_classifier(
         StylexError: Missing file, unimportable module, factory not returning a module, weights that
             do not match, a classifier whose output fails `check`, or `class_names` that do not name its outputs.
     """
-    adapter = _load(str(source), weights, input_spec, device)
+    from stylex.device import check_device
+
+    adapter = _load(str(source), weights, input_spec, check_device(device))
     check_at = resolution or adapter.input_spec.size
     if check_at is not None:
         adapter.check(check_at)

@@ -25,6 +25,7 @@ from stylex.classifier.store import (
     write_json_atomic,
 )
 from stylex.data.convert import to_tensor
+from stylex.device import check_device
 from stylex.errors import StylexError, counted
 
 
@@ -133,7 +134,7 @@ def train_classifier(
     """
     config = config or ClassifierTrainConfig()
     start = time.perf_counter()
-    device = torch.device(device)
+    device = torch.device(check_device(device))
     out_dir = Path(out_dir)
     train = _Split(train_set, "training set")
     val = _Split(val_set, "validation set") if val_set is not None and len(val_set) > 0 else None

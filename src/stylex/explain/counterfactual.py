@@ -87,10 +87,11 @@ class ImageExplanation:
         flipped: True when the last step is predicted as the target class (an image that becomes the target
             class and then, with more than two classes, a third one has `edits_to_flip` but is not `flipped`;
             `outcome` says it in words). `to_dict` adds both and `final_class`.
-        images: the pictures, on the CPU, in [-1, 1]: [T + 2, 3, R, R] for T steps, the input, its
-            reconstruction, then the image after each step (`stylex.counterfactual` fills it; None otherwise, e.g.
-            in an explanation read from JSON). `picture()` draws them as `stylex explain` does, `save(path)` writes
-            that, and a notebook shows it (`_repr_png_`).
+        images: the pictures, on the CPU: [T + 2, 3, R, R] for T steps, the input, its reconstruction, then the
+            image after each step, as the networks give them (the input in [-1, 1]; the generator's images may
+            overshoot it a little, and are clipped when drawn). `stylex.counterfactual` fills it; None in an
+            explanation made without pictures (`to_dict` leaves them out). `picture()` draws them as `stylex
+            explain` does, `save(path)` writes that, and a notebook shows it (`_repr_png_`).
         image_probs: the classifier's probabilities on each of `images` [T + 2, K].
     """
 
@@ -140,15 +141,20 @@ class ImageExplanation:
 
         if self.images is None or self.image_probs is None:
             raise StylexError(
-                "this explanation has no pictures (one read from JSON has none); stylex.counterfactual(...) makes "
-                "one with them."
+                "this explanation has no pictures (to_dict and explanation.json leave them out); "
+                "stylex.counterfactual(...) makes one with them."
             )
         return sequence_picture(self.images, self.image_probs, self)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write `picture()` to `path` as a PNG; returns the path."""
+        """Write `picture()` to the file `path`, a PNG (.png, or no suffix); returns the path."""
         from stylex.explain.render import save_image
 
+        path = Path(path)
+        if path.is_dir():
+            raise StylexError(f"{path} is a folder; pass the picture's file name, e.g. {path / 'explanation.png'}.")
+        if path.suffix.lower() not in ("", ".png"):
+            raise StylexError(f"{path}: the picture is written as a PNG; name it {path.with_suffix('.png').name}.")
         return save_image(self.picture(), path)
 
     def _repr_png_(self) -> bytes | None:

@@ -86,9 +86,11 @@ class StylEx(nn.Module):
             weights: the weights file inside `run_dir`: the last checkpoint (None, "weights.safetensors") or the
                 best one by a held-out figure ("best.safetensors", written with `TrainConfig.keep_best`; EMA only).
         """
+        from stylex.device import check_device
         from stylex.training.checkpoint import WEIGHTS, load_modules, read_weights
         from stylex.zoo import resolve_model
 
+        check_device(device)
         run_dir = resolve_model(run_dir)
         if not run_dir.is_dir():
             raise StylexError(f"{run_dir} is not a folder; pass the run folder written by `stylex train --out`.")
