@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import unicodedata
 
 import pytest
@@ -699,6 +700,35 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
 
     both = run("explain", "--model", run_dir, "--attributes", out, "--out", tiny_run / "ex2", ok=False)
     assert both.exit_code == 2 and both.output.startswith("error: ") and "--index" in both.output
+
+    # Several images at once, one load of the model: a folder (x.png in two class folders, and x.jpg), a file, two
+    # indices; each into its own folder, listed in explanations.json. With a --target, an image that already is
+    # that class is skipped with the reason, and the others are explained.
+    folder = tiny_run / "batch"
+    for k, src in enumerate(sorted((tiny_run / "data").rglob("*.png"))[:2]):
+        (folder / f"c{k}").mkdir(parents=True)
+        shutil.copy(src, folder / f"c{k}" / "x.png")
+    shutil.copy(folder / "c1" / "x.png", folder / "c1" / "x.jpg")  # Pillow reads by content; the names clash
+    args = ["explain", "--model", run_dir, "--attributes", out, "--image", folder, "--image", image, "--index", index,
+            "--index", 0, "--strategy", "subset", "--quiet"]  # fmt: skip
+    said = run(*args, "--out", tiny_run / "many").output
+    listed = json.loads((tiny_run / "many" / "explanations.json").read_text())["images"]
+    assert [e["folder"] for e in listed] == ["c0/x", "c1/x", "c1/x-2", image.stem, f"index-{index}", "index-0"]
+    assert listed[0]["source"] == str(folder / "c0" / "x.png") and listed[4]["source"].startswith(f"index {index} (")
+    measured = [f"index-{i}" for i in Effects.load(out / "effects.safetensors").meta["indices"]]
+    for e in listed:
+        one = json.loads((tiny_run / "many" / e["folder"] / "explanation.json").read_text())
+        assert one["source"] == e["source"] and one["target"] == e["strategies"]["subset"]["to"]
+        assert (tiny_run / "many" / e["folder"] / "subset.png").is_file()
+        assert one["reused_effects"] == (e["folder"] in measured), "only images AttFind measured reuse its row"
+        assert f"{e['source']}: subset: " in said
+    assert said.rstrip().endswith(f"wrote {tiny_run / 'many' / 'explanations.json'}")
+    # --target a class the image already has (this tiny model draws every image as one class): skipped, said why
+    drawn = json.loads((tiny_run / "many" / "c0" / "x" / "explanation.json").read_text())["reconstruction_class"]
+    said = run(*args, "--target", drawn, "--out", tiny_run / "same").output
+    listed = json.loads((tiny_run / "same" / "explanations.json").read_text())["images"]
+    assert "already classified" in listed[0]["error"] and not (tiny_run / "same" / "c0").exists()
+    assert said.count("skipped (the image's reconstruction") == sum("error" in e for e in listed) > 0
 
     # attributes that claim another StyleSpace (here: with the toRGB styles) than their effects are refused
     other = tiny_run / "other-attfind"

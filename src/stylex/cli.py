@@ -867,8 +867,10 @@ def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rg
     "--attributes", "attributes_dir", required=True, type=_Path(exists=True, file_okay=False),
     help="The `stylex attfind` output folder.",
 )  # fmt: skip
-@click.option("--image", type=_Path(exists=True, dir_okay=False), help="An image file to explain.")
-@click.option("--index", type=click.IntRange(min=0), help="Or an index into the data AttFind used (or --data).")
+@click.option("--image", "images", multiple=True, type=_Path(exists=True),
+              help="An image file to explain, or a folder of them; repeatable.")  # fmt: skip
+@click.option("--index", "indices", multiple=True, type=click.IntRange(min=0),
+              help="Or an index into the data AttFind used (or --data); repeatable.")  # fmt: skip
 @click.option("--data", type=_Path(exists=True), help="Dataset for --index (default: AttFind's).")
 @click.option("--out", required=True, type=_OutPath(file_okay=False), help="Output folder.")
 @click.option(
@@ -884,18 +886,23 @@ def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rg
 @click.option("--fast", type=click.IntRange(min=1), metavar="M", help="Fast-mode effects for a new image.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, top_k, target, fast, device, quiet):
-    """Explain one image: the style edits that move it toward another class, as PNG sequences and JSON."""
-    from stylex.explain.run import explain_image
+def explain_cmd(run_dir, attributes_dir, images, indices, data, out, strategies, top_k, target, fast, device, quiet):
+    """Explain images: the style edits that move each toward another class, as PNG sequences and JSON.
 
-    if (image is None) == (index is None):
-        raise click.UsageError("pass exactly one of --image FILE or --index I.")
-    report = explain_image(
+    One image (--image FILE or --index I) is explained into OUT itself: explanation.json and a PNG per strategy.
+    Several (--image and --index repeated, or --image FOLDER) are explained with one load of the model, each into
+    OUT/<name>/ (the file's name without its suffix, or index-<i>), with OUT/explanations.json listing them.
+    """
+    from stylex.explain.run import SUMMARY_FILE, explain_images
+
+    if not images and not indices:
+        raise click.UsageError("pass --image FILE (or FOLDER) or --index I; each may be repeated.")
+    reports = explain_images(
         run_dir,
         attributes_dir,
         out,
-        image=image,
-        index=index,
+        images=images,
+        indices=indices,
         data=data,
         strategies=tuple(strategies) or ("independent", "subset", "class"),
         top_k=top_k,
@@ -904,15 +911,20 @@ def explain_cmd(run_dir, attributes_dir, image, index, data, out, strategies, to
         device=device,
         quiet=quiet,
     )
-    for name, e in report["explanations"].items():
-        names = e.class_names
-        click.echo(
-            f"{name}: {names[e.original_class]} -> {names[e.target_class]} {e.outcome}: "
-            + ", ".join(st.describe() for st in e.steps)
-        )
-    for name, why in report["skipped"].items():
-        click.echo(f"{name}: skipped ({why})")
-    click.echo(f"wrote {out}")
+    several = len(reports) > 1
+    for report in reports:
+        lead = f"{report['source']}: " if several else ""
+        if "error" in report:
+            click.echo(f"{lead}skipped ({report['error']})")
+        for name, e in report.get("explanations", {}).items():
+            names = e.class_names
+            click.echo(
+                f"{lead}{name}: {names[e.original_class]} -> {names[e.target_class]} {e.outcome}: "
+                + ", ".join(st.describe() for st in e.steps)
+            )
+        for name, why in report["skipped"].items():
+            click.echo(f"{lead}{name}: skipped ({why})")
+    click.echo(f"wrote {Path(out) / SUMMARY_FILE if several else out}")
 
 
 # ------------------------------------------------------------------------------------------------ report / serve

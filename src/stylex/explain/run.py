@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import unicodedata
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +70,68 @@ def explain_image(
 
     Returns:
         {"explanations": {strategy: ImageExplanation}, "files": [paths], "reused_effects": bool,
-        "skipped": {strategy: reason}}.
+        "skipped": {strategy: reason}, "source": how the image is named, "folder": `out`}.
     """
-    from stylex.attfind.effects import Effects, image_noise
-    from stylex.attfind.result import AttFindResult
-    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results, encode_images
-    from stylex.data import load_dataset, read_image, to_tensor
-    from stylex.pipeline import load_run
-
     if (image is None) == (index is None):
         raise StylexError("pass exactly one of --image FILE or --index I.")
+    return explain_images(
+        run_dir,
+        attributes_dir,
+        out,
+        images=[] if image is None else [image],
+        indices=[] if index is None else [index],
+        data=data,
+        strategies=strategies,
+        top_k=top_k,
+        target=target,
+        fast=fast,
+        num_candidates=num_candidates,
+        classifier=classifier,
+        device=device,
+        quiet=quiet,
+    )[0]
+
+
+SUMMARY_FILE = "explanations.json"
+"""Written beside the per-image folders of `explain_images` with several images: one entry per image."""
+
+
+def explain_images(
+    run_dir: str | os.PathLike,
+    attributes_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    images: Sequence[str | os.PathLike] = (),
+    indices: Sequence[int] = (),
+    data: str | os.PathLike | None = None,
+    strategies: tuple[str, ...] = STRATEGIES,
+    top_k: int = 5,
+    target: str | int | None = None,
+    fast: int | None = None,
+    num_candidates: int = 20,
+    classifier=None,
+    device: str = "cpu",
+    quiet: bool = False,
+) -> list[dict[str, Any]]:
+    """Explain several images with one load of the model (`stylex explain` with several --image / --index).
+
+    Args:
+        images: image files, or folders of them (read like data: flat, or in class subfolders); indices: indices
+            into `data` (default the data AttFind used). Every image is read before any is explained.
+        the others: as `explain_image`.
+
+    Writes: with one image in all, `out` holds its explanation (as `explain_image`); with several, `out/<name>/`
+    holds each (the file's name without its suffix, under its folder's subfolders; `index-<i>` for an index) and
+    `out/explanations.json` lists them: per image its source, folder, and per strategy the classes and outcome (or
+    why it was skipped, e.g. an image that already is the --target class).
+
+    Returns:
+        one dict per image, as `explain_image` returns (an image skipped whole has "error" and no "explanations").
+    """
+    from stylex.attfind.effects import Effects
+    from stylex.attfind.result import AttFindResult
+    from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results
+    from stylex.pipeline import load_run
+
     for st in strategies:
         if st not in STRATEGIES:
             raise StylexError(f"unknown strategy {st!r}; choose from {', '.join(STRATEGIES)}.")
@@ -87,29 +140,121 @@ def explain_image(
     attrs = AttFindResult.load(attributes_dir / ATTRIBUTES_FILE)
     model, classifier = load_run(run_dir, classifier, device)
     bind_results(model, attrs, saved, attributes_dir, run_dir)
-    G = model.G
-    names = attrs.class_names
-    y = _resolve_class(target, names)
+    y = _resolve_class(target, attrs.class_names)
+    items = _read_inputs(model.resolution, images, indices, data or saved.meta.get("data"), attributes_dir)
+    measured = saved.meta.get("data")  # AttFind's data: an index into it may reuse AttFind's row of the table
+    if not items:
+        raise StylexError("pass an image (--image FILE or FOLDER) or a dataset index (--index I).")
+    out = Path(out)
+    several = len(items) > 1
+    folders = _folder_names([name for _, _, _, name, _ in items]) if several else [""]
+    done: list[dict[str, Any]] = []
+    from tqdm import tqdm
 
-    if index is not None:
-        data = data or saved.meta.get("data")
+    for (x, key, source, _, of_data), folder in zip(
+        tqdm(items, desc="explaining", unit="image", disable=quiet or not several, dynamic_ncols=True),
+        folders,
+        strict=True,
+    ):
+        dst = out / folder if several else out
+        try:
+            measured_key = key if of_data == measured else -1
+            report = _explain_one(
+                model, classifier, saved, attrs, x.to(device), measured_key, key, source, dst, y, strategies, top_k,
+                fast, num_candidates, device, quiet=quiet or several, lead=f"{source}: " * several,
+            )  # fmt: skip
+        except StylexError as e:
+            if not several:
+                raise
+            report = {"error": str(e), "skipped": {}}
+        done.append({**report, "source": source, "folder": str(dst)})
+    if several:
+        _write_summary(out / SUMMARY_FILE, done)
+    return done
+
+
+def _read_inputs(resolution, images, indices, data, attributes_dir) -> list[tuple[torch.Tensor, int, str, str, Any]]:
+    """(x [1, 3, R, R], noise key, source, name, the data's resolved place or None) for each image: files and
+    folders, then dataset indices."""
+    from stylex.data import load_dataset, read_image, to_tensor
+
+    items = []
+    for image in images:
+        path = Path(image)
+        if path.is_dir():
+            ds = load_dataset(path, resolution=resolution, progress=False)
+            for k, name in enumerate(ds.filenames):
+                items.append((ds.tensors([k]), -1, str(path / name), str(Path(name).with_suffix("")), None))
+        else:
+            items.append((to_tensor(read_image(path, resolution)[None].copy()), -1, str(path), path.stem, None))
+    if indices:
         if data is None:
             raise StylexError(f"{attributes_dir} does not record its data; pass --data.")
-        dataset = load_dataset(data, resolution=model.resolution, progress=False)
-        if not 0 <= index < len(dataset):
-            raise StylexError(f"index {index} is outside [0, {len(dataset)}) for {data}.")
-        x, key, source = dataset.tensors([index]), index, f"index {index} ({dataset.filenames[index]}) of {data}"
-    else:
-        x, key, source = to_tensor(read_image(image, model.resolution).copy()), -1, str(image)
-    x = x.to(device)  # [1, 3, R, R]
+        dataset = load_dataset(data, resolution=resolution, progress=False)
+        for index in indices:
+            if not 0 <= index < len(dataset):
+                raise StylexError(f"index {index} is outside [0, {len(dataset)}) for {data}.")
+            source = f"index {index} ({dataset.filenames[index]}) of {data}"
+            items.append((dataset.tensors([index]), index, source, f"index-{index}", str(Path(data).resolve())))
+    return items
+
+
+def _folder_names(names: list[str]) -> list[str]:
+    """Each name once: a second "x" (x.png beside x.jpg, or two --image a/x.png b/x.png) becomes "x-2"."""
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        key = name.casefold()  # case-insensitive file systems (macOS, Windows) would merge X and x
+        seen[key] = seen.get(key, 0) + 1
+        unique.append(name if seen[key] == 1 else f"{name}-{seen[key]}")
+    return unique
+
+
+def _write_summary(path: Path, done: list[dict[str, Any]]) -> None:
+    import json
+
+    entries = []
+    for r in done:
+        entry: dict[str, Any] = {"source": r["source"], "folder": Path(r["folder"]).relative_to(path.parent).as_posix()}
+        if "error" in r:
+            entry["error"] = r["error"]
+        else:
+            entry["strategies"] = {
+                k: {
+                    "from": e.class_names[e.original_class],
+                    "to": e.class_names[e.target_class],
+                    "outcome": e.outcome,
+                    "edits": [st.describe() for st in e.steps],
+                }
+                for k, e in r["explanations"].items()
+            }
+            entry["skipped"] = r["skipped"]
+        entries.append(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"images": entries}, indent=2))
+    tmp.replace(path)
+
+
+def _explain_one(
+    model, classifier, saved, attrs, x, measured_key, key, source, out: Path, y, strategies, top_k, fast,
+    num_candidates, device, quiet, lead="",
+) -> dict[str, Any]:  # fmt: skip
+    """Explain the image x [1, 3, R, R] (on `device`) into `out`; see `explain_image`. `key` fixes its noise;
+    `measured_key` is its key in AttFind's table when it is an image of AttFind's data (else -1); `lead` starts
+    a warning (the image's name among several)."""
+    from stylex.attfind.effects import image_noise
+    from stylex.attfind.run import encode_images
+
+    G = model.G
+    names = attrs.class_names
     s = encode_images(model, classifier, x)
     noise = image_noise(G, [key], int(saved.meta.get("seed", 0)), device)
 
     row, reused = None, False
     indices = saved.meta.get("indices") or []
-    same_data = data is not None and str(Path(data).resolve()) == saved.meta.get("data")
-    if index is not None and same_data and index in indices:
-        pos = indices.index(index)
+    if measured_key >= 0 and measured_key in indices:
+        pos = indices.index(measured_key)
         if torch.allclose(saved.styles[pos], s.flatten()[0].cpu(), atol=1e-4):
             row, reused = saved.subset([pos]), True
     explanations, skipped, row = explain_styles(
@@ -134,11 +279,10 @@ def explain_image(
     drawn = int(row.base_logits[0].argmax())
     if seen != drawn:
         warnings.warn(
-            f"the image is classified {names[seen]!r} but its reconstruction {names[drawn]!r}; the explanation starts "
-            "from the reconstruction, which this model does not draw close enough to the image.",
-            stacklevel=2,
+            f"{lead}the image is classified {names[seen]!r} but its reconstruction {names[drawn]!r}; the "
+            "explanation starts from the reconstruction, which this model does not draw close enough to the image.",
+            stacklevel=3,
         )
-    out = Path(out)
     if (out / "explanation.json").is_file():  # an earlier explanation here: its other strategies' pictures go
         for k in STRATEGIES:
             if k not in explanations:
