@@ -723,6 +723,14 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
         assert one["reused_effects"] == (e["folder"] in measured), "only images AttFind measured reuse its row"
         assert f"{e['source']}: subset: " in said
     assert said.rstrip().endswith(f"wrote {tiny_run / 'many' / 'explanations.json'}")
+    # AttFind's own data folder given as --image: each image keeps its index there as its key (the noise AttFind gave
+    # it, and its row of the table); any other folder's images are new images (key -1)
+    from stylex.explain.run import _read_inputs
+
+    data_dir = tiny_run / "data"
+    as_data = _read_inputs(16, [data_dir], [], None, out, measured=str(data_dir.resolve()))
+    assert [key for _, key, *_ in as_data] == list(range(len(data))) and as_data[0][4] == str(data_dir.resolve())
+    assert {key for _, key, *_ in _read_inputs(16, [data_dir], [], None, out, measured="/elsewhere")} == {-1}
     # --target a class the image already has (this tiny model draws every image as one class): skipped, said why
     drawn = json.loads((tiny_run / "many" / "c0" / "x" / "explanation.json").read_text())["reconstruction_class"]
     said = run(*args, "--target", drawn, "--out", tiny_run / "same").output

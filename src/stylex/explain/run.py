@@ -141,8 +141,8 @@ def explain_images(
     model, classifier = load_run(run_dir, classifier, device)
     bind_results(model, attrs, saved, attributes_dir, run_dir)
     y = _resolve_class(target, attrs.class_names)
-    items = _read_inputs(model.resolution, images, indices, data or saved.meta.get("data"), attributes_dir)
     measured = saved.meta.get("data")  # AttFind's data: an index into it may reuse AttFind's row of the table
+    items = _read_inputs(model.resolution, images, indices, data or measured, attributes_dir, measured)
     if not items:
         raise StylexError("pass an image (--image FILE or FOLDER) or a dataset index (--index I).")
     out = Path(out)
@@ -173,9 +173,12 @@ def explain_images(
     return done
 
 
-def _read_inputs(resolution, images, indices, data, attributes_dir) -> list[tuple[torch.Tensor, int, str, str, Any]]:
+def _read_inputs(
+    resolution, images, indices, data, attributes_dir, measured=None
+) -> list[tuple[torch.Tensor, int, str, str, Any]]:
     """(x [1, 3, R, R], noise key, source, name, the data's resolved place or None) for each image: files and
-    folders, then dataset indices."""
+    folders, then dataset indices. A folder that is AttFind's data (`measured`) is read as its indices are: each
+    image's key is its index there."""
     from stylex.data import load_dataset, read_image, to_tensor
 
     items = []
@@ -183,8 +186,10 @@ def _read_inputs(resolution, images, indices, data, attributes_dir) -> list[tupl
         path = Path(image)
         if path.is_dir():
             ds = load_dataset(path, resolution=resolution, progress=False)
+            place = str(path.resolve())
             for k, name in enumerate(ds.filenames):
-                items.append((ds.tensors([k]), -1, str(path / name), str(Path(name).with_suffix("")), None))
+                key, of_data = (k, place) if place == measured else (-1, None)
+                items.append((ds.tensors([k]), key, str(path / name), str(Path(name).with_suffix("")), of_data))
         else:
             items.append((to_tensor(read_image(path, resolution)[None].copy()), -1, str(path), path.stem, None))
     if indices:
