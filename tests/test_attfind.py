@@ -701,20 +701,23 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     both = run("explain", "--model", run_dir, "--attributes", out, "--out", tiny_run / "ex2", ok=False)
     assert both.exit_code == 2 and both.output.startswith("error: ") and "--index" in both.output
 
-    # Several images at once, one load of the model: a folder (x.png in two class folders, and x.jpg), a file, two
-    # indices; each into its own folder, listed in explanations.json. With a --target, an image that already is
-    # that class is skipped with the reason, and the others are explained.
+    # Several images at once, one load of the model: a folder (x.png in two class folders, x.jpg, and an x-2.png that
+    # the name of a clash must not take), a file, one of the folder's files again, two indices (one twice); each
+    # image once, into its own folder, listed in explanations.json.
     folder = tiny_run / "batch"
     for k, src in enumerate(sorted((tiny_run / "data").rglob("*.png"))[:2]):
         (folder / f"c{k}").mkdir(parents=True)
         shutil.copy(src, folder / f"c{k}" / "x.png")
-    shutil.copy(folder / "c1" / "x.png", folder / "c1" / "x.jpg")  # Pillow reads by content; the names clash
-    args = ["explain", "--model", run_dir, "--attributes", out, "--image", folder, "--image", image, "--index", index,
-            "--index", 0, "--strategy", "subset", "--quiet"]  # fmt: skip
-    said = run(*args, "--out", tiny_run / "many").output
+    for name in ("x.jpg", "x-2.png"):  # Pillow reads by content
+        shutil.copy(folder / "c1" / "x.png", folder / "c1" / name)
+    args = ["explain", "--model", run_dir, "--attributes", out, "--strategy", "subset", "--quiet"]
+    inputs = ["--image", folder, "--image", image, "--image", folder / "c0" / "x.png", "--index", index, "--index", 0,
+              "--index", index]  # fmt: skip
+    said = run(*args, *inputs, "--out", tiny_run / "many").output
     listed = json.loads((tiny_run / "many" / "explanations.json").read_text())["images"]
-    assert [e["folder"] for e in listed] == ["c0/x", "c1/x", "c1/x-2", image.stem, f"index-{index}", "index-0"]
-    assert listed[0]["source"] == str(folder / "c0" / "x.png") and listed[4]["source"].startswith(f"index {index} (")
+    assert [e["folder"] for e in listed] == ["c0/x", "c1/x-2", "c1/x", "c1/x-3", image.stem, f"index-{index}",
+                                             "index-0"]  # fmt: skip
+    assert listed[1]["source"] == str(folder / "c1" / "x-2.png") and listed[5]["source"].startswith(f"index {index} (")
     measured = [f"index-{i}" for i in Effects.load(out / "effects.safetensors").meta["indices"]]
     for e in listed:
         one = json.loads((tiny_run / "many" / e["folder"] / "explanation.json").read_text())
@@ -723,20 +726,67 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
         assert one["reused_effects"] == (e["folder"] in measured), "only images AttFind measured reuse its row"
         assert f"{e['source']}: subset: " in said
     assert said.rstrip().endswith(f"wrote {tiny_run / 'many' / 'explanations.json'}")
+
+    # Again into the same folder with fewer images: what the first run wrote goes (a file of the user's stays).
+    (tiny_run / "many" / "notes.txt").write_text("mine")
+    run(*args, "--index", 0, "--index", index, "--out", tiny_run / "many")
+    left = sorted(p.relative_to(tiny_run / "many").as_posix() for p in (tiny_run / "many").rglob("*"))
+    assert left == [
+        "explanations.json",
+        "index-0",
+        "index-0/explanation.json",
+        "index-0/subset.png",
+        f"index-{index}",
+        f"index-{index}/explanation.json",
+        f"index-{index}/subset.png",
+        "notes.txt",
+    ]
+    run(*args, "--index", 0, "--out", tiny_run / "many")  # one image: into the folder itself, the batch gone
+    assert sorted(p.name for p in (tiny_run / "many").iterdir()) == ["explanation.json", "notes.txt", "subset.png"]
+
+    # An output folder inside an input folder would be read as images by the next run: refused before any work.
+    inside = run(*args, "--image", folder, "--out", folder / "c1" / "out", ok=False)
+    assert (
+        inside.exit_code == 1 and "is inside the input folder" in inside.output and not (folder / "c1" / "out").exists()
+    )
+
+    # Interrupted: the images explained so far are listed.
+    import stylex.explain.run as explain_run
+
+    real, calls = explain_run._explain_one, []
+
+    def stop_at_the_second(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(explain_run, "_explain_one", stop_at_the_second)
+        explain_run.explain_images(
+            run_dir, out, tiny_run / "cut", indices=[0, 1, 2], strategies=("subset",), quiet=True
+        )
+    summary = json.loads((tiny_run / "cut" / "explanations.json").read_text())
+    assert [e["folder"] for e in summary["images"]] == ["index-0"] and summary["interrupted"] == "after 1 of 3 images"
+
+    # names: each once, case-insensitively, and a clash's name never one that an image has
+    assert explain_run._folder_names(["x", "x", "x-2", "X", "a/x"]) == ["x", "x-3", "x-2", "X-4", "a/x"]
+
     # AttFind's own data folder given as --image: each image keeps its index there as its key (the noise AttFind gave
     # it, and its row of the table); any other folder's images are new images (key -1)
-    from stylex.explain.run import _read_inputs
-
     data_dir = tiny_run / "data"
-    as_data = _read_inputs(16, [data_dir], [], None, out, measured=str(data_dir.resolve()))
+    as_data = explain_run._read_inputs(16, [data_dir], [], None, out, measured=str(data_dir.resolve()))
     assert [key for _, key, *_ in as_data] == list(range(len(data))) and as_data[0][4] == str(data_dir.resolve())
-    assert {key for _, key, *_ in _read_inputs(16, [data_dir], [], None, out, measured="/elsewhere")} == {-1}
-    # --target a class the image already has (this tiny model draws every image as one class): skipped, said why
-    drawn = json.loads((tiny_run / "many" / "c0" / "x" / "explanation.json").read_text())["reconstruction_class"]
-    said = run(*args, "--target", drawn, "--out", tiny_run / "same").output
+    assert {key for _, key, *_ in explain_run._read_inputs(16, [data_dir], [], None, out, measured="/x")} == {-1}
+
+    # --target the class every image already has (this tiny model draws every image as one class): each skipped with
+    # the reason, listed without a folder, and the command fails, saying so.
+    drawn = json.loads((tiny_run / "many" / "explanation.json").read_text())["reconstruction_class"]
+    none = run(*args, *inputs, "--target", drawn, "--out", tiny_run / "same", ok=False)
+    assert none.exit_code == 1 and "none of the 7 images was explained (the image's reconstruction" in none.output
     listed = json.loads((tiny_run / "same" / "explanations.json").read_text())["images"]
-    assert "already classified" in listed[0]["error"] and not (tiny_run / "same" / "c0").exists()
-    assert said.count("skipped (the image's reconstruction") == sum("error" in e for e in listed) > 0
+    assert all("already classified" in e["skipped"] and "folder" not in e for e in listed) and len(listed) == 7
+    assert sorted(p.name for p in (tiny_run / "same").iterdir()) == ["explanations.json"]
 
     # attributes that claim another StyleSpace (here: with the toRGB styles) than their effects are refused
     other = tiny_run / "other-attfind"

@@ -9,6 +9,7 @@ attributes) and writes into the output folder:
 from __future__ import annotations
 
 import os
+import sys
 import unicodedata
 import warnings
 from collections.abc import Sequence
@@ -121,11 +122,18 @@ def explain_images(
 
     Writes: with one image in all, `out` holds its explanation (as `explain_image`); with several, `out/<name>/`
     holds each (the file's name without its suffix, under its folder's subfolders; `index-<i>` for an index) and
-    `out/explanations.json` lists them: per image its source, folder, and per strategy the classes and outcome (or
-    why it was skipped, e.g. an image that already is the --target class).
+    `out/explanations.json` lists them: per image its source, folder, and per strategy the classes and outcome; an
+    image skipped whole (one that already is the --target class) is listed with the reason and no folder. What an
+    earlier explain wrote into `out` (the folders its explanations.json lists, an explanation.json and its PNGs) is
+    removed first, so that `out` describes this run alone; other files are left. Interrupted (Ctrl-C), the images
+    explained so far are listed in explanations.json.
 
     Returns:
         one dict per image, as `explain_image` returns (an image skipped whole has "error" and no "explanations").
+
+    Raises:
+        StylexError: besides bad input, `out` inside a folder of `images` (the next run would read its pictures as
+        images), and, with several images, none of them explained (explanations.json says why for each).
     """
     from stylex.attfind.effects import Effects
     from stylex.attfind.result import AttFindResult
@@ -135,6 +143,15 @@ def explain_images(
     for st in strategies:
         if st not in STRATEGIES:
             raise StylexError(f"unknown strategy {st!r}; choose from {', '.join(STRATEGIES)}.")
+    if isinstance(images, str | os.PathLike):  # one image given alone, not a sequence of its characters
+        images = [images]
+    out = Path(out)
+    for image in images:
+        if Path(image).is_dir() and out.resolve().is_relative_to(Path(image).resolve()):
+            raise StylexError(
+                f"the output folder {out} is inside the input folder {image}, so a later run would read its pictures "
+                "as images to explain; pick an output folder outside it."
+            )
     attributes_dir = Path(attributes_dir)
     saved = Effects.load(attributes_dir / EFFECTS_FILE)
     attrs = AttFindResult.load(attributes_dir / ATTRIBUTES_FILE)
@@ -145,31 +162,46 @@ def explain_images(
     items = _read_inputs(model.resolution, images, indices, data or measured, attributes_dir, measured)
     if not items:
         raise StylexError("pass an image (--image FILE or FOLDER) or a dataset index (--index I).")
-    out = Path(out)
     several = len(items) > 1
     folders = _folder_names([name for _, _, _, name, _ in items]) if several else [""]
+    _clear_earlier(out)
     done: list[dict[str, Any]] = []
     from tqdm import tqdm
 
-    for (x, key, source, _, of_data), folder in zip(
-        tqdm(items, desc="explaining", unit="image", disable=quiet or not several, dynamic_ncols=True),
-        folders,
-        strict=True,
-    ):
-        dst = out / folder if several else out
-        try:
-            measured_key = key if of_data == measured else -1
-            report = _explain_one(
-                model, classifier, saved, attrs, x.to(device), measured_key, key, source, dst, y, strategies, top_k,
-                fast, num_candidates, device, quiet=quiet or several, lead=f"{source}: " * several,
-            )  # fmt: skip
-        except StylexError as e:
-            if not several:
-                raise
-            report = {"error": str(e), "skipped": {}}
-        done.append({**report, "source": source, "folder": str(dst)})
+    try:
+        for (x, key, source, _, of_data), folder in zip(
+            tqdm(items, desc="explaining", unit="image", disable=quiet or not several, dynamic_ncols=True),
+            folders,
+            strict=True,
+        ):
+            dst = out / folder if several else out
+            try:
+                measured_key = key if of_data == measured else -1
+                report = _explain_one(
+                    model, classifier, saved, attrs, x.to(device), measured_key, key, source, dst, y, strategies,
+                    top_k, fast, num_candidates, device, quiet=quiet or several, lead=f"{source}: " * several,
+                )  # fmt: skip
+                report["folder"] = str(dst)
+            except StylexError as e:
+                if not several:
+                    raise
+                report = {"error": str(e), "skipped": {}}
+            done.append({**report, "source": source})
+    except KeyboardInterrupt:
+        if several:
+            _write_summary(out / SUMMARY_FILE, done, interrupted=len(items))
+            print(
+                f"explained {len(done)} of {len(items)} images before the interrupt; {out / SUMMARY_FILE} lists them.",
+                file=sys.stderr,
+            )
+        raise
     if several:
         _write_summary(out / SUMMARY_FILE, done)
+        if all("error" in r for r in done):
+            raise StylexError(
+                f"none of the {len(done)} images was explained ({done[0]['error'].rstrip('.')}, and so on); "
+                f"{out / SUMMARY_FILE} gives each one's reason."
+            )
     return done
 
 
@@ -177,26 +209,30 @@ def _read_inputs(
     resolution, images, indices, data, attributes_dir, measured=None
 ) -> list[tuple[torch.Tensor, int, str, str, Any]]:
     """(x [1, 3, R, R], noise key, source, name, the data's resolved place or None) for each image: files and
-    folders, then dataset indices. A folder that is AttFind's data (`measured`) is read as its indices are: each
-    image's key is its index there."""
+    folders, then dataset indices; an image given twice (a file also inside a given folder, or an index twice) once.
+    A folder that is AttFind's data (`measured`) is read as its indices are: each image's key is its index there."""
     from stylex.data import load_dataset, read_image, to_tensor
 
-    items = []
+    items, seen = [], set()
     for image in images:
         path = Path(image)
         if path.is_dir():
             ds = load_dataset(path, resolution=resolution, progress=False)
             place = str(path.resolve())
             for k, name in enumerate(ds.filenames):
+                if (file := (path / name).resolve()) in seen:
+                    continue
+                seen.add(file)
                 key, of_data = (k, place) if place == measured else (-1, None)
                 items.append((ds.tensors([k]), key, str(path / name), str(Path(name).with_suffix("")), of_data))
-        else:
+        elif path.resolve() not in seen:
+            seen.add(path.resolve())
             items.append((to_tensor(read_image(path, resolution)[None].copy()), -1, str(path), path.stem, None))
     if indices:
         if data is None:
             raise StylexError(f"{attributes_dir} does not record its data; pass --data.")
         dataset = load_dataset(data, resolution=resolution, progress=False)
-        for index in indices:
+        for index in dict.fromkeys(indices):
             if not 0 <= index < len(dataset):
                 raise StylexError(f"index {index} is outside [0, {len(dataset)}) for {data}.")
             source = f"index {index} ({dataset.filenames[index]}) of {data}"
@@ -205,25 +241,63 @@ def _read_inputs(
 
 
 def _folder_names(names: list[str]) -> list[str]:
-    """Each name once: a second "x" (x.png beside x.jpg, or two --image a/x.png b/x.png) becomes "x-2"."""
-    seen: dict[str, int] = {}
+    """Each name once: a second "x" (x.png beside x.jpg) becomes "x-2", or "x-3" where an image is named x-2."""
+    taken = {name.casefold() for name in names}  # case-insensitive file systems (macOS, Windows) merge X and x
+    used: set[str] = set()
     unique = []
     for name in names:
-        key = name.casefold()  # case-insensitive file systems (macOS, Windows) would merge X and x
-        seen[key] = seen.get(key, 0) + 1
-        unique.append(name if seen[key] == 1 else f"{name}-{seen[key]}")
+        candidate, n = name, 1
+        while candidate.casefold() in used or (candidate != name and candidate.casefold() in taken):
+            n += 1
+            candidate = f"{name}-{n}"
+        used.add(candidate.casefold())
+        unique.append(candidate)
     return unique
 
 
-def _write_summary(path: Path, done: list[dict[str, Any]]) -> None:
+def _clear_earlier(out: Path) -> None:
+    """Remove what an earlier `explain` wrote into `out`: the image folders its explanations.json lists (their
+    explanation.json and strategy PNGs; a folder left empty goes too), that list, and a single explanation's files."""
+    import json
+
+    written = [f"{k}.png" for k in STRATEGIES] + ["explanation.json"]
+    summary = out / SUMMARY_FILE
+    if summary.is_file():
+        try:
+            entries = json.loads(summary.read_text()).get("images", [])
+        except (ValueError, AttributeError, OSError):
+            entries = []
+        for entry in entries:
+            folder = entry.get("folder") if isinstance(entry, dict) else None
+            if not isinstance(folder, str) or not folder or ".." in Path(folder).parts or Path(folder).is_absolute():
+                continue
+            if not (out / folder).resolve().is_relative_to(out.resolve()):  # through a link: not a folder it made
+                continue
+            for name in written:
+                (out / folder / name).unlink(missing_ok=True)
+            for d in [out / folder, *(out / folder).parents]:  # up to `out`: the folders it made, once empty
+                if d == out or not d.is_relative_to(out):
+                    break
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+        summary.unlink(missing_ok=True)
+    if (out / "explanation.json").is_file():
+        for name in written:
+            (out / name).unlink(missing_ok=True)
+
+
+def _write_summary(path: Path, done: list[dict[str, Any]], interrupted: int | None = None) -> None:
     import json
 
     entries = []
     for r in done:
-        entry: dict[str, Any] = {"source": r["source"], "folder": Path(r["folder"]).relative_to(path.parent).as_posix()}
+        entry: dict[str, Any] = {"source": r["source"]}
         if "error" in r:
-            entry["error"] = r["error"]
+            entry["skipped"] = r["error"]
         else:
+            entry["folder"] = Path(r["folder"]).relative_to(path.parent).as_posix()
             entry["strategies"] = {
                 k: {
                     "from": e.class_names[e.original_class],
@@ -233,11 +307,14 @@ def _write_summary(path: Path, done: list[dict[str, Any]]) -> None:
                 }
                 for k, e in r["explanations"].items()
             }
-            entry["skipped"] = r["skipped"]
+            entry["skipped_strategies"] = r["skipped"]
         entries.append(entry)
+    summary: dict[str, Any] = {"images": entries}
+    if interrupted is not None:
+        summary["interrupted"] = f"after {len(done)} of {interrupted} images"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"images": entries}, indent=2))
+    tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(path)
 
 
