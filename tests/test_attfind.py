@@ -743,6 +743,10 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     ]
     run(*args, "--index", 0, "--out", tiny_run / "many")  # one image: into the folder itself, the batch gone
     assert sorted(p.name for p in (tiny_run / "many").iterdir()) == ["explanation.json", "notes.txt", "subset.png"]
+    before = (tiny_run / "many" / "explanation.json").read_text()
+    drawn = json.loads(before)["reconstruction_class"]
+    refused = run(*args, "--index", 1, "--target", drawn, "--out", tiny_run / "many", ok=False)  # already that class
+    assert refused.exit_code == 1 and (tiny_run / "many" / "explanation.json").read_text() == before, "kept"
 
     # An output folder inside an input folder would be read as images by the next run: refused before any work.
     inside = run(*args, "--image", folder, "--out", folder / "c1" / "out", ok=False)
@@ -781,7 +785,6 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
 
     # --target the class every image already has (this tiny model draws every image as one class): each skipped with
     # the reason, listed without a folder, and the command fails, saying so.
-    drawn = json.loads((tiny_run / "many" / "explanation.json").read_text())["reconstruction_class"]
     none = run(*args, *inputs, "--target", drawn, "--out", tiny_run / "same", ok=False)
     assert none.exit_code == 1 and "none of the 7 images was explained (the image's reconstruction" in none.output
     listed = json.loads((tiny_run / "same" / "explanations.json").read_text())["images"]

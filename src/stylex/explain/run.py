@@ -164,7 +164,8 @@ def explain_images(
         raise StylexError("pass an image (--image FILE or FOLDER) or a dataset index (--index I).")
     several = len(items) > 1
     folders = _folder_names([name for _, _, _, name, _ in items]) if several else [""]
-    _clear_earlier(out)
+    if several:
+        _clear_earlier(out)
     done: list[dict[str, Any]] = []
     from tqdm import tqdm
 
@@ -182,8 +183,10 @@ def explain_images(
                     top_k, fast, num_candidates, device, quiet=quiet or several, lead=f"{source}: " * several,
                 )  # fmt: skip
                 report["folder"] = str(dst)
+                if not several:  # its own files replaced those of an earlier single image; an earlier batch's go
+                    _clear_earlier(out, single_too=False)
             except StylexError as e:
-                if not several:
+                if not several:  # the earlier results stay as they were
                     raise
                 report = {"error": str(e), "skipped": {}}
             done.append({**report, "source": source})
@@ -255,9 +258,10 @@ def _folder_names(names: list[str]) -> list[str]:
     return unique
 
 
-def _clear_earlier(out: Path) -> None:
+def _clear_earlier(out: Path, single_too: bool = True) -> None:
     """Remove what an earlier `explain` wrote into `out`: the image folders its explanations.json lists (their
-    explanation.json and strategy PNGs; a folder left empty goes too), that list, and a single explanation's files."""
+    explanation.json and strategy PNGs; a folder left empty goes too), that list, and (with `single_too`) a single
+    explanation's files."""
     import json
 
     written = [f"{k}.png" for k in STRATEGIES] + ["explanation.json"]
@@ -283,7 +287,7 @@ def _clear_earlier(out: Path) -> None:
                 except OSError:
                     break
         summary.unlink(missing_ok=True)
-    if (out / "explanation.json").is_file():
+    if single_too and (out / "explanation.json").is_file():
         for name in written:
             (out / name).unlink(missing_ok=True)
 
