@@ -12,6 +12,7 @@ process under torchrun with NCCL.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -20,6 +21,7 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import run_cli
@@ -129,14 +131,20 @@ def test_a_torchscript_classifier_on_the_device(on_device, tmp_path):
     assert (tmp_path / "run" / "attfind" / "attributes.json").is_file()
 
 
-def test_the_viewer_renders_on_the_device(on_device):
+def test_the_viewer_renders_on_the_device(on_device, tmp_path):
     from stylex.explain.viewer import load_viewer
 
-    viewer = load_viewer(on_device / "run", num_images=4, device=DEVICE)
+    run_cli("attfind", "--model", on_device / "run", "--num-images", 6, "--top-k", 2, "--fast", 4, "--no-render",
+            "--out", tmp_path / "af", "--quiet", "--device", DEVICE)  # fmt: skip
+    viewer = load_viewer(on_device / "run", tmp_path / "af", num_images=4, device=DEVICE)
     base = viewer.render("i0")
     assert abs(sum(base["probs"]) - 1) < 1e-3 and base["edited"].startswith("data:image/png;base64,")
     moved = viewer.render("i0", {"0": 1.0})
     assert abs(sum(moved["probs"]) - 1) < 1e-3
+    png = io.BytesIO()
+    Image.new("RGB", (20, 20), (200, 30, 30)).save(png, "PNG")
+    uploaded = viewer.upload(png.getvalue())  # decoded on the CPU, encoded on the device
+    assert abs(sum(uploaded["probs"]) - 1) < 1e-3
 
 
 def test_compiled_training_on_the_device(on_device, tmp_path):
