@@ -67,6 +67,10 @@ def test_every_command_runs_on_the_device(on_device, tmp_path):
     run_cli("explain", "--model", run_dir, "--attributes", run_dir / "attfind", "--index", 0, "--out",
             tmp_path / "ex", "--top-k", 2, "--quiet", *dev)  # fmt: skip
     assert list((tmp_path / "ex").rglob("*.png"))
+    image = next((on_device / "data").rglob("*.png"))
+    run_cli("explain", "--model", run_dir, "--attributes", run_dir / "attfind", "--index", 0, "--index", 1, "--image",
+            image, "--out", tmp_path / "many", "--top-k", 2, "--quiet", *dev)  # fmt: skip
+    assert len(json.loads((tmp_path / "many" / "explanations.json").read_text())["images"]) == 3
     rec = run_cli("reconstruct", "--model", run_dir, "--num-images", 8, "--out", tmp_path / "rec", *dev)
     assert "consistency" in rec.output
     figures = json.loads((tmp_path / "rec" / "reconstruction.json").read_text())
@@ -75,8 +79,9 @@ def test_every_command_runs_on_the_device(on_device, tmp_path):
             "--num-scenes", 8, "--num-values", 1, "--read-images", 4, *dev)  # fmt: skip
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics, metrics
-    run_cli("baseline", "--model", run_dir, "--method", "random", "--num-images", 8, "--top-k", 2, "--out",
-            tmp_path / "random", *dev)  # fmt: skip
+    for method in ("random", "wu"):
+        run_cli("baseline", "--model", run_dir, "--method", method, "--num-images", 8, "--top-k", 2, "--out",
+                tmp_path / method, *dev)  # fmt: skip
     run_cli("report", run_dir, "--out", tmp_path / "report", "--slider-images", 2, "--quiet", *dev)
     assert "<main" in (tmp_path / "report" / "index.html").read_text()
     run_cli("export", run_dir, "--out", tmp_path / "export", "--num-samples", 2, *dev)
