@@ -754,42 +754,67 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
         inside.exit_code == 1 and "is inside the input folder" in inside.output and not (folder / "c1" / "out").exists()
     )
 
-    # Interrupted: the images explained so far are listed.
+    # Interrupted, or failing midway (a full disk): the images explained so far are listed, and what an earlier run
+    # wrote is gone all the same.
     import stylex.explain.run as explain_run
 
-    real, calls = explain_run._explain_one, []
+    real = explain_run._explain_one
+    run(*args, "--index", 3, "--index", 4, "--out", tiny_run / "cut")
+    for stop in (KeyboardInterrupt, OSError(28, "No space left on device")):
+        calls = []
 
-    def stop_at_the_second(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
+        def stop_at_the_second(*a, stop=stop, calls=calls, **kw):
+            calls.append(1)
+            if len(calls) == 2:
+                raise stop
+            return real(*a, **kw)
 
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
-        mp.setattr(explain_run, "_explain_one", stop_at_the_second)
-        explain_run.explain_images(
-            run_dir, out, tiny_run / "cut", indices=[0, 1, 2], strategies=("subset",), quiet=True
-        )
-    summary = json.loads((tiny_run / "cut" / "explanations.json").read_text())
-    assert [e["folder"] for e in summary["images"]] == ["index-0"] and summary["interrupted"] == "after 1 of 3 images"
+        with pytest.MonkeyPatch.context() as mp, pytest.raises(type(stop) if isinstance(stop, OSError) else stop):
+            mp.setattr(explain_run, "_explain_one", stop_at_the_second)
+            explain_run.explain_images(run_dir, out, tiny_run / "cut", indices=[0, 1, 2], strategies=("subset",),
+                                       quiet=True)  # fmt: skip
+        summary = json.loads((tiny_run / "cut" / "explanations.json").read_text())
+        assert [e["folder"] for e in summary["images"]] == ["index-0"] and summary[
+            "interrupted"
+        ] == "after 1 of 3 images"
+        assert sorted(p.name for p in (tiny_run / "cut").iterdir()) == ["explanations.json", "index-0"]
 
-    # names: each once, case-insensitively, and a clash's name never one that an image has
+    # names: each once, case-insensitively; a clash's name never one that an image has; never a name of the files
+    # explain writes beside the folders (subset.png.jpg would have made a folder "subset.png")
     assert explain_run._folder_names(["x", "x", "x-2", "X", "a/x"]) == ["x", "x-3", "x-2", "X-4", "a/x"]
+    assert explain_run._folder_names(["subset.png", "Explanations.json", "a/class.png", "b"]) == [
+        "subset.png-2", "Explanations.json-2", "a/class.png-2", "b"]  # fmt: skip
 
-    # AttFind's own data folder given as --image: each image keeps its index there as its key (the noise AttFind gave
-    # it, and its row of the table); any other folder's images are new images (key -1)
+    # A listing that is not what explain wrote (hand-edited, or stale) removes nothing it should not, and no crash.
+    odd = tiny_run / "odd"
+    (odd / "mine").mkdir(parents=True)
+    for name in ("notes", "mine/explanation.json", "explanation.json", "subset.png"):
+        (odd / name).write_text("the user's")
+    folders = ("notes", ".", "..", "/etc", "a\0b", "", "mine/../notes", "../odd/mine")
+    for listing in ({"images": 5}, "[]", *({"images": [{"folder": f}]} for f in folders)):
+        (odd / "explanations.json").write_text(json.dumps(listing))
+        explain_run._clear_earlier(odd, keep={"index-0"})
+        assert (odd / "notes").read_text() == "the user's" and (odd / "mine" / "explanation.json").is_file()
+    assert not (odd / "explanation.json").exists(), "a single explanation's files go when a batch replaces them"
+
+    # Each image once, however it is given; an image of AttFind's data keeps its index there as its key (the noise
+    # AttFind gave it, and its row of the table), also as a file or a folder; other images are new (key -1).
     data_dir = tiny_run / "data"
-    as_data = explain_run._read_inputs(16, [data_dir], [], None, out, measured=str(data_dir.resolve()))
-    assert [key for _, key, *_ in as_data] == list(range(len(data))) and as_data[0][4] == str(data_dir.resolve())
-    assert {key for _, key, *_ in explain_run._read_inputs(16, [data_dir], [], None, out, measured="/x")} == {-1}
+    measured = str(data_dir.resolve())
+    first = data_dir / data.filenames[0]
+    given = explain_run._read_inputs(16, [first, data_dir], 0, data_dir, out, measured=measured)
+    assert [i.key for i in given] == list(range(len(data))) == [i.measured_key for i in given]
+    assert given[0].source == str(first), "the first way it was given names it"
+    assert {i.key for i in explain_run._read_inputs(16, [data_dir], [], None, out, measured="/elsewhere")} == {-1}
 
-    # --target the class every image already has (this tiny model draws every image as one class): each skipped with
-    # the reason, listed without a folder, and the command fails, saying so.
+    # --target the class every image already has (this tiny model draws every image as one class): nothing is
+    # explained, the command fails saying why, and the folder keeps what an earlier run wrote.
+    run(*args, "--index", 3, "--index", 4, "--out", tiny_run / "same")
+    earlier = sorted(p.relative_to(tiny_run / "same") for p in (tiny_run / "same").rglob("*"))
     none = run(*args, *inputs, "--target", drawn, "--out", tiny_run / "same", ok=False)
-    assert none.exit_code == 1 and "none of the 7 images was explained (the image's reconstruction" in none.output
-    listed = json.loads((tiny_run / "same" / "explanations.json").read_text())["images"]
-    assert all("already classified" in e["skipped"] and "folder" not in e for e in listed) and len(listed) == 7
-    assert sorted(p.name for p in (tiny_run / "same").iterdir()) == ["explanations.json"]
+    assert none.exit_code == 1 and "none of the 7 images was explained, so " in none.output
+    assert "already classified" in none.output
+    assert sorted(p.relative_to(tiny_run / "same") for p in (tiny_run / "same").rglob("*")) == earlier
 
     # attributes that claim another StyleSpace (here: with the toRGB styles) than their effects are refused
     other = tiny_run / "other-attfind"

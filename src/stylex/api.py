@@ -176,7 +176,7 @@ def counterfactual(
     """
     from stylex.attfind.effects import image_noise
     from stylex.attfind.run import encode_images
-    from stylex.explain.run import _resolve_class, explain_styles, sequence_tiles
+    from stylex.explain.run import _resolve_class, explain_styles, measured_row, sequence_tiles
 
     effects = getattr(result, "effects", None)
     if effects is None:
@@ -208,7 +208,7 @@ def counterfactual(
             noise,
             effects,
             result,
-            row=_measured_row(effects, key, s),
+            row=measured_row(effects, key, s),
             strategies=(strategy,),
             target=y,
             top_k=top_k,
@@ -220,18 +220,6 @@ def counterfactual(
     e = found[strategy]
     e.images, e.image_probs = sequence_tiles(model.G, classifier, x, s, noise, e, effects)
     return e
-
-
-def _measured_row(effects, key: int, s: StyleVector):
-    """The effects AttFind already measured for this image (the image of `key` there, with the same styles), as
-    `stylex explain --index` reuses them; None when it did not measure it."""
-    keys = effects.meta.get("indices") or []
-    if key < 0 or key not in keys:
-        return None
-    pos = keys.index(key)
-    if not torch.allclose(effects.styles[pos], s.flatten()[0].float().cpu(), atol=1e-4):
-        return None
-    return effects.subset([pos])
 
 
 def _check_result(result: AttFindResult, model: StylEx) -> None:

@@ -86,6 +86,7 @@ _KEPT_WHEN_INTERRUPTED = {
     "attfind": "any effects computed so far are kept, and the same command continues from them",
     "data": "nothing was written",
     "demo": "what it wrote so far stays in its --out folder",
+    "explain": "with several images, those explained so far stay in their folders, listed in OUT/explanations.json",
     "train": "a training keeps its last complete checkpoint, if it wrote one; continue with --resume",
     "train-classifier": "no classifier was written",
 }

@@ -9,13 +9,13 @@ attributes) and writes into the output folder:
 from __future__ import annotations
 
 import os
-import sys
 import unicodedata
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from stylex.errors import StylexError
@@ -123,17 +123,18 @@ def explain_images(
     Writes: with one image in all, `out` holds its explanation (as `explain_image`); with several, `out/<name>/`
     holds each (the file's name without its suffix, under its folder's subfolders; `index-<i>` for an index) and
     `out/explanations.json` lists them: per image its source, folder, and per strategy the classes and outcome; an
-    image skipped whole (one that already is the --target class) is listed with the reason and no folder. What an
-    earlier explain wrote into `out` (the folders its explanations.json lists, an explanation.json and its PNGs) is
-    removed first, so that `out` describes this run alone; other files are left. Interrupted (Ctrl-C), the images
-    explained so far are listed in explanations.json.
+    image skipped whole (one that already is the --target class) is listed with the reason and no folder. Once an
+    image is explained, what an earlier explain wrote into `out` and this run did not write again (the folders its
+    explanations.json lists, a single explanation.json and its PNGs) is removed, so that `out` describes this run
+    alone; other files are left, and a run that explains nothing leaves `out` as it was. Interrupted (Ctrl-C) or
+    failing midway, explanations.json lists the images explained so far.
 
     Returns:
         one dict per image, as `explain_image` returns (an image skipped whole has "error" and no "explanations").
 
     Raises:
         StylexError: besides bad input, `out` inside a folder of `images` (the next run would read its pictures as
-        images), and, with several images, none of them explained (explanations.json says why for each).
+        images), and, with several images, none of them explained (the message gives the reason).
     """
     from stylex.attfind.effects import Effects
     from stylex.attfind.result import AttFindResult
@@ -158,99 +159,128 @@ def explain_images(
     model, classifier = load_run(run_dir, classifier, device)
     bind_results(model, attrs, saved, attributes_dir, run_dir)
     y = _resolve_class(target, attrs.class_names)
-    measured = saved.meta.get("data")  # AttFind's data: an index into it may reuse AttFind's row of the table
+    measured = saved.meta.get("data")  # AttFind's data: its images may reuse AttFind's rows of the table
     items = _read_inputs(model.resolution, images, indices, data or measured, attributes_dir, measured)
     if not items:
         raise StylexError("pass an image (--image FILE or FOLDER) or a dataset index (--index I).")
     several = len(items) > 1
-    folders = _folder_names([name for _, _, _, name, _ in items]) if several else [""]
-    if several:
-        _clear_earlier(out)
+    folders = _folder_names([item.name for item in items]) if several else [""]
     done: list[dict[str, Any]] = []
     from tqdm import tqdm
 
     try:
-        for (x, key, source, _, of_data), folder in zip(
+        for item, folder in zip(
             tqdm(items, desc="explaining", unit="image", disable=quiet or not several, dynamic_ncols=True),
             folders,
             strict=True,
         ):
             dst = out / folder if several else out
             try:
-                measured_key = key if of_data == measured else -1
                 report = _explain_one(
-                    model, classifier, saved, attrs, x.to(device), measured_key, key, source, dst, y, strategies,
-                    top_k, fast, num_candidates, device, quiet=quiet or several, lead=f"{source}: " * several,
+                    model, classifier, saved, attrs, item, dst, y, strategies, top_k, fast, num_candidates, device,
+                    quiet=quiet or several, lead=f"{item.source}: " * several,
                 )  # fmt: skip
                 report["folder"] = str(dst)
-                if not several:  # its own files replaced those of an earlier single image; an earlier batch's go
-                    _clear_earlier(out, single_too=False)
             except StylexError as e:
                 if not several:  # the earlier results stay as they were
                     raise
                 report = {"error": str(e), "skipped": {}}
-            done.append({**report, "source": source})
-    except KeyboardInterrupt:
-        if several:
-            _write_summary(out / SUMMARY_FILE, done, interrupted=len(items))
-            print(
-                f"explained {len(done)} of {len(items)} images before the interrupt; {out / SUMMARY_FILE} lists them.",
-                file=sys.stderr,
-            )
-        raise
-    if several:
-        _write_summary(out / SUMMARY_FILE, done)
-        if all("error" in r for r in done):
-            raise StylexError(
-                f"none of the {len(done)} images was explained ({done[0]['error'].rstrip('.')}, and so on); "
-                f"{out / SUMMARY_FILE} gives each one's reason."
-            )
+            done.append({**report, "source": item.source})
+    finally:  # also when interrupted or failing midway: `out` then lists the images explained so far
+        if any("error" not in r for r in done):  # else `out` keeps what an earlier run wrote
+            _clear_earlier(out, keep=set(folders) if several else {""})
+            if several:
+                _write_summary(out / SUMMARY_FILE, done, None if len(done) == len(items) else len(items))
+    if several and all("error" in r for r in done):
+        reasons = list(dict.fromkeys(r["error"] for r in done))
+        raise StylexError(
+            f"none of the {len(done)} images was explained, so {out} was left as it was: {reasons[0]}"
+            + (f" ({len(reasons) - 1} other reasons too)" if len(reasons) > 1 else "")
+        )
     return done
 
 
-def _read_inputs(
-    resolution, images, indices, data, attributes_dir, measured=None
-) -> list[tuple[torch.Tensor, int, str, str, Any]]:
-    """(x [1, 3, R, R], noise key, source, name, the data's resolved place or None) for each image: files and
-    folders, then dataset indices; an image given twice (a file also inside a given folder, or an index twice) once.
-    A folder that is AttFind's data (`measured`) is read as its indices are: each image's key is its index there."""
-    from stylex.data import load_dataset, read_image, to_tensor
+class _Input(NamedTuple):
+    """One image to explain: its pixels, its noise key, how it is named, its folder name, and its key in AttFind's
+    table when it is an image of AttFind's data (else -1)."""
 
-    items, seen = [], set()
+    pixels: np.ndarray  # [1, R, R, 3] uint8
+    key: int
+    source: str
+    name: str
+    measured_key: int
+
+
+def _read_inputs(resolution, images, indices, data, attributes_dir, measured=None) -> list[_Input]:
+    """The images to explain: files and folders, then dataset indices, each image once (a file given twice, a file
+    of a given folder, an index of a file given: the first). An image of AttFind's data (`measured`), however given,
+    gets its index there as its key: the noise AttFind gave it, and its row of the effect table."""
+    from stylex.data import load_dataset, read_image
+
+    if isinstance(indices, int):  # one index given alone
+        indices = [indices]
+    ours = None  # AttFind's data, read once if an image lies in it: {resolved file: index}
+    if measured is not None and Path(measured).is_dir():
+        if any(Path(p).resolve().is_relative_to(Path(measured)) for p in images) or (
+            indices and data is not None and str(Path(data).resolve()) == measured
+        ):
+            ours = load_dataset(measured, resolution=resolution, progress=False)
+    index_of = {(Path(measured) / f).resolve(): k for k, f in enumerate(ours.filenames)} if ours is not None else {}
+
+    items: list[_Input] = []
+    seen: set[Any] = set()
+
+    def add(pixels: np.ndarray, key: int, source: str, name: str, ident: Any, of_measured: bool) -> None:
+        """Add an image unless already there; `ident` names it (its resolved file, or (data, index) in an .npz)."""
+        if ident in index_of:  # a file of AttFind's data, however it was given
+            key, of_measured = index_of[ident], True
+        if ident not in seen:
+            seen.add(ident)
+            items.append(_Input(pixels, key, source, name, key if of_measured else -1))
+
     for image in images:
         path = Path(image)
         if path.is_dir():
             ds = load_dataset(path, resolution=resolution, progress=False)
-            place = str(path.resolve())
             for k, name in enumerate(ds.filenames):
-                if (file := (path / name).resolve()) in seen:
-                    continue
-                seen.add(file)
-                key, of_data = (k, place) if place == measured else (-1, None)
-                items.append((ds.tensors([k]), key, str(path / name), str(Path(name).with_suffix("")), of_data))
-        elif path.resolve() not in seen:
-            seen.add(path.resolve())
-            items.append((to_tensor(read_image(path, resolution)[None].copy()), -1, str(path), path.stem, None))
+                file = (path / name).resolve()
+                add(ds.images[k : k + 1], -1, str(path / name), str(Path(name).with_suffix("")), file, False)
+        else:
+            add(read_image(path, resolution)[None], -1, str(path), path.stem, path.resolve(), False)
     if indices:
         if data is None:
             raise StylexError(f"{attributes_dir} does not record its data; pass --data.")
-        dataset = load_dataset(data, resolution=resolution, progress=False)
-        for index in dict.fromkeys(indices):
+        place = str(Path(data).resolve())
+        dataset = ours if ours is not None and place == measured else load_dataset(data, resolution, progress=False)
+        for index in indices:
             if not 0 <= index < len(dataset):
                 raise StylexError(f"index {index} is outside [0, {len(dataset)}) for {data}.")
             source = f"index {index} ({dataset.filenames[index]}) of {data}"
-            items.append((dataset.tensors([index]), index, source, f"index-{index}", str(Path(data).resolve())))
+            ident = (Path(data) / dataset.filenames[index]).resolve() if Path(data).is_dir() else (place, index)
+            add(dataset.images[index : index + 1], index, source, f"index-{index}", ident, place == measured)
     return items
 
 
+_WRITTEN = tuple(f"{k}.png" for k in STRATEGIES) + ("explanation.json",)
+"""The files `explain` writes into an image's folder (and into OUT itself for one image)."""
+_RESERVED = {n.casefold() for n in (*_WRITTEN, SUMMARY_FILE)} | {
+    f"{n}.tmp".casefold() for n in (*_WRITTEN, SUMMARY_FILE)
+}
+
+
 def _folder_names(names: list[str]) -> list[str]:
-    """Each name once: a second "x" (x.png beside x.jpg) becomes "x-2", or "x-3" where an image is named x-2."""
+    """Each name once: a second "x" (x.png beside x.jpg) becomes "x-2", or "x-3" where an image is named x-2; a
+    name that is one of the files explain writes ("subset.png" from subset.png.jpg) gets a suffix too."""
     taken = {name.casefold() for name in names}  # case-insensitive file systems (macOS, Windows) merge X and x
     used: set[str] = set()
     unique = []
     for name in names:
         candidate, n = name, 1
-        while candidate.casefold() in used or (candidate != name and candidate.casefold() in taken):
+        while (
+            candidate.casefold() in used
+            or Path(candidate).name.casefold() in _RESERVED
+            or (candidate != name and candidate.casefold() in taken)
+        ):
             n += 1
             candidate = f"{name}-{n}"
         used.add(candidate.casefold())
@@ -258,42 +288,50 @@ def _folder_names(names: list[str]) -> list[str]:
     return unique
 
 
-def _clear_earlier(out: Path, single_too: bool = True) -> None:
-    """Remove what an earlier `explain` wrote into `out`: the image folders its explanations.json lists (their
-    explanation.json and strategy PNGs; a folder left empty goes too), that list, and (with `single_too`) a single
-    explanation's files."""
+def _clear_earlier(out: Path, keep: set[str]) -> None:
+    """Remove what an earlier `explain` wrote into `out` and this run did not write again: the image folders its
+    explanations.json lists but `keep` does not (their explanation.json and strategy PNGs; a folder left empty goes
+    too), and a single explanation's files (unless `keep` holds "", this run's single image). A listing that is
+    not one of ours is left alone, and so is any entry that is not a folder of `out`."""
     import json
 
-    written = [f"{k}.png" for k in STRATEGIES] + ["explanation.json"]
     summary = out / SUMMARY_FILE
     if summary.is_file():
         try:
             entries = json.loads(summary.read_text()).get("images", [])
-        except (ValueError, AttributeError, OSError):
+        except (ValueError, AttributeError, OSError, UnicodeDecodeError):
             entries = []
-        for entry in entries:
+        for entry in entries if isinstance(entries, list) else []:
             folder = entry.get("folder") if isinstance(entry, dict) else None
-            if not isinstance(folder, str) or not folder or ".." in Path(folder).parts or Path(folder).is_absolute():
+            if not isinstance(folder, str) or folder in keep or not _plain_relative(folder):
                 continue
-            if not (out / folder).resolve().is_relative_to(out.resolve()):  # through a link: not a folder it made
-                continue
-            for name in written:
-                (out / folder / name).unlink(missing_ok=True)
-            for d in [out / folder, *(out / folder).parents]:  # up to `out`: the folders it made, once empty
-                if d == out or not d.is_relative_to(out):
-                    break
-                try:
+            target = out / folder
+            try:
+                if not target.is_dir() or not target.resolve().is_relative_to(out.resolve()):
+                    continue  # a user's file now, or a link out of `out`: not a folder explain made
+                for name in _WRITTEN:
+                    (target / name).unlink(missing_ok=True)
+                for d in [target, *target.parents]:  # up to `out`: the folders it made, once empty
+                    if d == out or not d.is_relative_to(out):
+                        break
                     d.rmdir()
-                except OSError:
-                    break
-        summary.unlink(missing_ok=True)
-    if single_too and (out / "explanation.json").is_file():
-        for name in written:
+            except OSError:
+                continue
+        if "" in keep:  # one image this time: no listing
+            summary.unlink(missing_ok=True)
+    if "" not in keep and (out / "explanation.json").is_file():
+        for name in _WRITTEN:
             (out / name).unlink(missing_ok=True)
 
 
+def _plain_relative(folder: str) -> bool:
+    """A folder name explain could have written: relative, no '..' or '.' part, no NUL."""
+    parts = Path(folder).parts
+    return bool(parts) and "\0" not in folder and not Path(folder).is_absolute() and not {"..", "."} & set(parts)
+
+
 def _write_summary(path: Path, done: list[dict[str, Any]], interrupted: int | None = None) -> None:
-    import json
+    from stylex.classifier.store import write_json_atomic
 
     entries = []
     for r in done:
@@ -316,33 +354,38 @@ def _write_summary(path: Path, done: list[dict[str, Any]], interrupted: int | No
     summary: dict[str, Any] = {"images": entries}
     if interrupted is not None:
         summary["interrupted"] = f"after {len(done)} of {interrupted} images"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(path)
+    write_json_atomic(path, summary)
+
+
+def measured_row(effects, key: int, s):
+    """The effects AttFind already measured for an image (the image of `key` in its table, with the same styles
+    `s`, batch 1), as `stylex explain --index` and `stylex.counterfactual(..., key=)` reuse them; None otherwise."""
+    keys = effects.meta.get("indices") or []
+    if key < 0 or key not in keys:
+        return None
+    pos = keys.index(key)
+    if not torch.allclose(effects.styles[pos], s.flatten()[0].float().cpu(), atol=1e-4):
+        return None
+    return effects.subset([pos])
 
 
 def _explain_one(
-    model, classifier, saved, attrs, x, measured_key, key, source, out: Path, y, strategies, top_k, fast,
-    num_candidates, device, quiet, lead="",
+    model, classifier, saved, attrs, item: _Input, out: Path, y, strategies, top_k, fast, num_candidates, device,
+    quiet, lead="",
 ) -> dict[str, Any]:  # fmt: skip
-    """Explain the image x [1, 3, R, R] (on `device`) into `out`; see `explain_image`. `key` fixes its noise;
-    `measured_key` is its key in AttFind's table when it is an image of AttFind's data (else -1); `lead` starts
-    a warning (the image's name among several)."""
+    """Explain one image into `out`; see `explain_image`. `lead` starts a warning (the image's name among several)."""
     from stylex.attfind.effects import image_noise
     from stylex.attfind.run import encode_images
+    from stylex.data import to_tensor
 
     G = model.G
     names = attrs.class_names
+    source = item.source
+    x = to_tensor(item.pixels.copy()).to(device)  # [1, 3, R, R]
     s = encode_images(model, classifier, x)
-    noise = image_noise(G, [key], int(saved.meta.get("seed", 0)), device)
-
-    row, reused = None, False
-    indices = saved.meta.get("indices") or []
-    if measured_key >= 0 and measured_key in indices:
-        pos = indices.index(measured_key)
-        if torch.allclose(saved.styles[pos], s.flatten()[0].cpu(), atol=1e-4):
-            row, reused = saved.subset([pos]), True
+    noise = image_noise(G, [item.key], int(saved.meta.get("seed", 0)), device)
+    row = measured_row(saved, item.measured_key, s)
+    reused = row is not None
     explanations, skipped, row = explain_styles(
         G,
         classifier,
