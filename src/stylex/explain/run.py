@@ -1,9 +1,10 @@
-"""`stylex explain` as one library call: explain one image (a file or a dataset index) with style edits.
+"""`stylex explain` as library calls: explain images (files, folders, dataset indices) with style edits.
 
 Reads the AttFind folder (`effects.safetensors` for the edit targets and size, `attributes.json` for the class
-attributes) and writes into the output folder:
+attributes) and writes into the output folder, for one image (`explain_image`):
     explanation.json      per strategy the `ImageExplanation` (edits, logits and probabilities after each)
     <strategy>.png        input, reconstruction, then the image after each added edit, probabilities printed
+and for several (`explain_images`) the same in one folder per image, with explanations.json listing them.
 """
 
 from __future__ import annotations
