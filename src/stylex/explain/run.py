@@ -250,7 +250,10 @@ def _read_inputs(resolution, images, indices, data, attributes_dir, measured=Non
             add(read_image(path, resolution)[None], -1, str(path), path.stem, path.resolve(), False)
     if indices:
         if data is None:
-            raise StylexError(f"{attributes_dir} does not record its data; pass --data.")
+            raise StylexError(
+                f"{attributes_dir} does not record its data; pass the data the indices refer to (--data; data= from "
+                "Python)."
+            )
         place = str(Path(data).resolve())
         dataset = ours if ours is not None and place == measured else load_dataset(data, resolution, progress=False)
         for index in indices:
