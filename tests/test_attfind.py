@@ -759,7 +759,7 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     import stylex.explain.run as explain_run
 
     real = explain_run._explain_one
-    run(*args, "--index", 3, "--index", 4, "--out", tiny_run / "cut")
+    run(*args, "--index", 1, "--index", 2, "--index", 3, "--out", tiny_run / "cut")  # 1 and 2: planned, not reached
     for stop in (KeyboardInterrupt, OSError(28, "No space left on device")):
         calls = []
 
@@ -782,8 +782,19 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     # names: each once, case-insensitively; a clash's name never one that an image has; never a name of the files
     # explain writes beside the folders (subset.png.jpg would have made a folder "subset.png")
     assert explain_run._folder_names(["x", "x", "x-2", "X", "a/x"]) == ["x", "x-3", "x-2", "X-4", "a/x"]
-    assert explain_run._folder_names(["subset.png", "Explanations.json", "a/class.png", "b"]) == [
-        "subset.png-2", "Explanations.json-2", "a/class.png-2", "b"]  # fmt: skip
+    names = ["subset.png", "Explanations.json", "a/class.png", "explanations.json/b", "b"]
+    assert explain_run._folder_names(names) == [
+        "subset.png-2", "Explanations.json-2", "a/class.png-2", "explanations.json-2/b", "b"]  # fmt: skip
+
+    # A folder of OUT that is a link out of it is not written through: that image is skipped, saying why.
+    outside = tiny_run / "outside"
+    outside.mkdir()
+    (outside / "class.png").write_text("the user's")
+    (tiny_run / "linked").mkdir()
+    (tiny_run / "linked" / "index-0").symlink_to(outside)
+    said = run(*args, "--index", 0, "--index", 1, "--out", tiny_run / "linked").output
+    assert "is a link out of" in said and sorted(p.name for p in outside.iterdir()) == ["class.png"]
+    assert (outside / "class.png").read_text() == "the user's"
 
     # A listing that is not what explain wrote (hand-edited, or stale) removes nothing it should not, and no crash.
     odd = tiny_run / "odd"

@@ -890,7 +890,8 @@ def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rg
 def explain_cmd(run_dir, attributes_dir, images, indices, data, out, strategies, top_k, target, fast, device, quiet):
     """Explain images: the style edits that move each toward another class, as PNG sequences and JSON.
 
-    One image (--image FILE or --index I) is explained into OUT itself: explanation.json and a PNG per strategy.
+    One image in all (--image FILE, --index I, or a folder holding one) is explained into OUT itself:
+    explanation.json and a PNG per strategy.
     Several (--image and --index repeated, or --image FOLDER) are explained with one load of the model, each into
     OUT/<name>/ (the file's name without its suffix, or index-<i>), with OUT/explanations.json listing them; an image
     that already is the --target class is skipped, and listed with the reason. What an earlier explain wrote into

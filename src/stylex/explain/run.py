@@ -177,6 +177,8 @@ def explain_images(
         ):
             dst = out / folder if several else out
             try:
+                if several and dst.exists() and not dst.resolve().is_relative_to(out.resolve()):
+                    raise StylexError(f"{dst} is a link out of {out}; explain does not write through it")
                 report = _explain_one(
                     model, classifier, saved, attrs, item, dst, y, strategies, top_k, fast, num_candidates, device,
                     quiet=quiet or several, lead=f"{item.source}: " * several,
@@ -189,7 +191,8 @@ def explain_images(
             done.append({**report, "source": item.source})
     finally:  # also when interrupted or failing midway: `out` then lists the images explained so far
         if any("error" not in r for r in done):  # else `out` keeps what an earlier run wrote
-            _clear_earlier(out, keep=set(folders) if several else {""})
+            written = {str(Path(r["folder"]).relative_to(out)) for r in done if "error" not in r} if several else {""}
+            _clear_earlier(out, keep=written)
             if several:
                 _write_summary(out / SUMMARY_FILE, done, None if len(done) == len(items) else len(items))
     if several and all("error" in r for r in done):
@@ -274,17 +277,15 @@ _RESERVED = {n.casefold() for n in (*_WRITTEN, SUMMARY_FILE)} | {
 
 def _folder_names(names: list[str]) -> list[str]:
     """Each name once: a second "x" (x.png beside x.jpg) becomes "x-2", or "x-3" where an image is named x-2; a
-    name that is one of the files explain writes ("subset.png" from subset.png.jpg) gets a suffix too."""
+    part that is one of the files explain writes ("subset.png" from subset.png.jpg, or a class folder named
+    explanations.json) gets "-2"."""
+    names = ["/".join(p + "-2" if p.casefold() in _RESERVED else p for p in name.split("/")) for name in names]
     taken = {name.casefold() for name in names}  # case-insensitive file systems (macOS, Windows) merge X and x
     used: set[str] = set()
     unique = []
     for name in names:
         candidate, n = name, 1
-        while (
-            candidate.casefold() in used
-            or Path(candidate).name.casefold() in _RESERVED
-            or (candidate != name and candidate.casefold() in taken)
-        ):
+        while candidate.casefold() in used or (candidate != name and candidate.casefold() in taken):
             n += 1
             candidate = f"{name}-{n}"
         used.add(candidate.casefold())
