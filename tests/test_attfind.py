@@ -792,8 +792,12 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     (outside / "class.png").write_text("the user's")
     (tiny_run / "linked").mkdir()
     (tiny_run / "linked" / "index-0").symlink_to(outside)
-    said = run(*args, "--index", 0, "--index", 1, "--out", tiny_run / "linked").output
-    assert "is a link out of" in said and sorted(p.name for p in outside.iterdir()) == ["class.png"]
+    (tiny_run / "linked" / "c1").symlink_to(outside)  # a link above the image's folder: c1/x would land outside
+    said = run(*args, "--index", 0, "--index", 1, "--image", folder, "--out", tiny_run / "linked").output
+    assert said.count("is a link out of") == 4, "index-0, and the three images of c1"
+    assert sorted(p.name for p in (tiny_run / "linked").iterdir()) == ["c0", "c1", "explanations.json", "index-0",
+                                                                         "index-1"]  # fmt: skip
+    assert sorted(p.name for p in outside.iterdir()) == ["class.png"]
     assert (outside / "class.png").read_text() == "the user's"
 
     # A listing that is not what explain wrote (hand-edited, or stale) removes nothing it should not, and no crash.

@@ -177,7 +177,7 @@ def explain_images(
         ):
             dst = out / folder if several else out
             try:
-                if several and dst.exists() and not dst.resolve().is_relative_to(out.resolve()):
+                if several and not dst.resolve().is_relative_to(out.resolve()):  # through a link, at any depth
                     raise StylexError(f"{dst} is a link out of {out}; explain does not write through it")
                 report = _explain_one(
                     model, classifier, saved, attrs, item, dst, y, strategies, top_k, fast, num_candidates, device,
