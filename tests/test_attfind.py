@@ -782,9 +782,46 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     # names: each once, case-insensitively; a clash's name never one that an image has; never a name of the files
     # explain writes beside the folders (subset.png.jpg would have made a folder "subset.png")
     assert explain_run._folder_names(["x", "x", "x-2", "X", "a/x"]) == ["x", "x-3", "x-2", "X-4", "a/x"]
-    names = ["subset.png", "Explanations.json", "a/class.png", "explanations.json/b", "b"]
+    names = ["subset.png", "Explanations.json", "a/class.png", "explanations.json/b", "b", ".", ".."]
     assert explain_run._folder_names(names) == [
-        "subset.png-2", "Explanations.json-2", "a/class.png-2", "explanations.json-2/b", "b"]  # fmt: skip
+        "subset.png-2", "Explanations.json-2", "a/class.png-2", "explanations.json-2/b", "b", ".-2", "..-2",
+    ]  # fmt: skip
+
+    # Interrupted while an image's pictures are drawn: nothing of it is left, and an earlier explanation in the same
+    # place stays whole (the pictures are drawn aside and swapped in at the end). No write goes through a link
+    # left at a temporary name.
+    real_render = explain_run._render_sequence
+    for target_dir, given in (
+        (tiny_run / "fresh", ["--index", 3]),
+        (tiny_run / "fresh2", ["--index", 3, "--index", 4]),
+    ):
+        target_dir.mkdir()
+        (target_dir / "user.txt").write_text("mine")
+        (target_dir / "explanation.json.tmp").symlink_to(tiny_run / "victim.json")
+        (tiny_run / "victim.json").write_text("the user's")
+        before = {p.name for p in target_dir.iterdir()}
+        with pytest.MonkeyPatch.context() as mp:
+            drawn_so_far = []
+
+            def stop_on_the_second(*a, drawn_so_far=drawn_so_far, **kw):
+                drawn_so_far.append(1)
+                if len(drawn_so_far) == 2:
+                    raise KeyboardInterrupt
+                return real_render(*a, **kw)
+
+            mp.setattr(explain_run, "_render_sequence", stop_on_the_second)
+            with pytest.raises(KeyboardInterrupt):
+                explain_run.explain_images(run_dir, out, target_dir, indices=given[1::2], quiet=True)
+        assert {p.name for p in target_dir.iterdir()} == before, "nothing of the interrupted image is left"
+    run(*args, "--strategy", "class", "--index", 3, "--out", tiny_run / "fresh")  # a whole one, through no link
+    assert (tiny_run / "victim.json").read_text() == "the user's"
+    earlier = {p.name: p.read_bytes() for p in (tiny_run / "fresh").iterdir() if p.is_file() and not p.is_symlink()}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(explain_run, "_render_sequence", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            explain_run.explain_images(run_dir, out, tiny_run / "fresh", indices=[4], quiet=True)
+    now = {p.name: p.read_bytes() for p in (tiny_run / "fresh").iterdir() if p.is_file() and not p.is_symlink()}
+    assert now == earlier, "the earlier explanation stays whole"
 
     # A folder of OUT that is a link out of it is not written through: that image is skipped, saying why.
     outside = tiny_run / "outside"

@@ -18,6 +18,26 @@ def share(path: str | os.PathLike, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
 
 
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """`write(tmp)` to a new temporary file beside `path`, then rename it to `path`: never a half-written file, and
+    never a write through a link someone left at a fixed temporary name (mkstemp makes a file of its own)."""
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        share(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
     """`safetensors.torch.save_file`, but byte-identical for identical inputs, and with the user's file mode.
 

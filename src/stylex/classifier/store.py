@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from stylex.files import save_safetensors, share
+from stylex.files import atomic_write, save_safetensors
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -27,17 +26,7 @@ METRICS_NAME = "metrics.json"
 
 def _atomic(path: Path, write) -> None:
     """Write via a temporary file in the same directory, then os.replace: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        share(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, write)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

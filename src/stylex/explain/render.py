@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from stylex.data.convert import to_uint8
+from stylex.files import atomic_write
 
 
 def grid(rows: list[torch.Tensor], pad: int = 2) -> np.ndarray:
@@ -31,9 +32,7 @@ def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> None:
     img = Image.fromarray(image)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def save_grid(rows: list[torch.Tensor], path: str | Path, scale: int = 2) -> None:
@@ -156,24 +155,24 @@ def save_image(image: Image.Image, path: str | Path) -> Path:
     """Write a PIL image (PNG by the suffix), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
     return path
 
 
 def save_gif(frames: list[Image.Image], path: str | Path, duration_ms: int = 120) -> Path:
     """Write an animated GIF that loops forever, atomically (a frame listed twice is converted once)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     converted: dict[int, Image.Image] = {}
     for f in frames:
         if id(f) not in converted:
             converted[id(f)] = f.convert("P", palette=Image.Palette.ADAPTIVE)
     frames = [converted[id(f)] for f in frames]
-    frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
-    tmp.replace(path)
+    atomic_write(
+        path,
+        lambda tmp: frames[0].save(
+            tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0
+        ),
+    )
     return path
 
 

@@ -9,7 +9,10 @@ and for several (`explain_images`) the same in one folder per image, with explan
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 import unicodedata
 import warnings
 from collections.abc import Sequence
@@ -19,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from stylex.classifier.store import write_json_atomic
 from stylex.errors import StylexError
 from stylex.explain.counterfactual import STRATEGIES, Counterfactuals, ImageExplanation, already_classified
 
@@ -278,8 +282,11 @@ _RESERVED = {n.casefold() for n in (*_WRITTEN, SUMMARY_FILE)} | {
 def _folder_names(names: list[str]) -> list[str]:
     """Each name once: a second "x" (x.png beside x.jpg) becomes "x-2", or "x-3" where an image is named x-2; a
     part that is one of the files explain writes ("subset.png" from subset.png.jpg, or a class folder named
-    explanations.json) gets "-2"."""
-    names = ["/".join(p + "-2" if p.casefold() in _RESERVED else p for p in name.split("/")) for name in names]
+    explanations.json), or "." or "..", gets "-2"."""
+    names = [
+        "/".join(p + "-2" if p.casefold() in _RESERVED or p in (".", "..") else p for p in name.split("/"))
+        for name in names
+    ]  # ".." from an image named ...png would be OUT's parent
     taken = {name.casefold() for name in names}  # case-insensitive file systems (macOS, Windows) merge X and x
     used: set[str] = set()
     unique = []
@@ -336,8 +343,6 @@ def _plain_relative(folder: str) -> bool:
 
 
 def _write_summary(path: Path, done: list[dict[str, Any]], interrupted: int | None = None) -> None:
-    from stylex.classifier.store import write_json_atomic
-
     entries = []
     for r in done:
         entry: dict[str, Any] = {"source": r["source"]}
@@ -417,14 +422,6 @@ def _explain_one(
             "explanation starts from the reconstruction, which this model does not draw close enough to the image.",
             stacklevel=3,
         )
-    if (out / "explanation.json").is_file():  # an earlier explanation here: its other strategies' pictures go
-        for k in STRATEGIES:
-            if k not in explanations:
-                (out / f"{k}.png").unlink(missing_ok=True)
-    files = [_render_sequence(G, classifier, x, s, noise, e, saved, out / f"{k}.png") for k, e in explanations.items()]
-    import json
-
-    out.mkdir(parents=True, exist_ok=True)
     report = {
         "source": source,
         "target": names[y],
@@ -435,11 +432,32 @@ def _explain_one(
         "strategies": {k: v.to_dict() for k, v in explanations.items()},
         "skipped": skipped,
     }
-    tmp = out / "explanation.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / "explanation.json")
-    files.append(out / "explanation.json")
-    return {"explanations": explanations, "files": files, "reused_effects": reused, "skipped": skipped}
+    names_written = [f"{k}.png" for k in explanations] + ["explanation.json"]
+    made = [d for d in [out, *out.parents] if not d.exists()]  # the folders this image's explanation creates
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".explain-", suffix=".tmp", dir=out))
+    try:  # drawn and written aside, then swapped in at once: an interrupt never leaves two explanations mixed
+        for k, e in explanations.items():
+            _render_sequence(G, classifier, x, s, noise, e, saved, stage / f"{k}.png")
+        write_json_atomic(stage / "explanation.json", report)
+        for name in _WRITTEN:  # an earlier explanation's files that this one does not write again
+            if name not in names_written:
+                (out / name).unlink(missing_ok=True)
+        for name in names_written:
+            os.replace(stage / name, out / name)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for d in made:  # nearest first; only while empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+    return {
+        "explanations": explanations,
+        "files": [out / name for name in names_written],
+        "reused_effects": reused,
+        "skipped": skipped,
+    }
 
 
 def _other_class(row, target: int | None) -> int:
