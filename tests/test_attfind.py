@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import unicodedata
+from pathlib import Path
 
 import pytest
 import torch
@@ -822,6 +823,28 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
             explain_run.explain_images(run_dir, out, tiny_run / "fresh", indices=[4], quiet=True)
     now = {p.name: p.read_bytes() for p in (tiny_run / "fresh").iterdir() if p.is_file() and not p.is_symlink()}
     assert now == earlier, "the earlier explanation stays whole"
+
+    # Ctrl-C in the middle of the swap waits for its end: the explanation is all new, then the interrupt comes.
+    import os
+    import signal
+
+    run(*args, "--index", 4, "--out", tiny_run / "reference")
+    real_replace = os.replace
+
+    def replace_then_interrupt(src, dst, *a, **kw):
+        real_replace(src, dst, *a, **kw)
+        if Path(dst) == tiny_run / "fresh" / "subset.png":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "replace", replace_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            explain_run.explain_images(
+                run_dir, out, tiny_run / "fresh", indices=[4], strategies=("subset",), quiet=True
+            )
+    assert (tiny_run / "fresh" / "subset.png").read_bytes() == (tiny_run / "reference" / "subset.png").read_bytes()
+    assert json.loads((tiny_run / "fresh" / "explanation.json").read_text())["source"].startswith("index 4 (")
+    assert not (tiny_run / "fresh" / "class.png").exists() and not list((tiny_run / "fresh").glob(".explain-*"))
 
     # A folder of OUT that is a link out of it is not written through: that image is skipped, saying why.
     outside = tiny_run / "outside"

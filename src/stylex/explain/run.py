@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -180,25 +182,28 @@ def explain_images(
             strict=True,
         ):
             dst = out / folder if several else out
+
+            def record(report, dst=dst, source=item.source):
+                done.append({**report, "folder": str(dst), "source": source})
+
             try:
                 if several and not dst.resolve().is_relative_to(out.resolve()):  # through a link, at any depth
                     raise StylexError(f"{dst} is a link out of {out}; explain does not write through it")
-                report = _explain_one(
+                _explain_one(
                     model, classifier, saved, attrs, item, dst, y, strategies, top_k, fast, num_candidates, device,
-                    quiet=quiet or several, lead=f"{item.source}: " * several,
+                    quiet=quiet or several, lead=f"{item.source}: " * several, on_written=record,
                 )  # fmt: skip
-                report["folder"] = str(dst)
             except StylexError as e:
                 if not several:  # the earlier results stay as they were
                     raise
-                report = {"error": str(e), "skipped": {}}
-            done.append({**report, "source": item.source})
+                done.append({"error": str(e), "skipped": {}, "source": item.source})
     finally:  # also when interrupted or failing midway: `out` then lists the images explained so far
         if any("error" not in r for r in done):  # else `out` keeps what an earlier run wrote
-            written = {str(Path(r["folder"]).relative_to(out)) for r in done if "error" not in r} if several else {""}
-            _clear_earlier(out, keep=written)
-            if several:
-                _write_summary(out / SUMMARY_FILE, done, None if len(done) == len(items) else len(items))
+            with _signals_held():
+                written = {str(Path(r["folder"]).relative_to(out)) for r in done if "error" not in r}
+                _clear_earlier(out, keep=written if several else {""})
+                if several:
+                    _write_summary(out / SUMMARY_FILE, done, None if len(done) == len(items) else len(items))
     if several and all("error" in r for r in done):
         reasons = list(dict.fromkeys(r["error"] for r in done))
         raise StylexError(
@@ -367,6 +372,32 @@ def _write_summary(path: Path, done: list[dict[str, Any]], interrupted: int | No
     write_json_atomic(path, summary)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM wait until the block is done, then act as they would have: for the few file
+    renames that must happen all or none. Outside the main thread, where Python cannot set handlers, a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple[int, Any]] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append((signum, frame))) for sig in _HELD}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        if held:
+            signum, frame = held[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)  # e.g. KeyboardInterrupt, or the CLI's SIGTERM as an interrupt
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+
+
+_HELD = (signal.SIGINT, signal.SIGTERM)
+
+
 def measured_row(effects, key: int, s):
     """The effects AttFind already measured for an image (the image of `key` in its table, with the same styles
     `s`, batch 1), as `stylex explain --index` and `stylex.counterfactual(..., key=)` reuse them; None otherwise."""
@@ -381,9 +412,11 @@ def measured_row(effects, key: int, s):
 
 def _explain_one(
     model, classifier, saved, attrs, item: _Input, out: Path, y, strategies, top_k, fast, num_candidates, device,
-    quiet, lead="",
+    quiet, lead="", on_written=lambda result: None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Explain one image into `out`; see `explain_image`. `lead` starts a warning (the image's name among several)."""
+    """Explain one image into `out`; see `explain_image`. `lead` starts a warning (the image's name among several);
+    `on_written(result)` runs as the files are swapped in, with signals held, so that the caller's record of what
+    is written never misses an image."""
     from stylex.attfind.effects import image_noise
     from stylex.attfind.run import encode_images
     from stylex.data import to_tensor
@@ -436,28 +469,32 @@ def _explain_one(
     made = [d for d in [out, *out.parents] if not d.exists()]  # the folders this image's explanation creates
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".explain-", suffix=".tmp", dir=out))
-    try:  # drawn and written aside, then swapped in at once: an interrupt never leaves two explanations mixed
-        for k, e in explanations.items():
-            _render_sequence(G, classifier, x, s, noise, e, saved, stage / f"{k}.png")
-        write_json_atomic(stage / "explanation.json", report)
-        for name in _WRITTEN:  # an earlier explanation's files that this one does not write again
-            if name not in names_written:
-                (out / name).unlink(missing_ok=True)
-        for name in names_written:
-            os.replace(stage / name, out / name)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        for d in made:  # nearest first; only while empty
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise
-    shutil.rmtree(stage, ignore_errors=True)
-    return {
+    result = {
         "explanations": explanations,
         "files": [out / name for name in names_written],
         "reused_effects": reused,
         "skipped": skipped,
     }
+    try:  # drawn and written aside, then swapped in at once: an interrupt never leaves two explanations mixed
+        for k, e in explanations.items():
+            _render_sequence(G, classifier, x, s, noise, e, saved, stage / f"{k}.png")
+        write_json_atomic(stage / "explanation.json", report)
+        with _signals_held():  # the swap, and the caller's record of it, all or none
+            for name in _WRITTEN:  # an earlier explanation's files that this one does not write again
+                if name not in names_written:
+                    (out / name).unlink(missing_ok=True)
+            for name in names_written:
+                os.replace(stage / name, out / name)
+            shutil.rmtree(stage, ignore_errors=True)
+            on_written(result)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not (out / "explanation.json").exists():
+            for d in made:  # nearest first; only while empty
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        raise
+    return result
 
 
 def _other_class(row, target: int | None) -> int:
