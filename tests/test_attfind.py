@@ -846,19 +846,28 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     assert json.loads((tiny_run / "fresh" / "explanation.json").read_text())["source"].startswith("index 4 (")
     assert not (tiny_run / "fresh" / "class.png").exists() and not list((tiny_run / "fresh").glob(".explain-*"))
 
-    # A folder of OUT that is a link out of it is not written through: that image is skipped, saying why.
+    # A link in OUT is not written through, whether it leads out of OUT or into it (to OUT itself, whose single
+    # explanation the listing then removed): that image is skipped, saying why.
     outside = tiny_run / "outside"
     outside.mkdir()
     (outside / "class.png").write_text("the user's")
     (tiny_run / "linked").mkdir()
     (tiny_run / "linked" / "index-0").symlink_to(outside)
     (tiny_run / "linked" / "c1").symlink_to(outside)  # a link above the image's folder: c1/x would land outside
-    said = run(*args, "--index", 0, "--index", 1, "--image", folder, "--out", tiny_run / "linked").output
-    assert said.count("is a link out of") == 4, "index-0, and the three images of c1"
+    (tiny_run / "linked" / "index-2").symlink_to(".")  # OUT itself
+    said = run(*args, "--index", 0, "--index", 1, "--index", 2, "--image", folder, "--out", tiny_run / "linked").output
+    assert said.count("goes through a link") == 5, "index-0, index-2 and the three images of c1"
     assert sorted(p.name for p in (tiny_run / "linked").iterdir()) == ["c0", "c1", "explanations.json", "index-0",
-                                                                         "index-1"]  # fmt: skip
+                                                                         "index-1", "index-2"]  # fmt: skip
     assert sorted(p.name for p in outside.iterdir()) == ["class.png"]
     assert (outside / "class.png").read_text() == "the user's"
+    # An earlier listed folder that is now a link to a folder this run writes: clearing it spares that folder.
+    (tiny_run / "linked" / "index-1-old").symlink_to("index-1")
+    listing = json.loads((tiny_run / "linked" / "explanations.json").read_text())
+    listing["images"].append({"source": "earlier", "folder": "index-1-old"})
+    (tiny_run / "linked" / "explanations.json").write_text(json.dumps(listing))
+    run(*args, "--index", 1, "--index", 3, "--out", tiny_run / "linked")
+    assert sorted(p.name for p in (tiny_run / "linked" / "index-1").iterdir()) == ["explanation.json", "subset.png"]
 
     # A listing that is not what explain wrote (hand-edited, or stale) removes nothing it should not, and no crash.
     odd = tiny_run / "odd"

@@ -187,8 +187,8 @@ def explain_images(
                 done.append({**report, "folder": str(dst), "source": source})
 
             try:
-                if several and not dst.resolve().is_relative_to(out.resolve()):  # through a link, at any depth
-                    raise StylexError(f"{dst} is a link out of {out}; explain does not write through it")
+                if several and dst.resolve() != out.resolve() / folder:  # a link at any depth, out of OUT or in it
+                    raise StylexError(f"{dst} goes through a link; explain does not write through links in {out}")
                 _explain_one(
                     model, classifier, saved, attrs, item, dst, y, strategies, top_k, fast, num_candidates, device,
                     quiet=quiet or several, lead=f"{item.source}: " * several, on_written=record,
@@ -198,8 +198,8 @@ def explain_images(
                     raise
                 done.append({"error": str(e), "skipped": {}, "source": item.source})
     finally:  # also when interrupted or failing midway: `out` then lists the images explained so far
-        if any("error" not in r for r in done):  # else `out` keeps what an earlier run wrote
-            with _signals_held():
+        with _signals_held():
+            if any("error" not in r for r in done):  # else `out` keeps what an earlier run wrote
                 written = {str(Path(r["folder"]).relative_to(out)) for r in done if "error" not in r}
                 _clear_earlier(out, keep=written if several else {""})
                 if several:
@@ -324,8 +324,8 @@ def _clear_earlier(out: Path, keep: set[str]) -> None:
                 continue
             target = out / folder
             try:
-                if not target.is_dir() or not target.resolve().is_relative_to(out.resolve()):
-                    continue  # a user's file now, or a link out of `out`: not a folder explain made
+                if not target.is_dir() or target.resolve() != out.resolve() / folder:
+                    continue  # a user's file now, or through a link: not a folder explain made
                 for name in _WRITTEN:
                     (target / name).unlink(missing_ok=True)
                 for d in [target, *target.parents]:  # up to `out`: the folders it made, once empty
@@ -468,7 +468,7 @@ def _explain_one(
     names_written = [f"{k}.png" for k in explanations] + ["explanation.json"]
     made = [d for d in [out, *out.parents] if not d.exists()]  # the folders this image's explanation creates
     out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".explain-", suffix=".tmp", dir=out))
+    stage: Path | None = None
     result = {
         "explanations": explanations,
         "files": [out / name for name in names_written],
@@ -476,6 +476,7 @@ def _explain_one(
         "skipped": skipped,
     }
     try:  # drawn and written aside, then swapped in at once: an interrupt never leaves two explanations mixed
+        stage = Path(tempfile.mkdtemp(prefix=".explain-", suffix=".tmp", dir=out))
         for k, e in explanations.items():
             _render_sequence(G, classifier, x, s, noise, e, saved, stage / f"{k}.png")
         write_json_atomic(stage / "explanation.json", report)
@@ -488,7 +489,8 @@ def _explain_one(
             shutil.rmtree(stage, ignore_errors=True)
             on_written(result)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
         if not (out / "explanation.json").exists():
             for d in made:  # nearest first; only while empty
                 with contextlib.suppress(OSError):
