@@ -33,6 +33,19 @@ from stylex.models.stylespace import StyleLayout, StyleVector
 # ------------------------------------------------------------------------------------------------ fixtures
 
 
+def _failing_on_call(n: int, real, error):
+    """`real`, except that its n-th call raises `error` (an interrupt or a full disk at a chosen moment)."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise error
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
 def _tiny_generator() -> Generator:
     """16 px, 8 channels per layer: S = 5 layers x 8 = 40 coordinates; non-zero noise and biases."""
     torch.manual_seed(0)
@@ -148,20 +161,11 @@ def test_effects_resume_from_saved_chunks(tiny, tmp_path, monkeypatch):
     G, C, s, noise = tiny
     full = StyleEffects(G, C, images_per_chunk=1, progress=False).compute(s, noise)
     finder = StyleEffects(G, C, images_per_chunk=1, progress=False)
-    calls = []
     original = finder._chunk
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(finder, "_chunk", interrupted)
+    monkeypatch.setattr(finder, "_chunk", _failing_on_call(2, original, KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         finder.compute(s, noise, checkpoint_dir=tmp_path / "partial")
     assert len(list((tmp_path / "partial").glob("chunk_*.safetensors"))) == 1
-    calls.clear()
     monkeypatch.setattr(finder, "_chunk", original)
     resumed = StyleEffects(G, C, images_per_chunk=1, progress=False)
     counted = []
@@ -762,16 +766,8 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     real = explain_run._explain_one
     run(*args, "--index", 1, "--index", 2, "--index", 3, "--out", tiny_run / "cut")  # 1 and 2: planned, not reached
     for stop in (KeyboardInterrupt, OSError(28, "No space left on device")):
-        calls = []
-
-        def stop_at_the_second(*a, stop=stop, calls=calls, **kw):
-            calls.append(1)
-            if len(calls) == 2:
-                raise stop
-            return real(*a, **kw)
-
         with pytest.MonkeyPatch.context() as mp, pytest.raises(type(stop) if isinstance(stop, OSError) else stop):
-            mp.setattr(explain_run, "_explain_one", stop_at_the_second)
+            mp.setattr(explain_run, "_explain_one", _failing_on_call(2, real, stop))
             explain_run.explain_images(run_dir, out, tiny_run / "cut", indices=[0, 1, 2], strategies=("subset",),
                                        quiet=True)  # fmt: skip
         summary = json.loads((tiny_run / "cut" / "explanations.json").read_text())
@@ -802,15 +798,7 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
         (tiny_run / "victim.json").write_text("the user's")
         before = {p.name for p in target_dir.iterdir()}
         with pytest.MonkeyPatch.context() as mp:
-            drawn_so_far = []
-
-            def stop_on_the_second(*a, drawn_so_far=drawn_so_far, **kw):
-                drawn_so_far.append(1)
-                if len(drawn_so_far) == 2:
-                    raise KeyboardInterrupt
-                return real_render(*a, **kw)
-
-            mp.setattr(explain_run, "_render_sequence", stop_on_the_second)
+            mp.setattr(explain_run, "_render_sequence", _failing_on_call(2, real_render, KeyboardInterrupt))
             with pytest.raises(KeyboardInterrupt):
                 explain_run.explain_images(run_dir, out, target_dir, indices=given[1::2], quiet=True)
         assert {p.name for p in target_dir.iterdir()} == before, "nothing of the interrupted image is left"
