@@ -81,7 +81,7 @@ def explain_image(
         "skipped": {strategy: reason}, "source": how the image is named, "folder": `out`}.
     """
     if (image is None) == (index is None):
-        raise StylexError("pass exactly one of --image FILE or --index I.")
+        raise StylexError("pass exactly one of --image FILE or --index I (image= or index= from Python).")
     return explain_images(
         run_dir,
         attributes_dir,
@@ -169,7 +169,9 @@ def explain_images(
     measured = saved.meta.get("data")  # AttFind's data: its images may reuse AttFind's rows of the table
     items = _read_inputs(model.resolution, images, indices, data or measured, attributes_dir, measured)
     if not items:
-        raise StylexError("pass an image (--image FILE or FOLDER) or a dataset index (--index I).")
+        raise StylexError(
+            "pass an image (--image FILE or FOLDER) or a dataset index (--index I); from Python, images= or indices=."
+        )
     several = len(items) > 1
     folders = _folder_names([item.name for item in items]) if several else [""]
     done: list[dict[str, Any]] = []
