@@ -893,7 +893,8 @@ def explain_cmd(run_dir, attributes_dir, images, indices, data, out, strategies,
     One image in all (--image FILE, --index I, or a folder holding one) is explained into OUT itself:
     explanation.json and a PNG per strategy.
     Several (--image and --index repeated, or --image FOLDER) are explained with one load of the model, each into
-    OUT/<name>/ (the file's name without its suffix, or index-<i>), with OUT/explanations.json listing them; an image
+    OUT/<name>/ (the file's name without its suffix, under its class folder for a folder with class folders:
+    OUT/<class>/<name>/; index-<i> for an index), with OUT/explanations.json listing them; an image
     that already is the --target class is skipped, and listed with the reason. What an earlier explain wrote into
     OUT is replaced; OUT may not lie inside an input folder.
     """
