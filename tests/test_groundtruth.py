@@ -743,3 +743,25 @@ def test_benchmark_scripts_refuse_what_they_cannot_measure(monkeypatch, capsys):
     p.add_argument("--quiet", action="store_true")
     text = p.format_help()
     assert "--minutes MINUTES  (default: 30.0)" in text and "  kept as written" in text and "default: False" not in text
+
+
+def test_evaluate_lists_tied_factors_in_one_order():
+    """The true-importance ranking, the used factors and the first ranks list tied factors in one order (by name);
+    the used list followed another order than the ranking beside it."""
+    from stylex.metrics.evaluate import format_metrics
+
+    score = {"precision": 1.0, "coverage": 1.0, "mean_purity": 0.9, "spearman": None,
+             "used": ["size", "hue"], "first_rank": {"size": 2, "hue": 1}}  # fmt: skip
+    metrics = {
+        "method": "attfind",
+        "num_images": 4,
+        "reconstruction": {"stylex": {"consistency": 1.0, "l1": 0.1, "identity": 0.0}},
+        "sufficiency": {"2": {"overall": 0.5}},
+        "groundtruth": {
+            "true_importance": {"flip_rate": {"size": 0.4, "shape": 0.1, "hue": 0.4}, "used": ["size", "hue"]},
+            "scores": {"2": score},
+        },
+    }
+    text = format_metrics(metrics)
+    assert "rate): hue 0.40, size 0.40, shape 0.10; used: hue, size" in text
+    assert text.splitlines()[4].endswith("hue 1, size 2")

@@ -282,14 +282,15 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         return "\n".join(lines)
     ti = gt["true_importance"]
     rates = ti["flip_rate"]
-    ranked = ", ".join(f"{f} {rates[f]:.2f}" for f in sorted(rates, key=lambda f: -rates[f]))
-    used = ", ".join(sorted(ti["used"], key=lambda f: -rates[f])) or "none"
+    order = sorted(rates, key=lambda f: (-rates[f], f))  # ties by name, the same in both lists
+    ranked = ", ".join(f"{f} {rates[f]:.2f}" for f in order)
+    used = ", ".join(f for f in order if f in ti["used"]) or "none"
     lines.append(f"true importance (decision-change rate): {ranked}; used: {used}")
     lines.append(
         f"{'K':>4s}{'precision':>11s}{'coverage':>10s}{'purity':>8s}{'spearman':>10s}  first rank of used factors"
     )
     for k, sc in gt["scores"].items():
-        first = ", ".join(f"{f} {sc['first_rank'][f] or '-'}" for f in sc["used"]) or "-"
+        first = ", ".join(f"{f} {sc['first_rank'][f] or '-'}" for f in order if f in sc["used"]) or "-"
         lines.append(
             f"{k:>4s}{_fmt(sc['precision']):>11s}{_fmt(sc['coverage']):>10s}{_fmt(sc['mean_purity']):>8s}"
             f"{_fmt(sc['spearman']):>10s}  {first}"
