@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,11 +23,6 @@ WEIGHTS_NAME = "weights.safetensors"
 METRICS_NAME = "metrics.json"
 
 
-def _atomic(path: Path, write) -> None:
-    """Write via a temporary file in the same directory, then os.replace: never a half-written file."""
-    atomic_write(path, write)
-
-
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON to `path` atomically."""
 
@@ -37,10 +31,10 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
             json.dump(obj, f, indent=2)
             f.write("\n")
 
-    _atomic(Path(path), write)
+    atomic_write(path, write)
 
 
 def save_weights_atomic(path: str | os.PathLike, state_dict: dict[str, torch.Tensor]) -> None:
     """Write a state dict to a safetensors file atomically (tensors are copied to CPU, contiguous)."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
-    _atomic(Path(path), lambda tmp: save_safetensors(tensors, tmp, {"format": "pt"}))
+    atomic_write(path, lambda tmp: save_safetensors(tensors, tmp, {"format": "pt"}))
