@@ -234,13 +234,14 @@ def _read_inputs(resolution, images, indices, data, attributes_dir, measured=Non
 
     if isinstance(indices, int):  # one index given alone
         indices = [indices]
-    ours = None  # AttFind's data, read once if an image lies in it: {resolved file: index}
+    ours = None  # AttFind's data, read once if an image lies in it
     if measured is not None and Path(measured).is_dir():
         if any(Path(p).resolve().is_relative_to(Path(measured)) for p in images) or (
             indices and data is not None and str(Path(data).resolve()) == measured
         ):
             ours = load_dataset(measured, resolution=resolution, progress=False)
     index_of = {(Path(measured) / f).resolve(): k for k, f in enumerate(ours.filenames)} if ours is not None else {}
+    # {resolved file of AttFind's data: its index there}
 
     items: list[_Input] = []
     seen: set[Any] = set()
@@ -256,7 +257,8 @@ def _read_inputs(resolution, images, indices, data, attributes_dir, measured=Non
     for image in images:
         path = Path(image)
         if path.is_dir():
-            ds = load_dataset(path, resolution=resolution, progress=False)
+            same = ours is not None and str(path.resolve()) == measured  # AttFind's data itself: read once
+            ds = ours if same else load_dataset(path, resolution=resolution, progress=False)
             for k, name in enumerate(ds.filenames):
                 file = (path / name).resolve()
                 add(ds.images[k : k + 1], -1, str(path / name), str(Path(name).with_suffix("")), file, False)
