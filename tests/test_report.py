@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -605,6 +606,25 @@ def test_python_api_checks_what_it_is_given(evil_run):
         stylex.AttFind(model, classifier, **kw).run(x * float("nan"))
     with pytest.warns(UserWarning, match="0..255"):
         stylex.counterfactual(model, classifier, wrapped, (x[0] + 1) * 127.5, top_k=1)
+    # images in 0..1 (torchvision's ToTensor) ran silently and found other attributes: said now
+    with pytest.warns(UserWarning, match=r"images in 0\.\.1\? stylex expects \[-1, 1\]"):
+        stylex.counterfactual(model, classifier, wrapped, (x[0] + 1) / 2, top_k=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # images in [-1, 1] with a dark pixel: nothing to say
+        # float64 and half images ran into "mat1 and mat2 must have the same dtype"; they are taken as float32
+        for dtype in (torch.float64, torch.float16, torch.bfloat16):
+            e = stylex.counterfactual(model, classifier, wrapped, x[0].to(dtype), strategy="independent", top_k=1)
+            assert e.images.dtype == torch.float32
+        assert stylex.AttFind(model, classifier, **kw).run(x.double()).effects.effects.shape[0] == 4
+    # A Python result records the weights it searched: a model trained on since (or another of the same shape) is
+    # warned about, as for `stylex attfind` results, in the Python API's words.
+    from stylex.attfind.run import StaleAttributesWarning
+
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        next(moved.G.parameters()).add_(0.5)
+    with pytest.warns(StaleAttributesWarning, match=r"another model's, or trained on since\?.*stylex.AttFind\(model"):
+        stylex.counterfactual(moved, classifier, wrapped, x[0], strategy="independent", top_k=1)
     digits, digits_clf = stylex.load_run("zoo:digits-32")  # another model: its result does not fit this one
     with pytest.raises(stylex.StylexError, match="made for another model"):
         stylex.counterfactual(digits, digits_clf, wrapped, torch.zeros(3, 32, 32))

@@ -102,7 +102,7 @@ class AttFind(_GeneratorAttFind):
         if isinstance(images, StyleVector):
             if noise is None:
                 raise StylexError("pass noise with styles, or pass the images themselves.")
-            return super().run(images, noise, **kwargs)
+            return self._fingerprinted(super().run(images, noise, **kwargs))
         x = _as_batch(images, self.model.resolution)
         if len(x) < 2:
             raise StylexError(f"AttFind needs at least 2 images (min and max of each style), got {len(x)}.")
@@ -116,11 +116,19 @@ class AttFind(_GeneratorAttFind):
         if noise is None:
             noise = image_noise(self.model.G, keys, seed, device)
         meta = {"indices": keys, "seed": seed, **(kwargs.pop("meta", None) or {})}
-        return super().run(s, noise, meta=meta, **kwargs)
+        return self._fingerprinted(super().run(s, noise, meta=meta, **kwargs))
+
+    def _fingerprinted(self, result: AttFindResult) -> AttFindResult:
+        """Record the weights searched, as `stylex attfind` does: a counterfactual with a model trained on since,
+        or another model of the same shape, is then warned about (`StaleAttributesWarning`)."""
+        from stylex.attfind.run import model_fingerprint
+
+        result.settings["model_fingerprint"] = model_fingerprint(self.model)
+        return result
 
 
 def _as_batch(x: torch.Tensor, resolution: int) -> torch.Tensor:
-    """x [3, R, R] or [N, 3, R, R] float in [-1, 1] -> [N, 3, R, R], checked."""
+    """x [3, R, R] or [N, 3, R, R] float in [-1, 1] -> [N, 3, R, R] float32, checked."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise StylexError("images must be a float tensor [N, 3, R, R] in [-1, 1] (see stylex.data.to_tensor).")
     if x.ndim == 3:
@@ -138,7 +146,13 @@ def _as_batch(x: torch.Tensor, resolution: int) -> torch.Tensor:
             "converts uint8 images).",
             stacklevel=3,
         )
-    return x
+    elif lo >= 0 and hi <= 1 and hi > lo:  # no pixel darker than mid-grey: nearly always images in 0..1
+        warnings.warn(
+            f"images span [{lo:.3g}, {hi:.3g}]: images in 0..1? stylex expects [-1, 1] (2 * x - 1 converts them; "
+            "stylex.data.to_tensor converts uint8 images). Ignore this for images with no dark pixels.",
+            stacklevel=3,
+        )
+    return x.float()  # float64, float16 and bfloat16 images as the float32 models take
 
 
 def counterfactual(
@@ -227,8 +241,9 @@ def _check_result(result: AttFindResult, model: StylEx) -> None:
     from stylex.attfind.run import bind_results
 
     bind_results(
-        model, result, result.effects, "the AttFind result", "this model", "stylex.AttFind(model, classifier).run(x)"
-    )
+        model, result, result.effects, "the AttFind result", "this model",
+        redo="search this model with stylex.AttFind(model, classifier).run(x) for a result of its own.",
+    )  # fmt: skip
 
 
 def load_attfind(folder: str | os.PathLike) -> AttFindResult:

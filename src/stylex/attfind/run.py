@@ -86,37 +86,44 @@ def encode_dataset(
     return encode_images(model, classifier, x, batch_size, progress), image_noise(model.G, indices, seed, device)
 
 
-def bind_results(model, result: AttFindResult, effects: Effects, folder, run_dir, command: str = "stylex attfind"):
+def bind_results(
+    model, result: AttFindResult, effects: Effects, folder, run_dir, command: str = "stylex attfind", redo: str = ""
+):
     """Switch `model`'s generator to the StyleSpace `result` was searched in (conv styles, or with the toRGB ones),
     and refuse results that another model made.
 
     Raises:
-        StylexError: the effects' coordinate or class count differs from the model's; the message names `command`.
+        StylexError: the effects' coordinate or class count differs from the model's; the message names `command`
+            (or says `redo`, from Python, where no command was run).
     """
     use_rgb_coordinates(model.G, result.include_rgb)
     moved = model.run_info.get("data_moved_from")
     if moved and effects.meta.get("data") == moved:  # found on the run's data, since moved with the run
         effects.meta["data"] = result.settings["data"] = model.run_info["data"]
     if effects.num_coords != model.G.layout.num_coords or effects.num_classes != model.num_classes:
-        raise StylexError(f"{folder} was made for another model; run `{command}` for {run_dir} first.")
-    warn_if_stale(model, result, folder, run_dir, command)
+        raise StylexError(f"{folder} was made for another model; " + (redo or f"run `{command}` for {run_dir} first."))
+    warn_if_stale(model, result, folder, run_dir, command, redo)
     layout = model.G.layout
     for c in result.classes:  # results saved before attributes recorded whether they are tint styles
         c.attributes = [replace(a, tint=layout.tint_index(a.flat_index)) if a.tint is None else a for a in c.attributes]
 
 
-def warn_if_stale(model, result: AttFindResult, folder, run_dir, command: str = "stylex attfind") -> None:
+def warn_if_stale(
+    model, result: AttFindResult, folder, run_dir, command: str = "stylex attfind", redo: str = ""
+) -> None:
     """Warn when `result` was searched on other weights than `model`'s, e.g. before `stylex train --resume` went
     on: its attributes and counterfactuals would describe a model that no longer exists. Results saved before the
-    weights were recorded are not checked."""
+    weights were recorded are not checked. `redo` says what to do instead of naming `command --recompute`."""
     found_on = result.settings.get("model_fingerprint")
     if found_on and found_on != model_fingerprint(model):
         other = result.settings.get("run")
         same_place = not other or not Path(str(run_dir)).exists() or Path(other).resolve() == Path(run_dir).resolve()
         why = "trained on since?" if same_place else f"it was found for {other}"
+        if not other and redo:  # a result of the Python API, which does not know its model's folder
+            why = "another model's, or trained on since?"
         warnings.warn(
             f"{folder} was found on other weights than {run_dir} has now ({why}); its attributes may not be this "
-            f"model's. Run `{command} --recompute` for {run_dir}.",
+            f"model's. " + (redo or f"Run `{command} --recompute` for {run_dir}."),
             StaleAttributesWarning,
             stacklevel=2,
         )
