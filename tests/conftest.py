@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,11 @@ from torch import nn
 # inherit it.
 os.environ["STYLEX_TRUST_STORE"] = str(Path(tempfile.mkdtemp(prefix="stylex-tests-")) / "trusted-classifiers.json")
 os.environ.pop("STYLEX_TRUST_CODE", None)
+
+# A shell without job control starts background commands (`nohup make test &`) with Ctrl-C ignored, and Python keeps
+# it so; the tests that interrupt stylex (and the subprocesses they start, which inherit it) need Ctrl-C to act.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class StandInClassifier(nn.Module):
