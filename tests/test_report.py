@@ -643,6 +643,45 @@ def test_python_api_checks_what_it_is_given(evil_run):
     assert stylex.load_attfind(evil_run / "run" / "attfind" / "attributes.json").effects is not None
 
 
+def test_no_command_writes_into_the_image_folder_it_reads(evil_run, tmp_path):
+    """Pictures written inside an image folder became images of it: the next command read 3 more "Cat" images, and
+    the run then refused its data as changed. Every command that writes pictures refuses an output folder inside
+    the image folder it reads (given, or the run's or AttFind's), before any work; a hidden folder is fine (loading
+    skips it), and so is a factor folder (which reads only the files its factors.csv lists)."""
+    import stylex
+    from stylex.attfind.run import run_attfind
+    from stylex.data.dataset import check_out_of_data
+    from stylex.explain.run import explain_images
+    from stylex.pipeline import reconstruct
+
+    data, run_dir = evil_run / "data", evil_run / "run"
+    found = run_dir / "attfind"
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    inside = data / EVIL / "out"
+    calls = {
+        "train": lambda: stylex.train_stylex(data, evil_run / "clf", inside, stylex.preset("tiny")),
+        "attfind": lambda: run_attfind(run_dir, out=inside, quiet=True),
+        "explain (the run's data)": lambda: explain_images(run_dir, found, inside, indices=[0], quiet=True),
+        "explain (an image of it)": lambda: explain_images(run_dir, found, data, images=[next(data.rglob("*.png"))]),
+        "report": lambda: stylex.write_report(run_dir, data / "report", quiet=True),
+        "reconstruct": lambda: reconstruct(run_dir, out=data),
+        "export": lambda: stylex.export_run(run_dir, inside),
+    }  # fmt: skip
+    for name, call in calls.items():
+        with pytest.raises(stylex.StylexError, match="is inside the image folder"):
+            call()
+        assert sorted(p.relative_to(data) for p in data.rglob("*")) == before, f"{name} wrote nothing there"
+    reconstruct(run_dir, out=data / ".stylex" / "rec", num_images=2)  # hidden: loading skips it
+    assert (data / ".stylex" / "rec" / "reconstructions.png").is_file()
+    shutil.rmtree(data / ".stylex")
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "factors.csv").write_text("filename\n")
+    check_out_of_data(tmp_path / "synth" / "out", tmp_path / "synth", tmp_path / "data.npz", None, tmp_path / "none")
+    (tmp_path / "a").mkdir()
+    with pytest.raises(stylex.StylexError, match="is inside the image folder"):
+        check_out_of_data(tmp_path / "a" / "b", tmp_path / "a")
+
+
 def test_captions_in_pictures_draw_what_the_font_has():
     """Pillow's default font draws ASCII only: other letters came out as empty boxes ("d\u25a1gs")."""
     import numpy as np

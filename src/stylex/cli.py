@@ -896,7 +896,7 @@ def explain_cmd(run_dir, attributes_dir, images, indices, data, out, strategies,
     OUT/<name>/ (the file's name without its suffix, under its class folder for a folder with class folders:
     OUT/<class>/<name>/; index-<i> for an index), with OUT/explanations.json listing them; an image
     that already is the --target class is skipped, and listed with the reason. What an earlier explain wrote into
-    OUT is replaced; OUT may not lie inside an input folder.
+    OUT is replaced; OUT may not lie inside an input folder, nor inside the image folder of the run or of AttFind.
     """
     from stylex.explain.run import SUMMARY_FILE, explain_images
 

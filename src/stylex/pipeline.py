@@ -189,6 +189,7 @@ def train_stylex(
     The caller's random numbers are left as they were (training seeds its own from `config.seed`).
     """
     from stylex.classifier import as_classifier, load_classifier
+    from stylex.data.dataset import check_out_of_data
     from stylex.device import check_device
     from stylex.training.distributed import process_group
 
@@ -203,6 +204,7 @@ def train_stylex(
             "first (stylex.data.save_image_folder, or np.savez(path, images=..., labels=..., class_names=...))."
         )
     config.validate()
+    check_out_of_data(out_dir, data)  # its samples would join the data
     with process_group(device) as dist:
         dist.check_batch(config.batch_size)
         device = dist.device(device)
@@ -339,15 +341,22 @@ def reconstruct(
         {"stylex": {consistency, l1, identity}, "class_median": {...}, "shifted_input": {...}, ...}.
     """
     from stylex.data import load_dataset
+    from stylex.data.dataset import check_out_of_data
     from stylex.explain.render import save_grid
     from stylex.metrics.reconstruction import reconstruction_report
 
+    if num_images < 2:
+        raise StylexError(
+            f"num_images must be at least 2 (identity compares each image with the others), got {num_images}."
+        )
     model, classifier = load_run(run_dir, classifier, device)
     shipped_samples = data is None and isinstance(model.run_info.get("export"), dict)  # held out already
     own_data = _is_run_data(data, model.run_info)  # other data (e.g. `stylex data heldout`'s file) is used whole
     data = data or model.run_info.get("data")
     if data is None:
         raise StylexError(f"{run_dir} does not record its data; pass --data.")
+    out = Path(out) if out else Path(run_dir) / "reconstruct"
+    check_out_of_data(out, data)
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
     if split not in ("val", "all"):
         raise StylexError(f"split must be 'val' or 'all', got {split!r}.")
@@ -369,7 +378,6 @@ def reconstruct(
         x_rec = torch.cat(x_rec)
         report = reconstruction_report(x, x_rec, classifier)
     report.update({"run": str(run_dir), "data": str(data), "split": split})
-    out = Path(out) if out else Path(run_dir) / "reconstruct"
     out.mkdir(parents=True, exist_ok=True)
     k = min(16, n)
     save_grid([x[:k], x_rec[:k]], out / "reconstructions.png", scale=3)

@@ -190,7 +190,7 @@ def export_run(
         the exporting machine (torch version, platform) and the notes.
     """
     from stylex.config import read_json, write_json
-    from stylex.data.dataset import atomic_dir
+    from stylex.data.dataset import atomic_dir, check_out_of_data
     from stylex.pipeline import load_run
     from stylex.training.checkpoint import WEIGHTS, read_weights
 
@@ -226,7 +226,11 @@ def export_run(
     info = model.run_info
     name = name or out.name
     if is_shipped(out):
-        raise StylexError(f"--out {out} is a shipped model, which stylex does not write into; choose another --out.")
+        raise StylexError(
+            f"--out {out} is inside the shipped models' folder {zoo_root()}, which stylex does not write into; choose "
+            "another --out."
+        )
+    check_out_of_data(out, samples if samples is not None else info.get("data"))  # its samples would join the data
     with atomic_dir(out, overwrite=overwrite, owner=("`stylex export`", _not_an_export)) as tmp:
         (tmp / RUN_DIR).mkdir()
         clf_entry, clf_card = _export_classifier(info.get("classifier") or {}, run_dir, tmp / CLASSIFIER_DIR)

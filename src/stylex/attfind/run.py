@@ -280,6 +280,7 @@ def _run_attfind(
     dist: Distributed,
 ) -> AttFindResult | None:
     from stylex.data import load_dataset
+    from stylex.data.dataset import check_out_of_data
     from stylex.models.stylespace import use_rgb_coordinates
     from stylex.pipeline import load_run
 
@@ -289,11 +290,12 @@ def _run_attfind(
     data = data or model.run_info.get("data")
     if data is None:
         raise StylexError(f"{run_dir} does not record its data; pass --data.")
+    out = Path(out) if out is not None else Path(run_dir) / "attfind"
+    check_out_of_data(out, data)
     dataset = load_dataset(data, resolution=model.resolution, progress=not quiet)
     if len(dataset) < 2:
         raise StylexError(f"{data} has {len(dataset)} image; AttFind needs at least 2 (min and max of each style).")
     indices = pick_indices(len(dataset), num_images, seed)
-    out = Path(out) if out is not None else Path(run_dir) / "attfind"
     names = class_names_of(model, classifier)
 
     s, noise = encode_dataset(model, classifier, dataset, indices, seed, device, progress=not quiet)

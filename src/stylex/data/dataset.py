@@ -897,6 +897,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def check_out_of_data(out: str | os.PathLike, *data: str | os.PathLike | None) -> None:
+    """Refuse an output folder that a later load of one of `data` would read as images: one inside an image folder
+    (including the folder itself). Not refused: below a hidden folder (loading skips it), inside a factor folder
+    (which reads only the files its factors.csv lists), and data that is an .npz file or is not there.
+
+    Raises:
+        StylexError: `out` lies inside one of `data`; the message says why that would break later commands.
+    """
+    target = Path(out).resolve()
+    for folder in data:
+        if folder is None or not Path(folder).is_dir() or (Path(folder) / FACTORS_CSV).is_file():
+            continue
+        root = Path(folder).resolve()
+        if target.is_relative_to(root) and not any(_skipped_folder(p) for p in target.relative_to(root).parts):
+            raise StylexError(
+                f"the output folder {out} is inside the image folder {folder}: the next command to read those images "
+                "would take what is written there for more of them (and a run would find its data changed); choose "
+                "an output folder outside it."
+            )
+
+
 def check_npz_out(out: str | os.PathLike, data: str | os.PathLike, overwrite: bool, verb: str) -> Path:
     """`out` as the .npz file a command may write from `data` (`verb`: what it does to it, for the message): an .npz
     name, not the data itself ("missing/../data.npz" too), and new unless `overwrite`."""

@@ -192,6 +192,7 @@ def write_report(
         out/index.html.
     """
     from stylex.attfind.run import class_names_of
+    from stylex.data.dataset import check_out_of_data
     from stylex.pipeline import load_run
 
     if num_frames < 3 or num_frames % 2 == 0:
@@ -206,6 +207,7 @@ def write_report(
     if out.exists() and not (out / MARKER).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise StylexError(f"{out} exists and is not a stylex report; choose another --out or remove it.")
     model, classifier = load_run(run_dir, classifier, device)
+    check_out_of_data(out, data or model.run_info.get("data"))
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
@@ -224,6 +226,8 @@ def write_report(
         _load_export(run)
         _load_dataset(run, data)
         _load_attfind(run, Path(attributes_dir) if attributes_dir else run_dir / "attfind")
+        if run.result is not None:  # AttFind's images are shown too
+            check_out_of_data(out, run.result.settings.get("data"))
         with torch.no_grad():
             body = _body(run, top_k, num_slider_images, num_frames, num_explanations, generate, quiet)
         html_text = page(f"StylEx report: {run.name}", body, _CSS, _JS)

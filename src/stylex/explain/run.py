@@ -146,14 +146,19 @@ def explain_images(
     from stylex.attfind.effects import Effects
     from stylex.attfind.result import AttFindResult
     from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results
+    from stylex.data.dataset import check_out_of_data
     from stylex.pipeline import load_run
 
+    if isinstance(strategies, str):  # one strategy given alone, not a sequence of its letters
+        strategies = (strategies,)
     for st in strategies:
         if st not in STRATEGIES:
             raise StylexError(f"unknown strategy {st!r}; choose from {', '.join(STRATEGIES)}.")
     if isinstance(images, str | os.PathLike):  # one image given alone, not a sequence of its characters
         images = [images]
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StylexError(f"the output folder {out} is a file; choose a folder (new, or one explain wrote before).")
     for image in images:
         if Path(image).is_dir() and out.resolve().is_relative_to(Path(image).resolve()):
             raise StylexError(
@@ -167,6 +172,7 @@ def explain_images(
     bind_results(model, attrs, saved, attributes_dir, run_dir)
     y = _resolve_class(target, attrs.class_names)
     measured = saved.meta.get("data")  # AttFind's data: its images may reuse AttFind's rows of the table
+    check_out_of_data(out, data, measured, model.run_info.get("data"))
     items = _read_inputs(model.resolution, images, indices, data or measured, attributes_dir, measured)
     if not items:
         raise StylexError(
