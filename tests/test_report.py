@@ -641,6 +641,35 @@ def test_python_api_checks_what_it_is_given(evil_run):
                                 device=device)  # fmt: skip
     assert not (evil_run / "elsewhere").exists()
     assert stylex.load_attfind(evil_run / "run" / "attfind" / "attributes.json").effects is not None
+    # Python mistakes a notebook makes, each in one sentence that says what to pass (they were TypeErrors and
+    # AttributeErrors from deep inside, or advice that did not fit)
+    run_dir, found = evil_run / "run", evil_run / "run" / "attfind"
+    mistakes = [
+        (lambda: stylex.counterfactual(str(run_dir), classifier, wrapped, x[0]), "model must be a StylEx model"),
+        (lambda: stylex.counterfactual(model, classifier, str(found), x[0]), "stylex.load_attfind"),
+        (lambda: stylex.write_report(model, evil_run / "r"), "run_dir must be a folder's path, got a StylEx"),
+        (lambda: stylex.write_report(run_dir, evil_run / "r", wrapped), "save it first with result.save"),
+        (lambda: stylex.explain_images(run_dir, found, evil_run / "clf" / "config.json", indices=[0]), "is a file"),
+        (lambda: stylex.reconstruct(run_dir, num_images=0), "at least 2"),
+        (lambda: stylex.counterfactual(model, classifier, wrapped, evil_run / "data"), "is a folder, not an image"),
+        (lambda: stylex.counterfactual(model, classifier, wrapped, run_dir / "config.json"), "not an image file"),
+    ]
+    for call, why in mistakes:
+        with pytest.raises(stylex.StylexError, match=why):
+            call()
+    assert not (evil_run / "r").exists()
+    e = stylex.counterfactual(model, classifier, wrapped, x[0], key=None, strategy="independent", top_k=1)
+    assert e.source == "image"
+    one = stylex.explain_image(run_dir, found, evil_run / "one", index=0, strategies="subset", quiet=True)
+    assert set(one["explanations"]) | set(one["skipped"]) == {"subset"}, "one strategy given as a string"
+    # a report of attributes found from Python, which records no images: it says so (it said "(None) are no longer
+    # there", and gave a `stylex attfind` command that would search other images)
+    wrapped.save(evil_run / "py-attfind" / "attributes.json")
+    wrapped.effects.save(evil_run / "py-attfind" / "effects.safetensors")
+    page = stylex.write_report(run_dir, evil_run / "py-report", evil_run / "py-attfind", top_k=1, num_explanations=1,
+                               generate=False, quiet=True).read_text()  # fmt: skip
+    assert "were not recorded (a search from Python)" in page and "None" not in page
+    assert "found from Python" in page and "stylex attfind --model" not in page
 
 
 def test_no_command_writes_into_the_image_folder_it_reads(evil_run, tmp_path):

@@ -32,6 +32,7 @@ _LAZY = {
     "AttFindResult": "stylex.attfind.result",
     "ImageExplanation": "stylex.explain.counterfactual",
     "write_report": "stylex.explain.report",
+    "explain_image": "stylex.explain.run",
     "explain_images": "stylex.explain.run",
     "serve": "stylex.explain.viewer",
     "StylexError": "stylex.errors",

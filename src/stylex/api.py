@@ -165,7 +165,7 @@ def counterfactual(
     target: int | str | None = None,
     top_k: int = 5,
     fast: int | None = None,
-    key: int = -1,
+    key: int | None = -1,
 ) -> ImageExplanation:
     """Explain one image: the edits of its styles that move the classifier toward another class.
 
@@ -180,8 +180,8 @@ def counterfactual(
         fast: None: the image's exact effects (2 S forward passes: 13 s for the shipped pepper-64 model on a
             2-core CPU); M: fast mode (see `StyleEffects`; 2.0 s with M = 50). An image AttFind measured (`key`
             its key there, the same image) reuses its row of the effect table instead: no effects are computed.
-        key: fixes the image's noise (its dataset index, or -1 for a file), as `AttFind.run`'s keys: pass the key
-            AttFind gave the image (its position in `AttFind.run`'s images by default) for the same noise.
+        key: fixes the image's noise (its dataset index, or -1 or None for a file), as `AttFind.run`'s keys: pass
+            the key AttFind gave the image (its position in `AttFind.run`'s images by default) for the same noise.
 
     Returns:
         `ImageExplanation`: the steps (edit, logits and probabilities [K] after it), whether it flipped, and the
@@ -192,9 +192,17 @@ def counterfactual(
     from stylex.attfind.run import encode_images
     from stylex.explain.run import _resolve_class, explain_styles, measured_row, sequence_tiles
 
+    if not isinstance(model, StylEx):
+        raise StylexError(
+            f"model must be a StylEx model (stylex.load_run(RUN) gives it with its classifier), got "
+            f"{type(model).__name__}."
+        )
+    if isinstance(result, str | os.PathLike):
+        raise StylexError(f"result must be an AttFindResult; for a folder pass stylex.load_attfind({str(result)!r}).")
     effects = getattr(result, "effects", None)
     if effects is None:
         raise StylexError("the AttFind result has no effect table; use stylex.load_attfind(FOLDER) or AttFind.run.")
+    key = -1 if key is None else int(key)
     source = f"image with key {key}" if key >= 0 else "image"
     if isinstance(image, str | os.PathLike):
         from stylex.data import read_image, to_tensor

@@ -630,6 +630,8 @@ DIM_16BIT_MAX = 4095  # 16-bit files whose values stay at or below this (12-bit 
 def _read_image(path: str | os.PathLike, resolution: int | None) -> tuple[np.ndarray, _FileNotes]:
     """`read_image`, and what it noticed about the file (`_FileNotes`)."""
     path = Path(path)
+    if path.is_dir():
+        raise StylexError(f"{path} is a folder, not an image file; pass one of its images.")
     try:
         with Image.open(path) as im:
             im.load()
@@ -644,6 +646,11 @@ def _read_image(path: str | os.PathLike, resolution: int | None) -> tuple[np.nda
         # Pillow raises many types for unreadable, truncated or hostile files: OSError, SyntaxError, ValueError,
         # EOFError, struct.error, DecompressionBombError and (found by fuzzing) TypeError from a TIFF tag of the
         # wrong type, among others. Each means: this file cannot be read.
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:  # e.g. synth.json or notes.txt given as the image
+            raise StylexError(
+                f"Cannot read image {path}: it is not an image file ({type(e).__name__}: {e}); pass an image "
+                f"({', '.join(IMAGE_EXTENSIONS)})."
+            ) from e
         raise StylexError(f"Cannot read image {path} ({type(e).__name__}: {e}); re-export or delete the file.") from e
     a = _center_square(a)
     side = a.shape[0]

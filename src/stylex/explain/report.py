@@ -193,8 +193,10 @@ def write_report(
     """
     from stylex.attfind.run import class_names_of
     from stylex.data.dataset import check_out_of_data
+    from stylex.errors import check_folder_args
     from stylex.pipeline import load_run
 
+    check_folder_args(run_dir=run_dir, out=out, attributes_dir=attributes_dir, data=data)
     if num_frames < 3 or num_frames % 2 == 0:
         raise StylexError(f"the number of slider frames must be odd and at least 3, got {num_frames}.")
     if top_k < 1 or num_slider_images < 1 or num_explanations < 0:
@@ -861,6 +863,11 @@ def _explanations_section(run: _Run, num_explanations: int) -> str:
     ]
     if dataset is not None and dataset is not run.dataset:
         parts.append(f'<p class="small">These images are AttFind\'s: {esc(effects.meta.get("data"))}.</p>')
+    elif dataset is None and not effects.meta.get("data"):
+        parts.append(
+            '<p class="note">AttFind\'s images were not recorded (a search from Python): only their reconstructions '
+            "are shown.</p>"
+        )
     elif dataset is None:
         parts.append(
             f'<p class="note">AttFind\'s images ({esc(effects.meta.get("data"))}) are no longer there: only their '
@@ -1018,7 +1025,10 @@ def _commands(run: _Run) -> list[tuple[str, str]]:
         out.append(("export (G_ema, E_ema, the classifier, samples, card.json, reconstruction figures)", cmd))
     elif rec is not None:
         out.append(("reconstructions", f"stylex reconstruct --model {q(rd)}"))
-    if run.result is not None:
+    if run.result is not None and "run" not in run.result.settings:  # searched from Python, on images it did not record
+        out.append(("attributes", "# found from Python (stylex.AttFind(model, classifier).run(images)); the images "
+                    "were not recorded, so no command repeats it"))  # fmt: skip
+    elif run.result is not None:
         s, st = run.result.settings, run.result.stats
         cmd = f"stylex attfind --model {q(rd)}"
         own = info.get("data")

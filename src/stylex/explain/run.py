@@ -147,8 +147,10 @@ def explain_images(
     from stylex.attfind.result import AttFindResult
     from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results
     from stylex.data.dataset import check_out_of_data
+    from stylex.errors import check_folder_args
     from stylex.pipeline import load_run
 
+    check_folder_args(run_dir=run_dir, attributes_dir=attributes_dir, out=out, data=data)
     if isinstance(strategies, str):  # one strategy given alone, not a sequence of its letters
         strategies = (strategies,)
     for st in strategies:
