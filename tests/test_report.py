@@ -891,8 +891,9 @@ def test_viewer_in_a_browser(browser, viewer_url, tmp_path):
     page.wait_for_function("() => document.getElementById('message').textContent.includes('not a readable image')")
     problems = [p for p in problems if "400" not in p]  # the refused upload logs its 400 response
     assert problems == []
-    page.set_viewport_size({"width": 390, "height": 800})  # a phone: the columns stack
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    for width in (390, 960, 1100):  # a phone (the columns stack), and laptops (three columns; 1100 px scrolled)
+        page.set_viewport_size({"width": width, "height": 800})
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{width} px wide"
     assert page.title() == "StylEx viewer: run"
     page.close()
 

@@ -799,10 +799,10 @@ def serve(
 
 # ------------------------------------------------------------------------------------------------ the page
 _CSS = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1280px;
+body{--bar:80px;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1280px;
 padding:0 18px 30px;color:#222;background:#fafafa}h1{font-size:22px;margin:14px 0 4px}
 h2{font-size:17px;margin:12px 0 6px}
-main{display:grid;grid-template-columns:230px 1fr 330px;gap:16px;align-items:start}
+main{display:grid;grid-template-columns:230px minmax(0,1fr) 330px;gap:16px;align-items:start}main>section{min-width:0}
 section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 12px}
 #thumbs{display:flex;flex-wrap:wrap;gap:6px}#thumbs button{padding:2px;border:2px solid transparent;background:#fff;
 cursor:pointer}#thumbs button.active{border-color:#1f77b4}#thumbs img{width:64px;height:64px;display:block}
@@ -816,7 +816,9 @@ vertical-align:middle}tr.pred th{background:#eef3fb}
 .ends{display:flex;justify-content:space-between;font-size:11px;color:#555;gap:8px}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 .mark{font-weight:400;font-size:11px;color:#333}#message{color:#a40000;font-size:13px;min-height:1em;overflow-wrap:anywhere}.small{font-size:12px;color:#555}
-button#reset{font-size:12px}
+button#reset{font-size:12px}input[type=file]{max-width:100%}
+@media (max-width:1200px){main{grid-template-columns:176px minmax(0,1fr) 290px}body{--bar:48px}td.p{min-width:0}
+.imgs img{width:144px;height:144px}#picture{overflow-x:auto}}
 @media (max-width:900px){main{grid-template-columns:1fr}main>section{min-width:0;overflow-x:auto}
 body{padding:0 8px 30px}td.p{min-width:60px}.imgs img{width:112px;height:112px}}
 """
@@ -844,7 +846,7 @@ function call(path, body, type) {
 function probCell(p) {
   var td = el("td", "p");
   var bar = el("span", "pbar");
-  bar.style.width = Math.round(80 * p) + "px";
+  bar.style.width = "calc(var(--bar) * " + p.toFixed(4) + ")";
   td.appendChild(bar);
   td.appendChild(document.createTextNode(p.toFixed(3)));
   td.dataset.value = String(p);
