@@ -711,6 +711,31 @@ def test_no_command_writes_into_the_image_folder_it_reads(evil_run, tmp_path):
         check_out_of_data(tmp_path / "a" / "b", tmp_path / "a")
 
 
+def test_train_measures_a_classifier_of_its_own_and_says_when_it_is_near_chance(evil_run, tmp_path):
+    """A factory given no weights trained StylEx against a random classifier without a word. `stylex train` now
+    measures any classifier on the run's labelled held-out images, says when it is nearer chance than perfect, and
+    records it for the report (which had "not recorded here" for every classifier not from train-classifier)."""
+    import torch
+
+    import stylex
+    from stylex.classifier import SmallCNN
+
+    untrained = SmallCNN(2, 16, width=4).eval()
+    with torch.no_grad():
+        untrained.head.weight.zero_()  # logits (3, 0) for every image: always class 0
+        untrained.head.bias.copy_(torch.tensor([3.0, 0.0]))
+    with pytest.warns(UserWarning, match=r"nearer chance .* held-out images\)\. An untrained classifier"):
+        stylex.train_stylex(evil_run / "data", untrained, tmp_path / "run", stylex.preset("tiny", max_steps=1),
+                            quiet=True)  # fmt: skip
+    checked = json.loads((tmp_path / "run" / "config.json").read_text())["classifier_accuracy"]
+    num_val = stylex.load_run(tmp_path / "run", classifier=untrained)[0].run_info["num_val"]
+    assert checked["num_images"] == num_val and 0 <= checked["accuracy"] < 0.75
+    page = stylex.write_report(tmp_path / "run", tmp_path / "report", classifier=untrained, generate=False,
+                               quiet=True).read_text()  # fmt: skip
+    assert f"accuracy {checked['accuracy']:.3f} on the run" in page and "not recorded here" not in page
+    assert "nearer chance" in page, "the summary's note too"
+
+
 def test_captions_in_pictures_draw_what_the_font_has():
     """Pillow's default font draws ASCII only: other letters came out as empty boxes ("d\u25a1gs")."""
     import numpy as np

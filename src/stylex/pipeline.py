@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from stylex.config import TrainConfig, read_json, write_json
-from stylex.errors import StylexError
+from stylex.errors import StylexError, counted
 
 if TYPE_CHECKING:
     from stylex.training.distributed import Distributed
@@ -244,6 +244,7 @@ def _train(
     class_names = _run_class_names(classifier, dataset)
     train_set, val_set = _held_out(dataset, config, class_names)
     out_dir = Path(out_dir)
+    checked = _classifier_accuracy(classifier, val_set, device, warn=dist.is_main)
     run_info = {
         "data": str(Path(data).resolve()),
         "data_relative": os.path.relpath(Path(data).resolve(), Path(out_dir).resolve()),  # for a moved project
@@ -254,6 +255,7 @@ def _train(
         "class_names": class_names,
         "classifier": relative_places(classifier.to_dict(relative_to=out_dir), out_dir),
         "classifier_fingerprint": classifier.fingerprint(),
+        **({"classifier_accuracy": checked} if checked else {}),
     }
     trainer = Trainer(
         config,
@@ -267,6 +269,31 @@ def _train(
         dist=dist,
     )
     return trainer.run(resume=resume, init_from=init_from)
+
+
+def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict[str, Any] | None:
+    """The classifier's accuracy on the run's held-out images where they are labelled ({"accuracy", "num_images"},
+    recorded in the run for the report), said when it is nearer chance than perfect: an untrained classifier, or one
+    given the wrong input convention, went through training, AttFind and the report without a word."""
+    from stylex.classifier.train import weak_classifier_note
+
+    if val_set.labels is None or len(val_set) == 0:
+        return None
+    with torch.no_grad():
+        predicted = torch.cat(
+            [classifier(val_set.tensors(list(range(i, min(i + 64, len(val_set))))).to(device)).argmax(1).cpu()
+             for i in range(0, len(val_set), 64)]
+        ).numpy()  # fmt: skip
+    accuracy = float((predicted == val_set.labels).mean())
+    note = weak_classifier_note(accuracy, classifier.num_classes)
+    if note and warn:
+        warnings.warn(
+            f"{note} (on the run's {counted(len(val_set), 'held-out image')}). An untrained classifier (a factory "
+            "given no --classifier-weights?) or one given another input range than it takes (--classifier-range) "
+            "looks like this.",
+            stacklevel=3,
+        )
+    return {"accuracy": round(accuracy, 4), "num_images": len(val_set)}
 
 
 def load_run(

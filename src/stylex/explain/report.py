@@ -305,11 +305,17 @@ def _summary(run: _Run) -> str:
     clf = card.get("classifier") or {}
     metrics = _classifier_metrics(run) or {}
     accuracy = clf.get("val_accuracy", metrics.get("val_accuracy"))
-    if isinstance(accuracy, int | float):
+    checked = run.info.get("classifier_accuracy") or {}  # measured by `stylex train` on the run's held-out images
+    if not isinstance(accuracy, int | float) and isinstance(checked.get("accuracy"), int | float):
+        accuracy = checked["accuracy"]
+        hint = f"{checked.get('num_images', '?')} held-out images of this run's data"
+        hint += f"; chance {1 / max(len(run.names), 1):.3f}"
+    elif isinstance(accuracy, int | float):
         num_val = clf.get("num_val", metrics.get("num_val"))
         hint = f"{num_val} held-out images" if isinstance(num_val, int) else "held-out images"
         hint += " of the classifier's training data"  # not necessarily this run's data
         hint += f"; chance {1 / max(len(run.names), 1):.3f}"
+    if isinstance(accuracy, int | float):
         cards.append(_card("classifier accuracy", f"{accuracy:.3f}", hint))
         from stylex.classifier.train import weak_classifier_note
 
@@ -449,6 +455,13 @@ def _data_section(run: _Run) -> str:
                 "<h4>Confusion on held-out images (rows: true class, columns: predicted)</h4>"
                 f'<table class="grid"><tr><td></td>{head}</tr>{body}</table>'
             )
+    elif isinstance((run.info.get("classifier_accuracy") or {}).get("accuracy"), int | float):
+        checked = run.info["classifier_accuracy"]
+        parts.append(
+            f"<h3>Classifier</h3><p>accuracy {checked['accuracy']:.3f} on the run's "
+            f"{esc(counted(int(checked.get('num_images', 0)), 'held-out image'))} (measured by `stylex train`; the "
+            "classifier is not a `stylex train-classifier` folder, which would record more)</p>"
+        )
     else:
         parts.append(
             '<p class="note">The classifier is not a `stylex train-classifier` folder, so its accuracy is not '
