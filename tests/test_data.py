@@ -142,6 +142,10 @@ def test_conversions_to_rgb_at_resolution(tmp_path):
     assert "16-bit" not in said, "full-range 16-bit files are not called dim"
     with pytest.warns(UserWarning, match=f"wide.png is {3 * RES}x{RES}; stylex keeps its centre square"):
         read_image(tmp_path / "wide.png")  # one image (explain --image) says it too
+    with pytest.warns(UserWarning, match="rgba.png has transparent pixels; stylex composites them on black"):
+        read_image(tmp_path / "rgba.png")  # and so the others
+    with pytest.warns(UserWarning, match=f"tiny.png is 4 px on its shorter side, less than half of {RES} px"):
+        read_image(tmp_path / "tiny.png", RES)
     by = {f: data.images[i] for i, f in enumerate(data.filenames)}
     assert data.images.shape == (9, RES, RES, 3)
     assert (by["int32.tif"] == 200).all(), "0..255 in 32-bit integers stays 0..255 (it was divided by 257)"

@@ -610,6 +610,14 @@ def read_image(path: str | os.PathLike, resolution: int | None = None) -> np.nda
     if notes.size[0] != notes.size[1]:
         w, h = notes.size
         warnings.warn(f"{path} is {w}x{h}; stylex keeps its centre square, so its edges are not seen.", stacklevel=2)
+    if notes.transparent:  # as a folder of images says
+        warnings.warn(f"{path} has transparent pixels; stylex composites them on black.", stacklevel=2)
+    if resolution is not None and 2 * notes.side < resolution:
+        warnings.warn(
+            f"{path} is {notes.side} px on its shorter side, less than half of {resolution} px; it is enlarged and "
+            "blurred.",
+            stacklevel=2,
+        )
     return a
 
 
