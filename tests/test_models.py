@@ -136,8 +136,13 @@ def test_resume_equals_uninterrupted(tmp_path, stand_in_classifier, tiny_images)
 
 
 def test_existing_run_needs_resume(tmp_path, stand_in_classifier, tiny_images):
+    """Messages name the Python arguments from Python, and the options in a `stylex` command."""
+    from stylex.errors import on_command_line
+
     _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=1).run()
-    with pytest.raises(StylexError, match="--resume"):
+    with pytest.raises(StylexError, match="pass resume=True to continue it or choose another out_dir"):
+        _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=1).run()
+    with on_command_line(), pytest.raises(StylexError, match="pass --resume to continue it or choose another --out"):
         _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=1).run()
 
 
@@ -147,9 +152,9 @@ def test_a_kl_that_blows_up_at_once_points_at_the_logit_scale(tmp_path, stand_in
     tr = _trainer(tmp_path, stand_in_classifier, tiny_images, max_steps=1)
     said = tr._kept(None, ["kl"])
     assert "classifier term (kl) blew up at once" in said and "temperature" in said and "start again" in said
-    assert "--resume" not in said
+    assert "resume" not in said
     later = tr._kept(200, ["kl"])
-    assert "lower the learning rates" in later and "(step 200); then --resume" in later
+    assert "lower the learning rates" in later and "(step 200); then resume=True" in later
 
 
 def test_divergence_stops_with_step(tmp_path, stand_in_classifier, tiny_images):

@@ -188,7 +188,7 @@ def test_init_from_starts_a_new_run_from_another_runs_networks(tmp_path, stand_i
     saved = json.loads((tmp_path / "tuned2" / "config.json").read_text())
     assert saved["init_from"] == str((tmp_path / "run").resolve())
     assert saved["train"]["cond_sparsity"] == 1.0
-    with pytest.raises(StylexError, match="drop it to --resume"):
+    with pytest.raises(StylexError, match="init_from= starts a new run .* drop it to resume=True"):
         Trainer(cfg, stand_in_classifier, tiny_images[:32], tiny_images[32:], tmp_path / "tuned2", quiet=True).run(
             resume=True, init_from=tmp_path / "run"
         )

@@ -264,12 +264,13 @@ def load_attfind(folder: str | os.PathLike) -> AttFindResult:
         folder = folder.parent
     if not folder.exists():
         raise StylexError(
-            f"{folder} does not exist; pass the folder `stylex attfind` wrote (--out, default RUN/attfind)."
+            f"{folder} does not exist; pass the folder `stylex attfind` wrote (its --out, default RUN/attfind), "
+            "or one with the files of AttFindResult.save and Effects.save."
         )
     if not (folder / ATTRIBUTES_FILE).is_file():
         within = " (a run folder: its AttFind results are in RUN/attfind)" if (folder / "config.json").is_file() else ""
         raise StylexError(
-            f"{folder} holds no {ATTRIBUTES_FILE}{within}; pass the folder `stylex attfind` wrote (--out, default "
+            f"{folder} holds no {ATTRIBUTES_FILE}{within}; pass the folder `stylex attfind` wrote (its --out, default "
             "RUN/attfind), or the one AttFindResult.save wrote into."
         )
     result = AttFindResult.load(folder / ATTRIBUTES_FILE)

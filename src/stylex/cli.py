@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from stylex.errors import StylexError, counted
+from stylex.errors import StylexError, counted, on_command_line
 
 PRESET_HELP = "tiny (tests), shapes-32, mnist-32, plant-64, faces-64 (DiffAugment)"
 
@@ -37,7 +37,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx):
         try:
-            with warnings.catch_warnings(), _terminate_as_interrupt():
+            with warnings.catch_warnings(), _terminate_as_interrupt(), on_command_line():
                 warnings.showwarning = _one_line_warning  # a warning is one `warning:` line, without the source line
                 return super().invoke(ctx)
         except StylexError as e:

@@ -1,5 +1,11 @@
 """The one exception type for errors a user can cause; the CLI prints its message without a traceback."""
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 
 class StylexError(Exception):
     """A problem with the user's input (path, file, classifier, config, checkpoint).
@@ -29,3 +35,24 @@ def check_folder_args(**given) -> None:
             "result.effects.save(FOLDER / 'effects.safetensors')",
         }.get(kind, "")
         raise StylexError(f"{name} must be a folder's path, got a {kind}{hint}.")
+
+
+_COMMAND_LINE: ContextVar[bool] = ContextVar("stylex_command_line", default=False)
+
+
+@contextlib.contextmanager
+def on_command_line() -> Iterator[None]:
+    """While a `stylex` command runs: errors name its options (`--data`), not the Python arguments (`data=`)."""
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
+def option(flag: str, python: str | None = None) -> str:
+    """How a message names an option: the command line's `flag` ("--out") in a `stylex` command, else the Python
+    argument, `python` or the flag's own name ("out=")."""
+    if _COMMAND_LINE.get():
+        return flag
+    return python or flag.removeprefix("--").replace("-", "_") + "="

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from stylex.config import TrainConfig, read_json, write_json
-from stylex.errors import StylexError, counted
+from stylex.errors import StylexError, counted, option
 
 if TYPE_CHECKING:
     from stylex.training.distributed import Distributed
@@ -133,12 +133,12 @@ def write_held_out(
     model = StylEx.load(run_dir)
     if data is None and isinstance(model.run_info.get("export"), dict):
         raise StylexError(
-            f"{run_dir} is an exported model: its shipped samples are held-out images already; pass --data to "
-            "split another file with the model's split."
+            f"{run_dir} is an exported model: its shipped samples are held-out images already; pass "
+            f"{option('--data')} to split another file with the model's split."
         )
     data = data or model.run_info.get("data")
     if data is None:
-        raise StylexError(f"{run_dir} does not record its data; pass --data.")
+        raise StylexError(f"{run_dir} does not record its data; pass {option('--data')}.")
     out = check_npz_out(out, data, overwrite, "split")
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
     if _is_run_data(data, model.run_info):
@@ -381,7 +381,7 @@ def reconstruct(
     own_data = _is_run_data(data, model.run_info)  # other data (e.g. `stylex data heldout`'s file) is used whole
     data = data or model.run_info.get("data")
     if data is None:
-        raise StylexError(f"{run_dir} does not record its data; pass --data.")
+        raise StylexError(f"{run_dir} does not record its data; pass {option('--data')}.")
     out = Path(out) if out else Path(run_dir) / "reconstruct"
     check_out_of_data(out, data)
     dataset = load_dataset(data, resolution=model.resolution, progress=False)

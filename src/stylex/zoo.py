@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stylex.errors import StylexError
+from stylex.errors import StylexError, option
 
 RUN_DIR = "stylex"
 CLASSIFIER_DIR = "classifier"
@@ -199,7 +199,10 @@ def export_run(
     run_dir, out = resolve_model(run_dir), Path(out)
     a, b = run_dir.resolve(), out.resolve()
     if a == b or a in b.parents or b in a.parents:
-        raise StylexError(f"--out {out} and the run folder {run_dir} overlap; choose an --out outside the run.")
+        raise StylexError(
+            f"{option('--out')} {out} and the run folder {run_dir} overlap; choose an {option('--out')} outside the "
+            "run."
+        )
     from stylex.training.trainer import BEST_INFO, BEST_WEIGHTS
 
     kind = (read_json(run_dir / "config.json").get("classifier") or {}).get("kind")
@@ -227,8 +230,8 @@ def export_run(
     name = name or out.name
     if is_shipped(out):
         raise StylexError(
-            f"--out {out} is inside the shipped models' folder {zoo_root()}, which stylex does not write into; choose "
-            "another --out."
+            f"{option('--out')} {out} is inside the shipped models' folder {zoo_root()}, which stylex does not write "
+            f"into; choose another {option('--out')}."
         )
     check_out_of_data(out, samples if samples is not None else info.get("data"))  # its samples would join the data
     with atomic_dir(out, overwrite=overwrite, owner=("`stylex export`", _not_an_export)) as tmp:
@@ -388,7 +391,10 @@ def _write_weights(model, step: int, path: Path, half: bool) -> None:
             if half and value.dtype == torch.float32:
                 value = value.half()
                 if not torch.isfinite(value).all():
-                    raise StylexError(f"{prefix}.{key} holds values beyond float16's range; export with --no-half.")
+                    raise StylexError(
+                        f"{prefix}.{key} holds values beyond float16's range; export with "
+                        f"{option('--no-half', 'half=False')}."
+                    )
             tensors[f"{prefix}.{key}"] = value.contiguous()
     save_safetensors(
         tensors, path, {"format_version": str(CHECKPOINT_FORMAT_VERSION), "step": str(step), "exported": "1"}
@@ -472,9 +478,9 @@ def _write_samples(model, classifier, info, samples, num_samples: int, seed: int
     own = info.get("data")
     data = samples if samples is not None else own
     if data is None:
-        raise StylexError("the run does not record its data; pass --samples with the images to ship.")
+        raise StylexError(f"the run does not record its data; pass {option('--samples')} with the images to ship.")
     if not Path(data).exists():
-        raise StylexError(f"the images to ship, {data}, are not here; pass --samples with the run's data.")
+        raise StylexError(f"the images to ship, {data}, are not here; pass {option('--samples')} with the run's data.")
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
     # an exported model's own data are its shipped samples, held-out images already
     is_own = _is_run_data(data, info) and not isinstance(info.get("export"), dict)
@@ -482,7 +488,9 @@ def _write_samples(model, classifier, info, samples, num_samples: int, seed: int
     if is_own:
         dataset = _run_held_out(dataset, model)
     if len(dataset) < 2:
-        raise StylexError(f"{source} has {len(dataset)} images; ship at least 2 (pass --samples with more).")
+        raise StylexError(
+            f"{source} has {len(dataset)} images; ship at least 2 (pass {option('--samples')} with more)."
+        )
     names = _class_names(model, classifier)
     labels, how = _sample_labels(dataset, names, model, classifier, device)
     order = np.random.default_rng(seed).permutation(len(dataset))

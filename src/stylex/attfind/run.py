@@ -31,7 +31,7 @@ import torch
 from stylex.attfind.effects import Effects, _fingerprint, image_noise
 from stylex.attfind.result import AttFindResult
 from stylex.attfind.search import AttFind
-from stylex.errors import StylexError
+from stylex.errors import StylexError, option
 from stylex.models.stylespace import StyleVector, use_rgb_coordinates
 from stylex.training.distributed import Distributed, process_group
 
@@ -289,7 +289,7 @@ def _run_attfind(
     include_rgb = use_rgb_coordinates(model.G, include_rgb)
     data = data or model.run_info.get("data")
     if data is None:
-        raise StylexError(f"{run_dir} does not record its data; pass --data.")
+        raise StylexError(f"{run_dir} does not record its data; pass {option('--data')}.")
     out = Path(out) if out is not None else Path(run_dir) / "attfind"
     check_out_of_data(out, data)
     dataset = load_dataset(data, resolution=model.resolution, progress=not quiet)
@@ -371,6 +371,7 @@ def _saved_effects(path: Path, key: str, recompute: bool) -> Effects | None:
     if saved.meta.get("key") != key:
         raise StylexError(
             f"{path} holds effects of other images, weights or settings (or an older stylex wrote it, which keyed "
-            "them differently); pass --recompute to replace it, or choose another --out."
+            f"them differently); pass {option('--recompute', 'recompute=True')} to replace it, or choose another "
+            f"{option('--out')}."
         )
     return saved

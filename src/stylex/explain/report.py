@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from stylex.errors import StylexError, counted
+from stylex.errors import StylexError, counted, option
 from stylex.explain.html import PALETTE, Series, bar_row, esc, line_plot, page
 
 MARKER = ".stylex-report"
@@ -122,10 +122,14 @@ def _load_dataset(run: _Run, data: str | os.PathLike | None) -> None:
 
     path = data or run.info.get("data")
     if not path:
-        run.data_note = "The run does not record its data; pass --data to show data figures and input images."
+        run.data_note = (
+            f"The run does not record its data; pass {option('--data')} to show data figures and input images."
+        )
         return
     if not Path(path).exists():
-        run.data_note = f"The run's data {path} is not here; pass --data to show data figures and input images."
+        run.data_note = (
+            f"The run's data {path} is not here; pass {option('--data')} to show data figures and input images."
+        )
         return
     try:
         run.dataset = load_dataset(path, resolution=run.model.resolution, progress=False)
@@ -205,9 +209,11 @@ def write_report(
 
     run_dir, out = resolve_model(run_dir), Path(out)
     if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
-        raise StylexError(f"--out {out} would replace the run folder {run_dir}; choose a folder of its own.")
+        raise StylexError(
+            f"{option('--out')} {out} would replace the run folder {run_dir}; choose a folder of its own."
+        )
     if out.exists() and not (out / MARKER).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise StylexError(f"{out} exists and is not a stylex report; choose another --out or remove it.")
+        raise StylexError(f"{out} exists and is not a stylex report; choose another {option('--out')} or remove it.")
     model, classifier = load_run(run_dir, classifier, device)
     check_out_of_data(out, data or model.run_info.get("data"))
     partial = out.with_name(out.name + ".partial")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from stylex.classifier.store import write_json_atomic
-from stylex.errors import StylexError
+from stylex.errors import StylexError, option
 from stylex.explain.counterfactual import STRATEGIES, Counterfactuals, ImageExplanation, already_classified
 
 
@@ -81,7 +81,7 @@ def explain_image(
         "skipped": {strategy: reason}, "source": how the image is named, "folder": `out`}.
     """
     if (image is None) == (index is None):
-        raise StylexError("pass exactly one of --image FILE or --index I (image= or index= from Python).")
+        raise StylexError(f"pass exactly one of {option('--image')} FILE or {option('--index')} I.")
     return explain_images(
         run_dir,
         attributes_dir,
@@ -178,7 +178,8 @@ def explain_images(
     items = _read_inputs(model.resolution, images, indices, data or measured, attributes_dir, measured)
     if not items:
         raise StylexError(
-            "pass an image (--image FILE or FOLDER) or a dataset index (--index I); from Python, images= or indices=."
+            f"pass an image ({option('--image', 'images=')} FILE or FOLDER) or a dataset index "
+            f"({option('--index', 'indices=')} I)."
         )
     several = len(items) > 1
     folders = _folder_names([item.name for item in items]) if several else [""]

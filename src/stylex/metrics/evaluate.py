@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from stylex.config import write_json
-from stylex.errors import StylexError
+from stylex.errors import StylexError, option
 from stylex.metrics.groundtruth import MIN_CHANGE, USED_THRESHOLD
 
 METRICS_FILE = "metrics.json"
@@ -132,7 +132,7 @@ def evaluate_run(
     settings = result.settings
     data = data or settings.get("data") or model.run_info.get("data")
     if data is None:
-        raise StylexError(f"neither {attributes_file} nor {run_dir} records its data; pass --data.")
+        raise StylexError(f"neither {attributes_file} nor {run_dir} records its data; pass {option('--data')}.")
     num_images = int(num_images or settings.get("num_images") or 250)
     seed = int(settings.get("seed", 0) if seed is None else seed)
     shift_size = float(settings.get("shift_size", 1.0))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from stylex.config import CONFIG_FORMAT_VERSION, TrainConfig, read_json
-from stylex.errors import StylexError
+from stylex.errors import StylexError, option
 from stylex.models.discriminator import Discriminator
 from stylex.models.encoder import Encoder
 from stylex.models.generator import Generator
@@ -196,7 +196,7 @@ def inside_export(run_dir: Path, recorded: str, what: str) -> Path:
     if path != root and root not in path.parents:
         raise StylexError(
             f"{run_dir / 'config.json'} records its {what} at {recorded!r}, outside the exported model's folder "
-            f"{root}; an export keeps everything inside it (pass --data to use other images)."
+            f"{root}; an export keeps everything inside it (pass {option('--data')} to use other images)."
         )
     return path
 

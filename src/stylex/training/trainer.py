@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from stylex import losses
 from stylex.config import CONFIG_FORMAT_VERSION, TrainConfig, parse_diffaug, read_json, write_json
-from stylex.errors import StylexError
+from stylex.errors import StylexError, option
 from stylex.models.stylex import build_networks, condition
 from stylex.training.augment import apply_augment, sample_augment
 from stylex.training.checkpoint import (
@@ -318,14 +318,14 @@ class Trainer:
             if kind != "stylex-run":
                 raise StylexError(
                     f"{self.out_dir} holds a config.json that is not a StylEx run's (a classifier folder?); choose "
-                    "another --out for the run."
+                    f"another {option('--out', 'out_dir')} for the run."
                 )
         if resume:
             if self.out_dir.is_dir():
                 recover_checkpoint(self.out_dir)  # finish a checkpoint write that a crash interrupted
             if not weights.is_file():
                 raise StylexError(
-                    f"{self.out_dir} has no checkpoint to resume; drop --resume (resume=True from Python) to start a "
+                    f"{self.out_dir} has no checkpoint to resume; drop {option('--resume', 'resume=True')} to start a "
                     "new run."
                 )
             saved = read_json(self.out_dir / "config.json")
@@ -343,8 +343,8 @@ class Trainer:
             self._check_data(saved)
         elif weights.exists() or (self.out_dir / STATE).exists():
             raise StylexError(
-                f"{self.out_dir} already holds a run; pass --resume (resume=True from Python) to continue it or choose "
-                "another --out."
+                f"{self.out_dir} already holds a run; pass {option('--resume', 'resume=True')} to continue it or "
+                f"choose another {option('--out', 'out_dir')}."
             )
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -472,9 +472,15 @@ class Trainer:
 
     def _kept(self, good_step: int | None, terms: Sequence[str] = ()) -> str:
         if good_step is None:
-            kept = "no checkpoint was written, so start again (the same --out with its files removed, or a new one)"
+            kept = (
+                f"no checkpoint was written, so start again (the same {option('--out', 'out_dir')} with its files "
+                "removed, or a new one)"
+            )
         else:
-            kept = f"the last good checkpoint in {self.out_dir} is kept (step {good_step}); then --resume"
+            kept = (
+                f"the last good checkpoint in {self.out_dir} is kept (step {good_step}); then "
+                f"{option('--resume', 'resume=True')}"
+            )
         if "kl" in terms and good_step is None:  # at once, in the classifier term: the classifier's logit scale
             return (
                 "the classifier term (kl) blew up at once, which large logits cause (see the warning on its logit "
@@ -788,7 +794,10 @@ class Trainer:
         cfg = self.config
         if init_from is not None:
             if resume:
-                raise StylexError("--init-from starts a new run from another run's weights; drop it to --resume.")
+                raise StylexError(
+                    f"{option('--init-from')} starts a new run from another run's weights; drop it to "
+                    f"{option('--resume', 'resume=True')}."
+                )
             self.run_info["init_from"] = str(Path(init_from).resolve())
             self.init_weights(init_from)  # before start(): a run that cannot be loaded leaves --out untouched
         self.start(resume)
