@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import uuid
 import warnings
@@ -316,6 +317,13 @@ def test_load_directory_round_trip(trained, tmp_path):
 def test_load_errors(tmp_path):
     with pytest.raises(StylexError, match="neither an existing directory"):
         load_classifier(str(tmp_path / "missing.pt"))
+    # a factory named by its file, as a shell user types it: the dotted name it needs is given
+    for given, dotted in (("mypkg/models.py:make_classifier", "mypkg.models:make_classifier"),
+                          ("./models.py:make", "models:make")):  # fmt: skip
+        with pytest.raises(StylexError, match=f"named by its module, not its file: {re.escape(dotted)} "):
+            load_classifier(given)
+    with pytest.raises(StylexError, match="give a classifier directory"):
+        load_classifier(str(tmp_path / "models.py") + ":make")  # an absolute path: no dotted name to offer
     with pytest.raises(StylexError, match="no config.json"):
         load_classifier(str(tmp_path))
     (tmp_path / "junk.pt").write_bytes(b"not a model")

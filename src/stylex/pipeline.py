@@ -315,6 +315,11 @@ def load_run(
     from stylex.models.stylex import StylEx
     from stylex.zoo import resolve_model
 
+    if isinstance(classifier, str | os.PathLike):  # its input convention would be lost: the run records it
+        raise StylexError(
+            f"classifier= takes a loaded classifier, not a place ({classifier}); leave it out to load the one the run "
+            "recorded (with its input convention), or load it yourself with stylex.classifier.load_classifier."
+        )
     run_dir = resolve_model(run_dir)
     model = StylEx.load(run_dir, device=device, weights=weights)
     info = model.run_info

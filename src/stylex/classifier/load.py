@@ -124,9 +124,16 @@ def _load(
         elif _FACTORY.match(source):
             adapter = _load_factory(source, weights, input_spec, search_path, recorded=kind is not None)
         else:
+            dotted = _dotted_factory(source)
             raise StylexError(
                 f"Classifier '{source}' is neither an existing directory or file nor 'package.module:factory'; "
-                "give a classifier directory from `stylex train-classifier`, a TorchScript file, or module:factory."
+                + (
+                    f"a factory is named by its module, not its file: {dotted} (with the folder holding it on "
+                    "PYTHONPATH)."
+                    if dotted
+                    else "give a classifier directory from `stylex train-classifier`, a TorchScript file, or "
+                    "module:factory."
+                )
             )
     return adapter.to(device)
 
@@ -300,6 +307,17 @@ def _load_directory(path: str, weights: str | None, input_spec: InputSpec | None
         num_classes=config.get("num_classes"),
         class_names=config.get("class_names"),
     )
+
+
+def _dotted_factory(source: str) -> str | None:
+    """'mypkg.models:make' for a factory named by its file ('mypkg/models.py:make'), else None."""
+    path, sep, name = source.rpartition(":")
+    if not sep or not path.endswith(".py") or not name.isidentifier():
+        return None
+    parts = Path(path[:-3]).parts
+    if not parts or not all(p.isidentifier() for p in parts):
+        return None
+    return ".".join(parts) + ":" + name
 
 
 def _load_torchscript(
