@@ -604,6 +604,8 @@ def test_python_api_checks_what_it_is_given(evil_run):
         stylex.counterfactual(model, classifier, wrapped, x[0], top_k=0)
     with pytest.raises(stylex.StylexError, match="NaN"):
         stylex.AttFind(model, classifier, **kw).run(x * float("nan"))
+    with pytest.raises(stylex.StylexError, match="the 3 images have the same styles"):
+        stylex.AttFind(model, classifier, **kw).run(x[[0, 0, 0]])  # every edit a no-op: 3 "attributes" of effect 0
     with pytest.warns(UserWarning, match="0..255"):
         stylex.counterfactual(model, classifier, wrapped, (x[0] + 1) * 127.5, top_k=1)
     # images in 0..1 (torchvision's ToTensor) ran silently and found other attributes: said now

@@ -30,7 +30,7 @@ import torch
 
 from stylex.attfind.effects import Effects, _fingerprint, image_noise
 from stylex.attfind.result import AttFindResult
-from stylex.attfind.search import AttFind
+from stylex.attfind.search import AttFind, check_styles_differ
 from stylex.errors import StylexError, option
 from stylex.models.stylespace import StyleVector, use_rgb_coordinates
 from stylex.training.distributed import Distributed, process_group
@@ -299,6 +299,7 @@ def _run_attfind(
     names = class_names_of(model, classifier)
 
     s, noise = encode_dataset(model, classifier, dataset, indices, seed, device, progress=not quiet)
+    check_styles_differ(s)
     settings = f"{shift_size}|{fast}|{precision}|{channels_last}|{include_rgb}|{seed}|{indices}"
     key = inputs_key(model, classifier, dataset.tensors(indices), settings)
     meta = {"key": key, "run": str(run_dir), "data": str(Path(data).resolve()), "indices": indices, "seed": seed}

@@ -18,6 +18,19 @@ from stylex.errors import StylexError
 from stylex.models.stylespace import StyleVector, use_rgb_coordinates
 
 
+def check_styles_differ(s: StyleVector) -> None:
+    """Refuse images whose styles are all the same (one image given N times): AttFind edits each style toward its
+    minimum and maximum over the images, so every edit would change nothing and the attributes would be noise."""
+    flat = s.flatten()
+    spread = flat.amax(0) - flat.amin(0)  # float noise only, for one image encoded in a batch several times
+    if len(flat) >= 2 and bool((spread <= 1e-5 * (1 + flat.abs().amax(0))).all()):
+        raise StylexError(
+            f"the {len(flat)} images have the same styles (one image given {len(flat)} times?): AttFind edits each "
+            "style toward its minimum and maximum over the images, so every edit would change nothing; give images "
+            "that differ."
+        )
+
+
 class AttFind:
     """Find the StyleSpace attributes that move a classifier's decision (Lang et al. 2021, Alg. 1).
 
@@ -120,6 +133,8 @@ class AttFind:
         """
         if s is not None and s.layout != self.G.layout:  # styles encoded before the search space was set
             s = s.with_layout(self.G.layout)
+        if s is not None and effects is None:
+            check_styles_differ(s)
         if effects is None:
             effects = self.effects_finder.compute(s, noise, checkpoint_dir=checkpoint_dir, meta=meta)
         if s is None:
