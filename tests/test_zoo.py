@@ -148,7 +148,27 @@ def test_export_redact_paths_keeps_names_not_this_machines_folders(tiny, tmp_pat
         and card["samples"]["source"] == ("held-out split of data")
     )
     assert card["training"]["init_from"]["run"] == "run" and card["training"]["init_from"]["steps"] == 2
+    # the sample images' own names may name patients: shipped under numbers, the same pixels, in the same classes
+    from stylex.data import load_dataset
+
+    shipped, redacted = ({p.relative_to(tmp_path / f / "samples").as_posix() for p in (tmp_path / f / "samples").rglob(
+        "*.png")} for f in ("plain", "shared"))  # fmt: skip
+    assert {Path(p).name for p in redacted} == {f"{n:04d}.png" for n in range(4)}
+    assert {Path(p).parent for p in redacted} == {Path(p).parent for p in shipped}
+    assert not any(Path(p).stem in json.dumps(card) for p in shipped), "card.json lists the new names only"
+    a, b = (load_dataset(tmp_path / f / "samples") for f in ("plain", "shared"))
+    assert sorted(map(bytes, a.images)) == sorted(map(bytes, b.images)) and sorted(a.labels) == sorted(b.labels)
     load_run(tmp_path / "shared" / "stylex")  # still a model
+    # samples of one class only (a rare class with no held-out image): said, as AttFind on the export finds none
+    import numpy as np
+
+    from stylex.zoo import export_run
+
+    one = tmp_path / "one-class.npz"
+    names = card["class_names"]
+    np.savez(one, images=a.images, labels=np.zeros(len(a), np.int64), class_names=np.array(names))
+    with pytest.warns(UserWarning, match=f"hold no image of {re.escape(names[1])}: all images of .* holds none"):
+        export_run(tmp_path / "tuned", tmp_path / "one", samples=one, num_samples=4)
     again = run_cli("export", tmp_path / "shared", "--out", tmp_path / "again", "--num-samples", 4).output
     assert "fine-tuned from run" in again and "fine-tuned from run" in plain
     with pytest.warns(UserWarning, match="no AttFind results"):

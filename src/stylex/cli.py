@@ -616,8 +616,9 @@ def demo_cmd(out, model_name, train, minutes, quiet):
     "instead of the last.",
 )
 @click.option("--redact-paths", is_flag=True, help="Record the source run, its data and the run it was fine-tuned "
-              "from by name only, not by this machine's absolute paths (which card.json otherwise keeps): for a "
-              "folder shared outside.")  # fmt: skip
+              "from by name only, not by this machine's absolute paths (which card.json otherwise keeps), and ship "
+              "the sample images as 0000.png, 0001.png, ... instead of under their file names (which may name "
+              "patients): for a folder shared outside.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists and holds an earlier export (card.json).")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_values, best, redact_paths, overwrite,
@@ -663,6 +664,8 @@ def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_val
             click.echo(f"  {path:48s}{size / 1e6:9.3f} MB")
     click.echo(f"  {'samples/ (' + str(card['samples']['num_images']) + ' images)':48s}"
                f"{sum(v for k, v in card['files'].items() if k.startswith('samples/')) / 1e6:9.3f} MB")  # fmt: skip
+    per_class = card["samples"].get("per_class") or {}
+    click.echo("    " + ", ".join(f"{name} {n}" for name, n in per_class.items()))
     click.echo(f"wrote {out} ({card['total_bytes'] / 1e6:.2f} MB)")
     if (Path(run_dir) / "attfind" / "attributes.json").is_file():  # said, so that nobody expects them there
         click.echo(

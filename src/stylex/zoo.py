@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,8 @@ def export_run(
         best: export the run's best checkpoint by its held-out figure (best.safetensors, written when the run was
             trained with `keep_best`) instead of its last one.
         redact_paths: record the source run, its data and the run it was fine-tuned from by their names only, not
-            by this machine's absolute paths (which may name users, projects or patients), for a folder to share.
+            by this machine's absolute paths (which may name users, projects or patients), and ship the sample
+            images under numbers (0000.png, ...) instead of their file names, for a folder to share.
 
     Returns:
         The card (also written to `out/card.json`): name, resolution, class names, classifier accuracy, the run's
@@ -237,7 +239,9 @@ def export_run(
     with atomic_dir(out, overwrite=overwrite, owner=("`stylex export`", _not_an_export)) as tmp:
         (tmp / RUN_DIR).mkdir()
         clf_entry, clf_card = _export_classifier(info.get("classifier") or {}, run_dir, tmp / CLASSIFIER_DIR)
-        chosen = _write_samples(model, classifier, info, samples, num_samples, seed, device, tmp / SAMPLES_DIR)
+        chosen = _write_samples(
+            model, classifier, info, samples, num_samples, seed, device, tmp / SAMPLES_DIR, renamed=redact_paths
+        )
         _write_weights(model, step, tmp / RUN_DIR / "weights.safetensors", half)
         training = _training_record(run_dir, step, info)
         if best:
@@ -462,8 +466,11 @@ def _copy_stats(src: Path, dst: Path, step: int) -> None:
         dst.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
-def _write_samples(model, classifier, info, samples, num_samples: int, seed: int, device: str, dst: Path):
-    """Pick `num_samples` images, balanced over classes, and write them as `dst/<class folder>/<stem>.png`.
+def _write_samples(
+    model, classifier, info, samples, num_samples: int, seed: int, device: str, dst: Path, renamed: bool = False
+):
+    """Pick `num_samples` images, balanced over classes, and write them as `dst/<class folder>/<stem>.png`
+    (`renamed`: as `0000.png`, `0001.png`, ..., since a file's name may name a patient).
 
     Candidates: the held-out split of the run's own data, or all images of another source (or of an exported
     model's shipped samples). A class is the
@@ -499,11 +506,20 @@ def _write_samples(model, classifier, info, samples, num_samples: int, seed: int
         dataset.images[chosen],
         labels=labels[chosen],
         class_names=list(names),
-        filenames=["_".join(dataset.filenames[i].split()) for i in chosen],  # no spaces in package files
+        filenames=[f"{n:04d}.png" for n in range(len(chosen))]  # file names may name patients
+        if renamed
+        else ["_".join(dataset.filenames[i].split()) for i in chosen],  # no spaces in package files
     )
     dst.mkdir()
     files = write_image_tree(picked, dst)
     per_class = {n: int((labels[chosen] == k).sum()) for k, n in enumerate(names)}
+    missing = [n for n, v in per_class.items() if not v]
+    if missing and len(chosen) >= len(names):  # each class with images gets one before any gets two
+        warnings.warn(
+            f"the shipped samples hold no image of {', '.join(missing)}: {source} holds none ({how}), so AttFind "
+            f"on the export finds no image of it to explain; pass {option('--samples')} with images of every class.",
+            stacklevel=3,
+        )
     return {"num_images": len(chosen), "per_class": per_class, "labels": how, "source": source, "files": files}
 
 
