@@ -725,3 +725,14 @@ def test_a_classifier_near_chance_is_named():
     assert "0.167, is nearer chance (0.111 for 9 classes)" in weak_classifier_note(0.167, 9)
     assert weak_classifier_note(0.7, 2) is not None and weak_classifier_note(0.75, 2) is None
     assert weak_classifier_note(0.6, 9) is None and weak_classifier_note(0.5, 1) is None
+    # unbalanced classes: always naming the commonest of 60 / 15 / 5 images scores 0.750; its balanced accuracy says so
+    import numpy as np
+
+    from stylex.classifier.train import balanced_accuracy
+
+    labels = np.array([0] * 60 + [1] * 15 + [2] * 5)
+    assert balanced_accuracy(labels, np.zeros(80, np.int64), 3) == pytest.approx(1 / 3)
+    assert balanced_accuracy(labels, labels, 3) == 1.0 and balanced_accuracy(labels[:60], labels[:60], 3) == 1.0
+    said = weak_classifier_note(0.75, 3, balanced=1 / 3)
+    assert "0.750, hides unbalanced classes: its balanced accuracy" in said and "0.333, is nearer chance" in said
+    assert weak_classifier_note(0.75, 3, balanced=0.9) is None and weak_classifier_note(0.3, 3, balanced=0.3)

@@ -548,6 +548,14 @@ def test_train_classifier_says_chance_and_warns_near_it(tmp_path):
     out = run("train-classifier", "--data", data, "--out", tmp_path / "clf", "--resolution", 16, "--epochs", 1,
               "--width", 4, "--quiet").output  # fmt: skip
     assert "chance 0.333" in out and "warning: the classifier's held-out accuracy" in out
+    # unbalanced classes (mostly "a"): the line gives the balanced accuracy too, and the warning judges that
+    np.savez(data, images=rng.integers(0, 256, (60, 16, 16, 3), dtype=np.uint8), labels=(np.arange(60) % 10 == 0) * 1,
+             class_names=np.array(["a", "b"]))  # fmt: skip
+    out = run("train-classifier", "--data", data, "--out", tmp_path / "clf2", "--resolution", 16, "--epochs", 1,
+              "--width", 4, "--quiet").output  # fmt: skip
+    metrics = json.loads((tmp_path / "clf2" / "metrics.json").read_text())
+    assert f"validation accuracy {metrics['val_accuracy']:.3f}, balanced {metrics['val_balanced_accuracy']:.3f}" in out
+    assert "hides unbalanced classes" in out
 
 
 def test_train_writes_plain_progress_lines_into_a_log(chain, tmp_path, monkeypatch):

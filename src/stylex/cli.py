@@ -421,11 +421,14 @@ def train_classifier_cmd(
     metrics = train_classifier(train_set, val_set, out, cfg, device=device, quiet=quiet)
     val = metrics.get("val_accuracy")
     val_text = "no validation images" if val is None else f"validation accuracy {val:.3f}"
+    balanced = metrics.get("val_balanced_accuracy")
+    if val is not None and balanced is not None and f"{balanced:.3f}" != f"{val:.3f}":  # unbalanced classes
+        val_text += f", balanced {balanced:.3f}"
     chance = f", chance {1 / len(ds.class_names):.3f}" if ds.class_names else ""
     click.echo(f"{val_text} (train {metrics['train_accuracy']:.3f}{chance}); wrote {out}")
     from stylex.classifier.train import weak_classifier_note
 
-    note = weak_classifier_note(val, len(ds.class_names)) if val is not None else None
+    note = weak_classifier_note(val, len(ds.class_names), balanced) if val is not None else None
     if note:
         warnings.warn(note + "; train it longer (--epochs) or on more images.", stacklevel=2)
 

@@ -275,7 +275,7 @@ def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict
     """The classifier's accuracy on the run's held-out images where they are labelled ({"accuracy", "num_images"},
     recorded in the run for the report), said when it is nearer chance than perfect: an untrained classifier, or one
     given the wrong input convention, went through training, AttFind and the report without a word."""
-    from stylex.classifier.train import weak_classifier_note
+    from stylex.classifier.train import balanced_accuracy, weak_classifier_note
 
     if val_set.labels is None or len(val_set) == 0:
         return None
@@ -285,7 +285,8 @@ def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict
              for i in range(0, len(val_set), 64)]
         ).numpy()  # fmt: skip
     accuracy = float((predicted == val_set.labels).mean())
-    note = weak_classifier_note(accuracy, classifier.num_classes)
+    balanced = balanced_accuracy(val_set.labels, predicted, classifier.num_classes)
+    note = weak_classifier_note(accuracy, classifier.num_classes, balanced)
     if note and warn:
         warnings.warn(
             f"{note} (on the run's {counted(len(val_set), 'held-out image')}). An untrained classifier (a factory "
@@ -293,7 +294,7 @@ def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict
             "looks like this.",
             stacklevel=3,
         )
-    return {"accuracy": round(accuracy, 4), "num_images": len(val_set)}
+    return {"accuracy": round(accuracy, 4), "balanced_accuracy": round(balanced, 4), "num_images": len(val_set)}
 
 
 def load_run(

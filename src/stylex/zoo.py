@@ -357,7 +357,7 @@ def _export_classifier(entry: dict[str, Any], run_dir: Path, dst: Path) -> tuple
                 clf_metrics = json.loads((folder / METRICS_NAME).read_text(encoding="utf-8"))
             except ValueError:
                 clf_metrics = {}
-            for key in ("val_accuracy", "train_accuracy", "num_val", "epochs"):
+            for key in ("val_accuracy", "val_balanced_accuracy", "train_accuracy", "num_val", "epochs"):
                 if key in clf_metrics:
                     card[key] = clf_metrics[key]
         try:

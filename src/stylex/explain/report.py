@@ -311,21 +311,24 @@ def _summary(run: _Run) -> str:
     clf = card.get("classifier") or {}
     metrics = _classifier_metrics(run) or {}
     accuracy = clf.get("val_accuracy", metrics.get("val_accuracy"))
+    balanced = clf.get("val_balanced_accuracy", metrics.get("val_balanced_accuracy", _balanced(metrics)))
     checked = run.info.get("classifier_accuracy") or {}  # measured by `stylex train` on the run's held-out images
     if not isinstance(accuracy, int | float) and isinstance(checked.get("accuracy"), int | float):
-        accuracy = checked["accuracy"]
+        accuracy, balanced = checked["accuracy"], checked.get("balanced_accuracy")
         hint = f"{checked.get('num_images', '?')} held-out images of this run's data"
-        hint += f"; chance {1 / max(len(run.names), 1):.3f}"
     elif isinstance(accuracy, int | float):
         num_val = clf.get("num_val", metrics.get("num_val"))
         hint = f"{num_val} held-out images" if isinstance(num_val, int) else "held-out images"
         hint += " of the classifier's training data"  # not necessarily this run's data
-        hint += f"; chance {1 / max(len(run.names), 1):.3f}"
     if isinstance(accuracy, int | float):
+        balanced = balanced if isinstance(balanced, int | float) else None
+        if balanced is not None and f"{balanced:.3f}" != f"{accuracy:.3f}":  # unbalanced classes
+            hint += f"; balanced (mean over classes) {balanced:.3f}"
+        hint += f"; chance {1 / max(len(run.names), 1):.3f}"
         cards.append(_card("classifier accuracy", f"{accuracy:.3f}", hint))
         from stylex.classifier.train import weak_classifier_note
 
-        note = weak_classifier_note(float(accuracy), len(run.names))
+        note = weak_classifier_note(float(accuracy), len(run.names), balanced)
         if note:
             notes.append(f'<p class="note">Note: {esc(note[0].upper() + note[1:])}.</p>')
     rec = _reconstruction_figures(run)
@@ -366,6 +369,13 @@ def _training_length(run: _Run) -> tuple[Any, float | None] | None:
 
 
 # ------------------------------------------------------------------------------------------------ data
+def _balanced(metrics: dict[str, Any]) -> float | None:
+    """The balanced accuracy of a classifier's metrics.json written before it was recorded: the mean of its per-class
+    accuracies (over the classes with held-out images)."""
+    values = [v for v in (metrics.get("per_class_accuracy") or {}).values() if isinstance(v, int | float)]
+    return sum(values) / len(values) if values else None
+
+
 def _classifier_metrics(run: _Run) -> dict[str, Any] | None:
     spec = run.info.get("classifier") or {}
     if spec.get("kind") != "stylex" or not spec.get("location"):
