@@ -105,6 +105,43 @@ def test_tint_styles_shift_every_pixel_by_one_colour():
         preset("tiny", **{"model.tint_styles": -1})
 
 
+def test_greyscale_data_gets_a_grey_generator(tmp_path, stand_in_classifier):
+    """Greyscale scans came back as green and red reconstructions and counterfactuals, which a clinician reads as
+    findings. On grey data (R = G = B) `stylex train` makes the generator grey (`model.grey`), says so, and records
+    it; a resume keeps the run's choice; `model.grey=false` keeps colour; colour data is left as it was."""
+    import json
+    import warnings
+
+    import numpy as np
+
+    import stylex
+    from stylex.pipeline import load_run
+
+    rng = np.random.default_rng(0)
+    grey = np.repeat(rng.integers(0, 256, (24, 16, 16, 1), dtype=np.uint8), 3, axis=3)
+    np.savez(tmp_path / "scans.npz", images=grey)
+    np.savez(tmp_path / "colour.npz", images=rng.integers(0, 256, (24, 16, 16, 3), dtype=np.uint8))
+    cfg = preset("tiny", max_steps=1)
+    with pytest.warns(UserWarning, match="every image of the data is grey, so the generator draws grey images"):
+        stylex.train_stylex(tmp_path / "scans.npz", stand_in_classifier, tmp_path / "grey", cfg, quiet=True)
+    assert json.loads((tmp_path / "grey" / "config.json").read_text())["train"]["model"]["grey"] is True
+    model, _ = load_run(tmp_path / "grey", classifier=stand_in_classifier)
+    with torch.no_grad():
+        x = model.G(torch.randn(4, model.G.w_dim), torch.randn(4, 2))
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2]), "R = G = B"
+    stylex.train_stylex(tmp_path / "scans.npz", stand_in_classifier, tmp_path / "grey", preset("tiny", max_steps=2),
+                        resume=True, quiet=True)  # fmt: skip
+    for data, name, overrides in (("scans", "kept", {"model.grey": False}), ("colour", "colour", {})):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing said: colour asked for, or colour data
+            stylex.train_stylex(tmp_path / f"{data}.npz", stand_in_classifier, tmp_path / name,
+                                preset("tiny", max_steps=1, **overrides), quiet=True)  # fmt: skip
+        model, _ = load_run(tmp_path / name, classifier=stand_in_classifier)
+        with torch.no_grad():
+            x = model.G(torch.randn(4, model.G.w_dim), torch.randn(4, 2))
+        assert not torch.equal(x[:, 0], x[:, 1]), f"{name}: colour"
+
+
 def _trainer(tmp_path, classifier, images, name="run", **overrides):
     cfg = preset("tiny", **overrides)
     return Trainer(cfg, classifier, images[:32], images[32:], tmp_path / name, quiet=True)

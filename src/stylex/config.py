@@ -40,6 +40,8 @@ class ModelConfig:
             coordinate, `toRGB0[C + i]` after the C feature channels, that scales a learned colour added to every
             pixel: a global tint with a coordinate of its own, for classifiers that use an image's overall colour
             (a scanner's or a stain's cast, a background hue). AttFind searches them (`include_rgb`) by default.
+        grey: the generator draws grey images (each toRGB output the mean of its channels). None: decided by
+            `stylex train` from the data (on when every image is grey, R = G = B: scans, X-rays), then recorded.
     """
 
     resolution: int = 32
@@ -50,6 +52,7 @@ class ModelConfig:
     channel_max: int = 64
     mbstd_group: int = 4
     tint_styles: int = 0
+    grey: bool | None = None
 
 
 @dataclass

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from stylex.config import TrainConfig, read_json, write_json
@@ -241,6 +242,7 @@ def _train(
     from stylex.training.trainer import Trainer
 
     dataset = load_dataset(data, resolution=config.model.resolution, progress=not quiet)  # classifier: checked
+    config = _resolve_grey(config, dataset, Path(out_dir), resume, warn=dist.is_main)
     class_names = _run_class_names(classifier, dataset)
     train_set, val_set = _held_out(dataset, config, class_names)
     out_dir = Path(out_dir)
@@ -269,6 +271,36 @@ def _train(
         dist=dist,
     )
     return trainer.run(resume=resume, init_from=init_from)
+
+
+def _resolve_grey(config: TrainConfig, dataset, out_dir: Path, resume: bool, warn: bool = True) -> TrainConfig:
+    """`config` with `model.grey` decided where it is None: a resumed run's own choice, else on when every image of
+    the data is grey (R = G = B), said once: scans came back as green and red counterfactuals, which a reader takes
+    for findings."""
+    import dataclasses
+
+    if config.model.grey is not None:
+        return config
+    if resume:
+        try:
+            saved = read_json(out_dir / "config.json")["train"]["model"].get("grey")
+        except (StylexError, OSError, KeyError, TypeError, AttributeError):
+            return config  # the trainer says what is wrong with the folder
+        return dataclasses.replace(config, model=dataclasses.replace(config.model, grey=saved))
+    pixels = dataset.images
+    grey = len(pixels) > 0 and all(
+        np.array_equal(chunk[..., 0], chunk[..., 1]) and np.array_equal(chunk[..., 1], chunk[..., 2])
+        for chunk in (pixels[i : i + 256] for i in range(0, len(pixels), 256))
+    )
+    if not grey:
+        return config
+    if warn:
+        warnings.warn(
+            "every image of the data is grey, so the generator draws grey images too (model.grey; "
+            "--set model.grey=false for colour ones).",
+            stacklevel=3,
+        )
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, grey=True))
 
 
 def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict[str, Any] | None:

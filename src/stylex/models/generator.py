@@ -87,6 +87,8 @@ class Generator(nn.Module):
             `TrainConfig.cond_rgb`).
         tint_styles: constant channels of the first toRGB layer, i.e. global-tint style coordinates
             (`ModelConfig.tint_styles`).
+        grey: every toRGB output is made grey (the mean of its three channels in each), so the images are grey
+            (`ModelConfig.grey`: greyscale data, whose explanations must not show colours no scan has).
     """
 
     def __init__(
@@ -100,10 +102,11 @@ class Generator(nn.Module):
         channel_max: int = 128,
         cond_rgb: bool = True,
         tint_styles: int = 0,
+        grey: bool = False,
     ):
         super().__init__()
         self.resolution, self.z_dim, self.w_dim, self.c_dim = resolution, z_dim, w_dim, c_dim
-        self.cond_rgb, self.tint_styles = cond_rgb, tint_styles
+        self.cond_rgb, self.tint_styles, self.grey = cond_rgb, tint_styles, bool(grey)
         style_dim = w_dim + c_dim
         self.mapping_net = MappingNetwork(z_dim, w_dim, num_mapping_layers)
         ch = {2**i: channels_at(2**i, channel_base, channel_max) for i in range(2, log2_int(resolution) + 1)}
@@ -219,6 +222,8 @@ class Generator(nn.Module):
         x = self.layers[i](x, s.conv[i], noise[i])  # [N, C, r, r] (layers 1, 3, ... upsample x2)
         if i % 2 == 0:
             rgb = self.to_rgbs[i // 2](x, s.rgb[i // 2])  # [N, 3, r, r]
+            if self.grey:  # each part grey, so the sum of the upsampled parts is too
+                rgb = rgb.mean(1, keepdim=True).expand_as(rgb)
             img = rgb if img is None else F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + rgb
         return x, img
 

@@ -29,6 +29,7 @@ def build_networks(config: TrainConfig, c_dim: int) -> tuple[Generator, Encoder,
         m.channel_max,
         cond_rgb=config.cond_rgb,
         tint_styles=m.tint_styles,
+        grey=bool(m.grey),
     )
     E = Encoder(m.resolution, m.w_dim, m.channel_base, m.channel_max, match_rms=config.w_scale == "match_mapping")
     D = Discriminator(m.resolution, c_dim if config.conditional else 0, m.channel_base, m.channel_max, m.mbstd_group)
