@@ -149,6 +149,20 @@ def test_batched_cached_effects_equal_plain_loop(tiny):
     assert torch.allclose(got.base_logits, C(G.synthesis(s, noise)), atol=1e-5)
 
 
+def test_the_class_strategy_edits_each_coordinate_once(toy):
+    """AttFind may list both directions of one coordinate (the notebook zeroes only the pair it picked); an image
+    explanation applied both, and its second step, which edits keep out, was listed though it changed nothing."""
+    from stylex.explain.counterfactual import Counterfactuals
+
+    G, s = toy
+    table = StyleEffects(G, brightness_classifier, progress=False).compute(s, [])
+    cf = Counterfactuals(G, brightness_classifier, table.s_min, table.s_max, 1.0, ["dark", "bright"])
+    image = int(table.base_logits[:, 1].argmin())  # the darkest image, moved toward "bright"
+    e = cf.explain(s.index([image]), [], table.subset([image]), "class", target=1, top_k=3,
+                   class_edits=[(5, 1), (5, 0), (2, 1), (7, 0)])  # fmt: skip
+    assert [step.flat_index for step in e.steps] == [5, 2, 7] and e.steps[0].direction == "max"
+
+
 def test_bf16_channels_last_effects_are_close(tiny):
     G, C, s, noise = tiny
     exact = StyleEffects(G, C, progress=False).compute(s, noise)

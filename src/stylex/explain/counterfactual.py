@@ -253,7 +253,9 @@ class Counterfactuals:
         elif strategy == "class":
             if not class_edits:
                 raise StylexError(f"class {self.class_names[target]!r} has no AttFind attributes to apply.")
-            edits = list(class_edits)[:top_k]
+            # AttFind may list both directions of one coordinate (each raises the class); edits keep a coordinate's
+            # first, so the second would be a step that changes nothing
+            edits = [e for i, e in enumerate(class_edits) if e[0] not in {j for j, _ in class_edits[:i]}][:top_k]
         else:
             edits = self._greedy_subset(s, noise, ranked[: max(self.num_candidates, top_k)], target, top_k)
         result = ImageExplanation(
