@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -280,6 +281,11 @@ def test_train_classifier_is_deterministic_and_validates(tmp_path, trained):
     with pytest.raises(StylexError, match="no labels"):
         train_classifier(unlabelled, None, tmp_path / "b", TINY, quiet=True)
     assert not (tmp_path / "b").exists()
+    # every number of steps trains: 5 (0.2 x 5 = 1 warm-up step) ended in torch's ZeroDivisionError
+    for steps in (4, 5, 6):
+        metrics = train_classifier(bright_vs_dark(steps * 4, 16, 0), None, tmp_path / f"s{steps}",
+                                   dataclasses.replace(TINY, batch_size=4, epochs=1), quiet=True)  # fmt: skip
+        assert len(metrics["history"]) == 1
     data = bright_vs_dark(8, 16, 0)
     three = ToyDataset(data.images, data.labels, ["dark", "bright", "grey"])  # a class named but without images
     dark = ToyDataset(data.images[::2], data.labels[::2], data.class_names)

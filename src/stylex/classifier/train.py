@@ -181,7 +181,10 @@ def train_classifier(
     total_steps = steps_per_epoch * config.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # One-cycle: short warm-up then cosine decay; reaches good accuracy in few epochs.
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps, pct_start=0.2)
+    # torch's OneCycleLR divides by pct_start * total_steps - 1, which is 0 for a 5-step run (0.2 * 5): a warm-up of
+    # 30% there (a ZeroDivisionError traceback stopped train-classifier with --epochs 1 --batch-size N/5)
+    pct_start = 0.2 if abs(0.2 * total_steps - 1) > 1e-9 else 0.3
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps, pct_start=pct_start)
     labels_all = torch.from_numpy(train.labels)
 
     history: list[dict[str, Any]] = []
