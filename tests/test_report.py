@@ -147,6 +147,23 @@ def test_report_replaces_its_own_folder_only(evil_run, tmp_path):
     assert (foreign / "notes.txt").read_text() == "keep me"
     over = run("report", evil_run / "run", "--out", evil_run / "run", "--quiet", ok=False)
     assert over.exit_code == 1 and "replace the run folder" in over.output
+    # a folder named like the report's temporary one was deleted unasked (it was a fixed OUT.partial); the report is
+    # now written aside under a hidden name of its own process, and a killed report's is swept by the next one
+    (tmp_path / "notes.partial").mkdir()
+    (tmp_path / "notes.partial" / "thesis.txt").write_text("precious")
+    killed = tmp_path / f".notes.tmp-{_host()}~{2**22 + 7}-abc"  # no such process
+    (killed / "img").mkdir(parents=True)
+    run("report", evil_run / "run", "--out", tmp_path / "notes", "--top-k", 1, "--explanations", 0, "--no-generate",
+        "--quiet")  # fmt: skip
+    assert (tmp_path / "notes.partial" / "thesis.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes", "notes.partial"], "nothing else left"
+    assert f"--out {tmp_path / 'notes'}" in (tmp_path / "notes" / "index.html").read_text(), "its own command"
+
+
+def _host() -> str:
+    from stylex.data.dataset import _owner
+
+    return _owner().split("~")[0]
 
 
 def test_report_without_attfind_names_the_command(evil_run, tmp_path):

@@ -22,6 +22,7 @@ import json
 import os
 import shlex
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,10 @@ from typing import Any
 
 import torch
 
+from stylex.data.dataset import _owner, _sweep_stale
 from stylex.errors import StylexError, counted, option
 from stylex.explain.html import PALETTE, Series, bar_row, esc, line_plot, page
+from stylex.files import share
 
 MARKER = ".stylex-report"
 """A file every report folder holds, so that `write_report` only ever replaces a folder it wrote itself."""
@@ -69,6 +72,7 @@ class _Run:
     export: dict[str, Any] | None = None  # the config's "export" entry: the run is a `stylex export` folder
     card: dict[str, Any] | None = None  # that folder's card.json, when it is beside the run folder
     flags: str = ""  # this report's options that differ from the defaults, as `stylex report` flags
+    final: Path | None = None  # the folder the report becomes
 
     def rel(self, path: Path) -> str:
         """A path inside the report folder as a relative URL."""
@@ -216,12 +220,16 @@ def write_report(
         raise StylexError(f"{out} exists and is not a stylex report; choose another {option('--out')} or remove it.")
     model, classifier = load_run(run_dir, classifier, device)
     check_out_of_data(out, data or model.run_info.get("data"))
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    (partial / "img").mkdir(parents=True)
+    # written aside under a hidden name of this process's own (a fixed OUT.partial was deleted unasked, a user's
+    # folder of that name with it, and two reports into one OUT wrote into each other), then renamed into place
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale(out)  # what a killed report left
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{_owner()}-", dir=out.parent))
+    share(partial, directory=True)
     try:
+        (partial / "img").mkdir()
         run = _Run(run_dir, partial, model, classifier, class_names_of(model, classifier), device, model.run_info)
+        run.final = out
         defaults = {name: p.default for name, p in inspect.signature(write_report).parameters.items()}
         given = [
             ("--top-k", "top_k", top_k),
@@ -1074,7 +1082,7 @@ def _commands(run: _Run) -> list[tuple[str, str]]:
             cmd += " --bf16"
         cmd += f" --seed {q(str(s.get('seed', 0)))} --out {q(str(run.attributes_dir.resolve()))}"
         out.append(("attributes", cmd))
-    final = run.out.with_name(run.out.name.removesuffix(".partial"))
+    final = run.final or run.out
     cmd = f"stylex report {q(rd)} --out {q(str(final.resolve()))}"
     if run.attributes_dir is not None and run.attributes_dir != run.run_dir / "attfind":
         cmd += f" --attributes {q(str(run.attributes_dir.resolve()))}"
