@@ -334,3 +334,47 @@ def test_a_file_size_limit_ends_attfind_and_report_in_one_line(tmp_path):
     assert str(tmp_path / "clf") not in said and "exp" in said, "the file written is named, not the one copied"
     assert not [p for p in (tmp_path / "af").rglob("*") if p.is_file() and p.stat().st_size >= 4096]
     assert not list((tmp_path / "af").rglob("*.tmp")), "no truncated chunk left"
+
+
+def test_one_writer_per_output_folder(tmp_path):
+    """Two trainings into one --out, started together, interleaved their logs and overwrote each other's checkpoints
+    (both said they had finished). A writer now holds its folder (`folder_lock`): a second process is refused at once,
+    naming the holder; the hold ends with its process, kill -9 included; the same process may hold it again; the lock
+    file goes at the end, and so does the folder when the lock made it and it stayed empty."""
+    from stylex.errors import StylexError
+    from stylex.files import LOCK_NAME, folder_lock
+
+    out = tmp_path / "run"
+    ready = tmp_path / "ready"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, pathlib; from stylex.files import folder_lock\n"
+         "with folder_lock(sys.argv[1], 'stylex train'):\n"
+         "    pathlib.Path(sys.argv[2]).write_text('held'); time.sleep(60)", str(out), str(ready)],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(StylexError, match=rf"run is being written by `stylex train` \(process {holder.pid} on "):
+            with folder_lock(out, "stylex attfind"):
+                pass
+        import numpy as np
+
+        import stylex
+        from conftest import StandInClassifier
+
+        np.savez(tmp_path / "data.npz", images=np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), np.uint8))
+        with pytest.raises(StylexError, match="is being written by `stylex train`"):  # a training refused up front
+            stylex.train_stylex(tmp_path / "data.npz", StandInClassifier(), out, stylex.preset("tiny", max_steps=1))
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME], "it wrote nothing"
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs
+        holder.wait()
+    with folder_lock(out, "stylex train"):  # the kernel let go of the killed process's lock
+        with folder_lock(out, "stylex train"):  # and this process may take it again (train_stylex, then its Trainer)
+            assert (out / LOCK_NAME).is_file()
+        assert (out / LOCK_NAME).is_file(), "the outer hold goes on"
+    assert not (out / LOCK_NAME).exists() and out.is_dir(), "the killed holder made the folder"
+    with folder_lock(tmp_path / "new", "stylex attfind"):
+        pass
+    assert not (tmp_path / "new").exists(), "made for the lock and left empty: removed"

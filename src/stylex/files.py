@@ -65,3 +65,70 @@ def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str,
             os.unlink(path)
         raise OSError(e.errno, e.strerror or str(e), os.fspath(path)) from None
     share(path)
+
+
+LOCK_NAME = ".stylex.lock"
+"""The file a writer holds locked in its output folder while it writes there (see `folder_lock`)."""
+_HELD: set[str] = set()  # the lock files this process holds
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str):
+    """Hold `folder` for one writer while the block runs: a second stylex process that asks for it (two trainings
+    into one --out interleaved their logs and overwrote each other's checkpoints) is refused at once, saying who holds
+    it. The lock is an flock on `folder/.stylex.lock`, so it ends with its process, kill -9 included; the file is
+    removed at the end, and so is `folder` when the lock made it and it stayed empty. Where flock does not exist
+    (Windows), nothing is locked.
+
+    Raises:
+        StylexError: another process holds `folder`.
+    """
+    from pathlib import Path
+
+    from stylex.errors import StylexError
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    folder = Path(folder)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    key = os.path.realpath(path)
+    if key in _HELD:  # held by this process already (train_stylex, then its Trainer)
+        yield
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise StylexError(
+                f"{folder} is being written by {holder}; wait until it ends, or choose another output folder."
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino  # not a file its last holder removed meanwhile
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    _HELD.add(key)
+    try:
+        import socket
+
+        os.ftruncate(fd, 0)
+        os.write(fd, f"`{what}` (process {os.getpid()} on {socket.gethostname()})".encode())
+        yield
+    finally:
+        _HELD.discard(key)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only while empty

@@ -5,6 +5,7 @@ Each stage reads the files the stage before it wrote, so any stage can be re-run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -192,6 +193,7 @@ def train_stylex(
     from stylex.classifier import as_classifier, load_classifier
     from stylex.data.dataset import check_out_of_data
     from stylex.device import check_device
+    from stylex.files import folder_lock
     from stylex.training.distributed import process_group
 
     check_device(device)
@@ -222,7 +224,8 @@ def train_stylex(
                 f"that); train with --set model.resolution={size}, or a classifier at {resolution} px.",
                 stacklevel=2,
             )
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        held = folder_lock(out_dir, "stylex train") if dist.is_main else contextlib.nullcontext()
+        with held, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # held before any work
             return _train(data, classifier, out_dir, config, resume, device, quiet, dist, init_from)
 
 

@@ -17,6 +17,7 @@ interrupted run resumes with any number of processes. (Across machines that do n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -221,7 +222,16 @@ def run_attfind(
         the `AttFindResult` (also written to `out/attributes.json`); `stats["reused_effects"]` says whether the
         effects were read from an earlier run. Under torchrun: the result on rank 0, None on the other ranks.
     """
-    with process_group(device) as dist:
+    from stylex.files import folder_lock
+    from stylex.zoo import is_shipped, resolve_model
+
+    out = Path(out) if out is not None else resolve_model(run_dir) / "attfind"
+    if is_shipped(out):
+        raise StylexError(f"{run_dir} is a shipped model, which stylex does not write into; pass {option('--out')}.")
+    with (
+        process_group(device) as dist,
+        folder_lock(out, "stylex attfind") if dist.is_main else contextlib.nullcontext(),
+    ):
         return _run_attfind(
             run_dir,
             data,

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from stylex import losses
 from stylex.config import CONFIG_FORMAT_VERSION, TrainConfig, parse_diffaug, read_json, write_json
 from stylex.errors import StylexError, option
+from stylex.files import folder_lock
 from stylex.models.stylex import build_networks, condition
 from stylex.training.augment import apply_augment, sample_augment
 from stylex.training.checkpoint import (
@@ -787,10 +788,18 @@ class Trainer:
     def run(self, resume: bool = False, init_from: str | Path | None = None) -> TrainResult:
         """Train until max_steps or max_minutes (counted over all resumed sessions), then checkpoint.
 
+        The output folder is held for this run meanwhile (`stylex.files.folder_lock`): a second training into it,
+        started at the same moment or while this one runs, is refused.
+
         Args:
             resume: continue the run in the output folder from its last checkpoint.
             init_from: a new run that starts from another run's networks (see `init_weights`).
         """
+        held = folder_lock(self.out_dir, "stylex train") if self.dist.is_main else contextlib.nullcontext()
+        with held:
+            return self._run(resume, init_from)
+
+    def _run(self, resume: bool, init_from: str | Path | None) -> TrainResult:
         cfg = self.config
         if init_from is not None:
             if resume:
