@@ -375,6 +375,6 @@ def test_one_writer_per_output_folder(tmp_path):
             assert (out / LOCK_NAME).is_file()
         assert (out / LOCK_NAME).is_file(), "the outer hold goes on"
     assert not (out / LOCK_NAME).exists() and out.is_dir(), "the killed holder made the folder"
-    with folder_lock(tmp_path / "new", "stylex attfind"):
+    with folder_lock(tmp_path / "new" / "deeper", "stylex attfind"):
         pass
     assert not (tmp_path / "new").exists(), "made for the lock and left empty: removed"

@@ -77,8 +77,8 @@ def folder_lock(folder: str | os.PathLike, what: str):
     """Hold `folder` for one writer while the block runs: a second stylex process that asks for it (two trainings
     into one --out interleaved their logs and overwrote each other's checkpoints) is refused at once, saying who holds
     it. The lock is an flock on `folder/.stylex.lock`, so it ends with its process, kill -9 included; the file is
-    removed at the end, and so is `folder` when the lock made it and it stayed empty. Where flock does not exist
-    (Windows), nothing is locked.
+    removed at the end, and so are `folder` and its parents where the lock made them and they stayed empty. Where
+    flock does not exist (Windows), nothing is locked.
 
     Raises:
         StylexError: another process holds `folder`.
@@ -93,7 +93,7 @@ def folder_lock(folder: str | os.PathLike, what: str):
         yield
         return
     folder = Path(folder)
-    made = not folder.exists()
+    made = [d for d in [folder, *folder.parents] if not d.exists()]  # nearest first
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     key = os.path.realpath(path)
@@ -129,6 +129,8 @@ def folder_lock(folder: str | os.PathLike, what: str):
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)
-        if made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only while empty
+        for d in made:
+            try:
+                d.rmdir()  # only while empty
+            except OSError:
+                break

@@ -148,6 +148,7 @@ def explain_images(
     from stylex.attfind.run import ATTRIBUTES_FILE, EFFECTS_FILE, bind_results
     from stylex.data.dataset import check_out_of_data
     from stylex.errors import check_folder_args
+    from stylex.files import folder_lock
     from stylex.pipeline import load_run
 
     check_folder_args(run_dir=run_dir, attributes_dir=attributes_dir, out=out, data=data)
@@ -186,35 +187,36 @@ def explain_images(
     done: list[dict[str, Any]] = []
     from tqdm import tqdm
 
-    try:
-        for item, folder in zip(
-            tqdm(items, desc="explaining", unit="image", disable=quiet or not several, dynamic_ncols=True),
-            folders,
-            strict=True,
-        ):
-            dst = out / folder if several else out
+    with folder_lock(out, "stylex explain"):  # one writer: two explains into one OUT lost one's pictures
+        try:
+            for item, folder in zip(
+                tqdm(items, desc="explaining", unit="image", disable=quiet or not several, dynamic_ncols=True),
+                folders,
+                strict=True,
+            ):
+                dst = out / folder if several else out
 
-            def record(report, dst=dst, source=item.source):
-                done.append({**report, "folder": str(dst), "source": source})
+                def record(report, dst=dst, source=item.source):
+                    done.append({**report, "folder": str(dst), "source": source})
 
-            try:
-                if several and dst.resolve() != out.resolve() / folder:  # a link at any depth, out of OUT or in it
-                    raise StylexError(f"{dst} goes through a link; explain does not write through links in {out}")
-                _explain_one(
-                    model, classifier, saved, attrs, item, dst, y, strategies, top_k, fast, num_candidates, device,
-                    quiet=quiet or several, lead=f"{item.source}: " * several, on_written=record,
-                )  # fmt: skip
-            except StylexError as e:
-                if not several:  # the earlier results stay as they were
-                    raise
-                done.append({"error": str(e), "skipped": {}, "source": item.source})
-    finally:  # also when interrupted or failing midway: `out` then lists the images explained so far
-        with _signals_held():
-            if any("error" not in r for r in done):  # else `out` keeps what an earlier run wrote
-                written = {str(Path(r["folder"]).relative_to(out)) for r in done if "error" not in r}
-                _clear_earlier(out, keep=written if several else {""})
-                if several:
-                    _write_summary(out / SUMMARY_FILE, done, None if len(done) == len(items) else len(items))
+                try:
+                    if several and dst.resolve() != out.resolve() / folder:  # a link at any depth, out of OUT or in it
+                        raise StylexError(f"{dst} goes through a link; explain does not write through links in {out}")
+                    _explain_one(
+                        model, classifier, saved, attrs, item, dst, y, strategies, top_k, fast, num_candidates, device,
+                        quiet=quiet or several, lead=f"{item.source}: " * several, on_written=record,
+                    )  # fmt: skip
+                except StylexError as e:
+                    if not several:  # the earlier results stay as they were
+                        raise
+                    done.append({"error": str(e), "skipped": {}, "source": item.source})
+        finally:  # also when interrupted or failing midway: `out` then lists the images explained so far
+            with _signals_held():
+                if any("error" not in r for r in done):  # else `out` keeps what an earlier run wrote
+                    written = {str(Path(r["folder"]).relative_to(out)) for r in done if "error" not in r}
+                    _clear_earlier(out, keep=written if several else {""})
+                    if several:
+                        _write_summary(out / SUMMARY_FILE, done, None if len(done) == len(items) else len(items))
     if several and all("error" in r for r in done):
         reasons = list(dict.fromkeys(r["error"] for r in done))
         raise StylexError(
