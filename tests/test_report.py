@@ -672,6 +672,10 @@ def test_python_api_checks_what_it_is_given(evil_run):
         (lambda: stylex.explain_images(run_dir, found, evil_run / "clf" / "config.json", indices=[0]), "is a file"),
         (lambda: stylex.reconstruct(run_dir, num_images=0), "at least 2"),
         (lambda: stylex.load_run(run_dir, classifier=evil_run / "clf"), "leave it out to load the one the run"),
+        (
+            lambda: stylex.explain_images(run_dir, found, evil_run / "x", indices=[0], data=evil_run / "moved"),
+            r"moved\?\); pass it with data=, or explain image files with images=",
+        ),
         (lambda: stylex.counterfactual(model, classifier, wrapped, evil_run / "data"), "is a folder, not an image"),
         (lambda: stylex.counterfactual(model, classifier, wrapped, run_dir / "config.json"), "not an image file"),
     ]

@@ -278,8 +278,12 @@ def _read_inputs(resolution, images, indices, data, attributes_dir, measured=Non
     if indices:
         if data is None:
             raise StylexError(
-                f"{attributes_dir} does not record its data; pass the data the indices refer to (--data; data= from "
-                "Python)."
+                f"{attributes_dir} does not record its data; pass the data the indices refer to ({option('--data')})."
+            )
+        if not Path(data).exists():  # moved since AttFind ran (or a copy of the run on another machine)
+            raise StylexError(
+                f"the data the indices refer to, {data}, is not here (moved?); pass it with {option('--data')}, or "
+                f"explain image files with {option('--image', 'images=')}."
             )
         place = str(Path(data).resolve())
         dataset = ours if ours is not None and place == measured else load_dataset(data, resolution, progress=False)
