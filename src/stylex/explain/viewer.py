@@ -820,7 +820,7 @@ button#reset{font-size:12px}input[type=file]{max-width:100%}
 @media (max-width:1200px){main{grid-template-columns:176px minmax(0,1fr) 290px}body{--bar:48px}td.p{min-width:0}
 .imgs img{width:144px;height:144px}#picture{overflow-x:auto}}
 @media (max-width:900px){main{grid-template-columns:1fr}main>section{min-width:0;overflow-x:auto}
-body{padding:0 8px 30px}td.p{min-width:60px}.imgs img{width:112px;height:112px}}
+body{padding:0 8px 30px;--bar:24px}td.p{min-width:0}th,td{padding:3px 5px}.imgs img{width:112px;height:112px}}
 """
 
 _JS = """
