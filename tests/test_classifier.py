@@ -742,3 +742,6 @@ def test_a_classifier_near_chance_is_named():
     said = weak_classifier_note(0.75, 3, balanced=1 / 3)
     assert "0.750, hides unbalanced classes: its balanced accuracy" in said and "0.333, is nearer chance" in said
     assert weak_classifier_note(0.75, 3, balanced=0.9) is None and weak_classifier_note(0.3, 3, balanced=0.3)
+    assert "balanced accuracy (the mean of the per-class accuracies; 0.333 over all images), 0.500, is nearer" in (
+        weak_classifier_note(1 / 3, 2, balanced=0.5)
+    ), "the figure judged is named"

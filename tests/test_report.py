@@ -160,6 +160,25 @@ def test_report_replaces_its_own_folder_only(evil_run, tmp_path):
     assert f"--out {tmp_path / 'notes'}" in (tmp_path / "notes" / "index.html").read_text(), "its own command"
 
 
+def test_a_report_to_share_names_no_folder_of_this_machine_and_no_file(evil_run, tmp_path):
+    """A report was what a team sends to clinicians, and it named this machine's folders (16 times) and the images'
+    file names (patient names, record numbers). `--redact-paths` cuts paths to their last name and names images by
+    index only, as `export --redact-paths` does."""
+    from stylex.data import load_dataset
+
+    plain = run("report", evil_run / "run", "--out", tmp_path / "plain", "--top-k", 1, "--explanations", 2,
+                "--no-generate", "--quiet").output  # fmt: skip
+    run("report", evil_run / "run", "--out", tmp_path / "shared", "--top-k", 1, "--explanations", 2, "--no-generate",
+        "--redact-paths", "--quiet")  # fmt: skip
+    assert "report:" in plain
+    names = load_dataset(evil_run / "data", progress=False).filenames
+    places = {str(p) for p in (evil_run, tmp_path, evil_run.resolve(), tmp_path.resolve())}
+    before, after = ((tmp_path / f / "index.html").read_text() for f in ("plain", "shared"))
+    assert any(p in before for p in places) and any(f"image {i}: " in before for i in range(len(names))), "premise"
+    assert not [p for p in places if p in after] and not [n for n in names if n in after]
+    assert "stylex report run --out shared" in after and "--redact-paths" in after, "the commands, by name"
+
+
 def _host() -> str:
     from stylex.data.dataset import _owner
 

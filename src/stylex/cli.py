@@ -954,9 +954,12 @@ def explain_cmd(run_dir, attributes_dir, images, indices, data, out, strategies,
               help="Image-specific explanations shown.")  # fmt: skip
 @click.option("--no-generate", is_flag=True, help="Do not make missing reconstruction figures, strips or GIFs.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
+@click.option("--redact-paths", is_flag=True, help="Name folders by their last name only, not by this machine's "
+              "absolute paths, and images by their index only, not their file names (which may name patients): for "
+              "a report to share.")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames, explanations, no_generate, device,
-               quiet):  # fmt: skip
+               redact_paths, quiet):  # fmt: skip
     """Write a self-contained HTML report of a run (opens from disk, no network): data, training, reconstructions,
     attributes with sliders, explanations and the commands that made the run."""
     from stylex.explain.report import write_report
@@ -975,6 +978,7 @@ def report_cmd(run_dir, out, attributes_dir, data, top_k, slider_images, frames,
         generate=not no_generate,
         device=device,
         quiet=quiet,
+        redact_paths=redact_paths,
     )
     click.echo(f"report: {index}  (open {index.resolve().as_uri()} in a browser)")
 

@@ -435,7 +435,10 @@ def weak_classifier_note(accuracy: float, num_classes: int, balanced: float | No
             f"(the mean of the per-class accuracies), {balanced:.3f}, is nearer chance ({chance:.3f} for "
             f"{num_classes} classes) than perfect, so it mostly names the commonest classes: {why}"
         )
+    what = "held-out accuracy"
+    if balanced is not None and f"{balanced:.3f}" != f"{accuracy:.3f}":  # unbalanced classes: the figure judged
+        what = f"held-out balanced accuracy (the mean of the per-class accuracies; {accuracy:.3f} over all images)"
     return (
-        f"the classifier's held-out accuracy, {judged:.3f}, is nearer chance ({chance:.3f} for {num_classes} "
-        f"classes) than perfect: {why}"
+        f"the classifier's {what}, {judged:.3f}, is nearer chance ({chance:.3f} for {num_classes} classes) than "
+        f"perfect: {why}"
     )

@@ -73,6 +73,7 @@ class _Run:
     card: dict[str, Any] | None = None  # that folder's card.json, when it is beside the run folder
     flags: str = ""  # this report's options that differ from the defaults, as `stylex report` flags
     final: Path | None = None  # the folder the report becomes
+    redact: bool = False  # images by index only (`write_report(redact_paths=True)`)
 
     def rel(self, path: Path) -> str:
         """A path inside the report folder as a relative URL."""
@@ -179,6 +180,7 @@ def write_report(
     generate: bool = True,
     device: str = "cpu",
     quiet: bool = False,
+    redact_paths: bool = False,
 ) -> Path:
     """Write the HTML report of a run; returns the path of its index.html.
 
@@ -195,6 +197,9 @@ def write_report(
         generate: make what is missing and cheap (reconstruction figures, strips and GIFs) into the report.
         device: where the model runs.
         quiet: no progress bars.
+        redact_paths: name folders by their last name only, not by this machine's absolute paths (which may name
+            users, projects or patients), and images by their index only, not their file names: for a report to
+            share.
 
     Returns:
         out/index.html.
@@ -239,6 +244,8 @@ def write_report(
         ]
         run.flags = "".join(f" {flag} {value}" for flag, name, value in given if value != defaults[name])
         run.flags += "" if generate else " --no-generate"
+        run.flags += " --redact-paths" if redact_paths else ""
+        run.redact = redact_paths
         _load_export(run)
         _load_dataset(run, data)
         _load_attfind(run, Path(attributes_dir) if attributes_dir else run_dir / "attfind")
@@ -247,6 +254,8 @@ def write_report(
         with torch.no_grad():
             body = _body(run, top_k, num_slider_images, num_frames, num_explanations, generate, quiet)
         html_text = page(f"StylEx report: {run.name}", body, _CSS, _JS)
+        if redact_paths:
+            html_text = _redacted_html(html_text, run, run_dir, out, attributes_dir, data)
         (partial / "index.html").write_text(html_text, encoding="utf-8")
         (partial / MARKER).write_text("written by `stylex report`; the folder is replaced when the report is redone\n")
     except BaseException:
@@ -377,6 +386,32 @@ def _training_length(run: _Run) -> tuple[Any, float | None] | None:
 
 
 # ------------------------------------------------------------------------------------------------ data
+def _redacted_html(text: str, run: _Run, *given: Any) -> str:
+    """`text` with every absolute path this report knows of (the run, its data, classifier, AttFind folder and data,
+    the report itself, the runs it came from) cut to its last name, as written and as escaped into HTML."""
+    info, result = run.info, run.result
+    places = [*given, run.run_dir, run.final, run.attributes_dir, run.data_path, info.get("data")]
+    places += [(info.get("classifier") or {}).get(k) for k in ("location", "weights")]
+    places += [(info.get("init_from") if isinstance(info.get("init_from"), str) else None)]
+    export = run.export or {}
+    places += [export.get("source_run"), export.get("source_data")]
+    if result is not None:
+        places += [result.settings.get("data"), result.settings.get("run")]
+    if run.effects is not None:
+        places.append(run.effects.meta.get("data"))
+    full: set[str] = set()
+    for place in places:
+        if isinstance(place, str | os.PathLike) and str(place):
+            for form in (Path(place), Path(place).resolve()):
+                if form.is_absolute() and form.name:
+                    full.add(str(form))
+    for path in sorted(full, key=len, reverse=True):  # a path before the folders it lies in
+        name = Path(path).name
+        for form in {path, esc(path), shlex.quote(path)}:
+            text = text.replace(form, name)
+    return text
+
+
 def _balanced(metrics: dict[str, Any]) -> float | None:
     """The balanced accuracy of a classifier's metrics.json written before it was recorded: the mean of its per-class
     accuracies (over the classes with held-out images)."""
@@ -916,7 +951,7 @@ def _explanations_section(run: _Run, num_explanations: int) -> str:
         x, name = None, f"image {index}"
         if dataset is not None and 0 <= index < len(dataset):
             x = dataset.tensors([index]).to(run.device)
-            if dataset.filenames:
+            if dataset.filenames and not run.redact:  # a file's name may name a patient
                 name = f"image {index}: {dataset.filenames[index]}"
         found, _, _ = explain_styles(
             G, C, s, noise, effects, run.result, row=effects.subset([pos]), strategies=("subset",), source=name
