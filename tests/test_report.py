@@ -179,6 +179,20 @@ def test_a_report_to_share_names_no_folder_of_this_machine_and_no_file(evil_run,
     assert "stylex report run --out shared" in after and "--redact-paths" in after, "the commands, by name"
 
 
+def test_the_report_reads_each_dataset_once(evil_run, tmp_path, monkeypatch):
+    """The report read the data again to make its reconstruction figures, so each file's warnings came twice."""
+    import stylex.data
+    import stylex.explain.report
+
+    real, read = stylex.data.load_dataset, []
+    monkeypatch.setattr(
+        stylex.data, "load_dataset", lambda path, *a, **kw: read.append(str(path)) or real(path, *a, **kw)
+    )
+    monkeypatch.setattr(stylex.explain.report, "_reconstruction_figures", lambda run: None)  # none made before
+    stylex.explain.report.write_report(evil_run / "run", tmp_path / "r", top_k=1, num_explanations=1, quiet=True)
+    assert read and len(read) == len(set(read)), read
+
+
 def _host() -> str:
     from stylex.data.dataset import _owner
 

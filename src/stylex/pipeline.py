@@ -394,6 +394,7 @@ def reconstruct(
     classifier=None,
     device: str = "cpu",
     seed: int = 0,
+    dataset=None,
 ) -> dict[str, Any]:
     """Encode and regenerate images; write a grid and metrics; return the figures.
 
@@ -405,6 +406,8 @@ def reconstruct(
         split: "val" (the run's held-out split of its own data; other data, and an exported model's shipped
             samples, are held-out images already and are used whole) or "all".
         classifier: a loaded classifier to use instead of the recorded one (must have the same fingerprint).
+        dataset: the images of `data` at the model's resolution, already read (the report passes its own, which it
+            read once: its warnings came twice).
     Returns:
         {"stylex": {consistency, l1, identity}, "class_median": {...}, "shifted_input": {...}, ...}.
     """
@@ -425,7 +428,8 @@ def reconstruct(
         raise StylexError(f"{run_dir} does not record its data; pass {option('--data')}.")
     out = Path(out) if out else Path(run_dir) / "reconstruct"
     check_out_of_data(out, data)
-    dataset = load_dataset(data, resolution=model.resolution, progress=False)
+    if dataset is None:
+        dataset = load_dataset(data, resolution=model.resolution, progress=False)
     if split not in ("val", "all"):
         raise StylexError(f"split must be 'val' or 'all', got {split!r}.")
     if split == "val" and own_data and not shipped_samples:

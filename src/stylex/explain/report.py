@@ -24,7 +24,7 @@ import shlex
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ class _Run:
     flags: str = ""  # this report's options that differ from the defaults, as `stylex report` flags
     final: Path | None = None  # the folder the report becomes
     redact: bool = False  # images by index only (`write_report(redact_paths=True)`)
+    read: dict[str, Any] = field(default_factory=dict)  # AttFind's data, once read (`_attfind_dataset`)
 
     def rel(self, path: Path) -> str:
         """A path inside the report folder as a relative URL."""
@@ -633,6 +634,7 @@ def _reconstruction_section(run: _Run, generate: bool, quiet: bool) -> str:
             split=split,
             classifier=run.classifier,
             device=run.device,
+            dataset=run.dataset,
         )
         rec, generated = _reconstruction_figures(run), True
     if rec is None:
@@ -989,10 +991,12 @@ def _attfind_dataset(run: _Run):
         return run.dataset
     if not isinstance(data, str) or not Path(data).exists():
         return None
-    try:
-        return load_dataset(data, resolution=run.model.resolution, progress=False)
-    except StylexError:
-        return None
+    if data not in run.read:  # read once: each section asked again, and a file's warnings came twice
+        try:
+            run.read[data] = load_dataset(data, resolution=run.model.resolution, progress=False)
+        except StylexError:
+            run.read[data] = None
+    return run.read[data]
 
 
 # ------------------------------------------------------------------------------------------------ commands
