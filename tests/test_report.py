@@ -405,6 +405,20 @@ def test_stylex_serve_prints_an_address_with_a_token_that_opens_the_viewer(evil_
         proc.wait(timeout=30)
     log = proc.stderr.read()
     assert "GET /?[query hidden]" in log and address.group(2) not in log, "the request log hides the token"
+    # bound to every address, the first line gave http://0.0.0.0:PORT, which not every browser opens: this machine's
+    # loopback address, then the one for colleagues
+    import socket
+
+    proc = subprocess.Popen([*command, "--host", "0.0.0.0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first, second = proc.stdout.readline(), proc.stdout.readline()
+        assert re.match(r"StylEx viewer on http://127\.0\.0\.1:\d+/\?token=", first), first
+        assert second.startswith(f"colleagues open http://{socket.gethostname()}:"), second
+        base = re.search(r"(http://127\.0\.0\.1:\d+)/", first).group(1)
+        assert _request(base + "/api/info")[0] == 401, "it answers there"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_serve_token_options(evil_run, monkeypatch):

@@ -772,10 +772,11 @@ def serve(
     viewer = load_viewer(run_dir, attributes_dir, data, num_images, classifier=classifier, device=device)
     server = make_server(viewer, host, port, quiet, allowed_hosts, token)
     token = server.token  # type: ignore[attr-defined]
-    shown = f"[{host}]" if ":" in host else host
+    wildcard = host in ("0.0.0.0", "::")  # every address: not one a browser opens everywhere
+    shown = "127.0.0.1" if wildcard else f"[{host}]" if ":" in host else host
     query = "" if token is None else f"?token={token}"
     print(f"StylEx viewer on http://{shown}:{server.server_address[1]}/{query} (Ctrl-C stops it)", flush=True)
-    if host in ("0.0.0.0", "::"):  # every address: the one to give colleagues is the machine's name
+    if wildcard:  # the one to give colleagues is the machine's name
         import socket
 
         print(f"colleagues open http://{socket.gethostname()}:{server.server_address[1]}/{query}", flush=True)
