@@ -939,6 +939,11 @@ def test_report_in_a_browser(browser, evil_run):
 @pytest.mark.slow
 def test_viewer_in_a_browser(browser, viewer_url, tmp_path):
     page, problems = _page(browser)
+    # without the token: a styled page that says so, and nothing its policy refuses (the console listed refusals)
+    assert page.goto(viewer_url + "/").status == 401 and page.locator("h1").inner_text() == "Token needed"
+    assert page.evaluate("getComputedStyle(document.body).maxWidth") == "640px"
+    assert [p for p in problems if "401" not in p] == [], problems
+    problems.clear()
     page.goto(viewer_url + "/?token=" + TOKEN)
     page.wait_for_function("() => document.body.dataset.renders === '1'")
     assert page.url == viewer_url + "/", "the token left the address bar"

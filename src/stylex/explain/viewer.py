@@ -514,9 +514,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         extra = {"WWW-Authenticate": 'Bearer realm="stylex viewer"'}
         if "text/html" in self.headers.get("Accept", ""):
-            body = page("StylEx viewer: token needed", f"<h1>Token needed</h1><p>{esc(message)}</p>", "", "")
+            # styled like the viewer, and allowed by its own policy (a bare "default-src 'none'" filled the
+            # console with refusals of the page's own inline parts)
+            body = page("StylEx viewer: token needed", f"<h1>Token needed</h1><p>{esc(message)}</p>", _TOKEN_CSS, "",
+                        img_src="data:")  # fmt: skip
+            policy = csp_policy(_TOKEN_CSS, "", img_src="data:") + "; frame-ancestors 'none'"
             self._send(401, body.encode("utf-8"), "text/html; charset=utf-8",
-                       {**extra, "Content-Security-Policy": "default-src 'none'"})  # fmt: skip
+                       {**extra, "Content-Security-Policy": policy})  # fmt: skip
         else:
             self._json(401, {"error": message}, extra)
 
@@ -1012,6 +1016,12 @@ maximum over the AttFind images and watch the classifier's probabilities.</p></h
 <section><h2>Attributes</h2><button type="button" id="reset">reset all</button><div id="sliders"></div></section>
 </main>
 """
+
+
+_TOKEN_CSS = (
+    'body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:40px auto;max-width:640px;'
+    "padding:0 18px;color:#222;background:#fafafa}h1{font-size:22px}"
+)
 
 
 @functools.cache
