@@ -281,6 +281,40 @@ def test_a_full_disk_ends_in_an_oserror_naming_the_file(tmp_path, monkeypatch, w
     name = WEIGHTS if which == "weights" else STATE
     assert caught.value.filename == str(tmp_path / (name + TMP)) and "could not be written (" in caught.value.strerror
     assert not list(tmp_path.glob("*" + TMP)) and not (tmp_path / STATE).exists()
+    if which == "state":  # torch's message says no cause: what is seen is added
+        import resource
+        import shutil
+        from collections import namedtuple
+
+        usage = namedtuple("usage", "total used free")
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 4096, 4096))
+        with pytest.raises(OSError, match="unexpected pos 185152 vs 185044; the disk is full"):
+            checkpoint.save_checkpoint(tmp_path, {"G": torch.nn.Linear(2, 2)}, {"step": 3})
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, 10**12))
+        monkeypatch.setattr(resource, "getrlimit", lambda which: (409600, resource.RLIM_INFINITY))
+        with pytest.raises(OSError, match=r"a file-size limit of 409600 bytes is set \(ulimit -f\)"):
+            checkpoint.save_checkpoint(tmp_path, {"G": torch.nn.Linear(2, 2)}, {"step": 3})
+
+
+def test_a_cut_write_names_its_file(tmp_path):
+    """A write that a size limit cut short ("File too large") named no file: `explain` and `data pack` said only "a
+    write failed". `atomic_write` (which they write through) names the file, and leaves no temporary one."""
+    import errno
+
+    import numpy as np
+
+    from stylex.data import ImageDataset, save_npz
+    from stylex.files import atomic_write
+
+    def cut(tmp):
+        raise OSError(errno.EFBIG, "File too large")
+
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmp_path / "subset.png", cut)
+    assert caught.value.filename == str(tmp_path / "subset.png") and caught.value.errno == errno.EFBIG
+    assert list(tmp_path.iterdir()) == []
+    save_npz(ImageDataset(np.zeros((2, 4, 4, 3), np.uint8)), tmp_path / "d.npz")
+    assert [p.name for p in tmp_path.iterdir()] == ["d.npz"]
 
 
 def test_safetensors_files_are_byte_identical_across_processes(tmp_path):

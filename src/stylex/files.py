@@ -32,9 +32,11 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         write(tmp)
         share(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:  # a cut write names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

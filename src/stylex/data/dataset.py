@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from stylex.data.convert import to_tensor
 from stylex.errors import StylexError, counted
-from stylex.files import share
+from stylex.files import atomic_write, share
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 """File name endings read as images (compared case-insensitively); other files are skipped."""
@@ -954,15 +954,12 @@ def save_npz(dataset: ImageDataset, path: str | os.PathLike) -> Path:
     arrays["filenames"] = np.array(dataset.filenames, dtype=str)
     if dataset.labels is not None:
         arrays["labels"] = dataset.labels
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial.npz")
-    try:
+
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)  # a temporary file of its own, named in the error when the write is cut short
     return path
 
 

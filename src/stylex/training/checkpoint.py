@@ -75,7 +75,28 @@ def _writing(path: Path) -> Iterator[None]:
         if isinstance(e, OSError) and e.filename is not None or not isinstance(e, Exception):
             raise
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise OSError(errno.EIO, f"could not be written ({reason})", str(path)) from e
+        raise OSError(errno.EIO, f"could not be written ({reason}{_likely_cause(Path(path).parent)})", str(path)) from e
+
+
+def _likely_cause(folder: Path) -> str:
+    """ "; the disk is full" or "; a file-size limit (ulimit -f) is set": what the libraries' own messages of a cut
+    write ("unexpected pos 407232 vs 407120") do not say; "" when neither is seen."""
+    import shutil
+
+    try:
+        if shutil.disk_usage(folder).free < 64 * 2**20:
+            return "; the disk is full"
+    except OSError:
+        pass
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            return f"; a file-size limit of {limit} bytes is set (ulimit -f)"
+    except (ImportError, OSError, ValueError):
+        pass
+    return ""
 
 
 def _write_weights(path: Path, modules: dict[str, nn.Module], step: int) -> None:
