@@ -193,6 +193,21 @@ def test_the_report_reads_each_dataset_once(evil_run, tmp_path, monkeypatch):
     assert read and len(read) == len(set(read)), read
 
 
+def test_the_report_explains_itself_and_names_classes_without_held_out_images(evil_run, tmp_path, monkeypatch):
+    """A clinician read attribute names and loss curves with no word on what they mean; and a rare class without
+    held-out images was left out of "Accuracy per class" without a word."""
+    import stylex.explain.report as report
+
+    per_class = {EVIL: 1.0, "circle & co": None}
+    monkeypatch.setattr(
+        report, "_classifier_metrics", lambda run: {"val_accuracy": 1.0, "per_class_accuracy": per_class}
+    )
+    html = report.write_report(evil_run / "run", tmp_path / "r", top_k=1, num_explanations=0, generate=False,
+                               quiet=True).read_text()  # fmt: skip
+    assert "How to read this report" in html and "not a finding about the images or a diagnosis" in html
+    assert "circle &amp; co</span>" in html and "no held-out image" in html
+
+
 def _host() -> str:
     from stylex.data.dataset import _owner
 

@@ -370,7 +370,30 @@ def _summary(run: _Run) -> str:
     if training is not None:
         steps, minutes = training
         cards.append(_card("training", f"{steps} steps", f"{minutes:.1f} min" if minutes is not None else ""))
-    return f'<div class="cards">{"".join(cards)}</div>' + "".join(notes)
+    return f'<div class="cards">{"".join(cards)}</div>' + "".join(notes) + _reading_guide(run)
+
+
+def _reading_guide(run: _Run) -> str:
+    """A few plain sentences for a reader who does not know StylEx (a clinician reading a team's report): what was
+    made, what the attribute pictures show, and what they do not prove."""
+    names = ", ".join(run.names)
+    k = (run.result.settings.get("top_k") if run.result is not None else None) or "K"
+    return (
+        '<details class="guide" open><summary>How to read this report</summary>'
+        f"<p>The classifier sorts images into {esc(counted(len(run.names), 'class'))} ({esc(names)}). StylEx trained "
+        "an image generator that redraws this data so that the classifier gives the redrawn image the same answer "
+        "(<em>consistency</em> above: how often it does). The generator has many controls, each changing one aspect "
+        "of the picture. StylEx then searched for the controls that change the classifier's answer the most: the "
+        "<em>attributes</em>.</p>"
+        "<p>Under <em>Attributes per class</em>, each attribute is a row of pictures: the same image with that one "
+        "control turned down and up, and the classifier's probability under each. Look at what changes between the "
+        f"pictures: that is what the classifier responds to. <em>Sufficiency@{esc(k)}</em> is the share of images "
+        f"whose answer flips when the top {esc(k)} attributes are applied together. <em>Image explanations</em> "
+        "show, for single images, the few changes that flip the answer.</p>"
+        "<p>An attribute shows what this classifier reacts to, not a finding about the images or a diagnosis: a "
+        "classifier can react to something that should not matter (a marker, a scanner's tint, the image border). "
+        "Names such as <code>b8.conv0[4]</code> only say where the control sits in the generator.</p></details>"
+    )
 
 
 def _training_length(run: _Run) -> tuple[Any, float | None] | None:
@@ -500,8 +523,9 @@ def _data_section(run: _Run) -> str:
         if isinstance(per_class, dict) and per_class:
             bars = [
                 bar_row(str(name), float(v), 1.0, PALETTE[k % len(PALETTE)], f"{float(v):.3f}")
-                for k, (name, v) in enumerate(per_class.items())
                 if isinstance(v, int | float)
+                else bar_row(str(name), 0.0, 1.0, text="no held-out image")  # said, not left out
+                for k, (name, v) in enumerate(per_class.items())
             ]
             parts.append(f"<h4>Accuracy per class</h4>{''.join(bars)}")
         confusion = metrics.get("confusion")
@@ -1250,6 +1274,8 @@ h4{font-size:15px;margin:4px 0}.meta,.small{color:#555;font-size:13px}nav a{marg
 code,pre{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}pre{background:#f0f0f0;padding:10px;overflow-x:auto;
 white-space:pre-wrap;word-break:break-all}
 .note{background:#fff6dd;border-left:4px solid #e0b100;padding:6px 10px;font-size:14px}
+.guide{background:#fff;border:1px solid #ddd;border-radius:6px;padding:6px 14px;margin:0 0 14px;max-width:900px}
+.guide summary{font-weight:600;cursor:pointer;padding:4px 0}.guide p{margin:6px 0}
 .cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}.card{background:#fff;border:1px solid #ddd;
 border-radius:6px;padding:8px 14px;min-width:130px}.cv{font-size:22px;font-weight:600}.cl{font-size:13px}
 .ch{font-size:11px;color:#595959}
