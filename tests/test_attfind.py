@@ -1009,6 +1009,11 @@ def test_results_found_before_the_model_trained_on_are_flagged_in_one_line(tmp_p
             "tiny", "--max-steps", 1, "--quiet")  # fmt: skip
     (line,) = explain(tmp_path / "other", "e3")  # another run's attributes: said so, not "trained on since"
     assert f"(it was found for {run}" in line
+    # attributes in a folder of their own: the command to redo them names it (`--recompute` alone redid RUN/attfind)
+    shutil.copytree(found, tmp_path / "mine")
+    result = run_cli("explain", "--model", run, "--attributes", tmp_path / "mine", "--index", 0, "--top-k", 1,
+                     "--strategy", "independent", "--out", tmp_path / "e4", "--quiet")  # fmt: skip
+    assert f"Run `stylex attfind --model {run} --out {tmp_path / 'mine'} --recompute`" in result.output
 
 
 def test_an_explanation_says_at_which_edit_it_flips():

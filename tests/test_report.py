@@ -741,10 +741,33 @@ def test_python_api_checks_what_it_is_given(evil_run):
         (lambda: stylex.counterfactual(model, classifier, wrapped, evil_run / "data"), "is a folder, not an image"),
         (lambda: stylex.counterfactual(model, classifier, wrapped, run_dir / "config.json"), "not an image file"),
     ]
+    # a run whose data moved away since (the loader said only "does not exist")
+    moved = evil_run / "moved-run"
+    shutil.copytree(run_dir, moved, ignore=shutil.ignore_patterns("attfind", "reconstruct"))
+    config = json.loads((moved / "config.json").read_text())
+    config.pop("data_relative", None)
+    (moved / "config.json").write_text(json.dumps({**config, "data": str(evil_run / "gone")}))
+    from stylex.attfind.run import run_attfind
+
+    mistakes += [
+        (
+            lambda: stylex.explain_image(run_dir, found, evil_run / "x", image=evil_run / "data"),
+            "is a folder; explain_",
+        ),
+        (lambda: stylex.explain_image(run_dir, found, evil_run / "x", index=0, top_k=0), "top_k must be at least 1"),
+        (lambda: stylex.write_report(run_dir, evil_run / "r", evil_run / "no-attfind"), r"attributes_dir=\)"),
+        (lambda: stylex.reconstruct(moved), r"gone, is not here \(moved\?\); pass it with data="),
+        (lambda: run_attfind(moved, out=evil_run / "x", quiet=True), r"is not here \(moved\?\); pass it with data="),
+    ]
     for call, why in mistakes:
         with pytest.raises(stylex.StylexError, match=why):
             call()
-    assert not (evil_run / "r").exists()
+    assert not (evil_run / "r").exists() and not (evil_run / "x").exists()
+    shutil.rmtree(moved)
+    # AttFind's attributes.json given for its folder, as load_attfind takes it
+    given_file = stylex.explain_image(run_dir, found / "attributes.json", evil_run / "x", index=0, quiet=True)
+    assert given_file["explanations"] or given_file["skipped"]
+    shutil.rmtree(evil_run / "x")
     e = stylex.counterfactual(model, classifier, wrapped, x[0], key=None, strategy="independent", top_k=1)
     assert e.source == "image"
     one = stylex.explain_image(run_dir, found, evil_run / "one", index=0, strategies="subset", quiet=True)
@@ -864,6 +887,10 @@ def test_import_stylex_is_light():
         "assert callable(stylex.load_zoo) and callable(stylex.list_models); "
         "assert all(callable(getattr(stylex, n)) for n in stylex.__all__ if n != '__version__')"
     )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    # the docs write stylex.zoo.zoo_path(...) after a bare `import stylex`: an AttributeError until something had
+    # imported stylex.zoo
+    code = "import stylex; assert stylex.zoo.zoo_path('digits-32').name == 'digits-32'; stylex.data.load_dataset"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

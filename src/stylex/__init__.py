@@ -46,13 +46,19 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+_SUBMODULES = {"attfind", "classifier", "config", "data", "errors", "explain", "metrics", "models", "zoo"}
+"""Reached as attributes after a bare `import stylex` too (`stylex.zoo.zoo_path(...)`, as the docs write it)."""
 
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # later look-ups skip this function
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"stylex.{name}")  # which sets the attribute itself
     raise AttributeError(f"module 'stylex' has no attribute {name!r}")
 
 

@@ -250,7 +250,7 @@ def _check_result(result: AttFindResult, model: StylEx) -> None:
 
     bind_results(
         model, result, result.effects, "the AttFind result", "this model",
-        redo="search this model with stylex.AttFind(model, classifier).run(x) for a result of its own.",
+        redo="Search this model with stylex.AttFind(model, classifier).run(x) for a result of its own.",
     )  # fmt: skip
 
 

@@ -34,7 +34,8 @@ def check_folder_args(**given) -> None:
             "AttFindResult": ": save it first with result.save(FOLDER / 'attributes.json') and "
             "result.effects.save(FOLDER / 'effects.safetensors')",
         }.get(kind, "")
-        raise StylexError(f"{name} must be a folder's path, got a {kind}{hint}.")
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise StylexError(f"{name} must be a folder's path, got {article} {kind}{hint}.")
 
 
 _COMMAND_LINE: ContextVar[bool] = ContextVar("stylex_command_line", default=False)

@@ -72,6 +72,24 @@ def _run_held_out(dataset, model):
     return _held_out(dataset, model.config, info.get("class_names"))[1]
 
 
+def recorded_data(run_dir, data, recorded):
+    """`data` when given, else the data the run recorded (`recorded`).
+
+    Raises:
+        StylexError: the run records none, or what it records is not here (moved since: said as such, with the
+            option that points at it, where the loader said only "does not exist").
+    """
+    if data:
+        return data
+    if not recorded:
+        raise StylexError(f"{run_dir} does not record its data; pass {option('--data')}.")
+    if not Path(recorded).exists():
+        raise StylexError(
+            f"the data {run_dir} was trained on, {recorded}, is not here (moved?); pass it with {option('--data')}."
+        )
+    return recorded
+
+
 def _is_run_data(data: str | os.PathLike | None, run_info: dict) -> bool:
     """Whether `data` is the data the run recorded (None stands for it): only that data has the run's held-out
     split; other data holds none of its training images."""
@@ -138,9 +156,7 @@ def write_held_out(
             f"{run_dir} is an exported model: its shipped samples are held-out images already; pass "
             f"{option('--data')} to split another file with the model's split."
         )
-    data = data or model.run_info.get("data")
-    if data is None:
-        raise StylexError(f"{run_dir} does not record its data; pass {option('--data')}.")
+    data = recorded_data(run_dir, data, model.run_info.get("data"))
     out = check_npz_out(out, data, overwrite, "split")
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
     if _is_run_data(data, model.run_info):
@@ -325,9 +341,9 @@ def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict
     if note and warn:
         warnings.warn(
             f"{note} (on the run's {counted(len(val_set), 'held-out image')}). An untrained classifier (a factory "
-            "given no --classifier-weights?) or one given another input range than it takes (--classifier-range) "
-            "looks like this.",
-            stacklevel=3,
+            f"given no {option('--classifier-weights', 'weights')}?) or one given another input range than it takes "
+            f"({option('--classifier-range', 'InputSpec(value_range=...)')}) looks like this.",
+            stacklevel=5,
         )
     return {"accuracy": round(accuracy, 4), "balanced_accuracy": round(balanced, 4), "num_images": len(val_set)}
 
@@ -423,9 +439,7 @@ def reconstruct(
     model, classifier = load_run(run_dir, classifier, device)
     shipped_samples = data is None and isinstance(model.run_info.get("export"), dict)  # held out already
     own_data = _is_run_data(data, model.run_info)  # other data (e.g. `stylex data heldout`'s file) is used whole
-    data = data or model.run_info.get("data")
-    if data is None:
-        raise StylexError(f"{run_dir} does not record its data; pass {option('--data')}.")
+    data = recorded_data(run_dir, data, model.run_info.get("data"))
     out = Path(out) if out else Path(run_dir) / "reconstruct"
     check_out_of_data(out, data)
     if dataset is None:

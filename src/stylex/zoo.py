@@ -146,6 +146,9 @@ def format_models() -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ export
+KEEP_BEST_IN_PYTHON = "keep_best='identity' in its config (stylex.preset(NAME, keep_best='identity', ...))"
+
+
 def export_run(
     run_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -221,8 +224,9 @@ def export_run(
     weights = BEST_WEIGHTS if best else WEIGHTS
     if best and not (run_dir / BEST_WEIGHTS).is_file():
         raise StylexError(
-            f"{run_dir} has no {BEST_WEIGHTS}; a run keeps its best checkpoint when trained with --set "
-            "keep_best=identity (or another held-out figure) and eval_every or eval_every_minutes."
+            f"{run_dir} has no {BEST_WEIGHTS}; a run keeps its best checkpoint when trained with "
+            f"{option('--set keep_best=identity', KEEP_BEST_IN_PYTHON)} (or another held-out figure) and eval_every "
+            "or eval_every_minutes."
         )
     step = int(read_weights(run_dir / weights)[1].get("step", 0))
     model, classifier = load_run(run_dir, device=device, weights=weights)

@@ -201,15 +201,13 @@ def run_baseline(
     from stylex.data import load_dataset
     from stylex.metrics.sufficiency import sufficiency
     from stylex.models.stylespace import use_rgb_coordinates
-    from stylex.pipeline import load_run
+    from stylex.pipeline import load_run, recorded_data
 
     if method not in METHODS:
         raise StylexError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}.")
     model, classifier = load_run(run_dir, classifier, device)
     use_rgb_coordinates(model.G, include_rgb)
-    data = data or model.run_info.get("data")
-    if data is None:
-        raise StylexError(f"{run_dir} does not record its data; pass data.")
+    data = recorded_data(run_dir, data, model.run_info.get("data"))
     dataset = load_dataset(data, resolution=model.resolution, progress=False)
     if len(dataset) < 2:
         raise StylexError(f"{data} has {len(dataset)} image; a baseline needs at least 2 (min and max of each style).")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stylex.errors import StylexError, counted
+from stylex.errors import StylexError, counted, option
 from stylex.models.stylespace import coordinate_name
 
 DIRECTIONS = ("min", "max")  # direction index d of an edit: toward the coordinate's minimum / maximum
@@ -142,8 +142,8 @@ class ClassAttributes:
         ranks = f"rank {spent} is" if spent == last else f"ranks {spent}-{last} are"
         return (
             f"every image had passed the drop-out threshold ({threshold}) by rank {spent}, so {ranks} ranked by the "
-            f"mean effect over all {self.num_images} images (a larger --threshold, nearer the classifier's logit "
-            "margins, keeps images counting longer)"
+            f"mean effect over all {self.num_images} images (a larger {option('--threshold', 'threshold')}, nearer "
+            "the classifier's logit margins, keeps images counting longer)"
         )
 
     @property

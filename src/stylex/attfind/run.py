@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import warnings
 from collections.abc import Sequence
@@ -122,9 +123,13 @@ def warn_if_stale(
         why = "trained on since?" if same_place else f"it was found for {other}"
         if not other and redo:  # a result of the Python API, which does not know its model's folder
             why = "another model's, or trained on since?"
+        again = f"Run `{command} --recompute` for {run_dir}."
+        if command == "stylex attfind" and Path(str(folder)).resolve() != (Path(str(run_dir)) / "attfind").resolve():
+            where = f"--model {shlex.quote(str(run_dir))} --out {shlex.quote(str(folder))}"  # not the run's own
+            again = f"Run `stylex attfind {where} --recompute`."
         warnings.warn(
             f"{folder} was found on other weights than {run_dir} has now ({why}); its attributes may not be this "
-            f"model's. " + (redo or f"Run `{command} --recompute` for {run_dir}."),
+            f"model's. " + (redo or again),
             StaleAttributesWarning,
             stacklevel=2,
         )
@@ -292,14 +297,12 @@ def _run_attfind(
     from stylex.data import load_dataset
     from stylex.data.dataset import check_out_of_data
     from stylex.models.stylespace import use_rgb_coordinates
-    from stylex.pipeline import load_run
+    from stylex.pipeline import load_run, recorded_data
 
     model, classifier = load_run(run_dir, classifier, device)
     D = None if discriminator_threshold is None else model.discriminator(run_dir)
     include_rgb = use_rgb_coordinates(model.G, include_rgb)
-    data = data or model.run_info.get("data")
-    if data is None:
-        raise StylexError(f"{run_dir} does not record its data; pass {option('--data')}.")
+    data = recorded_data(run_dir, data, model.run_info.get("data"))
     out = Path(out) if out is not None else Path(run_dir) / "attfind"
     check_out_of_data(out, data)
     dataset = load_dataset(data, resolution=model.resolution, progress=not quiet)

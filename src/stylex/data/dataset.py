@@ -41,7 +41,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from stylex.data.convert import to_tensor
-from stylex.errors import StylexError, counted
+from stylex.errors import StylexError, counted, option
 from stylex.files import atomic_write, share
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -851,13 +851,13 @@ def atomic_dir(
     if full and not overwrite:
         raise StylexError(
             f"Output folder {out} already exists and is not empty; choose a new folder, or replace it with "
-            "--overwrite (overwrite=True from Python)."
+            f"{option('--overwrite', 'overwrite=True')}."
         )
     problem = owner[1](out) if full and owner is not None else None
     if problem is not None:
         raise StylexError(
-            f"--overwrite replaces only a folder that {owner[0]} wrote and nothing else; {out} {problem}, which it "
-            "would delete. Choose another folder, or delete this one yourself."
+            f"{option('--overwrite', 'overwrite=True')} replaces only a folder that {owner[0]} wrote and nothing "
+            f"else; {out} {problem}, which it would delete. Choose another folder, or delete this one yourself."
         )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

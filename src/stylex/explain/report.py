@@ -211,6 +211,11 @@ def write_report(
     from stylex.pipeline import load_run
 
     check_folder_args(run_dir=run_dir, out=out, attributes_dir=attributes_dir, data=data)
+    if attributes_dir is not None and not Path(attributes_dir).is_dir():  # given, so meant: not a report without
+        raise StylexError(
+            f"{attributes_dir} is not a folder; pass the folder `stylex attfind` wrote "
+            f"({option('--attributes', 'attributes_dir=')})."
+        )
     if num_frames < 3 or num_frames % 2 == 0:
         raise StylexError(f"the number of slider frames must be odd and at least 3, got {num_frames}.")
     if top_k < 1 or num_slider_images < 1 or num_explanations < 0:

@@ -82,6 +82,11 @@ def explain_image(
     """
     if (image is None) == (index is None):
         raise StylexError(f"pass exactly one of {option('--image')} FILE or {option('--index')} I.")
+    if image is not None and Path(image).is_dir():  # it explained the whole folder and returned the first
+        raise StylexError(
+            f"{image} is a folder; explain_image takes one image file (stylex.explain_images(..., images=[FOLDER]) "
+            "explains a folder's images)."
+        )
     return explain_images(
         run_dir,
         attributes_dir,
@@ -154,6 +159,10 @@ def explain_images(
     check_folder_args(run_dir=run_dir, attributes_dir=attributes_dir, out=out, data=data)
     if isinstance(strategies, str):  # one strategy given alone, not a sequence of its letters
         strategies = (strategies,)
+    if top_k < 1:
+        raise StylexError(f"top_k must be at least 1, got {top_k}.")
+    if Path(attributes_dir).name == ATTRIBUTES_FILE and Path(attributes_dir).is_file():  # the file, as load_attfind
+        attributes_dir = Path(attributes_dir).parent
     for st in strategies:
         if st not in STRATEGIES:
             raise StylexError(f"unknown strategy {st!r}; choose from {', '.join(STRATEGIES)}.")

@@ -130,9 +130,12 @@ def evaluate_run(
             + "); pass the attributes folder found in this run."
         )
     settings = result.settings
+    given = data
     data = data or settings.get("data") or model.run_info.get("data")
     if data is None:
         raise StylexError(f"neither {attributes_file} nor {run_dir} records its data; pass {option('--data')}.")
+    if not given and not Path(data).exists():
+        raise StylexError(f"the data AttFind searched, {data}, is not here (moved?); pass it with {option('--data')}.")
     num_images = int(num_images or settings.get("num_images") or 250)
     seed = int(settings.get("seed", 0) if seed is None else seed)
     shift_size = float(settings.get("shift_size", 1.0))

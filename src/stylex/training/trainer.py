@@ -774,7 +774,10 @@ class Trainer:
             if theirs and theirs != ours:  # the usual cause: a --preset with other network sizes
                 raise StylexError(
                     f"{run_dir} was trained with preset {theirs}, this run has preset {ours}, and their networks "
-                    f"differ; drop --preset (the run's is taken) or give --preset {theirs}."
+                    + option(
+                        f"differ; drop --preset (the run's is taken) or give --preset {theirs}.",
+                        f"differ; pass a config of that preset: stylex.preset({theirs!r}, ...).",
+                    )
                 ) from e
             raise
 
@@ -814,7 +817,7 @@ class Trainer:
             budget = f"max_steps {cfg.max_steps}" if cfg.max_steps else f"max_minutes {cfg.max_minutes:g}"
             warnings.warn(
                 f"nothing trained: {self.out_dir} is at step {self.step}, its budget is {budget}; give a larger "
-                "--max-steps or --max-minutes (max_steps / max_minutes) to go on.",
+                f"{option('--max-steps', 'max_steps')} or {option('--max-minutes', 'max_minutes')} to go on.",
                 stacklevel=2,
             )
         good_step = self.step if resume else None
