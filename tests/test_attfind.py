@@ -770,7 +770,7 @@ def test_cli_attfind_and_explain_write_their_files(tiny_run):
     # An output folder inside an input folder would be read as images by the next run: refused before any work.
     inside = run(*args, "--image", folder, "--out", folder / "c1" / "out", ok=False)
     assert (
-        inside.exit_code == 1 and "is inside the input folder" in inside.output and not (folder / "c1" / "out").exists()
+        inside.exit_code == 1 and "is inside the image folder" in inside.output and not (folder / "c1" / "out").exists()
     )
 
     # Interrupted, or failing midway (a full disk): the images explained so far are listed, and what an earlier run

@@ -745,3 +745,8 @@ def test_a_classifier_near_chance_is_named():
     assert "balanced accuracy (the mean of the per-class accuracies; 0.333 over all images), 0.500, is nearer" in (
         weak_classifier_note(1 / 3, 2, balanced=0.5)
     ), "the figure judged is named"
+    # a class without held-out images: the balanced figure averages over the others, and naming the commonest of those
+    # every time scores 1 / present there (0.500 for 2 of 3 classes read as better than chance 0.333)
+    always = weak_classifier_note(0.9, 3, balanced=0.5, present=2)
+    assert always and "0.500, is nearer chance (0.500 for 2 classes with held-out images)" in always
+    assert weak_classifier_note(1.0, 3, balanced=1.0, present=1) is None, "one class held out: nothing to judge"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -404,11 +405,25 @@ def test_one_writer_per_output_folder(tmp_path):
     finally:
         holder.kill()  # SIGKILL: no clean-up runs
         holder.wait()
+    # the killed holder left its lock file: the commands that write a new folder see past it (they said "not empty")
+    from stylex.data.dataset import atomic_dir
+    from stylex.files import clear_stale_lock
+
+    clear_stale_lock(out)
+    assert not out.exists() or list(out.iterdir()) == [], "a lock no process holds is removed"
+    out.mkdir(exist_ok=True)
+    (out / LOCK_NAME).write_text("`stylex train` (process 1 on elsewhere)")
+    with atomic_dir(out) as tmp:
+        (tmp / "x").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["x"]
+    shutil.rmtree(out)
     with folder_lock(out, "stylex train"):  # the kernel let go of the killed process's lock
         with folder_lock(out, "stylex train"):  # and this process may take it again (train_stylex, then its Trainer)
             assert (out / LOCK_NAME).is_file()
+            clear_stale_lock(out)  # a held lock stays
+            assert (out / LOCK_NAME).is_file()
         assert (out / LOCK_NAME).is_file(), "the outer hold goes on"
-    assert not (out / LOCK_NAME).exists() and out.is_dir(), "the killed holder made the folder"
+    assert not out.exists(), "made for the lock and left empty: removed"
     with folder_lock(tmp_path / "new" / "deeper", "stylex attfind"):
         pass
     assert not (tmp_path / "new").exists(), "made for the lock and left empty: removed"

@@ -69,6 +69,9 @@ def test_report_is_self_contained_and_escaped(evil_run):
     metrics = json.loads((evil_run / "clf" / "metrics.json").read_text())
     judged = metrics["val_balanced_accuracy"]  # the mean over classes: chance 0.5 however unbalanced
     assert "; chance 0.500" in html and ("nearer chance (0.500 for 2 classes)" in html) == (judged < 0.75)
+    # the classifier's figure is of its own data; the one `stylex train` measured on this run's is shown beside it
+    own = json.loads((evil_run / "run" / "config.json").read_text())["classifier_accuracy"]
+    assert f'<div class="cv">{own["accuracy"]:.3f}</div><div class="cl">accuracy on this data</div>' in html
     figures = next(p for p in (report / "reconstruct" / "reconstruction.json",
                                evil_run / "run" / "reconstruct" / "reconstruction.json") if p.is_file())  # fmt: skip
     rec = json.loads(figures.read_text())
@@ -168,7 +171,7 @@ def test_a_report_to_share_names_no_folder_of_this_machine_and_no_file(evil_run,
 
     plain = run("report", evil_run / "run", "--out", tmp_path / "plain", "--top-k", 1, "--explanations", 2,
                 "--no-generate", "--quiet").output  # fmt: skip
-    run("report", evil_run / "run", "--out", tmp_path / "shared", "--top-k", 1, "--explanations", 2, "--no-generate",
+    run("report", evil_run / "run", "--out", tmp_path / "shared", "--top-k", 1, "--explanations", 2,
         "--redact-paths", "--quiet")  # fmt: skip
     assert "report:" in plain
     names = load_dataset(evil_run / "data", progress=False).filenames
@@ -176,6 +179,9 @@ def test_a_report_to_share_names_no_folder_of_this_machine_and_no_file(evil_run,
     before, after = ((tmp_path / f / "index.html").read_text() for f in ("plain", "shared"))
     assert any(p in before for p in places) and any(f"image {i}: " in before for i in range(len(names))), "premise"
     assert not [p for p in places if p in after] and not [n for n in names if n in after]
+    texts = {f: f.read_text() for f in (tmp_path / "shared").rglob("*") if f.suffix in (".json", ".html", ".txt")}
+    assert (tmp_path / "shared" / "reconstruct" / "reconstruction.json") in texts, "made for the report"
+    assert not [f for f, text in texts.items() if any(p in text for p in places)], "nor in the figures' JSON"
     assert "stylex report run --out shared" in after and "--redact-paths" in after, "the commands, by name"
 
 
@@ -266,6 +272,12 @@ def test_report_of_an_exported_model(evil_run, tmp_path):
     run("report", model, "--out", tmp_path / "r", "--attributes", tmp_path / "af", "--no-generate", "--quiet")
     html = (tmp_path / "r" / "index.html").read_text()
     assert html.count("/elsewhere/data.npz (on the machine that trained it; the model ships only its samples)") == 2
+    # shared: the export's classifier (recorded relative to it, shown resolved) is named by its folder alone too
+    run("report", model, "--out", tmp_path / "r", "--attributes", tmp_path / "af", "--no-generate", "--redact-paths",
+        "--quiet")  # fmt: skip
+    html = (tmp_path / "r" / "index.html").read_text()
+    leaks = [p for p in {str(tmp_path), str(tmp_path.resolve()), "/elsewhere"} if p in html]
+    assert leaks == [] and "stylex: classifier" in html
 
 
 # ------------------------------------------------------------------------------------------------ viewer over HTTP
@@ -819,6 +831,12 @@ def test_no_command_writes_into_the_image_folder_it_reads(evil_run, tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(stylex.StylexError, match="is inside the image folder"):
         check_out_of_data(tmp_path / "a" / "b", tmp_path / "a")
+    # a class folder that is a link elsewhere: loading follows it, so its target counts as the data's
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "a" / "cats").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(stylex.StylexError, match="is inside the image folder"):
+        check_out_of_data(tmp_path / "elsewhere" / "recon", tmp_path / "a")
+    check_out_of_data(tmp_path / "a" / ".stylex" / "x", tmp_path / "a")  # hidden: skipped by loading
 
 
 def test_train_measures_a_classifier_of_its_own_and_says_when_it_is_near_chance(evil_run, tmp_path):

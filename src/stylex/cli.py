@@ -428,7 +428,8 @@ def train_classifier_cmd(
     click.echo(f"{val_text} (train {metrics['train_accuracy']:.3f}{chance}); wrote {out}")
     from stylex.classifier.train import weak_classifier_note
 
-    note = weak_classifier_note(val, len(ds.class_names), balanced) if val is not None else None
+    present = sum(v is not None for v in (metrics.get("per_class_accuracy") or {}).values())
+    note = weak_classifier_note(val, len(ds.class_names), balanced, present) if val is not None else None
     if note:
         warnings.warn(note + "; train it longer (--epochs) or on more images.", stacklevel=2)
 
@@ -439,7 +440,9 @@ def _check_classifier_out(out: Path, overwrite: bool) -> None:
     import json
 
     from stylex.classifier.store import CONFIG_NAME
+    from stylex.files import clear_stale_lock
 
+    clear_stale_lock(out)  # what a killed train or explain left there
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     try:

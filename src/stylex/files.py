@@ -136,3 +136,28 @@ def folder_lock(folder: str | os.PathLike, what: str):
                 d.rmdir()  # only while empty
             except OSError:
                 break
+
+
+def clear_stale_lock(folder: str | os.PathLike) -> None:
+    """Remove `folder/.stylex.lock` when no process holds it (its writer was killed with SIGKILL, which removes
+    nothing): a folder left holding only that file read as "not empty" to the commands that write a new folder."""
+    from pathlib import Path
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    path = Path(folder) / LOCK_NAME
+    if path.is_symlink() or not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)
+    except OSError:  # held (BlockingIOError), or gone meanwhile
+        pass
+    finally:
+        os.close(fd)

@@ -337,7 +337,8 @@ def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict
         ).numpy()  # fmt: skip
     accuracy = float((predicted == val_set.labels).mean())
     balanced = balanced_accuracy(val_set.labels, predicted, classifier.num_classes)
-    note = weak_classifier_note(accuracy, classifier.num_classes, balanced)
+    present = len(np.unique(val_set.labels))
+    note = weak_classifier_note(accuracy, classifier.num_classes, balanced, present)
     if note and warn:
         warnings.warn(
             f"{note} (on the run's {counted(len(val_set), 'held-out image')}). An untrained classifier (a factory "
@@ -345,7 +346,12 @@ def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict
             f"({option('--classifier-range', 'InputSpec(value_range=...)')}) looks like this.",
             stacklevel=5,
         )
-    return {"accuracy": round(accuracy, 4), "balanced_accuracy": round(balanced, 4), "num_images": len(val_set)}
+    return {
+        "accuracy": round(accuracy, 4),
+        "balanced_accuracy": round(balanced, 4),
+        "classes_present": present,
+        "num_images": len(val_set),
+    }
 
 
 def load_run(

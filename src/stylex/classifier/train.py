@@ -417,28 +417,34 @@ def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, num_classes: in
     return float(np.mean(recalls)) if recalls else None
 
 
-def weak_classifier_note(accuracy: float, num_classes: int, balanced: float | None = None) -> str | None:
+def weak_classifier_note(
+    accuracy: float, num_classes: int, balanced: float | None = None, present: int | None = None
+) -> str | None:
     """A sentence when a held-out accuracy is nearer chance (1 / num_classes) than perfect, else None: a 9-class
     classifier at 0.167 (chance 0.111) went through training, AttFind and the report without a word. With
-    `balanced` (see `balanced_accuracy`) that figure is judged: a classifier that names the commonest of unbalanced
-    classes for every image scored 0.750 on 60/15/5 images, its balanced accuracy 0.333."""
+    `balanced` (see `balanced_accuracy`) that figure is judged, against 1 / `present` (the classes it averages over):
+    a classifier that names the commonest of unbalanced classes for every image scored 0.750 on 60/15/5 images, its
+    balanced accuracy 0.333."""
     if num_classes < 2:
         return None
-    chance = 1.0 / num_classes
+    if balanced is not None and present is not None and present < 2:  # one class held out: nothing to balance
+        balanced = None
+    # `present`: the classes with held-out images, which the balanced figure averages over; naming the commonest of
+    # them every time scores 1 / present there
+    chance = 1.0 / (present if balanced is not None and present else num_classes)
     judged = accuracy if balanced is None else balanced
     if judged >= chance + (1.0 - chance) / 2:
         return None
     why = "StylEx explains what this classifier uses, which may say little about the data"
+    counted_over = num_classes if balanced is None or not present else present
+    classes = f"{counted_over} classes" + (" with held-out images" if counted_over != num_classes else "")
     if balanced is not None and accuracy - balanced > 0.05:
         return (
             f"the classifier's held-out accuracy, {accuracy:.3f}, hides unbalanced classes: its balanced accuracy "
             f"(the mean of the per-class accuracies), {balanced:.3f}, is nearer chance ({chance:.3f} for "
-            f"{num_classes} classes) than perfect, so it mostly names the commonest classes: {why}"
+            f"{classes}) than perfect, so it mostly names the commonest classes: {why}"
         )
     what = "held-out accuracy"
     if balanced is not None and f"{balanced:.3f}" != f"{accuracy:.3f}":  # unbalanced classes: the figure judged
         what = f"held-out balanced accuracy (the mean of the per-class accuracies; {accuracy:.3f} over all images)"
-    return (
-        f"the classifier's {what}, {judged:.3f}, is nearer chance ({chance:.3f} for {num_classes} classes) than "
-        f"perfect: {why}"
-    )
+    return f"the classifier's {what}, {judged:.3f}, is nearer chance ({chance:.3f} for {classes}) than perfect: {why}"

@@ -17,6 +17,7 @@ Conversions applied to every file, in this order:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import hashlib
@@ -42,7 +43,7 @@ from tqdm import tqdm
 
 from stylex.data.convert import to_tensor
 from stylex.errors import StylexError, counted, option
-from stylex.files import atomic_write, share
+from stylex.files import atomic_write, clear_stale_lock, share
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 """File name endings read as images (compared case-insensitively); other files are skipped."""
@@ -847,6 +848,7 @@ def atomic_dir(
         StylexError: ``out_dir`` exists, is not empty and ``overwrite`` is False, or ``owner`` refuses it.
     """
     out = Path(out_dir)
+    clear_stale_lock(out)  # what a killed train or explain left there
     full = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if full and not overwrite:
         raise StylexError(
@@ -924,8 +926,13 @@ def check_out_of_data(out: str | os.PathLike, *data: str | os.PathLike | None) -
     for folder in data:
         if folder is None or not Path(folder).is_dir() or (Path(folder) / FACTORS_CSV).is_file():
             continue
-        root = Path(folder).resolve()
-        if target.is_relative_to(root) and not any(_skipped_folder(p) for p in target.relative_to(root).parts):
+        roots = [Path(folder).resolve()]  # and the class folders that are links elsewhere, which loading follows
+        with contextlib.suppress(OSError):
+            roots += [c.resolve() for c in Path(folder).iterdir() if c.is_symlink() and c.is_dir()]
+        if any(
+            target.is_relative_to(root) and not any(_skipped_folder(p) for p in target.relative_to(root).parts)
+            for root in roots
+        ):
             raise StylexError(
                 f"the output folder {out} is inside the image folder {folder}: the next command to read those images "
                 "would take what is written there for more of them (and a run would find its data changed); choose "

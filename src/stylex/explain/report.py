@@ -33,7 +33,7 @@ import torch
 from stylex.data.dataset import _owner, _sweep_stale
 from stylex.errors import StylexError, counted, option
 from stylex.explain.html import PALETTE, Series, bar_row, esc, line_plot, page
-from stylex.files import share
+from stylex.files import clear_stale_lock, share
 
 MARKER = ".stylex-report"
 """A file every report folder holds, so that `write_report` only ever replaces a folder it wrote itself."""
@@ -227,6 +227,7 @@ def write_report(
         raise StylexError(
             f"{option('--out')} {out} would replace the run folder {run_dir}; choose a folder of its own."
         )
+    clear_stale_lock(out)  # what a killed train or explain left there
     if out.exists() and not (out / MARKER).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise StylexError(f"{out} exists and is not a stylex report; choose another {option('--out')} or remove it.")
     model, classifier = load_run(run_dir, classifier, device)
@@ -260,8 +261,11 @@ def write_report(
         with torch.no_grad():
             body = _body(run, top_k, num_slider_images, num_frames, num_explanations, generate, quiet)
         html_text = page(f"StylEx report: {run.name}", body, _CSS, _JS)
-        if redact_paths:
+        if redact_paths:  # the page, and the figures' JSON beside it (reconstruction.json names the data)
             html_text = _redacted_html(html_text, run, run_dir, out, attributes_dir, data)
+            for record in partial.rglob("*.json"):
+                text = record.read_text(encoding="utf-8")
+                record.write_text(_redacted_html(text, run, run_dir, out, attributes_dir, data), encoding="utf-8")
         (partial / "index.html").write_text(html_text, encoding="utf-8")
         (partial / MARKER).write_text("written by `stylex report`; the folder is replaced when the report is redone\n")
     except BaseException:
@@ -335,9 +339,12 @@ def _summary(run: _Run) -> str:
     metrics = _classifier_metrics(run) or {}
     accuracy = clf.get("val_accuracy", metrics.get("val_accuracy"))
     balanced = clf.get("val_balanced_accuracy", metrics.get("val_balanced_accuracy", _balanced(metrics)))
+    present = sum(isinstance(v, int | float) for v in (metrics.get("per_class_accuracy") or {}).values()) or None
     checked = run.info.get("classifier_accuracy") or {}  # measured by `stylex train` on the run's held-out images
+    of_classifier = isinstance(accuracy, int | float)  # the classifier's own figures (its metrics.json or card)
     if not isinstance(accuracy, int | float) and isinstance(checked.get("accuracy"), int | float):
         accuracy, balanced = checked["accuracy"], checked.get("balanced_accuracy")
+        present = checked.get("classes_present")
         hint = f"{checked.get('num_images', '?')} held-out images of this run's data"
     elif isinstance(accuracy, int | float):
         num_val = clf.get("num_val", metrics.get("num_val"))
@@ -351,9 +358,20 @@ def _summary(run: _Run) -> str:
         cards.append(_card("classifier accuracy", f"{accuracy:.3f}", hint))
         from stylex.classifier.train import weak_classifier_note
 
-        note = weak_classifier_note(float(accuracy), len(run.names), balanced)
+        note = weak_classifier_note(float(accuracy), len(run.names), balanced, present)
         if note:
             notes.append(f'<p class="note">Note: {esc(note[0].upper() + note[1:])}.</p>')
+        own = checked.get("accuracy")
+        if isinstance(own, int | float) and of_classifier:
+            # the figure above is of the classifier's own data; `stylex train` measured it on this run's too
+            own_balanced = checked.get("balanced_accuracy")
+            own_hint = f"{checked.get('num_images', '?')} held-out images of this run's data"
+            if isinstance(own_balanced, int | float) and f"{own_balanced:.3f}" != f"{own:.3f}":
+                own_hint += f"; balanced {own_balanced:.3f}"
+            cards.append(_card("accuracy on this data", f"{own:.3f}", own_hint))
+            note = weak_classifier_note(float(own), len(run.names), own_balanced, checked.get("classes_present"))
+            if note and not notes:
+                notes.append(f'<p class="note">Note: on this run\'s data, {esc(note)}.</p>')
     rec = _reconstruction_figures(run)
     figures = (rec or {}).get("stylex") or {}
     n = (rec or {}).get("num_images")
@@ -417,10 +435,15 @@ def _training_length(run: _Run) -> tuple[Any, float | None] | None:
 # ------------------------------------------------------------------------------------------------ data
 def _redacted_html(text: str, run: _Run, *given: Any) -> str:
     """`text` with every absolute path this report knows of (the run, its data, classifier, AttFind folder and data,
-    the report itself, the runs it came from) cut to its last name, as written and as escaped into HTML."""
+    the report itself, the runs it came from, the folder the run lies in) cut to its last name, as written, as
+    escaped into HTML and into JSON."""
     info, result = run.info, run.result
     places = [*given, run.run_dir, run.final, run.attributes_dir, run.data_path, info.get("data")]
-    places += [(info.get("classifier") or {}).get(k) for k in ("location", "weights")]
+    for key in ("location", "weights"):  # recorded relative to the run (an export's "../classifier") or absolute
+        recorded = (info.get("classifier") or {}).get(key)
+        if isinstance(recorded, str) and recorded:
+            places += [recorded, Path(run.run_dir) / recorded]
+    places.append(Path(run.run_dir).resolve().parent)  # the project or export folder the others lie in
     places += [(info.get("init_from") if isinstance(info.get("init_from"), str) else None)]
     export = run.export or {}
     places += [export.get("source_run"), export.get("source_data")]
@@ -436,7 +459,7 @@ def _redacted_html(text: str, run: _Run, *given: Any) -> str:
                     full.add(str(form))
     for path in sorted(full, key=len, reverse=True):  # a path before the folders it lies in
         name = Path(path).name
-        for form in {path, esc(path), shlex.quote(path)}:
+        for form in {path, esc(path), shlex.quote(path), json.dumps(path)[1:-1]}:
             text = text.replace(form, name)
     return text
 

@@ -171,12 +171,9 @@ def explain_images(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise StylexError(f"the output folder {out} is a file; choose a folder (new, or one explain wrote before).")
-    for image in images:
-        if Path(image).is_dir() and out.resolve().is_relative_to(Path(image).resolve()):
-            raise StylexError(
-                f"the output folder {out} is inside the input folder {image}, so a later run would read its pictures "
-                "as images to explain; pick an output folder outside it."
-            )
+    for image in images:  # a later run would read the pictures as images to explain (a hidden folder: skipped)
+        if Path(image).is_dir():
+            check_out_of_data(out, image)
     attributes_dir = Path(attributes_dir)
     saved = Effects.load(attributes_dir / EFFECTS_FILE)
     attrs = AttFindResult.load(attributes_dir / ATTRIBUTES_FILE)
