@@ -72,6 +72,9 @@ def test_report_is_self_contained_and_escaped(evil_run):
     # the classifier's figure is of its own data; the one `stylex train` measured on this run's is shown beside it
     own = json.loads((evil_run / "run" / "config.json").read_text())["classifier_accuracy"]
     assert f'<div class="cv">{own["accuracy"]:.3f}</div><div class="cl">accuracy on this data</div>' in html
+    # the classifier records its own data, which "How this run was made" names (it assumed the run's)
+    recorded = json.loads((evil_run / "clf" / "config.json").read_text())["data"]
+    assert recorded == str((evil_run / "data").resolve()) and f"stylex train-classifier --data {recorded} " in html
     figures = next(p for p in (report / "reconstruct" / "reconstruction.json",
                                evil_run / "run" / "reconstruct" / "reconstruction.json") if p.is_file())  # fmt: skip
     rec = json.loads(figures.read_text())

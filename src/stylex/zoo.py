@@ -296,6 +296,8 @@ def export_run(
             shown = (str(info.get("data")), str(samples))
             write_json(tmp / RUN_DIR / "config.json", _redacted(config, *shown))
             card = _redacted(card, *shown)
+            for record in (tmp / CLASSIFIER_DIR).glob("*.json"):  # a classifier's config.json names its data
+                write_json(record, _redacted(json.loads(record.read_text(encoding="utf-8")), *shown))
         card["files"] = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         card["total_bytes"] = sum(card["files"].values())  # every file but card.json itself
         (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

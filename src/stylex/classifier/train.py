@@ -284,6 +284,8 @@ def train_classifier(
             "input_spec": model.input_spec.to_dict(),
             "train": config.to_dict(),
             "fingerprint": fingerprint,
+            # where its images came from, for the report's "how this run was made" (a path, or a description)
+            **_recorded_source(train_set),
         },
     )
     metrics["seconds"] = time.perf_counter() - start
@@ -408,6 +410,15 @@ def _predict(
         preds.append(model(split.batch(idx).to(device)).argmax(1).cpu())
     model.train(was_training)
     return torch.cat(preds).numpy()
+
+
+def _recorded_source(images) -> dict[str, str]:
+    """{"data": where `images` came from} for the classifier's config.json (an absolute path where it is one), or
+    {} when they do not say (a dataset built in memory)."""
+    source = str(getattr(images, "source", "") or "")
+    if not source:
+        return {}
+    return {"data": str(Path(source).resolve()) if Path(source).exists() else source}
 
 
 def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> float | None:

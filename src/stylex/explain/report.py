@@ -1106,8 +1106,9 @@ def _commands(run: _Run) -> list[tuple[str, str]]:
             clf = json.loads((loc / "config.json").read_text(encoding="utf-8"))
             metrics = _classifier_metrics(run) or {}
             t = clf["train"]
+            own = clf.get("data") if export is None else None  # its own data, recorded since session 22
             cmd = (
-                f"stylex train-classifier --data {q(data)} --out {q(clf_out)} "
+                f"stylex train-classifier --data {q(str(own or data))} --out {q(clf_out)} "
                 f"--resolution {q(str(clf['resolution']))} --epochs {q(str(t['epochs']))} "
                 f"--width {q(str(t['width']))} --batch-size {q(str(t['batch_size']))} "
                 f"--lr {q(str(t['lr']))} --seed {q(str(t['seed']))}"
@@ -1117,7 +1118,8 @@ def _commands(run: _Run) -> list[tuple[str, str]]:
             n_train, n_val = metrics.get("num_train"), metrics.get("num_val")
             if isinstance(n_train, int) and isinstance(n_val, int) and n_train + n_val:
                 cmd += f" --val-fraction {round(n_val / (n_train + n_val), 3)}"
-            out.append((f"classifier (the exported one: {location})" if export is not None else "classifier", cmd))
+            what = "classifier" if own else "classifier (its data is not recorded: the run's is assumed)"
+            out.append((f"classifier (the exported one: {location})" if export is not None else what, cmd))
             location = clf_out
         except (OSError, ValueError, KeyError, TypeError):
             pass
