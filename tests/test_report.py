@@ -842,7 +842,7 @@ def test_no_command_writes_into_the_image_folder_it_reads(evil_run, tmp_path):
     check_out_of_data(tmp_path / "a" / ".stylex" / "x", tmp_path / "a")  # hidden: skipped by loading
 
 
-def test_train_measures_a_classifier_of_its_own_and_says_when_it_is_near_chance(evil_run, tmp_path):
+def test_train_measures_a_classifier_of_its_own_and_says_when_it_is_near_chance(evil_run, tmp_path, monkeypatch):
     """A factory given no weights trained StylEx against a random classifier without a word. `stylex train` now
     measures any classifier on the run's labelled held-out images, says when it is nearer chance than perfect, and
     records it for the report (which had "not recorded here" for every classifier not from train-classifier)."""
@@ -865,6 +865,13 @@ def test_train_measures_a_classifier_of_its_own_and_says_when_it_is_near_chance(
                                quiet=True).read_text()  # fmt: skip
     assert f"accuracy {checked['accuracy']:.3f} on the run" in page and "not recorded here" not in page
     assert "nearer chance" in page, "the summary's note too"
+    import stylex.pipeline
+
+    monkeypatch.setattr(stylex.pipeline, "CLASSIFIER_CHECK_IMAGES", 2)  # a seeded sample of a large held-out split
+    with pytest.warns(UserWarning, match="on the run's 2 held-out images"):
+        stylex.train_stylex(evil_run / "data", untrained, tmp_path / "run2", stylex.preset("tiny", max_steps=1),
+                            quiet=True)  # fmt: skip
+    assert json.loads((tmp_path / "run2" / "config.json").read_text())["classifier_accuracy"]["num_images"] == 2
 
 
 def test_captions_in_pictures_draw_what_the_font_has():

@@ -322,6 +322,10 @@ def _resolve_grey(config: TrainConfig, dataset, out_dir: Path, resume: bool, war
     return dataclasses.replace(config, model=dataclasses.replace(config.model, grey=True))
 
 
+CLASSIFIER_CHECK_IMAGES = 512
+"""At most this many of the run's held-out images measure its classifier when `stylex train` starts."""
+
+
 def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict[str, Any] | None:
     """The classifier's accuracy on the run's held-out images where they are labelled ({"accuracy", "num_images"},
     recorded in the run for the report), said when it is nearer chance than perfect: an untrained classifier, or one
@@ -330,6 +334,9 @@ def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict
 
     if val_set.labels is None or len(val_set) == 0:
         return None
+    if len(val_set) > CLASSIFIER_CHECK_IMAGES:  # a seeded sample: a large classifier on the CPU takes its time
+        picked = np.random.default_rng(0).choice(len(val_set), CLASSIFIER_CHECK_IMAGES, replace=False)
+        val_set = val_set.subset(np.sort(picked))
     with torch.no_grad():
         predicted = torch.cat(
             [classifier(val_set.tensors(list(range(i, min(i + 64, len(val_set))))).to(device)).argmax(1).cpu()
