@@ -427,3 +427,27 @@ def test_one_writer_per_output_folder(tmp_path):
     with folder_lock(tmp_path / "new" / "deeper", "stylex attfind"):
         pass
     assert not (tmp_path / "new").exists(), "made for the lock and left empty: removed"
+    # clearing a stale lock never removes a live holder's file made since (it flocked the old, removed file, then
+    # unlinked the new one: a third writer then got in beside the second)
+    import stylex.files
+
+    lock = out / LOCK_NAME
+    out.mkdir()
+    lock.write_text("old")
+    old = os.open(lock, os.O_RDONLY)
+    lock.unlink()
+    lock.write_text("`stylex train` (process 2 on here)")  # another writer's, made meanwhile
+    real = stylex.files._open_lock
+    stylex.files._open_lock = lambda path, create: old
+    try:
+        clear_stale_lock(out)
+    finally:
+        stylex.files._open_lock = real
+    assert lock.read_text() == "`stylex train` (process 2 on here)"
+    lock.unlink()
+    # a link planted at the lock's name: never written through; the block runs unlocked
+    (tmp_path / "victim").write_text("keep")
+    lock.symlink_to(tmp_path / "victim")
+    with folder_lock(out, "stylex train"):
+        pass
+    assert (tmp_path / "victim").read_text() == "keep" and lock.is_symlink()

@@ -74,13 +74,36 @@ LOCK_NAME = ".stylex.lock"
 _HELD: set[str] = set()  # the lock files this process holds
 
 
+def _same_file(fd: int, path) -> bool:
+    """Whether the open `fd` is still the file at `path` (not one that was removed, and another made in its place)."""
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _open_lock(path, create: bool) -> int | None:
+    """An fd of the lock file for flock (which needs no write access: another user's lock is read-only to us), never
+    through a link; None where it cannot be opened so (a link, a folder, no permission)."""
+    flags = getattr(os, "O_NOFOLLOW", 0) | (os.O_CREAT if create else 0)
+    for mode in (os.O_RDWR, os.O_RDONLY):
+        try:
+            return os.open(path, mode | flags, 0o666)
+        except PermissionError:
+            continue
+        except OSError:
+            return None
+    return None
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, what: str):
     """Hold `folder` for one writer while the block runs: a second stylex process that asks for it (two trainings
     into one --out interleaved their logs and overwrote each other's checkpoints) is refused at once, saying who holds
     it. The lock is an flock on `folder/.stylex.lock`, so it ends with its process, kill -9 included; the file is
-    removed at the end, and so are `folder` and its parents where the lock made them and they stayed empty. Where
-    flock does not exist (Windows), nothing is locked.
+    removed at the end, and so are `folder` and its parents where the lock made them and they stayed empty. Where no
+    lock can be taken (Windows, a file system without flock, a link at the lock file's name), the block runs unlocked.
 
     Raises:
         StylexError: another process holds `folder`.
@@ -89,53 +112,64 @@ def folder_lock(folder: str | os.PathLike, what: str):
 
     from stylex.errors import StylexError
 
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
     folder = Path(folder)
     made = [d for d in [folder, *folder.parents] if not d.exists()]  # nearest first
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     key = os.path.realpath(path)
-    if key in _HELD:  # held by this process already (train_stylex, then its Trainer)
-        yield
-        return
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            raise StylexError(
-                f"{folder} is being written by {holder}; wait until it ends, or choose another output folder."
-            ) from None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino  # not a file its last holder removed meanwhile
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    _HELD.add(key)
+    fd = None if key in _HELD else _take(path, folder, what, StylexError)  # held: train_stylex, then its Trainer
+    if fd is not None:
+        _HELD.add(key)
     try:
-        import socket
-
-        os.ftruncate(fd, 0)
-        os.write(fd, f"`{what}` (process {os.getpid()} on {socket.gethostname()})".encode())
         yield
     finally:
-        _HELD.discard(key)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)
+        if fd is not None:
+            _HELD.discard(key)
+            if _same_file(fd, path):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            os.close(fd)
         for d in made:
             try:
                 d.rmdir()  # only while empty
             except OSError:
                 break
+
+
+def _take(path, folder, what: str, error) -> int | None:
+    """The fd of `path` locked by this process for `what`, or None where no lock can be taken here; `error`
+    (StylexError) when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    while True:
+        fd = _open_lock(path, create=True)
+        if fd is None:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise error(
+                f"{folder} is being written by {holder}; wait until it ends, or choose another output folder."
+            ) from None
+        except OSError:  # no flock on this file system (some network mounts)
+            os.close(fd)
+            return None
+        if _same_file(fd, path):  # not a file its last holder removed meanwhile
+            break
+        os.close(fd)
+    import socket
+    import stat
+
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:  # never write through a hard link planted there
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"`{what}` (process {os.getpid()} on {socket.gethostname()})".encode())
+    return fd
 
 
 def clear_stale_lock(folder: str | os.PathLike) -> None:
@@ -150,13 +184,13 @@ def clear_stale_lock(folder: str | os.PathLike) -> None:
     path = Path(folder) / LOCK_NAME
     if path.is_symlink() or not path.is_file():
         return
-    try:
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
+    fd = _open_lock(path, create=False)
+    if fd is None:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.unlink(path)
+        if _same_file(fd, path):  # not a live holder's new file made since we opened the old one
+            os.unlink(path)
     except OSError:  # held (BlockingIOError), or gone meanwhile
         pass
     finally:
