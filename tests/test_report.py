@@ -186,6 +186,20 @@ def test_a_report_to_share_names_no_folder_of_this_machine_and_no_file(evil_run,
     assert (tmp_path / "shared" / "reconstruct" / "reconstruction.json") in texts, "made for the report"
     assert not [f for f, text in texts.items() if any(p in text for p in places)], "nor in the figures' JSON"
     assert "stylex report run --out shared" in after and "--redact-paths" in after, "the commands, by name"
+    # a data folder outside the project, whose name needs quoting in a shell and escaping in HTML and JSON
+    import html as html_lib
+
+    odd = tmp_path / "O'Brien & Müller" / "scans"
+    shutil.copytree(evil_run / "data", odd)
+    run("report", evil_run / "run", "--out", tmp_path / "odd", "--data", odd, "--top-k", 1, "--explanations", 0,
+        "--redact-paths", "--quiet")  # fmt: skip
+    for f in (tmp_path / "odd").rglob("*"):
+        if f.suffix in (".json", ".html"):
+            text = f.read_text()
+            assert not [w for w in ("O'Brien", "O&#x27;Brien", "Brien", "M\\u00fcller", "Müller") if w in text], f
+            if f.suffix == ".json":
+                json.loads(text)  # still valid
+    assert "--data scans" in html_lib.unescape((tmp_path / "odd" / "index.html").read_text())
 
 
 def test_the_report_reads_each_dataset_once(evil_run, tmp_path, monkeypatch):

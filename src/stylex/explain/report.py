@@ -16,6 +16,7 @@ The run folder is only read.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import inspect
 import json
@@ -140,8 +141,9 @@ def _load_dataset(run: _Run, data: str | os.PathLike | None) -> None:
     try:
         run.dataset = load_dataset(path, resolution=run.model.resolution, progress=False)
         run.data_path = str(path)
-    except StylexError as e:
-        run.data_note = f"The data could not be read ({e})"
+    except StylexError as e:  # the message names files, which may name patients
+        shown = "one of its files; a report without --redact-paths names it" if run.redact else str(e)
+        run.data_note = f"The data could not be read ({shown})"
 
 
 def _load_attfind(run: _Run, attributes_dir: Path) -> None:
@@ -434,33 +436,45 @@ def _training_length(run: _Run) -> tuple[Any, float | None] | None:
 
 # ------------------------------------------------------------------------------------------------ data
 def _redacted_html(text: str, run: _Run, *given: Any) -> str:
-    """`text` with every absolute path this report knows of (the run, its data, classifier, AttFind folder and data,
-    the report itself, the runs it came from, the folder the run lies in) cut to its last name, as written, as
-    escaped into HTML and into JSON."""
-    info, result = run.info, run.result
-    places = [*given, run.run_dir, run.final, run.attributes_dir, run.data_path, info.get("data")]
+    """`text` with every path this report knows of (the run, its data, classifier and the classifier's own data,
+    AttFind folder and data, the report itself, the runs it came from, the folder the run lies in) cut to its last
+    name, in each form the page writes it: as it is, escaped into HTML, quoted for a shell, inside JSON."""
+    info, result, spec = run.info, run.result, run.info.get("classifier") or {}
+    places: list[Any] = [*given, run.run_dir, run.final, run.attributes_dir, run.data_path, info.get("data")]
     for key in ("location", "weights"):  # recorded relative to the run (an export's "../classifier") or absolute
-        recorded = (info.get("classifier") or {}).get(key)
+        recorded = spec.get(key)
         if isinstance(recorded, str) and recorded:
             places += [recorded, Path(run.run_dir) / recorded]
-    places.append(Path(run.run_dir).resolve().parent)  # the project or export folder the others lie in
-    places += [(info.get("init_from") if isinstance(info.get("init_from"), str) else None)]
-    export = run.export or {}
-    places += [export.get("source_run"), export.get("source_data")]
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # the classifier's own data
+                places.append(json.loads((Path(run.run_dir) / recorded / "config.json").read_text()).get("data"))
+    places += [spec.get("search_path"), Path(run.run_dir).resolve().parent]  # and the folder the run lies in
+    init = info.get("init_from")
+    places.append(init.get("run") if isinstance(init, dict) else init)
+    for record in (run.export or {}, run.card or {}):
+        places += [record.get("source_run"), record.get("source_data")]
+        source = str((record.get("samples") or {}).get("source") or "")
+        places.append(source.removeprefix("all images of ").removeprefix("held-out split of ") or None)
+        training = record.get("training") or {}
+        places.append((training.get("init_from") or {}).get("run") if isinstance(training, dict) else None)
     if result is not None:
         places += [result.settings.get("data"), result.settings.get("run")]
     if run.effects is not None:
         places.append(run.effects.meta.get("data"))
     full: set[str] = set()
     for place in places:
-        if isinstance(place, str | os.PathLike) and str(place):
+        if isinstance(place, str | os.PathLike) and str(place) and Path(place).is_absolute():
             for form in (Path(place), Path(place).resolve()):
-                if form.is_absolute() and form.name:
+                if form.name:
                     full.add(str(form))
-    for path in sorted(full, key=len, reverse=True):  # a path before the folders it lies in
-        name = Path(path).name
-        for form in {path, esc(path), shlex.quote(path), json.dumps(path)[1:-1]}:
-            text = text.replace(form, name)
+    relative = info.get("data_relative")  # "../../data", shown in the run's config
+    pairs = [(path, Path(path).name) for path in sorted(full, key=len, reverse=True)]  # a path before its folders
+    if isinstance(relative, str) and Path(relative).name and not Path(relative).is_absolute():
+        pairs.append((relative, Path(relative).name))
+    forms = (str, esc, shlex.quote, lambda t: esc(shlex.quote(t)), lambda t: json.dumps(t)[1:-1],
+             lambda t: esc(json.dumps(t)[1:-1]))  # fmt: skip
+    for path, name in pairs:
+        for form in forms:  # the name in the same form, so that it stays valid there (and escaped)
+            text = text.replace(form(path), form(name))
     return text
 
 
