@@ -270,9 +270,12 @@ def test_a_full_disk_ends_in_an_oserror_naming_the_file(tmp_path, monkeypatch, w
     reached the user as a traceback; the write now ends as an OSError naming the file, without a partial file."""
     from stylex.training import checkpoint
 
+    written = [0]  # bytes the cut write leaves before it fails
+
     def full(*args, **kwargs):
         if which == "weights":  # the bytes are written by stylex.files.save_safetensors: a plain write's error
             raise OSError(28, "No space left on device")
+        Path(args[1]).write_bytes(b"x" * written[0])
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 185152 vs 185044")
 
     monkeypatch.setattr(checkpoint, "save_safetensors" if which == "weights" else "torch", type("T", (), {"save": full})
@@ -292,9 +295,14 @@ def test_a_full_disk_ends_in_an_oserror_naming_the_file(tmp_path, monkeypatch, w
         with pytest.raises(OSError, match="unexpected pos 185152 vs 185044; the disk is full"):
             checkpoint.save_checkpoint(tmp_path, {"G": torch.nn.Linear(2, 2)}, {"step": 3})
         monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, 10**12))
-        monkeypatch.setattr(resource, "getrlimit", lambda which: (409600, resource.RLIM_INFINITY))
-        with pytest.raises(OSError, match=r"a file-size limit of 409600 bytes is set \(ulimit -f\)"):
+        monkeypatch.setattr(resource, "getrlimit", lambda which: (4 * 2**20, resource.RLIM_INFINITY))
+        written[0] = 4 * 2**20  # the partial file reached the limit
+        with pytest.raises(OSError, match=rf"a file-size limit of {4 * 2**20} bytes is set \(ulimit -f\)"):
             checkpoint.save_checkpoint(tmp_path, {"G": torch.nn.Linear(2, 2)}, {"step": 3})
+        written[0] = 1000  # far below it: not blamed
+        with pytest.raises(OSError) as caught:
+            checkpoint.save_checkpoint(tmp_path, {"G": torch.nn.Linear(2, 2)}, {"step": 3})
+        assert "ulimit" not in caught.value.strerror and not list(tmp_path.glob("*" + TMP))
 
 
 def test_a_cut_write_names_its_file(tmp_path):

@@ -131,6 +131,7 @@ def test_greyscale_data_gets_a_grey_generator(tmp_path, stand_in_classifier):
     assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2]), "R = G = B"
     stylex.train_stylex(tmp_path / "scans.npz", stand_in_classifier, tmp_path / "grey", preset("tiny", max_steps=2),
                         resume=True, quiet=True)  # fmt: skip
+    assert json.loads((tmp_path / "grey" / "config.json").read_text())["train"]["model"]["grey"] is True, "resumed"
     for data, name, overrides in (("scans", "kept", {"model.grey": False}), ("colour", "colour", {})):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # nothing said: colour asked for, or colour data

@@ -869,7 +869,7 @@ def test_train_measures_a_classifier_of_its_own_and_says_when_it_is_near_chance(
     with torch.no_grad():
         untrained.head.weight.zero_()  # logits (3, 0) for every image: always class 0
         untrained.head.bias.copy_(torch.tensor([3.0, 0.0]))
-    with pytest.warns(UserWarning, match=r"nearer chance .* held-out images\)\. An untrained classifier"):
+    with pytest.warns(UserWarning, match=r"nearer chance .* held-out images of the run\)\. An untrained classifier"):
         stylex.train_stylex(evil_run / "data", untrained, tmp_path / "run", stylex.preset("tiny", max_steps=1),
                             quiet=True)  # fmt: skip
     checked = json.loads((tmp_path / "run" / "config.json").read_text())["classifier_accuracy"]
@@ -877,15 +877,17 @@ def test_train_measures_a_classifier_of_its_own_and_says_when_it_is_near_chance(
     assert checked["num_images"] == num_val and 0 <= checked["accuracy"] < 0.75
     page = stylex.write_report(tmp_path / "run", tmp_path / "report", classifier=untrained, generate=False,
                                quiet=True).read_text()  # fmt: skip
-    assert f"accuracy {checked['accuracy']:.3f} on the run" in page and "not recorded here" not in page
+    assert f"accuracy {checked['accuracy']:.3f} on {checked['num_images']} held-out images of this run" in page
+    assert "not recorded here" not in page
     assert "nearer chance" in page, "the summary's note too"
     import stylex.pipeline
 
     monkeypatch.setattr(stylex.pipeline, "CLASSIFIER_CHECK_IMAGES", 2)  # a seeded sample of a large held-out split
-    with pytest.warns(UserWarning, match="on the run's 2 held-out images"):
+    with pytest.warns(UserWarning, match=rf"on 2 held-out images of {checked['num_images']} of the run"):
         stylex.train_stylex(evil_run / "data", untrained, tmp_path / "run2", stylex.preset("tiny", max_steps=1),
                             quiet=True)  # fmt: skip
-    assert json.loads((tmp_path / "run2" / "config.json").read_text())["classifier_accuracy"]["num_images"] == 2
+    sampled = json.loads((tmp_path / "run2" / "config.json").read_text())["classifier_accuracy"]
+    assert sampled["num_images"] == 2 and sampled["num_held_out"] == checked["num_images"]
 
 
 def test_captions_in_pictures_draw_what_the_font_has():

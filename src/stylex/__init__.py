@@ -46,7 +46,8 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-_SUBMODULES = {"attfind", "classifier", "config", "data", "errors", "explain", "metrics", "models", "zoo"}
+_SUBMODULES = {"attfind", "classifier", "config", "data", "device", "errors", "explain", "files", "metrics", "models",
+               "pipeline", "training", "zoo"}  # fmt: skip
 """Reached as attributes after a bare `import stylex` too (`stylex.zoo.zoo_path(...)`, as the docs write it)."""
 
 

@@ -334,8 +334,9 @@ def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict
 
     if val_set.labels is None or len(val_set) == 0:
         return None
-    if len(val_set) > CLASSIFIER_CHECK_IMAGES:  # a seeded sample: a large classifier on the CPU takes its time
-        picked = np.random.default_rng(0).choice(len(val_set), CLASSIFIER_CHECK_IMAGES, replace=False)
+    held_out = len(val_set)
+    if held_out > CLASSIFIER_CHECK_IMAGES:  # a seeded sample: a large classifier on the CPU takes its time
+        picked = np.random.default_rng(0).choice(held_out, CLASSIFIER_CHECK_IMAGES, replace=False)
         val_set = val_set.subset(np.sort(picked))
     with torch.no_grad():
         predicted = torch.cat(
@@ -344,11 +345,14 @@ def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict
         ).numpy()  # fmt: skip
     accuracy = float((predicted == val_set.labels).mean())
     balanced = balanced_accuracy(val_set.labels, predicted, classifier.num_classes)
+    if balanced is None:  # no label among the classifier's outputs
+        return None
     present = len(np.unique(val_set.labels))
+    on = counted(len(val_set), "held-out image") + (f" of {held_out}" if held_out > len(val_set) else "")
     note = weak_classifier_note(accuracy, classifier.num_classes, balanced, present)
     if note and warn:
         warnings.warn(
-            f"{note} (on the run's {counted(len(val_set), 'held-out image')}). An untrained classifier (a factory "
+            f"{note} (on {on} of the run). An untrained classifier (a factory "
             f"given no {option('--classifier-weights', 'weights')}?) or one given another input range than it takes "
             f"({option('--classifier-range', 'InputSpec(value_range=...)')}) looks like this.",
             stacklevel=5,
@@ -358,6 +362,7 @@ def _classifier_accuracy(classifier, val_set, device, warn: bool = True) -> dict
         "balanced_accuracy": round(balanced, 4),
         "classes_present": present,
         "num_images": len(val_set),
+        "num_held_out": held_out,
     }
 
 

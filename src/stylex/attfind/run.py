@@ -232,7 +232,10 @@ def run_attfind(
 
     out = Path(out) if out is not None else resolve_model(run_dir) / "attfind"
     if is_shipped(out):
-        raise StylexError(f"{run_dir} is a shipped model, which stylex does not write into; pass {option('--out')}.")
+        raise StylexError(
+            f"{out} is inside the shipped models' folder, which stylex does not write into; pass another "
+            f"{option('--out')}."
+        )
     with (
         process_group(device) as dist,
         folder_lock(out, "stylex attfind") if dist.is_main else contextlib.nullcontext(),

@@ -213,6 +213,8 @@ def write_report(
     from stylex.pipeline import load_run
 
     check_folder_args(run_dir=run_dir, out=out, attributes_dir=attributes_dir, data=data)
+    if attributes_dir is not None and Path(attributes_dir).name == "attributes.json" and Path(attributes_dir).is_file():
+        attributes_dir = Path(attributes_dir).parent  # the file, as load_attfind and explain_images take it
     if attributes_dir is not None and not Path(attributes_dir).is_dir():  # given, so meant: not a report without
         raise StylexError(
             f"{attributes_dir} is not a folder; pass the folder `stylex attfind` wrote "
@@ -347,7 +349,7 @@ def _summary(run: _Run) -> str:
     if not isinstance(accuracy, int | float) and isinstance(checked.get("accuracy"), int | float):
         accuracy, balanced = checked["accuracy"], checked.get("balanced_accuracy")
         present = checked.get("classes_present")
-        hint = f"{checked.get('num_images', '?')} held-out images of this run's data"
+        hint = _checked_on(checked)
     elif isinstance(accuracy, int | float):
         num_val = clf.get("num_val", metrics.get("num_val"))
         hint = f"{num_val} held-out images" if isinstance(num_val, int) else "held-out images"
@@ -367,7 +369,7 @@ def _summary(run: _Run) -> str:
         if isinstance(own, int | float) and of_classifier:
             # the figure above is of the classifier's own data; `stylex train` measured it on this run's too
             own_balanced = checked.get("balanced_accuracy")
-            own_hint = f"{checked.get('num_images', '?')} held-out images of this run's data"
+            own_hint = _checked_on(checked)
             if isinstance(own_balanced, int | float) and f"{own_balanced:.3f}" != f"{own:.3f}":
                 own_hint += f"; balanced {own_balanced:.3f}"
             cards.append(_card("accuracy on this data", f"{own:.3f}", own_hint))
@@ -396,6 +398,16 @@ def _summary(run: _Run) -> str:
         steps, minutes = training
         cards.append(_card("training", f"{steps} steps", f"{minutes:.1f} min" if minutes is not None else ""))
     return f'<div class="cards">{"".join(cards)}</div>' + "".join(notes) + _reading_guide(run)
+
+
+def _checked_on(checked: dict[str, Any]) -> str:
+    """ "512 of the 2000 held-out images of this run's data": what `stylex train` measured its classifier on."""
+    n, of = checked.get("num_images", "?"), checked.get("num_held_out")
+    return (
+        f"{n} of the {of} held-out images of this run's data"
+        if of and of != n
+        else f"{n} held-out images of this run's data"
+    )
 
 
 def _reading_guide(run: _Run) -> str:
@@ -584,9 +596,8 @@ def _data_section(run: _Run) -> str:
     elif isinstance((run.info.get("classifier_accuracy") or {}).get("accuracy"), int | float):
         checked = run.info["classifier_accuracy"]
         parts.append(
-            f"<h3>Classifier</h3><p>accuracy {checked['accuracy']:.3f} on the run's "
-            f"{esc(counted(int(checked.get('num_images', 0)), 'held-out image'))} (measured by `stylex train`; the "
-            "classifier is not a `stylex train-classifier` folder, which would record more)</p>"
+            f"<h3>Classifier</h3><p>accuracy {checked['accuracy']:.3f} on {esc(_checked_on(checked))} (measured by "
+            "`stylex train`; the classifier is not a `stylex train-classifier` folder, which would record more)</p>"
         )
     else:
         parts.append(
@@ -1120,7 +1131,7 @@ def _commands(run: _Run) -> list[tuple[str, str]]:
             clf = json.loads((loc / "config.json").read_text(encoding="utf-8"))
             metrics = _classifier_metrics(run) or {}
             t = clf["train"]
-            own = clf.get("data") if export is None else None  # its own data, recorded since session 22
+            own = clf.get("data") if export is None else None  # its own data, where its config records it
             cmd = (
                 f"stylex train-classifier --data {q(str(own or data))} --out {q(clf_out)} "
                 f"--resolution {q(str(clf['resolution']))} --epochs {q(str(t['epochs']))} "

@@ -71,20 +71,22 @@ def _writing(path: Path) -> Iterator[None]:
     try:
         yield
     except BaseException as e:
+        cause = _likely_cause(Path(path)) if isinstance(e, Exception) else ""  # seen before the partial file goes
         Path(path).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.filename is not None or not isinstance(e, Exception):
             raise
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise OSError(errno.EIO, f"could not be written ({reason}{_likely_cause(Path(path).parent)})", str(path)) from e
+        raise OSError(errno.EIO, f"could not be written ({reason}{cause})", str(path)) from e
 
 
-def _likely_cause(folder: Path) -> str:
-    """ "; the disk is full" or "; a file-size limit (ulimit -f) is set": what the libraries' own messages of a cut
-    write ("unexpected pos 407232 vs 407120") do not say; "" when neither is seen."""
+def _likely_cause(path: Path) -> str:
+    """ "; the disk is full" or "; a file-size limit of N bytes is set (ulimit -f)": what the libraries' own messages
+    of a cut write ("unexpected pos 407232 vs 407120") do not say, judged while the partial file `path` is still
+    there; "" when neither is seen."""
     import shutil
 
     try:
-        if shutil.disk_usage(folder).free < 64 * 2**20:
+        if shutil.disk_usage(path.parent).free < 64 * 2**20:
             return "; the disk is full"
     except OSError:
         pass
@@ -92,7 +94,8 @@ def _likely_cause(folder: Path) -> str:
         import resource
 
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if limit != resource.RLIM_INFINITY:
+        written = path.stat().st_size if path.exists() else 0
+        if limit != resource.RLIM_INFINITY and written >= limit - 2**20:  # the file had reached the limit
             return f"; a file-size limit of {limit} bytes is set (ulimit -f)"
     except (ImportError, OSError, ValueError):
         pass
