@@ -132,6 +132,18 @@ def test_greyscale_data_gets_a_grey_generator(tmp_path, stand_in_classifier):
     stylex.train_stylex(tmp_path / "scans.npz", stand_in_classifier, tmp_path / "grey", preset("tiny", max_steps=2),
                         resume=True, quiet=True)  # fmt: skip
     assert json.loads((tmp_path / "grey" / "config.json").read_text())["train"]["model"]["grey"] is True, "resumed"
+    # a colour image explained by the grey model: said, as its reconstruction and edits lose the colour
+    from PIL import Image
+
+    from stylex.attfind.run import run_attfind
+    from stylex.explain.run import explain_images
+
+    run_attfind(tmp_path / "grey", classifier=stand_in_classifier, num_images=4, top_k=1, fast=4, render=False,
+                resamples=0, quiet=True)  # fmt: skip
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "colour.png")
+    with pytest.warns(UserWarning, match="the image has colour, but the model draws grey images"):
+        explain_images(tmp_path / "grey", tmp_path / "grey" / "attfind", tmp_path / "ex", [tmp_path / "colour.png"],
+                       strategies=("independent",), top_k=1, classifier=stand_in_classifier, quiet=True)  # fmt: skip
     for data, name, overrides in (("scans", "kept", {"model.grey": False}), ("colour", "colour", {})):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # nothing said: colour asked for, or colour data

@@ -449,6 +449,15 @@ def _explain_one(
     G = model.G
     names = attrs.class_names
     source = item.source
+    px = item.pixels
+    if getattr(G, "grey", False) and not (
+        np.array_equal(px[..., 0], px[..., 1]) and np.array_equal(px[..., 1], px[..., 2])
+    ):
+        warnings.warn(
+            f"{lead}the image has colour, but the model draws grey images (it was trained on grey data): its "
+            "reconstruction and the edits lose the colour.",
+            stacklevel=3,
+        )
     x = to_tensor(item.pixels.copy()).to(device)  # [1, 3, R, R]
     s = encode_images(model, classifier, x)
     noise = image_noise(G, [item.key], int(saved.meta.get("seed", 0)), device)
