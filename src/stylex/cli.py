@@ -422,11 +422,12 @@ def train_classifier_cmd(
     val = metrics.get("val_accuracy")
     val_text = "no validation images" if val is None else f"validation accuracy {val:.3f}"
     balanced = metrics.get("val_balanced_accuracy")
-    if val is not None and balanced is not None and f"{balanced:.3f}" != f"{val:.3f}":  # unbalanced classes
+    from stylex.classifier.train import shows_balanced, weak_classifier_note
+
+    if shows_balanced(val, balanced):  # unbalanced classes
         val_text += f", balanced {balanced:.3f}"
     chance = f", chance {1 / len(ds.class_names):.3f}" if ds.class_names else ""
     click.echo(f"{val_text} (train {metrics['train_accuracy']:.3f}{chance}); wrote {out}")
-    from stylex.classifier.train import weak_classifier_note
 
     present = sum(v is not None for v in (metrics.get("per_class_accuracy") or {}).values())
     note = weak_classifier_note(val, len(ds.class_names), balanced, present) if val is not None else None

@@ -428,6 +428,16 @@ def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, num_classes: in
     return float(np.mean(recalls)) if recalls else None
 
 
+def shows_balanced(accuracy: float | None, balanced: float | None) -> bool:
+    """Whether the balanced accuracy says something the accuracy does not (they differ at 3 decimals: the classes
+    are unbalanced), so that it is printed beside it."""
+    return (
+        isinstance(accuracy, int | float)
+        and isinstance(balanced, int | float)
+        and f"{balanced:.3f}" != f"{accuracy:.3f}"
+    )
+
+
 def weak_classifier_note(
     accuracy: float, num_classes: int, balanced: float | None = None, present: int | None = None
 ) -> str | None:
@@ -456,6 +466,6 @@ def weak_classifier_note(
             f"{classes}) than perfect, so it mostly names the commonest classes: {why}"
         )
     what = "held-out accuracy"
-    if balanced is not None and f"{balanced:.3f}" != f"{accuracy:.3f}":  # unbalanced classes: the figure judged
+    if shows_balanced(accuracy, balanced):  # unbalanced classes: the figure judged
         what = f"held-out balanced accuracy (the mean of the per-class accuracies; {accuracy:.3f} over all images)"
     return f"the classifier's {what}, {judged:.3f}, is nearer chance ({chance:.3f} for {classes}) than perfect: {why}"

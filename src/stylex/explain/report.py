@@ -355,12 +355,13 @@ def _summary(run: _Run) -> str:
         hint = f"{num_val} held-out images" if isinstance(num_val, int) else "held-out images"
         hint += " of the classifier's training data"  # not necessarily this run's data
     if isinstance(accuracy, int | float):
+        from stylex.classifier.train import shows_balanced, weak_classifier_note
+
         balanced = balanced if isinstance(balanced, int | float) else None
-        if balanced is not None and f"{balanced:.3f}" != f"{accuracy:.3f}":  # unbalanced classes
+        if shows_balanced(accuracy, balanced):  # unbalanced classes
             hint += f"; balanced (mean over classes) {balanced:.3f}"
         hint += f"; chance {1 / max(len(run.names), 1):.3f}"
         cards.append(_card("classifier accuracy", f"{accuracy:.3f}", hint))
-        from stylex.classifier.train import weak_classifier_note
 
         note = weak_classifier_note(float(accuracy), len(run.names), balanced, present)
         if note:
@@ -370,7 +371,7 @@ def _summary(run: _Run) -> str:
             # the figure above is of the classifier's own data; `stylex train` measured it on this run's too
             own_balanced = checked.get("balanced_accuracy")
             own_hint = _checked_on(checked)
-            if isinstance(own_balanced, int | float) and f"{own_balanced:.3f}" != f"{own:.3f}":
+            if shows_balanced(own, own_balanced):
                 own_hint += f"; balanced {own_balanced:.3f}"
             cards.append(_card("accuracy on this data", f"{own:.3f}", own_hint))
             note = weak_classifier_note(float(own), len(run.names), own_balanced, checked.get("classes_present"))
