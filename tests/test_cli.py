@@ -495,6 +495,26 @@ def test_report_serve_and_export_take_the_model_as_the_others_do(chain, tmp_path
         _error(run(command, *out, ok=False), "Missing the model", "--model RUN")
 
 
+def test_every_command_that_reads_images_takes_quiet():
+    """A script that passes --quiet to every command got "No such option" from export, reconstruct, baseline,
+    evaluate and data heldout; each reads a folder (with a progress bar when it is large)."""
+    import click
+
+    from stylex.cli import main
+
+    def commands(group, prefix=""):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from commands(command, prefix + name + " ")
+            else:
+                yield prefix + name, command
+
+    reading = {name: {o for p in c.params for o in p.opts} for name, c in commands(main)}
+    reading = {name: opts for name, opts in reading.items() if opts & {"--data", "--samples", "--model", "--image"}}
+    assert {"export", "reconstruct", "baseline", "evaluate", "data heldout", "attfind", "train"} <= set(reading)
+    assert [name for name, opts in reading.items() if "--quiet" not in opts] == []
+
+
 def test_trust_code_is_a_flag_of_every_command(monkeypatch):
     """`stylex --trust-code COMMAND` lets the commands import the factory classifier a run names (see
     test_classifier's factory test for the refusal without it)."""

@@ -328,7 +328,26 @@ def test_unconditioned_model_ignores_the_classifier(tiny_runs):
     assert not torch.equal(conditioned.styles(x, torch.zeros(3, 2)).flatten(), conditioned.styles(x, b_c).flatten())
 
 
-def test_evaluate_writes_metrics_for_attfind_and_baselines(tiny_runs):
+def test_evaluate_writes_metrics_for_attfind_and_baselines(tiny_runs, monkeypatch):
+    from stylex.metrics import evaluate as evaluate_module
+
+    bars = []
+
+    class Recorder(evaluate_module._Stages):  # the progress bar's stages, as named; its total must match them
+        def __init__(self, total, quiet):
+            super().__init__(total, quiet)
+            self.total, self.quiet, self.names, self.closed = total, quiet, [], False
+            bars.append(self)
+
+        def stage(self, name):
+            self.names.append(name)
+            super().stage(name)
+
+        def close(self):
+            self.closed = True
+            super().close()
+
+    monkeypatch.setattr(evaluate_module, "_Stages", Recorder)
     run_dir = tiny_runs / "run"
     run_cli("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 2, "--fast", 4, "--no-render", "--quiet")
     result = run_cli("evaluate", "--model", run_dir, "--attributes", run_dir / "attfind", "--out", tiny_runs / "ev",
@@ -338,6 +357,15 @@ def test_evaluate_writes_metrics_for_attfind_and_baselines(tiny_runs):
     more = run_cli("evaluate", "--model", run_dir, "--attributes", run_dir / "attfind", "--out", tiny_runs / "ev4",
                    "--k", "2,4", "--num-scenes", 8, "--num-values", 1, "--read-images", 4)  # fmt: skip
     assert "warning: " in more.output and "so the figures @4 use those 2" in more.output
+    run_cli("evaluate", "--model", run_dir, "--attributes", run_dir / "attfind", "--out", tiny_runs / "evq", "--k",
+            "2", "--num-scenes", 4, "--num-values", 1, "--read-images", 2, "--quiet")  # fmt: skip
+    with_reach, without, _ = bars
+    assert [b.total for b in bars] == [len(b.names) for b in bars] == [8, 7, 6] and all(b.closed for b in bars)
+    assert with_reach.names[-2] == "factor reach on 3 images" and without.names[:2] == [
+        "encoding 6 images",
+        "sufficiency@2",
+    ]
+    assert [b.quiet for b in bars] == [False, False, True] and (tiny_runs / "evq" / "metrics.json").is_file()
     metrics = json.loads((tiny_runs / "ev" / "metrics.json").read_text())
     assert metrics["method"] == "attfind" and metrics["num_images"] == 6 and metrics["ks"] == [1, 2]
     assert set(metrics["sufficiency"]) == {"1", "2"} and 0 <= metrics["reconstruction"]["stylex"]["consistency"] <= 1

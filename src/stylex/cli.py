@@ -240,12 +240,13 @@ def data():
 @click.option("--data", type=_Path(exists=True), help="Images to split (default: the run's own data).")
 @click.option("--out", required=True, type=_OutPath(dir_okay=False), help="The .npz file to write.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def data_heldout(run_dir, data, out, overwrite):
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def data_heldout(run_dir, data, out, overwrite, quiet):
     """Write the images a run held out from training (its own split) as an .npz, for `--data` of attfind,
     evaluate, baseline, explain and report."""
     from stylex.pipeline import write_held_out
 
-    n = write_held_out(run_dir, out, data, overwrite=overwrite)
+    n = write_held_out(run_dir, out, data, overwrite=overwrite, quiet=quiet)
     click.echo(f"wrote {n} held-out images to {out}")
 
 
@@ -573,12 +574,13 @@ def _train_config(out, preset_name: str, values: dict, resume: bool, init_from=N
 @click.option("--num-images", default=256, show_default=True, type=click.IntRange(min=2), help="Images reconstructed.")
 @click.option("--out", type=_OutPath(file_okay=False), help="Output folder (default RUN/reconstruct).")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
-def reconstruct_cmd(run_dir, data, split, num_images, out, device):
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def reconstruct_cmd(run_dir, data, split, num_images, out, device, quiet):
     """Encode and regenerate images: a grid, and consistency / L1 / identity beside two trivial baselines."""
     from stylex.pipeline import format_report, reconstruct
 
     out = _out_dir(run_dir, out, "reconstruct")
-    report = reconstruct(run_dir, data, out, num_images=num_images, split=split, device=device)
+    report = reconstruct(run_dir, data, out, num_images=num_images, split=split, device=device, quiet=quiet)
     click.echo(format_report(report))
     click.echo(f"grid: {report['grid']}")
 
@@ -628,8 +630,9 @@ def demo_cmd(out, model_name, train, minutes, quiet):
               "patients): for a folder shared outside.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists and holds an earlier export (card.json).")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_values, best, redact_paths, overwrite,
-               device):  # fmt: skip
+               device, quiet):  # fmt: skip
     """Write a trained run as a self-contained model folder to ship: stylex/ (G_ema and E_ema only), classifier/,
     samples/ (held-out images in class folders) and card.json (what it is and how well it reconstructs)."""
     from stylex.zoo import export_run
@@ -656,6 +659,7 @@ def export_cmd(run_dir, out, samples, num_samples, half, name, notes, metric_val
         device=device,
         best=best,
         redact_paths=redact_paths,
+        quiet=quiet,
     )
     rec, training = card["reconstruction"], card["training"]
     init = training.get("init_from")
@@ -860,14 +864,15 @@ def attfind_cmd(
     "(--set model.tint_styles=N), off otherwise.",
 )
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
-def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rgb, device):
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def baseline_cmd(run_dir, method, data, num_images, top_k, seed, out, include_rgb, device, quiet):
     """A baseline explanation on the images AttFind would use: attributes.json with flip rates and sufficiency@K,
     to compare with `stylex attfind` (and to pass to `stylex evaluate --attributes`)."""
     from stylex.attfind.baselines import run_baseline
 
     out = _out_dir(run_dir, out, method)
     result = run_baseline(run_dir, method, data, out, num_images=num_images, top_k=top_k, seed=seed,
-                          include_rgb=include_rgb, device=device)  # fmt: skip
+                          include_rgb=include_rgb, device=device, quiet=quiet)  # fmt: skip
     click.echo(result.summary(max_classes=SUMMARY_CLASSES))
     click.echo(f"wrote {out / 'attributes.json'}")
 
@@ -1055,8 +1060,9 @@ def serve_cmd(run_dir, attributes_dir, data, host, port, allowed_hosts, token, n
               help="Also edit every conv coordinate alone on this many images and report, per factor, the largest "
                    "change one coordinate makes (synthetic data; 0 = off; ~2 min for 32 images at 32 px).")  # fmt: skip
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_cmd(run_dir, attributes_dir, out, data, ks, num_images, seed, num_scenes, num_values, used_threshold,
-                 min_change, read_images, reach_images, device):  # fmt: skip
+                 min_change, read_images, reach_images, device, quiet):  # fmt: skip
     """Measure an explanation: sufficiency@K, consistency, reconstruction and, on synthetic shapes, whether the
     attributes name the factors the classifier really uses (precision, coverage, purity, rank correlation)."""
     from stylex.metrics.evaluate import METRICS_FILE, evaluate_run, format_metrics
@@ -1082,6 +1088,7 @@ def evaluate_cmd(run_dir, attributes_dir, out, data, ks, num_images, seed, num_s
         max_read_images=read_images,
         reach_images=reach_images,
         device=device,
+        quiet=quiet,
     )
     click.echo(format_metrics(metrics))
     click.echo(f"wrote {Path(out) / METRICS_FILE}")

@@ -134,7 +134,11 @@ def _run_class_names(classifier, dataset) -> list[str]:
 
 
 def write_held_out(
-    run_dir: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike | None = None, overwrite: bool = False
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
 ) -> int:
     """Write the held-out split of a run's data (the images its training never saw) as an .npz file that every
     command takes as `--data`; returns the number of images.
@@ -145,6 +149,7 @@ def write_held_out(
         data: the images to split; default the run's own data. The split is the run's (its `val_fraction` and
             `seed`), so it matches training only for the data the run was trained on.
         overwrite: replace an existing `out` (never the data it splits).
+        quiet: no progress bar while a large folder is read.
     """
     from stylex.data import load_dataset, save_npz
     from stylex.data.dataset import check_npz_out
@@ -158,7 +163,7 @@ def write_held_out(
         )
     data = recorded_data(run_dir, data, model.run_info.get("data"))
     out = check_npz_out(out, data, overwrite, "split")
-    dataset = load_dataset(data, resolution=model.resolution, progress=False)
+    dataset = load_dataset(data, resolution=model.resolution, progress=not quiet)
     if _is_run_data(data, model.run_info):
         val = _run_held_out(dataset, model)
     else:  # other data: split as the run would, as documented
@@ -429,6 +434,7 @@ def reconstruct(
     device: str = "cpu",
     seed: int = 0,
     dataset=None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Encode and regenerate images; write a grid and metrics; return the figures.
 
@@ -442,6 +448,7 @@ def reconstruct(
         classifier: a loaded classifier to use instead of the recorded one (must have the same fingerprint).
         dataset: the images of `data` at the model's resolution, already read (the report passes its own, which it
             read once: its warnings came twice).
+        quiet: no progress bar while a large folder is read.
     Returns:
         {"stylex": {consistency, l1, identity}, "class_median": {...}, "shifted_input": {...}, ...}.
     """
@@ -461,7 +468,7 @@ def reconstruct(
     out = Path(out) if out else Path(run_dir) / "reconstruct"
     check_out_of_data(out, data)
     if dataset is None:
-        dataset = load_dataset(data, resolution=model.resolution, progress=False)
+        dataset = load_dataset(data, resolution=model.resolution, progress=not quiet)
     if split not in ("val", "all"):
         raise StylexError(f"split must be 'val' or 'all', got {split!r}.")
     if split == "val" and own_data and not shipped_samples:

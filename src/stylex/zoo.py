@@ -164,6 +164,7 @@ def export_run(
     seed: int = 0,
     best: bool = False,
     redact_paths: bool = False,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Write a trained run as a self-contained model folder (layout in the module docstring); returns its card.
 
@@ -188,6 +189,7 @@ def export_run(
         redact_paths: record the source run, its data and the run it was fine-tuned from by their names only, not
             by this machine's absolute paths (which may name users, projects or patients), and ship the sample
             images under numbers (0000.png, ...) instead of their file names, for a folder to share.
+        quiet: no progress bar while a large folder is read.
 
     Returns:
         The card (also written to `out/card.json`): name, resolution, class names, classifier accuracy, the run's
@@ -244,7 +246,16 @@ def export_run(
         (tmp / RUN_DIR).mkdir()
         clf_entry, clf_card = _export_classifier(info.get("classifier") or {}, run_dir, tmp / CLASSIFIER_DIR)
         chosen = _write_samples(
-            model, classifier, info, samples, num_samples, seed, device, tmp / SAMPLES_DIR, renamed=redact_paths
+            model,
+            classifier,
+            info,
+            samples,
+            num_samples,
+            seed,
+            device,
+            tmp / SAMPLES_DIR,
+            renamed=redact_paths,
+            quiet=quiet,
         )
         _write_weights(model, step, tmp / RUN_DIR / "weights.safetensors", half)
         training = _training_record(run_dir, step, info)
@@ -473,7 +484,16 @@ def _copy_stats(src: Path, dst: Path, step: int) -> None:
 
 
 def _write_samples(
-    model, classifier, info, samples, num_samples: int, seed: int, device: str, dst: Path, renamed: bool = False
+    model,
+    classifier,
+    info,
+    samples,
+    num_samples: int,
+    seed: int,
+    device: str,
+    dst: Path,
+    renamed: bool = False,
+    quiet: bool = False,
 ):
     """Pick `num_samples` images, balanced over classes, and write them as `dst/<class folder>/<stem>.png`
     (`renamed`: as `0000.png`, `0001.png`, ..., since a file's name may name a patient).
@@ -494,7 +514,7 @@ def _write_samples(
         raise StylexError(f"the run does not record its data; pass {option('--samples')} with the images to ship.")
     if not Path(data).exists():
         raise StylexError(f"the images to ship, {data}, are not here; pass {option('--samples')} with the run's data.")
-    dataset = load_dataset(data, resolution=model.resolution, progress=False)
+    dataset = load_dataset(data, resolution=model.resolution, progress=not quiet)
     # an exported model's own data are its shipped samples, held-out images already
     is_own = _is_run_data(data, info) and not isinstance(info.get("export"), dict)
     source = f"held-out split of {data}" if is_own else f"all images of {data}"

@@ -174,6 +174,7 @@ def run_baseline(
     device: str = "cpu",
     batch_size: int = 64,
     include_rgb: bool | None = None,
+    quiet: bool = False,
 ) -> AttFindResult:
     """A baseline on a trained run, on the images `stylex attfind` would use with the same `num_images` and `seed`;
     writes ``out/attributes.json`` (default RUN/<method>) with flip rates and sufficiency@top_k, like AttFind.
@@ -193,6 +194,7 @@ def run_baseline(
         batch_size: images per forward pass.
         include_rgb: rank the toRGB styles too (see `stylex.models.stylespace.use_rgb_coordinates`; None: on for a
             model with tint styles).
+        quiet: no progress bar while a large folder is read.
 
     Returns:
         the `AttFindResult`.
@@ -208,7 +210,7 @@ def run_baseline(
     model, classifier = load_run(run_dir, classifier, device)
     use_rgb_coordinates(model.G, include_rgb)
     data = recorded_data(run_dir, data, model.run_info.get("data"))
-    dataset = load_dataset(data, resolution=model.resolution, progress=False)
+    dataset = load_dataset(data, resolution=model.resolution, progress=not quiet)
     if len(dataset) < 2:
         raise StylexError(f"{data} has {len(dataset)} image; a baseline needs at least 2 (min and max of each style).")
     indices = pick_indices(len(dataset), num_images, seed)

@@ -70,6 +70,7 @@ def evaluate_run(
     classifier=None,
     device: str = "cpu",
     batch_size: int = 64,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Evaluate an explanation; writes ``out/metrics.json`` and returns the same dict.
 
@@ -90,6 +91,7 @@ def evaluate_run(
         classifier: a loaded classifier instead of the one the run recorded.
         device: where the networks run.
         batch_size: images per forward pass.
+        quiet: no progress bars (one over the stages, one while a large folder is read).
 
     Returns:
         the metrics (see the module docstring).
@@ -139,12 +141,17 @@ def evaluate_run(
     num_images = int(num_images or settings.get("num_images") or 250)
     seed = int(settings.get("seed", 0) if seed is None else seed)
     shift_size = float(settings.get("shift_size", 1.0))
-    dataset = load_dataset(data, resolution=model.resolution, progress=False)
+    dataset = load_dataset(data, resolution=model.resolution, progress=not quiet)
     if len(dataset) < 2:
         raise StylexError(f"{data} has {len(dataset)} image; evaluation needs at least 2.")
     indices = pick_indices(len(dataset), num_images, seed)
+    factors = dataset.factors or {}
+    synthetic = all(f in factors for f in FACTOR_NAMES)
+    stages = 2 + len(ks) + (3 + (reach_images > 0) if synthetic else 0)
+    bar = _Stages(stages, quiet)
 
     # 1. The images, their styles, fixed noise, reconstructions and edit targets (as AttFind made them).
+    bar.stage(f"encoding {len(indices)} images")
     x = dataset.tensors(indices).to(device)  # [N, 3, R, R]
     s = encode_images(model, classifier, x, batch_size)
     noise = image_noise(model.G, indices, seed, device)
@@ -158,6 +165,7 @@ def evaluate_run(
     names = result.class_names
     suff = {}
     for k in ks:
+        bar.stage(f"sufficiency@{k}")
         figures = sufficiency(
             model.G, classifier, s, noise, base_logits, {c.class_index: c.edits[:k] for c in result.classes},
             s_min, s_max, shift_size, batch_size,
@@ -167,6 +175,7 @@ def evaluate_run(
             "per_class": {names[y]: v for y, v in figures["per_class"].items()},
             "counts": {names[y]: v for y, v in figures["counts"].items()},
         }
+    bar.stage("reconstruction and conditioning")
     recon = reconstruction_report(x, x_rec, classifier, batch_size)
     swap = class_swap(model, classifier, x, noise, base_logits, s_min, s_max, max(ks), batch_size)
     if swap is not None:
@@ -191,17 +200,17 @@ def evaluate_run(
     }
 
     # 3. Ground truth, for synthetic shapes.
-    factors = dataset.factors or {}
-    if all(f in factors for f in FACTOR_NAMES):
+    if synthetic:
         metrics["groundtruth"] = _groundtruth(
             model, classifier, s, noise, result, s_min, s_max, shift_size, predicted, x, x_rec,
             {f: factors[f][indices] for f in FACTOR_NAMES}, ks, num_scenes, num_values, used_threshold, min_change,
-            max_read_images, seed, device, batch_size, reach_images,
+            max_read_images, seed, device, batch_size, reach_images, bar,
         )  # fmt: skip
     else:
         metrics["groundtruth_skipped"] = (
             f"{data} has no synthetic-shapes factors (factors.csv from `stylex data synth`)"
         )
+    bar.close()
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -212,6 +221,7 @@ def evaluate_run(
 def _groundtruth(
     model, classifier, s, noise, result, s_min, s_max, shift_size, predicted, x, x_rec, true_factors, ks,
     num_scenes, num_values, used_threshold, min_change, max_read_images, seed, device, batch_size, reach_images=0,
+    bar=None,
 ) -> dict[str, Any]:  # fmt: skip
     """The ground-truth part of `evaluate_run` (its module docstring)."""
     from stylex.metrics.groundtruth import (
@@ -224,9 +234,12 @@ def _groundtruth(
     )
     from stylex.metrics.oracle import oracle_errors, read_factors
 
+    bar = bar or _Stages(0, quiet=True)
+    bar.stage(f"true importance ({num_scenes} scenes)")
     importance = true_importance(
         classifier, model.resolution, num_scenes, num_values, seed, used_threshold, max(batch_size, 256), device
     )
+    bar.stage("reading the attributes")
     readings = read_attributes(
         model.G, s, noise, result, s_min, s_max, shift_size, predicted, max(ks), max_read_images, min_change,
         batch_size,
@@ -236,9 +249,11 @@ def _groundtruth(
     if reach_images > 0:
         n = min(reach_images, s.batch_size)
         rows = torch.arange(n, device=s.conv[0].device)
+        bar.stage(f"factor reach on {n} images")
         edits = factor_reach(
             model.G, s.index(rows), [z[:n] for z in noise], classifier, batch_size=max(batch_size, 256),
             s_min=s_min, s_max=s_max, include_rgb=s.layout.search_rgb,
+            progress=lambda done, total: bar.detail(f"factor reach on {n} images: {done}/{total} edits"),
         )  # fmt: skip
         kind = None if s.layout.search_rgb else "conv"  # the styles AttFind searched
         best = {f: dict(ranked[0], change=ranked[0]["changes"][f]) for f, ranked in best_reach(edits, kind, 1).items()}
@@ -249,6 +264,7 @@ def _groundtruth(
             "best_conv": best,  # the best searched coordinate (toRGB ones too when searched)
             "dominant_counts": reach_dominant_counts(edits, kind, min_change),
         }
+    bar.stage("reading the inputs and reconstructions")
     return {
         "true_importance": importance.to_dict(),
         "scores": scores,
@@ -259,6 +275,35 @@ def _groundtruth(
         "max_read_images": max_read_images,
         "reach": reach,
     }
+
+
+class _Stages:
+    """One progress bar over the stages of `evaluate_run`, named as each begins (the stages differ in length:
+    a count, not a rate)."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(
+            total=total, desc="evaluate", unit="stage", disable=True if quiet else None, dynamic_ncols=True,
+            bar_format="{desc}: {n_fmt}/{total_fmt} stages [{elapsed}]",
+        )  # fmt: skip
+        self._started = False
+
+    def stage(self, name: str) -> None:
+        """The previous stage is done; `name` begins."""
+        self.detail(name, refresh=not self._started)
+        if self._started:
+            self._bar.update(1)
+        self._started = True
+
+    def detail(self, text: str, refresh: bool = True) -> None:
+        self._bar.set_description_str(f"evaluate: {text}", refresh=refresh)
+
+    def close(self) -> None:
+        if self._started:
+            self._bar.update(1)
+        self._bar.close()
 
 
 def _fmt(v: float | None) -> str:
