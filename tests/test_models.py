@@ -68,9 +68,22 @@ def test_stylevector_flatten_unflatten_shifted():
     diff[:, j] = 0
     assert diff.abs().max() == 0, "only the shifted coordinate changes"
     assert torch.equal(s.flatten(), flat), "shifted() must not modify the original"
-    # one coordinate per row
-    t = s.shifted(torch.tensor([0, 1, 2]), torch.tensor([1.0, 2.0, 3.0]))
-    assert torch.allclose((t.flatten() - flat)[torch.arange(3), torch.tensor([0, 1, 2])], torch.tensor([1.0, 2.0, 3.0]))
+    # one coordinate per row, or the same coordinates for every row: said, since 3 coordinates and 3 deltas for 3
+    # rows could mean either (it took the first, silently)
+    coords, deltas = torch.tensor([0, 1, 2]), torch.tensor([1.0, 2.0, 3.0])
+    t = s.shifted(coords, deltas, per_row=True)
+    assert torch.allclose((t.flatten() - flat)[torch.arange(3), coords], deltas)
+    assert (t.flatten() - flat).count_nonzero() == 3
+    t = s.shifted(coords, deltas, per_row=False)
+    assert torch.allclose((t.flatten() - flat)[:, coords], deltas.expand(3, 3))
+    with pytest.raises(StylexError, match="pass per_row=True"):
+        s.shifted(coords, deltas)
+    with pytest.raises(StylexError, match="one coordinate and one delta per row"):
+        s.shifted(torch.tensor([0, 1]), torch.tensor([1.0, 2.0]), per_row=True)
+    two = s.shifted(torch.tensor([0, 1]), torch.tensor([1.0, 2.0]))  # 2 coordinates for 3 rows: every row
+    assert torch.allclose((two.flatten() - flat)[:, :2], torch.tensor([[1.0, 2.0]]).expand(3, 2))
+    one = s.index(torch.tensor([1]))
+    assert torch.equal(one.shifted(torch.tensor([4]), torch.tensor([0.5])).flatten(), one.shifted(4, 0.5).flatten())
     # the shifted style changes the image
     noise = G.make_noise(3, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(G.synthesis(s, noise), G.synthesis(s.shifted(j, 3.0), noise))

@@ -615,7 +615,7 @@ class StyleEffects:
         """Logits [B, K] after adding deltas [B] to coords [B] of images rows [B], re-running layers >= layer."""
         st = states[layer]
         state = SynthesisState(st.x[rows], None if st.img is None else st.img[rows])  # [B, C, r, r]
-        s_b = s.index(rows).shifted(coords, deltas)
+        s_b = s.index(rows).shifted(coords, deltas, per_row=True)
         img = self.G.synthesis_from(layer, state, s_b, _index_noise(noise, rows))  # [B, 3, R, R]
         return self._classify(img).cpu()
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from stylex.errors import StylexError
+
 
 @dataclass(frozen=True)
 class StyleCoord:
@@ -148,23 +150,41 @@ class StyleVector:
         """Rows `idx` of the batch (repeats allowed)."""
         return StyleVector([t[idx] for t in self.conv], [t[idx] for t in self.rgb], self.layout)
 
-    def shifted(self, coords: torch.Tensor | int, deltas: torch.Tensor | float) -> StyleVector:
+    def shifted(
+        self, coords: torch.Tensor | int, deltas: torch.Tensor | float, *, per_row: bool | None = None
+    ) -> StyleVector:
         """Add `deltas` to flat coordinates `coords`.
 
         Args:
-            coords: flat indices, an int or LongTensor [M] (the same coordinates for every row), or [N]
-                (one coordinate per row, with deltas [N]).
-            deltas: broadcastable to [N, M] (or [N] for per-row coordinates).
+            coords: flat indices, an int or LongTensor [M] (the same coordinates for every row), or, with
+                `per_row`, [N] (one coordinate per row).
+            deltas: broadcastable to [N, M]; with `per_row`, [N] (one delta per row) or one number for every row.
+            per_row: True: row i gets deltas[i] on coords[i]. False: every row gets deltas on all of coords.
+                None (default): per row when coords and deltas are both [N] and N = 1 (where the two agree), the
+                same coordinates for every row when their shapes can mean only that; coords and deltas of shape [N]
+                with N > 1 could mean either and are refused.
         """
         flat = self.flatten().clone()
         coords = torch.as_tensor(coords, device=flat.device)
         deltas = torch.as_tensor(deltas, dtype=flat.dtype, device=flat.device)
-        if (
-            coords.ndim == 1
-            and coords.shape[0] == self.batch_size
-            and deltas.ndim == 1
-            and deltas.shape == coords.shape
-        ):
+        both_n = coords.ndim == 1 and coords.shape[0] == self.batch_size and deltas.shape == coords.shape
+        if per_row is None:
+            if both_n and self.batch_size > 1:
+                raise StylexError(
+                    f"shifted() got {self.batch_size} coordinates and {self.batch_size} deltas for {self.batch_size} "
+                    "rows: pass per_row=True (row i gets deltas[i] on coords[i]) or per_row=False (every row gets "
+                    "every delta on its coordinate)."
+                )
+            per_row = both_n
+        if per_row:
+            if deltas.ndim == 0 and coords.ndim == 1:
+                deltas = deltas.expand(coords.shape)
+                both_n = coords.shape[0] == self.batch_size
+            if not both_n:
+                raise StylexError(
+                    f"shifted(per_row=True) takes one coordinate and one delta per row ([{self.batch_size}] each); got "
+                    f"coords {list(coords.shape)} and deltas {list(deltas.shape)}."
+                )
             rows = torch.arange(self.batch_size, device=flat.device)
             flat[rows, coords] += deltas
         else:
