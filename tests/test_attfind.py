@@ -635,6 +635,41 @@ def test_inputs_key_names_weights_images_settings_and_the_classifier_convention(
     assert inputs_key(model, clf, x, "s") != key
 
 
+def test_cli_attfind_unstable_filter(tiny_run):
+    """`stylex attfind --unstable-filter T COUNT` (the notebook's other optional filter, Python-only before) leaves
+    out of the selection the images with more than COUNT logit changes above T, on the saved effects, and says how
+    many; sufficiency still counts every image."""
+    from stylex.errors import StylexError
+
+    run_dir, out = tiny_run / "run", tiny_run / "unstable"
+    args = ("attfind", "--model", run_dir, "--num-images", 8, "--top-k", 2, "--no-render", "--quiet", "--out", out)
+    run(*args)
+    effects = Effects.load(out / "effects.safetensors")
+    counts = (effects.effects.abs() > 1e-3).sum(dim=(1, 2, 3))  # [N] large changes per image at T = 1e-3
+    limit = int(counts.float().median())
+    expected = int((counts > limit).sum())
+    assert 0 < expected < 8, counts
+    result = run(*args, "--unstable-filter", 1e-3, limit)
+    assert "reused the effects" in result.output
+    assert (
+        f"unstable-image filter: left out {expected} image" in result.output and "of 8 with more than" in result.output
+    )
+    info = json.loads((out / "attributes.json").read_text())
+    assert info["settings"]["unstable_filter"] == [1e-3, limit] and info["stats"]["unstable_dropped"] == expected
+    assert info["settings"]["num_images_used"] == 8 - expected and info["settings"]["num_images"] == 8
+    assert sum(info["stats"]["sufficiency_counts"][c["class_name"]][1] for c in info["classes"]) == 8
+    plain = json.loads(
+        run(*args[:-2], "--out", tiny_run / "uplain") and (tiny_run / "uplain" / "attributes.json").read_text()
+    )
+    assert "unstable_filter" not in plain["settings"] and plain["settings"]["num_images_used"] == 8
+    assert "unstable-image filter" not in run(*args[:-2], "--out", tiny_run / "uplain").output
+    error = run(*args, "--unstable-filter", 0, 5, ok=False)
+    assert error.exit_code == 2 and "--unstable-filter" in error.output
+    for bad in ((0.3,), (0.3, -1), (0.3, 7.5), (float("nan"), 1), "0.3,750", (True, 1)):
+        with pytest.raises(StylexError, match="unstable_filter must be"):
+            AttFind(torch.nn.Identity(), torch.nn.Identity(), unstable_filter=bad)
+
+
 def test_cli_attfind_discriminator_filter(tiny_run):
     """`stylex attfind --discriminator-filter T` loads the run's D, skips the coordinates whose edits move it by
     more than T, and records that; an exported model has no D to load."""

@@ -745,6 +745,14 @@ def zoo_cmd():
     "run's discriminator score by more than T (0.2 in the notebook) on any of the first 10 images whose target "
     "logit it raises by more than 0.2. Needs the run folder (an exported model has no discriminator).",
 )
+@click.option(
+    "--unstable-filter",
+    type=(click.FloatRange(min=0, min_open=True), click.IntRange(min=0)),
+    default=None,
+    metavar="T COUNT",
+    help="The official notebook's other optional filter (off by default there too): leave out of the selection each "
+    "image with more than COUNT logit changes larger than T (0.3 750 in the notebook); sufficiency still counts it.",
+)
 @click.option("--max-batch", default=256, show_default=True, type=click.IntRange(min=1), help="Edits per forward.")
 @click.option("--memory-mb", default=2048.0, show_default=True, type=float, help="Rough memory bound (MiB).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast + channels_last (faster; bf16 rounding blurs small effects).")
@@ -778,6 +786,7 @@ def attfind_cmd(
     threshold,
     resamples,
     discriminator_threshold,
+    unstable_filter,
     max_batch,
     memory_mb,
     bf16,
@@ -815,6 +824,7 @@ def attfind_cmd(
                 threshold=threshold,
                 resamples=resamples,
                 discriminator_threshold=discriminator_threshold,
+                unstable_filter=unstable_filter,
                 max_batch=max_batch,
                 memory_mb=memory_mb,
                 precision="bf16" if bf16 else "fp32",

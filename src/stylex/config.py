@@ -68,7 +68,7 @@ class TrainConfig:
         l1_weight: weight of L1(x, x_rec) (the paper uses 1; a heavier pixel term made CPU runs learn).
         perceptual_weight: weight of the perceptual distance between x and x_rec (replaces LPIPS, whose
             weights cannot be downloaded here): L1 between the frozen classifier's normalised feature maps.
-        w_rec_weight: weight of L1(E(x), E(x_rec)).
+        w_rec_weight: weight of L1(E(x), E(x_rec)), with E(x) held fixed (detached) as the target.
         cls_weight: weight of KL(C(x) || C(x_rec)).
         conditional: feed the classifier's logits c to G (w' = concat(w, c)) and D (projection); StylEx. False feeds
             G zeros in place of c and builds an unconditional D: a plain StyleGAN2 with an encoder, the model of the

@@ -316,6 +316,14 @@ class AttFindResult:
                 f"in which the search picks the attribute again among the top {k}; ranks: the middle half of its "
                 "ranks there ('none': not picked)"
             )
+        dropped, unstable = self.stats.get("unstable_dropped"), self.settings.get("unstable_filter")
+        if isinstance(dropped, int) and isinstance(unstable, list) and len(unstable) == 2:
+            total = self.settings.get("num_images")
+            of = f" of {total}" if isinstance(total, int) else ""
+            lines.append(
+                f"unstable-image filter: left out {counted(dropped, 'image')}{of} with more than {unstable[1]} logit "
+                f"changes above {unstable[0]} (sufficiency still counts them)"
+            )
         rejected = self.stats.get("discriminator_rejected")
         if isinstance(rejected, dict):
             skipped = "; ".join(f"{name!r}: {', '.join(coords)}" for name, coords in rejected.items() if coords)

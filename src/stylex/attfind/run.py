@@ -188,6 +188,7 @@ def run_attfind(
     num_frames: int = 16,
     resamples: int = 100,
     discriminator_threshold: float | None = None,
+    unstable_filter: tuple[float, int] | None = None,
     recompute: bool = False,
     resume: bool = True,
     classifier=None,
@@ -216,6 +217,8 @@ def run_attfind(
         discriminator_threshold: None (default, as in the notebook), or the notebook's optional discriminator
             filter with this threshold (0.2 there): a coordinate whose edit moves the run's D by more is skipped
             (`filters.DiscriminatorFilter`). Needs the run folder (an exported model has no D).
+        unstable_filter: None (default, as in the notebook), or the notebook's optional filter (0.3, 750): an
+            image with more than 750 logit changes larger than 0.3 is left out of the selection (see `AttFind`).
         recompute: replace an existing effects file made with other settings; without it the existing file is
             reused when it matches and an error is raised when it does not.
         resume: reuse the finished chunks an interrupted run with the same inputs left in `out/.effects_partial`.
@@ -260,6 +263,7 @@ def run_attfind(
             num_frames=num_frames,
             resamples=resamples,
             discriminator_threshold=discriminator_threshold,
+            unstable_filter=unstable_filter,
             recompute=recompute,
             resume=resume,
             classifier=classifier,
@@ -290,6 +294,7 @@ def _run_attfind(
     num_frames: int,
     resamples: int,
     discriminator_threshold: float | None,
+    unstable_filter: tuple[float, int] | None,
     recompute: bool,
     resume: bool,
     classifier,
@@ -354,6 +359,7 @@ def _run_attfind(
         resamples=resamples,
         discriminator=D,
         discriminator_threshold=0.2 if discriminator_threshold is None else discriminator_threshold,
+        unstable_filter=unstable_filter,
     )
     reused = effects is not None
     if not reused:  # every rank computes its share of the rows and receives the others'

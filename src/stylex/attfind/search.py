@@ -45,7 +45,10 @@ class AttFind:
             exactly (see `StyleEffects`).
         max_batch, memory_mb, images_per_chunk, precision, channels_last: see `StyleEffects`.
         class_names: names of the K classes.
-        unstable_filter: None (off), or (effect_threshold, max_large_effects) for `filters.stable_images`.
+        unstable_filter: None (off, as in the notebook), or (effect_threshold, max_large_effects) for
+            `filters.stable_images`: an image with more than `max_large_effects` logit changes larger than
+            `effect_threshold` is left out of the selection (the notebook's optional filter uses 0.3 and 750).
+            Sufficiency still counts every image.
         sufficiency: also measure sufficiency@top_k (a few forward passes per image and class).
         progress: tqdm bar while computing effects.
         include_rgb: None keeps `G`'s StyleSpace as it is; True / False makes its toRGB styles searchable or not
@@ -90,6 +93,8 @@ class AttFind:
         for name, value in (("threshold", threshold), ("shift_size", shift_size)):
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise StylexError(f"{name} must be a positive number, got {value!r}.")
+        if unstable_filter is not None:
+            unstable_filter = _unstable_filter(unstable_filter)
         if include_rgb is not None:
             use_rgb_coordinates(G, include_rgb)
         self.G, self.C = G, classifier
@@ -153,6 +158,9 @@ class AttFind:
             keep_images=keep,
             candidate_filter=d_filter,
         )
+        if keep is not None:
+            result.settings["unstable_filter"] = list(self.unstable_filter)
+            result.stats["unstable_dropped"] = int((~keep).sum())
         if d_filter is not None:  # what the ranking skipped (the resamples below may try, and skip, others)
             result.settings["discriminator_threshold"] = self.discriminator_threshold
             names = [c.class_name for c in result.classes]
@@ -181,3 +189,21 @@ class AttFind:
             result.sufficiency = figures["overall"]
             result.stats["sufficiency_counts"] = {result.classes[y].class_name: v for y, v in figures["counts"].items()}
         return result
+
+
+def _unstable_filter(value) -> tuple[float, int]:
+    """`AttFind(unstable_filter=...)` checked: (effect_threshold > 0, max_large_effects >= 0)."""
+    try:
+        threshold, count = value
+        ok = (
+            isinstance(threshold, int | float) and not isinstance(threshold, bool) and math.isfinite(threshold)
+            and threshold > 0 and isinstance(count, int) and not isinstance(count, bool) and count >= 0
+        )  # fmt: skip
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise StylexError(
+            "unstable_filter must be (effect_threshold, max_large_effects): a positive number and a whole number "
+            f">= 0, e.g. (0.3, 750) as in the notebook; got {value!r}."
+        )
+    return float(threshold), int(count)
