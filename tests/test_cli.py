@@ -338,6 +338,39 @@ def test_a_model_smaller_than_the_classifier_input_is_named(chain, tmp_path):
     assert "classifier takes" not in run(*args, "--classifier", chain / "clf", "--out", tmp_path / "r2").output
 
 
+def test_a_model_far_smaller_than_its_images_is_named(chain, tmp_path):
+    """`stylex train` on 64 px photos with the default preset trained a 32 px model without a word. A fresh run
+    now says the size it learns at and the preset for the images' own; a resume does not repeat it."""
+    import warnings
+
+    from stylex.config import preset
+    from stylex.pipeline import _warn_if_shrunk
+
+    data = tmp_path / "d32"
+    run("data", "synth", "--out", data, "--num-images", 12, "--resolution", 32, "--quiet")
+    args = ("train", "--data", data, "--classifier", chain / "clf", "--preset", "tiny", "--max-steps", 1, "--quiet")
+    result = run(*args, "--out", tmp_path / "r")
+    assert (
+        "warning: the images are 32 px (the median shorter side) and the model draws 16 px (preset tiny)"
+        in (result.output)
+        and "shrunk 2x" in result.output
+        and "to train at 32 px pass --preset shapes-32." in result.output
+    )
+    assert "the images are" not in run(*args, "--out", tmp_path / "r", "--resume", "--max-steps", 2).output
+    assert "the images are" not in run(*args[:2], chain / "data", *args[3:], "--out", tmp_path / "r2").output
+
+    def said(side, name="shapes-32", classifier_size=None):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _warn_if_shrunk(side, preset(name), classifier_size)
+        return " ".join(str(w.message) for w in caught)
+
+    assert said(None) == said(63) == said(64, classifier_size=64) == ""
+    assert "shrunk 2x" in said(64) and 'pass stylex.preset("plant-64").' in said(64)  # from Python: Python's words
+    assert "shrunk 9x" in said(300) and 'stylex.preset("plant-64") with model.resolution=256 (a larger' in said(300)
+    assert "model.resolution=1024" in said(5000, "plant-64")
+
+
 def test_train_seed_is_a_shorthand(chain, tmp_path):
     args = ("train", "--data", chain / "data", "--classifier", chain / "clf", "--preset", "tiny", "--max-steps", 1)
     run(*args, "--out", tmp_path / "r", "--seed", 3, "--quiet")

@@ -87,6 +87,21 @@ def test_class_names_from_folders_are_in_nfc_form(tmp_path):
     assert data.class_names == ["cats", "dögs"] and data.class_names[1] == unicodedata.normalize("NFC", "dögs")
 
 
+def test_the_stored_size_is_kept_beside_the_resized_images(tmp_path):
+    """`native_side`: the median shorter side of the files (folders, factor folders) or the array (.npz) before
+    resizing, kept by subsets: training warns when it is far above the model's size."""
+    for i, (w, h) in enumerate(((64, 64), (64, 48), (40, 40))):
+        _save(tmp_path / "a" / "c" / f"{i}.png", _rgb(i, h, w))
+    with pytest.warns(UserWarning, match="not square"):
+        ds = load_dataset(tmp_path / "a", resolution=16)
+    assert ds.resolution == 16 and ds.native_side == 48 and ds.subset([0]).native_side == 48
+    np.savez(tmp_path / "b.npz", images=np.stack([_rgb(0, 24, 30), _rgb(1, 24, 30)]))
+    assert load_dataset(tmp_path / "b.npz", resolution=16).native_side == 24
+    write_synth(tmp_path / "s", 4, resolution=32, seed=0, progress=False)
+    assert load_dataset(tmp_path / "s", resolution=16, progress=False).native_side == 32
+    assert ImageDataset(images=np.zeros((1, 4, 4, 3), np.uint8)).native_side is None
+
+
 def test_load_flat_folder_unlabelled(tmp_path):
     _save(tmp_path / "b.jpg", np.full((RES, RES, 3), 200, np.uint8))
     _save(tmp_path / "a.png", _rgb(5))

@@ -266,6 +266,8 @@ def _train(
     from stylex.training.trainer import Trainer
 
     dataset = load_dataset(data, resolution=config.model.resolution, progress=not quiet)  # classifier: checked
+    if dist.is_main and not resume and init_from is None:
+        _warn_if_shrunk(dataset.native_side, config, getattr(getattr(classifier, "input_spec", None), "size", None))
     config = _resolve_grey(config, dataset, Path(out_dir), resume, warn=dist.is_main)
     class_names = _run_class_names(classifier, dataset)
     train_set, val_set = _held_out(dataset, config, class_names)
@@ -295,6 +297,27 @@ def _train(
         dist=dist,
     )
     return trainer.run(resume=resume, init_from=init_from)
+
+
+def _warn_if_shrunk(side: int | None, config: TrainConfig, classifier_size: int | None) -> None:
+    """Warn when the images are at least twice the model's size (the default preset draws 32 px whatever the data),
+    unless the classifier's larger input size was named already."""
+    r = config.model.resolution
+    if side is None or side < 2 * r or (classifier_size is not None and classifier_size > r):
+        return
+    fit = min(1 << (side.bit_length() - 1), 1024)  # the largest power of two the images fill
+    name = {32: "shapes-32", 64: "plant-64"}.get(fit, "plant-64" if fit > 64 else config.preset)
+    size = "" if fit in (32, 64) else f" model.resolution={fit}"
+    how = option(f"--preset {name}" + (f" --set{size}" if size else ""), f'stylex.preset("{name}")' + (
+        f" with{size}" if size else ""))  # fmt: skip
+    if fit > 64:
+        how += " (a larger model: slower per step)"
+    warnings.warn(
+        f"the images are {side} px (the median shorter side) and the model draws {r} px (preset {config.preset}): "
+        f"StylEx learns, and explains, them shrunk {side / r:.0f}x, so details finer than that are lost to it; to "
+        f"train at {fit} px pass {how}.",
+        stacklevel=3,
+    )
 
 
 def _resolve_grey(config: TrainConfig, dataset, out_dir: Path, resume: bool, warn: bool = True) -> TrainConfig:

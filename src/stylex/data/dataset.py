@@ -80,6 +80,8 @@ class ImageDataset:
         source: where the images came from (a path, or a description of a synthetic dataset).
         factor_categories: for each categorical factor, the names its int codes stand for
             (e.g. ``{"shape": ("circle", "square", "triangle")}``); factors not listed are continuous.
+        native_side: the median shorter side of the images as stored, before any resizing (None: not known), so
+            that a model far smaller than its data can say so.
     """
 
     images: np.ndarray
@@ -89,6 +91,7 @@ class ImageDataset:
     factors: dict[str, np.ndarray] | None = None
     source: str = ""
     factor_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    native_side: int | None = None
 
     def __post_init__(self) -> None:
         images = self.images
@@ -141,6 +144,7 @@ class ImageDataset:
             factors=None if self.factors is None else {k: v[idx] for k, v in self.factors.items()},
             source=self.source,
             factor_categories=dict(self.factor_categories),
+            native_side=self.native_side,
         )
 
     def fingerprint(self) -> str:
@@ -315,13 +319,14 @@ def _load_image_folder(root: Path, resolution: int | None, progress: bool) -> Im
             f"Folder {root} has no images ({', '.join(IMAGE_EXTENSIONS)}) in it or in class subfolders; "
             "point to a folder of images."
         )
-    images = _read_images(paths, resolution, progress, desc=f"loading {root.name}")
+    images, side = _read_images(paths, resolution, progress, desc=f"loading {root.name}")
     return ImageDataset(
         images=images,
         labels=labels,
         class_names=class_names,
         filenames=[_rel(p, root) for p in paths],
         source=str(root),
+        native_side=side,
     )
 
 
@@ -430,7 +435,7 @@ def _load_factor_folder(root: Path, resolution: int | None, progress: bool) -> I
         factors[name] = np.array([lookup[v] for v in values], dtype=np.int64)
         factor_categories[name] = categories
 
-    images = _read_images(paths, resolution, progress, desc=f"loading {root.name}")
+    images, side = _read_images(paths, resolution, progress, desc=f"loading {root.name}")
     return ImageDataset(
         images=images,
         labels=labels,
@@ -439,6 +444,7 @@ def _load_factor_folder(root: Path, resolution: int | None, progress: bool) -> I
         factors=factors,
         source=str(root),
         factor_categories=factor_categories,
+        native_side=side,
     )
 
 
@@ -512,6 +518,7 @@ def _load_npz(path: Path, resolution: int | None) -> ImageDataset:
         images = np.repeat(images, 3, axis=-1)
     elif images.shape[-1] == 4:
         images = _composite_on_black(images)
+    side = int(min(images.shape[1], images.shape[2]))
     images = _square_and_resize_batch(images, resolution)
 
     labels = None
@@ -537,7 +544,9 @@ def _load_npz(path: Path, resolution: int | None) -> ImageDataset:
     filenames = [str(f) for f in _names(arrays, "filenames", path)]
     if filenames and len(filenames) != n:
         raise StylexError(f"'filenames' in {path} has {len(filenames)} entries for {n} images; save one per image.")
-    return ImageDataset(images=images, labels=labels, class_names=class_names, filenames=filenames, source=str(path))
+    return ImageDataset(
+        images=images, labels=labels, class_names=class_names, filenames=filenames, source=str(path), native_side=side
+    )
 
 
 def _names(arrays: dict[str, np.ndarray], key: str, path: Path) -> list:
@@ -686,12 +695,15 @@ def _transparent(im: Image.Image) -> bool:
     return bool((alpha < 255).any())
 
 
-def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, desc: str) -> np.ndarray:
-    """Read ``paths`` into one uint8 array [N, S, S, 3]; sizes must agree when ``resolution`` is None. Warns once
-    when images had transparent pixels (composited on black) or were enlarged more than twice."""
+def _read_images(
+    paths: Sequence[Path], resolution: int | None, progress: bool, desc: str
+) -> tuple[np.ndarray, int | None]:
+    """Read ``paths`` into one uint8 array [N, S, S, 3], and the median shorter side of the files; sizes must agree
+    when ``resolution`` is None. Warns once when images had transparent pixels (composited on black) or were
+    enlarged more than twice."""
     disable = True if not progress or len(paths) <= PROGRESS_MIN_FILES else None
     images: np.ndarray | None = None
-    transparent, small, cropped, dim = [], [], [], []
+    transparent, small, cropped, dim, sides = [], [], [], [], []
     unreadable: list[str] = []  # all of them in one message, not one per run over a large folder
     for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=disable)):
         try:
@@ -699,6 +711,7 @@ def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, 
         except StylexError as e:
             unreadable.append(str(e))
             continue
+        sides.append(notes.side)
         if notes.transparent:
             transparent.append(p)
         if resolution is not None and 2 * notes.side < resolution:
@@ -753,7 +766,7 @@ def _read_images(paths: Sequence[Path], resolution: int | None, progress: bool, 
             "its shorter side).",
             stacklevel=4,
         )
-    return images
+    return images, int(np.median(sides)) if sides else None
 
 
 def _have(items: Sequence) -> str:
