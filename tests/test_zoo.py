@@ -409,6 +409,23 @@ def test_shipped_model_matches_its_card(name, tmp_path):
     assert abs(report["stylex"]["consistency"] - card["reconstruction"]["consistency"]) <= 0.05
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_shipped_model_names_no_machines_folders_and_its_files_match(name):
+    """The shipped cards and configs recorded the developers' folders (/tmp/stylex-gpu-train..., /work/...,
+    ../shared/data), which every demo report showed its user; a shipped model names its runs and data by name only
+    (as `export --redact-paths` writes), and its card's file sizes are its files'."""
+    folder = zoo_path(name)
+    card = read_card(folder)
+    for path in folder.rglob("*"):
+        if path.suffix in (".json", ".md"):
+            text = path.read_text(encoding="utf-8")
+            assert not re.search(r"(/tmp/|/work/|/home/|/root/|/Users/|[A-Z]:\\\\|\.\./shared)", text), path
+    sizes = {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+    assert card["files"] == {k: v for k, v in sizes.items() if k in card["files"]}
+    assert set(sizes) - set(card["files"]) <= {"card.json", "LICENSE.md"}, "every other file is listed"
+    assert card["total_bytes"] == sum(card["files"].values())
+
+
 def test_zoo_ships_pepper_and_digits():
     """The two shipped domains (fails until the trained models are added to src/stylex/assets/zoo)."""
     assert {"pepper-64", "digits-32"} <= set(list_models())
