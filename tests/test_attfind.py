@@ -635,6 +635,23 @@ def test_inputs_key_names_weights_images_settings_and_the_classifier_convention(
     assert inputs_key(model, clf, x, "s") != key
 
 
+def test_attfind_writes_plain_progress_lines_into_a_log(tiny_run, monkeypatch):
+    """Under nohup (stderr a file: tqdm draws no bar) an hour of AttFind wrote nothing after its first line; a bar
+    that runs longer than a minute now writes a plain line a minute into the log. Short work stays silent."""
+    import stylex.progress
+
+    run_dir = tiny_run / "run"
+    args = ("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 2, "--resamples", 0, "--frames", 2)
+    monkeypatch.setattr(stylex.progress, "PLAIN_SECONDS", 0.0)
+    out = run(*args, "--out", tiny_run / "logged").output
+    for bar in ("encoding images", "AttFind effects", "strips and GIFs"):
+        assert f"{bar}: 100% " in out, bar
+    assert "\r" not in out and "|" not in out.split("effects:")[0], "whole lines, no bar drawing"
+    assert "AttFind effects" not in run(*args, "--out", tiny_run / "logged-q", "--quiet").output
+    monkeypatch.setattr(stylex.progress, "PLAIN_SECONDS", 3600.0)
+    assert "AttFind effects" not in run(*args, "--out", tiny_run / "logged-short").output
+
+
 def test_cli_attfind_unstable_filter(tiny_run):
     """`stylex attfind --unstable-filter T COUNT` (the notebook's other optional filter, Python-only before) leaves
     out of the selection the images with more than COUNT logit changes above T, on the saved effects, and says how

@@ -586,17 +586,18 @@ def reconstruct_cmd(run_dir, data, split, num_images, out, device, quiet):
 
 
 @main.command("demo")
-@click.option("--out", type=_OutPath(file_okay=False), help="Output folder [default: runs/demo, with --train "
-              "runs/demo-train].")  # fmt: skip
-@click.option("--model", "model_name", default="pepper-64", show_default=True,
+@click.option("--out", type=_OutPath(file_okay=False), help="Output folder, relative to the current folder "
+              "[default: runs/demo; with --train, runs/demo-train].")  # fmt: skip
+@click.option("--model", "model_name", default="pepper-64", show_default=True, metavar="NAME",
               help="The shipped model to explain (`stylex zoo` lists them).")  # fmt: skip
 @click.option("--train", is_flag=True, help="Instead: the whole chain from nothing (synthetic shapes -> classifier -> "
               "short StylEx run -> AttFind -> report).")  # fmt: skip
 @click.option("--minutes", default=5.0, show_default=True, type=float, help="StylEx training budget (with --train).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo_cmd(out, model_name, train, minutes, quiet):
-    """Explain the shipped leaf classifier with the shipped pepper-64 model, no training: AttFind (fast mode) on
-    its sample images, a few image explanations and the HTML report, whose path comes last."""
+    """Explain a shipped classifier with its shipped StylEx model (the leaf classifier and pepper-64 unless --model
+    says otherwise), no training: AttFind (fast mode) on its sample images, a few image explanations and the HTML
+    report, whose path comes last."""
     from stylex.pipeline import demo, demo_train
 
     if train:

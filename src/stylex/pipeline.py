@@ -611,7 +611,7 @@ def demo(
     folders = []
     for pos in picks:
         index = indices[pos]
-        dst = out_dir / "explanations" / f"image{index}"
+        dst = out_dir / "explanations" / f"index-{index}"  # as `stylex explain --index` names it
         report = explain_image(
             run_dir, out_dir / "attfind", dst, index=index, data=samples, classifier=classifier, quiet=quiet
         )

@@ -12,7 +12,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from stylex.classifier.adapter import weights_fingerprint
 from stylex.classifier.small_cnn import NORMS, SmallCNN
@@ -27,6 +26,7 @@ from stylex.classifier.store import (
 from stylex.data.convert import to_tensor
 from stylex.device import check_device
 from stylex.errors import StylexError, counted
+from stylex.progress import progress
 
 
 class LabelledImages(Protocol):
@@ -189,7 +189,9 @@ def train_classifier(
 
     history: list[dict[str, Any]] = []
     loss_value = math.nan
-    bar = tqdm(total=total_steps, desc="classifier", unit="step", disable=True if quiet else None, dynamic_ncols=True)
+    bar = progress(
+        total=total_steps, desc="classifier", unit="step", disable=True if quiet else None, dynamic_ncols=True
+    )
     try:
         for epoch in range(config.epochs):
             model.train()
@@ -371,7 +373,7 @@ def _batches(n: int, batch_size: int, desc: str | None):
     """Batch starts over n images; with `desc`, under a tqdm bar (when stderr is a terminal): the passes over all
     training images after the last epoch took 40 s of silence on 20,000 images."""
     starts = range(0, n, batch_size)
-    return starts if desc is None else tqdm(starts, desc=desc, unit="batch", leave=False, disable=None)
+    return starts if desc is None else progress(starts, desc=desc, unit="batch", leave=False, disable=None)
 
 
 def _recompute_batchnorm(

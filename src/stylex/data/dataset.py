@@ -39,7 +39,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from tqdm import tqdm
 
 from stylex.data.convert import to_tensor
 from stylex.errors import StylexError, counted, option
@@ -705,7 +704,9 @@ def _read_images(
     images: np.ndarray | None = None
     transparent, small, cropped, dim, sides = [], [], [], [], []
     unreadable: list[str] = []  # all of them in one message, not one per run over a large folder
-    for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=disable)):
+    from stylex.progress import progress
+
+    for i, p in enumerate(progress(paths, desc=desc, unit="img", disable=disable)):
         try:
             a, notes = _read_image(p, resolution)
         except StylexError as e:

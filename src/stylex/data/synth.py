@@ -40,7 +40,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from stylex.data.dataset import (
     FACTORS_CSV,
@@ -265,7 +264,9 @@ def render_shapes(
         _correlate(factors, labels, rule.num_classes, correlate, rule, np.random.default_rng([seed, 1]))
     disable = True if not progress or num_images <= PROGRESS_MIN_FILES else None
     images = np.empty((num_images, resolution, resolution, 3), dtype=np.uint8)
-    for i in tqdm(range(num_images), desc="rendering shapes", unit="img", disable=disable):
+    from stylex.progress import progress
+
+    for i in progress(range(num_images), desc="rendering shapes", unit="img", disable=disable):
         images[i] = render_scene({name: values[i] for name, values in factors.items()}, resolution)
     return ImageDataset(
         images=images,

@@ -35,6 +35,7 @@ from stylex.data.dataset import _owner, _sweep_stale
 from stylex.errors import StylexError, counted, option
 from stylex.explain.html import PALETTE, Series, bar_row, esc, line_plot, page
 from stylex.files import clear_stale_lock, share
+from stylex.progress import progress
 
 MARKER = ".stylex-report"
 """A file every report folder holds, so that `write_report` only ever replaces a folder it wrote itself."""
@@ -806,8 +807,6 @@ def _class_rows(run: _Run, y: int, j: int, d: int, n: int) -> torch.Tensor:
 
 
 def _attributes_section(run: _Run, top_k: int, num_images: int, num_frames: int, generate: bool, quiet: bool) -> str:
-    from tqdm.auto import tqdm
-
     from stylex.explain.render import annotated_grid, save_image
     from stylex.explain.slider import sweep
 
@@ -839,7 +838,7 @@ def _attributes_section(run: _Run, top_k: int, num_images: int, num_frames: int,
     R = G.resolution
     scale = max(1, -(-96 // R))
     todo = sum(min(top_k, len(c.attributes)) for c in result.classes)
-    bar = tqdm(total=todo, desc="report: slider frames", unit="attribute", disable=True if quiet else None)
+    bar = progress(total=todo, desc="report: slider frames", unit="attribute", disable=True if quiet else None)
     if len(result.classes) > 2:  # a long page: a link to each class
         links = " · ".join(f'<a href="#class-{c.class_index}">{esc(c.class_name)}</a>' for c in result.classes)
         parts.append(f'<p class="small">Classes: {links}</p>')

@@ -191,12 +191,18 @@ def explain_images(
     several = len(items) > 1
     folders = _folder_names([item.name for item in items]) if several else [""]
     done: list[dict[str, Any]] = []
-    from tqdm import tqdm
+    from stylex.progress import progress
 
     with folder_lock(out, "stylex explain"):  # one writer: two explains into one OUT lost one's pictures
         try:
             for item, folder in zip(
-                tqdm(items, desc="explaining", unit="image", disable=quiet or not several, dynamic_ncols=True),
+                progress(
+                    items,
+                    desc="explaining",
+                    unit="image",
+                    disable=True if quiet or not several else None,
+                    dynamic_ncols=True,
+                ),
                 folders,
                 strict=True,
             ):

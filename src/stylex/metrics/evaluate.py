@@ -282,9 +282,9 @@ class _Stages:
     a count, not a rate)."""
 
     def __init__(self, total: int, quiet: bool) -> None:
-        from tqdm.auto import tqdm
+        from stylex.progress import progress
 
-        self._bar = tqdm(
+        self._bar = progress(
             total=total, desc="evaluate", unit="stage", disable=True if quiet else None, dynamic_ncols=True,
             bar_format="{desc}: {n_fmt}/{total_fmt} stages [{elapsed}]",
         )  # fmt: skip

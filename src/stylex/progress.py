@@ -1,0 +1,73 @@
+"""Progress bars: tqdm's on a terminal or in a notebook; in a log (stderr a file or a pipe: nohup, a scheduler) a
+plain line a minute instead of nothing, so that an hour of AttFind under nohup says how far it is.
+
+A bar that ends within its first minute writes no line at all, so short commands and logs stay as they were.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tqdm import tqdm as _plain_tqdm
+
+PLAIN_SECONDS = 60.0
+"""In a log: the first line after this long, then at most one line per this long, and a last one at the end."""
+
+
+def progress(iterable: Any = None, *, disable: bool | None = None, **kwargs: Any):
+    """A tqdm bar, as `tqdm.auto.tqdm(iterable, disable=disable, **kwargs)`, except that `disable=None` (tqdm: no bar
+    when stderr is not a terminal) writes plain lines into a log instead (module docstring). True: no bar at all."""
+    if disable is None and _into_a_log():
+        for key in ("dynamic_ncols", "ncols", "file", "mininterval", "delay"):
+            kwargs.pop(key, None)
+        return _LogLines(iterable, **kwargs)
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=disable, **kwargs)
+
+
+def _into_a_log() -> bool:
+    """stderr is not a terminal, and this is not a notebook (whose widgets tqdm.auto draws)."""
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        terminal = False
+    return not terminal and "ipykernel" not in sys.modules
+
+
+class _LogLines(_plain_tqdm):
+    """tqdm that writes whole lines (no carriage returns, no bar), the first after `PLAIN_SECONDS`, then at most one
+    per `PLAIN_SECONDS`, and the last state when it closes if it wrote any."""
+
+    def __init__(self, iterable: Any = None, **kwargs: Any) -> None:
+        self._said = ""
+        super().__init__(
+            iterable, file=_Lines(sys.stderr), ncols=0, mininterval=PLAIN_SECONDS, delay=PLAIN_SECONDS, disable=False,
+            **kwargs,
+        )  # fmt: skip
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        started = getattr(self, "start_t", None)  # None: tqdm's first display, from its __init__ (delay 0)
+        if msg is None and started is not None and self._time() - started < self.delay:
+            return True  # a refresh (a new description) within the first minute: short work stays silent
+        text = (self.__str__() if msg is None else msg).strip()
+        if text and text != self._said:  # "": tqdm clearing a bar (leave=False); the same state twice: at its end
+            self._said = text
+            self.fp.write(text + "\n")
+        return True
+
+
+class _Lines:
+    """A stream that passes on whole lines only (tqdm's bare carriage returns and newlines are dropped)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, s: str) -> None:
+        if s.strip():
+            self._stream.write(s)
+            self._stream.flush()
+
+    def flush(self) -> None:
+        self._stream.flush()
