@@ -1323,3 +1323,33 @@ def test_a_few_changed_reconstructions_are_counted_not_called_a_failed_model():
         assert "does not yet reconstruct what the classifier looks at" in consistency_note(ours, median, 40)
     assert consistency_note(1.0, 1.0, 40) is None and consistency_note(0.96, 0.9, 40) is None
     assert consistency_note(None, 1.0, 40) is None and consistency_note(0.5, None, 40) is None
+
+
+def test_gifs_share_one_palette_and_keep_their_colours(tmp_path):
+    """save_gif gave each frame its own dithered palette: the demo's 20 GIFs were 18 MB (the dither noise changes
+    every pixel of every frame) and colours flickered between frames. One palette for all frames, no dither: the
+    same frames, their colours within a few levels, a repeated frame stored as the same picture."""
+    import numpy as np
+    from PIL import Image, ImageSequence
+
+    from stylex.explain.render import save_gif
+
+    rng = np.random.default_rng(0)
+    base = np.linspace(0, 255, 96 * 64 * 3).reshape(64, 96, 3)  # a smooth gradient, then a moving noisy square
+    frames = []
+    for i in range(8):
+        a = base.copy()
+        a[10:30, 5 + 8 * i : 25 + 8 * i] = rng.integers(0, 256, (20, 20, 3))
+        frames.append(Image.fromarray(a.astype(np.uint8)))
+    frames.append(frames[0])
+    path = save_gif(frames, tmp_path / "a.gif", duration_ms=50)
+    gif = Image.open(path)
+    assert gif.n_frames == 9 and gif.info["loop"] == 0
+    read = [np.asarray(f.convert("RGB"), dtype=np.int16) for f in ImageSequence.Iterator(gif)]
+    assert np.array_equal(read[0], read[-1])
+    smooth = [np.abs(r[40:] - np.asarray(f)[40:]).mean() for r, f in zip(read, frames, strict=True)]
+    assert max(smooth) < 4, smooth  # mean error per channel on the gradient, in 0..255 levels
+    dithered = tmp_path / "b.gif"
+    own = [f.convert("P", palette=Image.Palette.ADAPTIVE) for f in frames]  # the former way
+    own[0].save(dithered, format="GIF", save_all=True, append_images=own[1:], duration=50, loop=0)
+    assert path.stat().st_size < dithered.stat().st_size

