@@ -652,6 +652,34 @@ def test_attfind_writes_plain_progress_lines_into_a_log(tiny_run, monkeypatch):
     assert "AttFind effects" not in run(*args, "--out", tiny_run / "logged-short").output
 
 
+def test_quiet_turns_every_bar_off(tiny_run, monkeypatch):
+    """The functions that take `progress=` imported the bar under that very name, so `progress=False` (what
+    `--quiet` passes) was the function, always true: the encoding and strip bars showed under --quiet."""
+    import stylex.progress
+
+    made = []
+    real = stylex.progress.progress_bar
+
+    def recorded(*args, disable=None, **kwargs):
+        made.append((kwargs.get("desc"), disable))
+        return real(*args, disable=disable, **kwargs)
+
+    monkeypatch.setattr(stylex.progress, "progress_bar", recorded)
+    run_dir = tiny_run / "run"
+    args = ("--model", run_dir, "--num-images", 6, "--top-k", 2, "--resamples", 0, "--frames", 2, "--out")
+    run("attfind", *args, tiny_run / "q1", "--quiet")
+    run("explain", "--model", run_dir, "--attributes", tiny_run / "q1", "--index", 0, "--index", 1, "--out",
+        tiny_run / "q1x", "--quiet")  # fmt: skip
+    run("evaluate", "--model", run_dir, "--attributes", tiny_run / "q1", "--out", tiny_run / "q1e", "--k", 1,
+        "--num-scenes", 2, "--num-values", 1, "--read-images", 2, "--quiet")  # fmt: skip
+    shown = {desc for desc, disable in made}
+    assert {"encoding images", "strips and GIFs", "explaining", "evaluate"} <= shown, shown
+    assert [desc for desc, disable in made if disable is not True] == []
+    made.clear()
+    run("attfind", *args, tiny_run / "q2")
+    assert {desc for desc, disable in made if disable is None} >= {"encoding images", "strips and GIFs"}
+
+
 def test_cli_attfind_unstable_filter(tiny_run):
     """`stylex attfind --unstable-filter T COUNT` (the notebook's other optional filter, Python-only before) leaves
     out of the selection the images with more than COUNT logit changes above T, on the saved effects, and says how
@@ -671,6 +699,7 @@ def test_cli_attfind_unstable_filter(tiny_run):
     assert (
         f"unstable-image filter: left out {expected} image" in result.output and "of 8 with more than" in result.output
     )
+    assert "the images per class above are of those kept (sufficiency counts all)" in result.output
     info = json.loads((out / "attributes.json").read_text())
     assert info["settings"]["unstable_filter"] == [1e-3, limit] and info["stats"]["unstable_dropped"] == expected
     assert info["settings"]["num_images_used"] == 8 - expected and info["settings"]["num_images"] == 8

@@ -368,7 +368,8 @@ def test_a_model_far_smaller_than_its_images_is_named(chain, tmp_path):
     assert said(None) == said(63) == said(64, classifier_size=64) == ""
     assert "shrunk 2x" in said(64) and 'pass stylex.preset("plant-64").' in said(64)  # from Python: Python's words
     assert "shrunk 9x" in said(300) and 'stylex.preset("plant-64") with model.resolution=256 (a larger' in said(300)
-    assert "model.resolution=1024" in said(5000, "plant-64")
+    assert "shrunk 78x" in said(5000, "plant-64") and "to train at 256 px pass" in said(5000, "plant-64")
+    assert 'stylex.preset("faces-64") with model.resolution=128' in said(200, "faces-64"), "its augmentation kept"
 
 
 def test_train_seed_is_a_shorthand(chain, tmp_path):

@@ -1353,3 +1353,21 @@ def test_gifs_share_one_palette_and_keep_their_colours(tmp_path):
     own = [f.convert("P", palette=Image.Palette.ADAPTIVE) for f in frames]  # the former way
     own[0].save(dithered, format="GIF", save_all=True, append_images=own[1:], duration=50, loop=0)
     assert path.stat().st_size < dithered.stat().st_size
+
+
+def test_a_shipped_models_data_name_is_not_looked_up_in_the_working_folder(tmp_path, monkeypatch):
+    """The shipped cards name their training data by name only; a file of that name in the folder the report was
+    made from was shown as the model's training data."""
+    from stylex.explain.report import _source_data
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits-32.npz").write_bytes(b"")
+    assert (
+        _source_data("digits-32.npz")
+        == "digits-32.npz (on the machine that trained it; the model ships only its samples)"
+    )
+    assert _source_data(str(tmp_path / "digits-32.npz")) == str(tmp_path / "digits-32.npz")
+    assert _source_data(str(tmp_path / "gone.npz")).endswith(
+        "(on the machine that trained it; the model ships only its samples)"
+    )
+    assert _source_data(None) == "not recorded"

@@ -299,14 +299,19 @@ def _train(
     return trainer.run(resume=resume, init_from=init_from)
 
 
+MAX_SUGGESTED = 256
+"""The largest model size `_warn_if_shrunk` proposes (1024 px images on 2 CPU cores would take days)."""
+
+
 def _warn_if_shrunk(side: int | None, config: TrainConfig, classifier_size: int | None) -> None:
     """Warn when the images are at least twice the model's size (the default preset draws 32 px whatever the data),
     unless the classifier's larger input size was named already."""
     r = config.model.resolution
     if side is None or side < 2 * r or (classifier_size is not None and classifier_size > r):
         return
-    fit = min(1 << (side.bit_length() - 1), 1024)  # the largest power of two the images fill
-    name = {32: "shapes-32", 64: "plant-64"}.get(fit, "plant-64" if fit > 64 else config.preset)
+    fit = min(1 << (side.bit_length() - 1), MAX_SUGGESTED)  # the largest power of two the images fill
+    larger = config.preset if config.preset in ("plant-64", "faces-64") else "plant-64"  # faces-64 keeps its diffaug
+    name = {32: "shapes-32", 64: larger}.get(fit, larger if fit > 64 else config.preset)
     size = "" if fit in (32, 64) else f" model.resolution={fit}"
     how = option(f"--preset {name}" + (f" --set{size}" if size else ""), f'stylex.preset("{name}")' + (
         f" with{size}" if size else ""))  # fmt: skip
@@ -685,7 +690,7 @@ def demo_train(out_dir: str | os.PathLike, minutes: float = 5.0, quiet: bool = F
           + (" (resuming)" if resume else ""))  # fmt: skip
     train_stylex(data_dir, classifier, run_dir, config, resume=resume, quiet=quiet)
     print("[4/6] reconstructing held-out images")
-    report = reconstruct(run_dir, classifier=classifier)
+    report = reconstruct(run_dir, classifier=classifier, quiet=quiet)
     print(format_report(report))
     print(f"grid: {report['grid']}")
     print("[5/6] AttFind in fast mode on 64 images")

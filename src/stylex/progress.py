@@ -15,11 +15,13 @@ PLAIN_SECONDS = 60.0
 """In a log: the first line after this long, then at most one line per this long, and a last one at the end."""
 
 
-def progress(iterable: Any = None, *, disable: bool | None = None, **kwargs: Any):
+def progress_bar(iterable: Any = None, *, disable: bool | None = None, **kwargs: Any):
     """A tqdm bar, as `tqdm.auto.tqdm(iterable, disable=disable, **kwargs)`, except that `disable=None` (tqdm: no bar
     when stderr is not a terminal) writes plain lines into a log instead (module docstring). True: no bar at all."""
+    if sys.stderr is None:  # pythonw, or a daemon that closed it: nowhere to write
+        disable = True
     if disable is None and _into_a_log():
-        for key in ("dynamic_ncols", "ncols", "file", "mininterval", "delay"):
+        for key in ("dynamic_ncols", "ncols", "file", "mininterval", "maxinterval", "delay"):
             kwargs.pop(key, None)
         return _LogLines(iterable, **kwargs)
     from tqdm.auto import tqdm
@@ -37,23 +39,33 @@ def _into_a_log() -> bool:
 
 
 class _LogLines(_plain_tqdm):
-    """tqdm that writes whole lines (no carriage returns, no bar), the first after `PLAIN_SECONDS`, then at most one
-    per `PLAIN_SECONDS`, and the last state when it closes if it wrote any."""
+    """tqdm that writes whole lines (no carriage returns, no bar): the first after `PLAIN_SECONDS`, then at most one
+    per `PLAIN_SECONDS` however often the bar is refreshed (a new description, tqdm's monitor thread), and its last
+    state when it closes if it wrote any line before."""
 
     def __init__(self, iterable: Any = None, **kwargs: Any) -> None:
-        self._said = ""
+        self._said, self._said_at, self._closing = "", None, False
+        if kwargs.get("bar_format") is None:
+            kwargs["ncols"] = 0  # the counts and times, no bar drawing (a custom format is kept as given)
         super().__init__(
-            iterable, file=_Lines(sys.stderr), ncols=0, mininterval=PLAIN_SECONDS, delay=PLAIN_SECONDS, disable=False,
-            **kwargs,
+            iterable, file=_Lines(sys.stderr), mininterval=PLAIN_SECONDS, maxinterval=max(PLAIN_SECONDS, 10.0),
+            delay=PLAIN_SECONDS, disable=False, **kwargs,
         )  # fmt: skip
 
+    def close(self) -> None:
+        self._closing = True
+        super().close()
+
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        now = self._time()
         started = getattr(self, "start_t", None)  # None: tqdm's first display, from its __init__ (delay 0)
-        if msg is None and started is not None and self._time() - started < self.delay:
-            return True  # a refresh (a new description) within the first minute: short work stays silent
+        if msg is None and not self._closing and started is not None:
+            since = now - (started if self._said_at is None else self._said_at)
+            if since < PLAIN_SECONDS:
+                return True  # too soon after the start or the last line
         text = (self.__str__() if msg is None else msg).strip()
         if text and text != self._said:  # "": tqdm clearing a bar (leave=False); the same state twice: at its end
-            self._said = text
+            self._said, self._said_at = text, now
             self.fp.write(text + "\n")
         return True
 

@@ -476,9 +476,9 @@ class StyleEffects:
         chunk, batch = self._plan(s, noise)
         per_image = 2 * (S if self.fast is None else min(self.fast, S))
         todo = dist.share(torch.nonzero(~done).flatten())  # the rows left, this process's share of them
-        from stylex.progress import progress
+        from stylex.progress import progress_bar
 
-        bar = progress(
+        bar = progress_bar(
             total=len(todo) * per_image,
             desc="AttFind effects" + ("" if self.fast is None else f" (fast, M={self.fast})"),
             unit="edit",
@@ -550,10 +550,10 @@ class StyleEffects:
 
     def _base_logits(self, s: StyleVector, noise: list[torch.Tensor]) -> torch.Tensor:
         """Logits of the unedited reconstructions [N, K], in the same precision as the edits."""
-        from stylex.progress import progress
+        from stylex.progress import progress_bar
 
         out = []
-        with self._autocast(), progress(
+        with self._autocast(), progress_bar(
             total=s.batch_size, desc="unedited reconstructions", unit="image", disable=None if self.progress else True
         ) as bar:  # fmt: skip
             for a in range(0, s.batch_size, self.max_batch):
@@ -778,7 +778,7 @@ def reference_effects(
     Returns:
         effects [N, 2, S, K] (same definition as `StyleEffects.compute`).
     """
-    from stylex.progress import progress
+    from stylex.progress import progress_bar
 
     s_flat = s.flatten().float()
     s_min = s_flat.min(dim=0).values if s_min is None else s_min
@@ -786,7 +786,7 @@ def reference_effects(
     delta = style_deltas(s_flat, s_min, s_max, shift_size)  # [N, 2, S]
     coords = list(range(s.layout.num_coords)) if coords is None else list(coords)
     out = None
-    for i in progress(range(s.batch_size), desc="AttFind effects (loop)", disable=None if progress else True):
+    for i in progress_bar(range(s.batch_size), desc="AttFind effects (loop)", disable=None if progress else True):
         s_i, noise_i = s.index([i]), _index_noise(noise, [i])
         base = classifier(G.synthesis(s_i, noise_i)).float()  # [1, K]
         if out is None:

@@ -322,7 +322,7 @@ class AttFindResult:
             of = f" of {total}" if isinstance(total, int) else ""
             lines.append(
                 f"unstable-image filter: left out {counted(dropped, 'image')}{of} with more than {unstable[1]} logit "
-                f"changes above {unstable[0]} (sufficiency still counts them)"
+                f"changes above {unstable[0]}; the images per class above are of those kept (sufficiency counts all)"
             )
         rejected = self.stats.get("discriminator_rejected")
         if isinstance(rejected, dict):

@@ -46,10 +46,10 @@ PARTIAL_DIR = ".effects_partial"
 def encode_images(model, classifier, x: torch.Tensor, batch_size: int = 64, progress: bool = False) -> StyleVector:
     """Styles s = G.styles(E(x), C(x)) of images x [N, 3, R, R] in [-1, 1], in batches (`progress`: a tqdm bar
     when stderr is a terminal: thousands of images take minutes on a CPU)."""
-    from stylex.progress import progress
+    from stylex.progress import progress_bar
 
     out = []
-    with progress(total=len(x), desc="encoding images", unit="image", disable=None if progress else True) as bar:
+    with progress_bar(total=len(x), desc="encoding images", unit="image", disable=None if progress else True) as bar:
         for a in range(0, len(x), batch_size):
             xb = x[a : a + batch_size]
             out.append(model.styles(xb, classifier(xb)))

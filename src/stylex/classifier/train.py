@@ -26,7 +26,7 @@ from stylex.classifier.store import (
 from stylex.data.convert import to_tensor
 from stylex.device import check_device
 from stylex.errors import StylexError, counted
-from stylex.progress import progress
+from stylex.progress import progress_bar
 
 
 class LabelledImages(Protocol):
@@ -189,7 +189,7 @@ def train_classifier(
 
     history: list[dict[str, Any]] = []
     loss_value = math.nan
-    bar = progress(
+    bar = progress_bar(
         total=total_steps, desc="classifier", unit="step", disable=True if quiet else None, dynamic_ncols=True
     )
     try:
@@ -373,7 +373,7 @@ def _batches(n: int, batch_size: int, desc: str | None):
     """Batch starts over n images; with `desc`, under a tqdm bar (when stderr is a terminal): the passes over all
     training images after the last epoch took 40 s of silence on 20,000 images."""
     starts = range(0, n, batch_size)
-    return starts if desc is None else progress(starts, desc=desc, unit="batch", leave=False, disable=None)
+    return starts if desc is None else progress_bar(starts, desc=desc, unit="batch", leave=False, disable=None)
 
 
 def _recompute_batchnorm(

@@ -704,9 +704,9 @@ def _read_images(
     images: np.ndarray | None = None
     transparent, small, cropped, dim, sides = [], [], [], [], []
     unreadable: list[str] = []  # all of them in one message, not one per run over a large folder
-    from stylex.progress import progress
+    from stylex.progress import progress_bar
 
-    for i, p in enumerate(progress(paths, desc=desc, unit="img", disable=disable)):
+    for i, p in enumerate(progress_bar(paths, desc=desc, unit="img", disable=disable)):
         try:
             a, notes = _read_image(p, resolution)
         except StylexError as e:

@@ -264,9 +264,9 @@ def render_shapes(
         _correlate(factors, labels, rule.num_classes, correlate, rule, np.random.default_rng([seed, 1]))
     disable = True if not progress or num_images <= PROGRESS_MIN_FILES else None
     images = np.empty((num_images, resolution, resolution, 3), dtype=np.uint8)
-    from stylex.progress import progress
+    from stylex.progress import progress_bar
 
-    for i in progress(range(num_images), desc="rendering shapes", unit="img", disable=disable):
+    for i in progress_bar(range(num_images), desc="rendering shapes", unit="img", disable=disable):
         images[i] = render_scene({name: values[i] for name, values in factors.items()}, resolution)
     return ImageDataset(
         images=images,

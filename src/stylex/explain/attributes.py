@@ -101,9 +101,9 @@ def render_attributes(
         for c, folder in zip(result.classes, folders, strict=True)
         if torch.any(pred != c.class_index)
     ]
-    from stylex.progress import progress
+    from stylex.progress import progress_bar
 
-    bar = progress(total=sum(len(w[2]) for w in wanted), desc="strips and GIFs", unit="attribute",
+    bar = progress_bar(total=sum(len(w[2]) for w in wanted), desc="strips and GIFs", unit="attribute",
                disable=None if progress else True)  # fmt: skip
     for c, folder, attributes in wanted:
         y = c.class_index

@@ -35,7 +35,7 @@ from stylex.data.dataset import _owner, _sweep_stale
 from stylex.errors import StylexError, counted, option
 from stylex.explain.html import PALETTE, Series, bar_row, esc, line_plot, page
 from stylex.files import clear_stale_lock, share
-from stylex.progress import progress
+from stylex.progress import progress_bar
 
 MARKER = ".stylex-report"
 """A file every report folder holds, so that `write_report` only ever replaces a folder it wrote itself."""
@@ -518,7 +518,7 @@ def _source_data(path: Any) -> str:
     """Where an exported model's training data was, saying so when it is not on this machine (only the samples ship)."""
     if not path:
         return "not recorded"
-    if Path(str(path)).exists():
+    if Path(str(path)).is_absolute() and Path(str(path)).exists():  # a name alone (redacted) is not a place here
         return str(path)
     return f"{path} (on the machine that trained it; the model ships only its samples)"
 
@@ -838,7 +838,7 @@ def _attributes_section(run: _Run, top_k: int, num_images: int, num_frames: int,
     R = G.resolution
     scale = max(1, -(-96 // R))
     todo = sum(min(top_k, len(c.attributes)) for c in result.classes)
-    bar = progress(total=todo, desc="report: slider frames", unit="attribute", disable=True if quiet else None)
+    bar = progress_bar(total=todo, desc="report: slider frames", unit="attribute", disable=True if quiet else None)
     if len(result.classes) > 2:  # a long page: a link to each class
         links = " · ".join(f'<a href="#class-{c.class_index}">{esc(c.class_name)}</a>' for c in result.classes)
         parts.append(f'<p class="small">Classes: {links}</p>')

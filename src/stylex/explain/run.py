@@ -191,12 +191,12 @@ def explain_images(
     several = len(items) > 1
     folders = _folder_names([item.name for item in items]) if several else [""]
     done: list[dict[str, Any]] = []
-    from stylex.progress import progress
+    from stylex.progress import progress_bar
 
     with folder_lock(out, "stylex explain"):  # one writer: two explains into one OUT lost one's pictures
         try:
             for item, folder in zip(
-                progress(
+                progress_bar(
                     items,
                     desc="explaining",
                     unit="image",

@@ -282,9 +282,9 @@ class _Stages:
     a count, not a rate)."""
 
     def __init__(self, total: int, quiet: bool) -> None:
-        from stylex.progress import progress
+        from stylex.progress import progress_bar
 
-        self._bar = progress(
+        self._bar = progress_bar(
             total=total, desc="evaluate", unit="stage", disable=True if quiet else None, dynamic_ncols=True,
             bar_format="{desc}: {n_fmt}/{total_fmt} stages [{elapsed}]",
         )  # fmt: skip
