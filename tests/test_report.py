@@ -1371,3 +1371,32 @@ def test_a_shipped_models_data_name_is_not_looked_up_in_the_working_folder(tmp_p
         "(on the machine that trained it; the model ships only its samples)"
     )
     assert _source_data(None) == "not recorded"
+
+
+def test_progress_bars_in_a_log_and_without_stderr(monkeypatch, capsys):
+    """In a log: whole lines, none for short work, at most one per PLAIN_SECONDS however often the bar refreshes;
+    with no stderr at all (pythonw): no bar and no crash."""
+    import sys
+
+    import stylex.progress as progress
+
+    monkeypatch.setattr(progress, "PLAIN_SECONDS", 3600.0)
+    for _ in progress.progress_bar(range(50), desc="short"):
+        pass
+    assert capsys.readouterr().err == ""
+    clock = iter(range(0, 10_000, 7))  # each read of the bar's clock is 7 s later
+    monkeypatch.setattr(progress, "PLAIN_SECONDS", 60.0)
+    bar = progress.progress_bar(total=100, desc="long", unit="edit")
+    bar._time = lambda: float(next(clock))
+    bar.start_t = bar.last_print_t = bar._time()
+    for i in range(100):
+        bar.set_description_str(f"long {i}")  # a refresh each step, as evaluate's stages make
+        bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 2 and all("long" in ln and "\r" not in ln for ln in lines)
+    seconds = [int(m) * 60 + int(s) for m, s in (re.search(r"\[(\d+):(\d+)<", ln).groups() for ln in lines)]
+    assert seconds[0] >= 60 and min(b - a for a, b in zip(seconds[:-2], seconds[1:-1], strict=True)) >= 60, seconds
+    assert lines[-1].startswith("long 99: 100% 100/100"), "the last line is the end, however soon after"
+    monkeypatch.setattr(sys, "stderr", None)
+    assert list(progress.progress_bar(range(3), desc="nowhere")) == [0, 1, 2]
