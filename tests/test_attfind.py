@@ -26,6 +26,7 @@ from stylex.attfind import (
 from stylex.attfind.result import ClassAttributes
 from stylex.attfind.selection import class_scores, rank_stability
 from stylex.data import load_dataset
+from stylex.errors import StylexError
 from stylex.models import Generator
 from stylex.models.generator import SynthesisState
 from stylex.models.stylespace import StyleLayout, StyleVector
@@ -678,6 +679,31 @@ def test_quiet_turns_every_bar_off(tiny_run, monkeypatch):
     made.clear()
     run("attfind", *args, tiny_run / "q2")
     assert {desc for desc, disable in made if disable is None} >= {"encoding images", "strips and GIFs"}
+
+
+def test_a_batch_explain_leaves_out_an_unreadable_file_and_names_it(tiny_run):
+    """One broken file in a folder of 500 scans stopped `stylex explain --image FOLDER` before any work; each image
+    stands alone, so the others are explained and the broken one is named. A training set is still refused whole."""
+    run_dir, out = tiny_run / "run", tiny_run / "af-broken"
+    run("attfind", "--model", run_dir, "--num-images", 6, "--top-k", 2, "--no-render", "--quiet", "--out", out)
+    folder = tiny_run / "scans"
+    folder.mkdir()
+    for k, src in enumerate(sorted((tiny_run / "data").rglob("*.png"))[:2]):
+        shutil.copy(src, folder / f"scan{k}.png")
+    (folder / "scan9.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    args = ["explain", "--model", run_dir, "--attributes", out, "--strategy", "subset", "--quiet"]
+    said = run(*args, "--image", folder, "--out", tiny_run / "scans-out").output
+    assert "warning: 1 of 3 images cannot be read and are left out:" in said and "scan9.png" in said
+    listed = json.loads((tiny_run / "scans-out" / "explanations.json").read_text())["images"]
+    assert [e["folder"] for e in listed] == ["scan0", "scan1"]
+    alone = run(*args, "--image", folder / "scan9.png", "--out", tiny_run / "scan9-out", ok=False)
+    assert alone.exit_code == 1 and "Cannot read image" in alone.output, "a file given by name is still an error"
+    (tiny_run / "scans" / "scan0.png").write_bytes(b"not an image")
+    (tiny_run / "scans" / "scan1.png").write_bytes(b"not an image")
+    none = run(*args, "--image", folder, "--out", tiny_run / "scans-none", ok=False)
+    assert none.exit_code == 1 and "3 of 3 images cannot be read" in none.output
+    with pytest.raises(StylexError, match="cannot be read; re-export or delete them"):
+        load_dataset(folder)
 
 
 def test_cli_attfind_unstable_filter(tiny_run):

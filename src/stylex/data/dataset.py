@@ -207,7 +207,9 @@ def _as_index(indices: Sequence[int] | np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load_dataset(path: str | os.PathLike, resolution: int | None = None, progress: bool = True) -> ImageDataset:
+def load_dataset(
+    path: str | os.PathLike, resolution: int | None = None, progress: bool = True, skip_unreadable: bool = False
+) -> ImageDataset:
     """Load images (and labels, factors) from a folder or an ``.npz`` file.
 
     What ``path`` may be:
@@ -231,6 +233,9 @@ def load_dataset(path: str | os.PathLike, resolution: int | None = None, progres
         resolution: side in pixels of the returned square images; None keeps the files' size, which must
             then be the same for every image.
         progress: show a progress bar when loading more than :data:`PROGRESS_MIN_FILES` files.
+        skip_unreadable: in a folder of images (not a factor folder), leave out the files that cannot be read,
+            naming them in one warning, instead of refusing the folder (for `stylex explain`: each image stands
+            alone; a training set with a broken file is refused, so that the data a run records are its files).
 
     Returns:
         The dataset, ``images`` uint8 [N, resolution, resolution, 3].
@@ -250,7 +255,7 @@ def load_dataset(path: str | os.PathLike, resolution: int | None = None, progres
         raise StylexError(f"Dataset path {root} is a file but not an .npz; pass a folder of images or an .npz file.")
     if (root / FACTORS_CSV).is_file():
         return _load_factor_folder(root, resolution, progress)
-    return _load_image_folder(root, resolution, progress)
+    return _load_image_folder(root, resolution, progress, skip_unreadable)
 
 
 def _is_image(p: Path) -> bool:
@@ -281,7 +286,7 @@ def readable(name: str) -> str:
     return name
 
 
-def _load_image_folder(root: Path, resolution: int | None, progress: bool) -> ImageDataset:
+def _load_image_folder(root: Path, resolution: int | None, progress: bool, skip_unreadable: bool) -> ImageDataset:
     entries = sorted(root.iterdir())
     top_images = [p for p in entries if _is_image(p)]
     subdirs = [p for p in entries if p.is_dir() and not _skipped_folder(p.name)]
@@ -318,7 +323,10 @@ def _load_image_folder(root: Path, resolution: int | None, progress: bool) -> Im
             f"Folder {root} has no images ({', '.join(IMAGE_EXTENSIONS)}) in it or in class subfolders; "
             "point to a folder of images."
         )
-    images, side = _read_images(paths, resolution, progress, desc=f"loading {root.name}")
+    images, side, kept = _read_images(paths, resolution, progress, f"loading {root.name}", skip_unreadable)
+    if kept is not None:
+        paths = [p for p, keep in zip(paths, kept, strict=True) if keep]
+        labels = None if labels is None else labels[kept]
     return ImageDataset(
         images=images,
         labels=labels,
@@ -434,7 +442,7 @@ def _load_factor_folder(root: Path, resolution: int | None, progress: bool) -> I
         factors[name] = np.array([lookup[v] for v in values], dtype=np.int64)
         factor_categories[name] = categories
 
-    images, side = _read_images(paths, resolution, progress, desc=f"loading {root.name}")
+    images, side, _ = _read_images(paths, resolution, progress, desc=f"loading {root.name}")
     return ImageDataset(
         images=images,
         labels=labels,
@@ -695,15 +703,17 @@ def _transparent(im: Image.Image) -> bool:
 
 
 def _read_images(
-    paths: Sequence[Path], resolution: int | None, progress: bool, desc: str
-) -> tuple[np.ndarray, int | None]:
+    paths: Sequence[Path], resolution: int | None, progress: bool, desc: str, skip_unreadable: bool = False
+) -> tuple[np.ndarray, int | None, np.ndarray | None]:
     """Read ``paths`` into one uint8 array [N, S, S, 3], and the median shorter side of the files; sizes must agree
     when ``resolution`` is None. Warns once when images had transparent pixels (composited on black) or were
-    enlarged more than twice."""
+    enlarged more than twice. Unreadable files are an error, all named in it; with ``skip_unreadable`` they are named
+    in a warning and left out, and the third value is the mask [N] of the files kept (None: every file)."""
     disable = True if not progress or len(paths) <= PROGRESS_MIN_FILES else None
     images: np.ndarray | None = None
     transparent, small, cropped, dim, sides = [], [], [], [], []
     unreadable: list[str] = []  # all of them in one message, not one per run over a large folder
+    bad: list[int] = []
     from stylex.progress import progress_bar
 
     for i, p in enumerate(progress_bar(paths, desc=desc, unit="img", disable=disable)):
@@ -711,6 +721,7 @@ def _read_images(
             a, notes = _read_image(p, resolution)
         except StylexError as e:
             unreadable.append(str(e))
+            bad.append(i)
             continue
         sides.append(notes.side)
         if notes.transparent:
@@ -729,14 +740,24 @@ def _read_images(
                 f"{images.shape[1]}x{images.shape[2]}; pass a resolution to resize them all to one size."
             )
         images[i] = a
+    kept = None
     if unreadable:
-        if len(unreadable) == 1:
-            raise StylexError(unreadable[0])
         shown = "\n  ".join(u.removesuffix("; re-export or delete the file.") for u in unreadable[:MAX_LISTED])
         more = f"\n  ... and {len(unreadable) - MAX_LISTED} more" if len(unreadable) > MAX_LISTED else ""
-        raise StylexError(
-            f"{len(unreadable)} of {len(paths)} images cannot be read; re-export or delete them:\n  {shown}{more}"
-        )
+        if skip_unreadable and images is not None:
+            warnings.warn(
+                f"{len(unreadable)} of {len(paths)} images cannot be read and are left out:\n  {shown}{more}",
+                stacklevel=4,
+            )
+            kept = np.ones(len(paths), dtype=bool)
+            kept[bad] = False
+            images = images[kept]
+        elif len(unreadable) == 1:
+            raise StylexError(unreadable[0])
+        else:
+            raise StylexError(
+                f"{len(unreadable)} of {len(paths)} images cannot be read; re-export or delete them:\n  {shown}{more}"
+            )
     assert images is not None
     if dim:
         top, p = max(dim)
@@ -767,7 +788,7 @@ def _read_images(
             "its shorter side).",
             stacklevel=4,
         )
-    return images, int(np.median(sides)) if sides else None
+    return images, int(np.median(sides)) if sides else None, kept
 
 
 def _have(items: Sequence) -> str:

@@ -281,7 +281,7 @@ def _read_inputs(resolution, images, indices, data, attributes_dir, measured=Non
         path = Path(image)
         if path.is_dir():
             same = ours is not None and str(path.resolve()) == measured  # AttFind's data itself: read once
-            ds = ours if same else load_dataset(path, resolution=resolution, progress=False)
+            ds = ours if same else load_dataset(path, resolution=resolution, progress=False, skip_unreadable=True)
             for k, name in enumerate(ds.filenames):
                 file = (path / name).resolve()
                 add(ds.images[k : k + 1], -1, str(path / name), str(Path(name).with_suffix("")), file, False)
