@@ -372,6 +372,21 @@ def test_a_model_far_smaller_than_its_images_is_named(chain, tmp_path):
     assert 'stylex.preset("faces-64") with model.resolution=128' in said(200, "faces-64"), "its augmentation kept"
 
 
+def test_fewer_training_images_than_a_batch_is_one_error_line(chain, tmp_path):
+    """12 images and the shapes-32 batch of 16 ended in a RuntimeError traceback from the noise layer."""
+    data = tmp_path / "d12"
+    run("data", "synth", "--out", data, "--num-images", 12, "--resolution", 16, "--quiet")
+    args = ("train", "--data", data, "--classifier", chain / "clf", "--preset", "tiny", "--max-steps", 1, "--quiet")
+    result = run(*args, "--set", "batch_size=16", "--out", tmp_path / "r", ok=False)
+    assert (
+        result.exit_code == 1
+        and "error: the run has 10 training images (2 more held out), fewer than one batch" in (result.output)
+        and "pass --set batch_size=8 or add images." in result.output
+    )
+    assert "Traceback" not in result.output and not (tmp_path / "r").exists()
+    run(*args, "--set", "batch_size=8", "--out", tmp_path / "r8")
+
+
 def test_train_seed_is_a_shorthand(chain, tmp_path):
     args = ("train", "--data", chain / "data", "--classifier", chain / "clf", "--preset", "tiny", "--max-steps", 1)
     run(*args, "--out", tmp_path / "r", "--seed", 3, "--quiet")

@@ -82,6 +82,19 @@ def test_stylevector_flatten_unflatten_shifted():
         s.shifted(torch.tensor([0, 1]), torch.tensor([1.0, 2.0]), per_row=True)
     two = s.shifted(torch.tensor([0, 1]), torch.tensor([1.0, 2.0]))  # 2 coordinates for 3 rows: every row
     assert torch.allclose((two.flatten() - flat)[:, :2], torch.tensor([[1.0, 2.0]]).expand(3, 2))
+    with pytest.raises(StylexError, match="pass per_row=True"):  # one delta for 3 coordinates of 3 rows: either too
+        s.shifted(coords, 1.0)
+    assert torch.allclose(
+        (s.shifted(coords, 1.0, per_row=True).flatten() - flat)[torch.arange(3), coords], deltas * 0 + 1
+    )
+    twice = s.shifted(torch.tensor([4, 4]), torch.tensor([1.0, 2.0]))  # a coordinate listed twice gets both deltas
+    assert torch.allclose((twice.flatten() - flat)[:, 4], torch.full((3,), 3.0))
+    with pytest.raises(StylexError, match=r"coordinates must be in \[0, "):
+        s.shifted(torch.tensor([0, flat.shape[1]]), 1.0)
+    with pytest.raises(StylexError, match="do not fit 3 rows and 1 coordinates"):
+        s.shifted(2, torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    with pytest.raises(StylexError, match="whole-number coordinates"):
+        s.shifted(torch.tensor([0.5]), 1.0)
     one = s.index(torch.tensor([1]))
     assert torch.equal(one.shifted(torch.tensor([4]), torch.tensor([0.5])).flatten(), one.shifted(4, 0.5).flatten())
     # the shifted style changes the image

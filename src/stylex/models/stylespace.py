@@ -156,40 +156,50 @@ class StyleVector:
         """Add `deltas` to flat coordinates `coords`.
 
         Args:
-            coords: flat indices, an int or LongTensor [M] (the same coordinates for every row), or, with
-                `per_row`, [N] (one coordinate per row).
+            coords: flat indices in [0, S), an int or LongTensor [M] (the same coordinates for every row; a
+                coordinate listed twice gets both deltas), or, with `per_row`, [N] (one coordinate per row).
             deltas: broadcastable to [N, M]; with `per_row`, [N] (one delta per row) or one number for every row.
             per_row: True: row i gets deltas[i] on coords[i]. False: every row gets deltas on all of coords.
-                None (default): per row when coords and deltas are both [N] and N = 1 (where the two agree), the
-                same coordinates for every row when their shapes can mean only that; coords and deltas of shape [N]
-                with N > 1 could mean either and are refused.
+                None (default): decided by the shapes where they allow one reading only; N coordinates for N > 1
+                rows could mean either and are refused.
         """
         flat = self.flatten().clone()
+        n, S = flat.shape
         coords = torch.as_tensor(coords, device=flat.device)
         deltas = torch.as_tensor(deltas, dtype=flat.dtype, device=flat.device)
-        both_n = coords.ndim == 1 and coords.shape[0] == self.batch_size and deltas.shape == coords.shape
+        if coords.dtype.is_floating_point or coords.dtype == torch.bool or coords.ndim > 1:
+            raise StylexError(f"shifted() takes whole-number coordinates, one or a list; got {coords.dtype} "
+                              f"{list(coords.shape)}.")  # fmt: skip
+        if coords.device.type == "cpu" and coords.numel() and not (0 <= int(coords.min()) and int(coords.max()) < S):
+            # (on a GPU this check would wait for the device at every edit batch of AttFind; indexing still fails)
+            raise StylexError(f"shifted(): coordinates must be in [0, {S}); got {coords.tolist()}.")
+        rows_n = coords.ndim == 1 and coords.shape[0] == n
         if per_row is None:
-            if both_n and self.batch_size > 1:
+            if rows_n and n > 1 and deltas.ndim <= 1:
                 raise StylexError(
-                    f"shifted() got {self.batch_size} coordinates and {self.batch_size} deltas for {self.batch_size} "
-                    "rows: pass per_row=True (row i gets deltas[i] on coords[i]) or per_row=False (every row gets "
-                    "every delta on its coordinate)."
+                    f"shifted() got {n} coordinates for {n} rows: pass per_row=True (row i gets its delta on "
+                    "coords[i]) or per_row=False (every row gets the deltas on every one of the coordinates)."
                 )
-            per_row = both_n
+            per_row = rows_n and deltas.shape == coords.shape
         if per_row:
-            if deltas.ndim == 0 and coords.ndim == 1:
+            if deltas.ndim == 0 and rows_n:
                 deltas = deltas.expand(coords.shape)
-                both_n = coords.shape[0] == self.batch_size
-            if not both_n:
+            if not (rows_n and deltas.shape == coords.shape):
                 raise StylexError(
-                    f"shifted(per_row=True) takes one coordinate and one delta per row ([{self.batch_size}] each); got "
+                    f"shifted(per_row=True) takes one coordinate and one delta per row ([{n}] each); got "
                     f"coords {list(coords.shape)} and deltas {list(deltas.shape)}."
                 )
-            rows = torch.arange(self.batch_size, device=flat.device)
-            flat[rows, coords] += deltas
-        else:
-            coords = coords.reshape(-1)
-            flat[:, coords] += deltas.expand(flat.shape[0], coords.shape[0])
+            flat[torch.arange(n, device=flat.device), coords] += deltas
+            return self.unflatten(flat)
+        coords = coords.reshape(-1)
+        try:
+            spread = deltas.expand(n, coords.shape[0])
+        except RuntimeError:
+            raise StylexError(
+                f"shifted(): deltas {list(deltas.shape)} do not fit {n} rows and {coords.shape[0]} coordinates "
+                f"(give one number, [{coords.shape[0]}], or [{n}, {coords.shape[0]}])."
+            ) from None
+        flat.index_add_(1, coords, spread)
         return self.unflatten(flat)
 
     def detach(self) -> StyleVector:

@@ -204,6 +204,16 @@ class Trainer:
             )
         if len(train_images) < 2:
             raise StylexError("need at least 2 training images.")
+        if len(train_images) < config.batch_size:  # every step takes one whole batch of distinct images
+            n = len(train_images)
+            group = config.model.mbstd_group or 1
+            fits = n - n % group if n >= group else 0
+            held = f" ({len(val_images)} more held out)" if len(val_images) else ""
+            fix = f"pass {option('--set', 'a config with')} batch_size={fits} or " if fits >= 2 else ""
+            raise StylexError(
+                f"the run has {n} training images{held}, fewer than one batch (batch_size {config.batch_size}); "
+                f"{fix}add images."
+            )
         self.train_images = train_images
         self.val_images = val_images
         self.num_classes = int(classifier.num_classes)
