@@ -167,6 +167,47 @@ def test_an_output_folder_rank_0_cannot_write_stops_every_rank_in_one_line(input
     assert "[rank1]" not in proc.stderr and "Connection closed" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this PyTorch build has no torch.distributed")
+def test_a_stopped_torchrun_training_checkpoints_and_an_error_is_said_once(inputs, tmp_path):
+    """SIGTERM to torchrun (a cluster's preemption, Ctrl-C) lost every step since the last checkpoint: the ranks
+    had no stop handler, since they could see the signal at different steps. They now agree before each step and
+    rank 0 checkpoints the last one. And every error under torchrun was followed by rank 1's false "interrupted
+    (SIGTERM)" line (torchrun's SIGTERM met it while it waited for rank 0 to report)."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "stylex"]
+    out = tmp_path / "run"
+    args = ["train", "--data", inputs / "data", "--classifier", inputs / "clf", "--out", out, "--preset", "tiny",
+            "--max-steps", 100000, "--set", "log_every=1", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd + [str(a) for a in args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "stats.jsonl").is_file() or len((out / "stats.jsonl").read_text().splitlines()) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "the training did not start"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    stopped = [line for line in err.splitlines() if line.startswith("stopped by ")]
+    assert len(stopped) == 1 and stopped[0].startswith("stopped by SIGTERM at step "), err
+    step = int(stopped[0].split("at step ")[1].split(",")[0])
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == step
+    assert json.loads((out / "stats.jsonl").read_text().splitlines()[-1])["step"] == step
+    assert "interrupted (" not in err and "[rank1]" not in err, err
+
+    bad = subprocess.run(cmd + [str(a) for a in _train_args(inputs, tmp_path / "odd", 2)] + ["--set", "batch_size=7"],
+                         env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode != 0
+    assert [line.startswith("error: ") for line in bad.stderr.splitlines() if line[:7] in ("error: ", "interru")] == [
+        True
+    ], bad.stderr
+
+
 # ------------------------------------------------------------------------------------------------ attfind
 
 

@@ -71,6 +71,8 @@ class _Group(click.Group):
             )
             sys.exit(1)
         except KeyboardInterrupt as e:
+            if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 says it (torchrun stops the others)
+                sys.exit(143 if isinstance(e, _Terminated) else 130)
             name = ctx.invoked_subcommand or ""
             kept = _KEPT_WHEN_INTERRUPTED.get(name, "")
             signal_name = "SIGTERM" if isinstance(e, _Terminated) else "Ctrl-C"
@@ -374,7 +376,8 @@ def _rank_messages(dist):
         yield
     except StylexError:
         if not dist.is_main:
-            time.sleep(1.0)  # let rank 0 report before torchrun, seeing this rank exit, stops the others
+            with contextlib.suppress(KeyboardInterrupt):  # torchrun's SIGTERM, when rank 0 has already exited
+                time.sleep(1.0)  # let rank 0 report before torchrun, seeing this rank exit, stops the others
             sys.exit(1)
         raise
     except KeyboardInterrupt:

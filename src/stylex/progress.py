@@ -44,7 +44,7 @@ class _LogLines(_plain_tqdm):
     state when it closes if it wrote any line before."""
 
     def __init__(self, iterable: Any = None, **kwargs: Any) -> None:
-        self._said, self._said_at, self._closing = "", None, False
+        self._said, self._said_at, self._said_n, self._closing = "", None, None, False
         if kwargs.get("bar_format") is None:
             kwargs["ncols"] = 0  # the counts and times, no bar drawing (a custom format is kept as given)
         super().__init__(
@@ -63,9 +63,11 @@ class _LogLines(_plain_tqdm):
             since = now - (started if self._said_at is None else self._said_at)
             if since < PLAIN_SECONDS:
                 return True  # too soon after the start or the last line
+        if self._closing and self.n == self._said_n:  # its last state is said already (only the rate would differ)
+            return True
         text = (self.__str__() if msg is None else msg).strip()
         if text and text != self._said:  # "": tqdm clearing a bar (leave=False); the same state twice: at its end
-            self._said, self._said_at = text, now
+            self._said, self._said_at, self._said_n = text, now, self.n
             self.fp.write(text + "\n")
         return True
 

@@ -110,7 +110,6 @@ def render_attributes(
         rows = torch.nonzero(pred != y).flatten()
         scores = class_scores(effects, y, one_vs_all)[rows]  # [M, 2, S]
         for a in attributes:
-            bar.update(1)
             j, d = a.edit
             order = scores[:, d, j].argsort(descending=True)[:num_images]
             r = rows[order].to(device)
@@ -146,5 +145,6 @@ def render_attributes(
             frames += frames[-2:0:-1]  # and back: the same pictures (fixed noise), not drawn twice
             duration = max(40, round(1800 / (num_frames - 1)))  # ms: each way takes about 1.8 s at any frame count
             written.append(save_gif(frames, out_dir / folder / f"{stem}.gif", duration_ms=duration))
+            bar.update(1)  # counted when drawn
     bar.close()
     return written

@@ -150,6 +150,14 @@ class Distributed:
         torch_dist.all_reduce(values, op=torch_dist.ReduceOp.SUM)
         return values / self.world_size
 
+    def max(self, values: torch.Tensor) -> torch.Tensor:
+        """Largest value of a tensor over the processes (the same result on every rank)."""
+        if not self.enabled:
+            return values
+        values = values.clone()
+        torch_dist.all_reduce(values, op=torch_dist.ReduceOp.MAX)
+        return values
+
     def from_main(self, values: torch.Tensor) -> torch.Tensor:
         """Rank 0's tensor on every rank (on cuda with nccl)."""
         if not self.enabled:

@@ -133,10 +133,10 @@ class TrainResult:
 
 @contextlib.contextmanager
 def _stop_on_signals(stop: list[str], enabled: bool = True) -> Iterator[None]:
-    """While training in one process: the first Ctrl-C (SIGINT) or SIGTERM (a cluster's preemption) appends its
-    name to `stop`, so that the loop ends after the step under way and checkpoints; a second SIGINT interrupts at
-    once (KeyboardInterrupt). Off under torchrun, whose ranks could see a signal at different steps, and outside
-    the main thread, where Python cannot set handlers."""
+    """While training: the first Ctrl-C (SIGINT) or SIGTERM (a cluster's preemption) appends its name to `stop`,
+    so that the loop ends after the step under way and checkpoints; a second SIGINT interrupts at once
+    (KeyboardInterrupt). Under torchrun the ranks, which can see a signal at different steps, agree at each step
+    (`Trainer._stopping`). Off outside the main thread, where Python cannot set handlers."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -791,6 +791,19 @@ class Trainer:
                 ) from e
             raise
 
+    def _stopping(self, stop: list[str]) -> bool:
+        """Whether a signal asked the loop to end: this process's own, or, under torchrun, any rank's. The ranks agree
+        before every step (one small all-reduce), so that all of them stop after the same step and rank 0's
+        checkpoint is of it; a rank that saw no signal itself takes the others' (torchrun sends SIGTERM on)."""
+        if not self.dist.enabled:
+            return bool(stop)
+        codes = ("SIGINT", "SIGTERM")
+        mine = codes.index(stop[0]) + 1 if stop and stop[0] in codes else (len(codes) if stop else 0)
+        agreed = int(self.dist.max(torch.tensor([mine], dtype=torch.int64, device=self.device)).item())
+        if agreed and not stop:
+            stop.append(codes[agreed - 1])
+        return agreed > 0
+
     def _budget_spent(self) -> bool:
         """max_steps or max_minutes (counted over all resumed sessions) reached."""
         cfg = self.config
@@ -847,8 +860,8 @@ class Trainer:
         plain = not self.quiet and not sys.stderr.isatty()
         said_at = time.monotonic() - PLAIN_PROGRESS_SECONDS  # the first log step says so at once
         stop: list[str] = []  # the signal that asked to stop, if one did
-        with _stop_on_signals(stop, enabled=not self.dist.enabled), contextlib.closing(bar):
-            while not stop and not self._budget_spent():
+        with _stop_on_signals(stop), contextlib.closing(bar):
+            while not self._stopping(stop) and not self._budget_spent():
                 stats = self.train_step()
                 bad = [k for k, v in stats.items() if not math.isfinite(v)]
                 if bad:
