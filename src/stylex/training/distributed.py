@@ -142,21 +142,22 @@ class Distributed:
         device = module_device(module)
         return nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
-        """Average of a tensor over the processes (the same result on every rank)."""
+    def _reduced(self, values: torch.Tensor, op: str) -> torch.Tensor:
+        """A copy of `values` all-reduced over the processes with `op` ("SUM", "MAX"; named, since a PyTorch build
+        without torch.distributed has no ReduceOp), or `values` itself with one process."""
         if not self.enabled:
             return values
         values = values.clone()
-        torch_dist.all_reduce(values, op=torch_dist.ReduceOp.SUM)
-        return values / self.world_size
+        torch_dist.all_reduce(values, op=getattr(torch_dist.ReduceOp, op))
+        return values
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """Average of a tensor over the processes (the same result on every rank)."""
+        return self._reduced(values, "SUM") / self.world_size if self.enabled else values
 
     def max(self, values: torch.Tensor) -> torch.Tensor:
         """Largest value of a tensor over the processes (the same result on every rank)."""
-        if not self.enabled:
-            return values
-        values = values.clone()
-        torch_dist.all_reduce(values, op=torch_dist.ReduceOp.MAX)
-        return values
+        return self._reduced(values, "MAX")
 
     def from_main(self, values: torch.Tensor) -> torch.Tensor:
         """Rank 0's tensor on every rank (on cuda with nccl)."""
@@ -168,11 +169,7 @@ class Distributed:
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum of a tensor over the processes (the same result on every rank; on cuda with nccl)."""
-        if not self.enabled:
-            return values
-        values = values.clone()
-        torch_dist.all_reduce(values, op=torch_dist.ReduceOp.SUM)
-        return values
+        return self._reduced(values, "SUM")
 
     def share(self, items: torch.Tensor) -> torch.Tensor:
         """This process's share of `items` [n]: contiguous blocks in rank order, sizes differing by at most 1.
