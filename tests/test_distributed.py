@@ -85,6 +85,45 @@ def test_module_view_owns_all_but_the_excluded_child():
 # ------------------------------------------------------------------------------------------------ torchrun
 
 
+def test_under_torchrun_a_command_that_does_not_share_its_work_is_refused_once(monkeypatch, tmp_path):
+    """`torchrun ... -m stylex demo` died on rank 1 with a traceback (AttFind leaves it without a result), and the
+    other one-process commands ran whole on every rank; rank 0 now says so in one line and the others end quietly."""
+    import time
+
+    from stylex import pipeline
+
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    commands = [
+        ["demo", "--out", tmp_path / "demo"],
+        ["report", "zoo:digits-32", "--out", tmp_path / "report"],
+        ["data", "synth", "--out", tmp_path / "data", "--num-images", 8],
+        ["serve", "zoo:digits-32"],
+        ["zoo"],
+    ]
+    for args in commands:
+        monkeypatch.setenv("RANK", "0")
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 1, result.output
+        assert result.output.count("error: ") == 1 and f"`stylex {args[0]}` runs in one process" in result.output
+        assert "WORLD_SIZE" in result.output and "`stylex attfind`" in result.output
+        monkeypatch.setenv("RANK", "1")
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert (result.exit_code, result.output) == (1, ""), args
+    assert not any(tmp_path.iterdir()), "nothing was written"
+    with pytest.raises(StylexError, match="the demo runs in one process"):
+        pipeline.demo(tmp_path / "demo")  # from Python too
+    with pytest.raises(StylexError, match="the demo runs in one process"):
+        pipeline.demo_train(tmp_path / "demo")
+    # train and attfind share their work: not refused here (a missing option is their first complaint)
+    monkeypatch.setenv("RANK", "0")
+    for command in ("train", "attfind"):
+        result = CliRunner().invoke(main, [command])
+        assert result.exit_code == 2 and "runs in one process" not in result.output, result.output
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert CliRunner().invoke(main, ["zoo"]).exit_code == 0
+
+
 def _cli(*args):
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -131,6 +131,28 @@ def main(trust_code):
         from stylex.classifier.trust import TRUST_CODE_ENV
 
         os.environ[TRUST_CODE_ENV] = "1"  # for this process and the ones it starts
+    _one_process_unless_shared(click.get_current_context().invoked_subcommand)
+
+
+SHARED_COMMANDS = ("train", "attfind")
+"""The commands that share their work between torchrun's processes; the others run in one process."""
+
+
+def _one_process_unless_shared(command: str | None) -> None:
+    """Under torchrun (WORLD_SIZE > 1) a command that does not share its work is refused on rank 0 and ends quietly on
+    the others: each rank ran it whole, `demo` died on rank 1 with a traceback, and `report` drew everything twice."""
+    from stylex.training.distributed import one_process
+
+    if command is None or command in SHARED_COMMANDS:
+        return
+    try:
+        one_process(f"`stylex {command}`")
+    except StylexError:
+        if os.environ.get("RANK", "0") != "0":
+            with contextlib.suppress(KeyboardInterrupt):  # torchrun's SIGTERM, once rank 0 has exited
+                time.sleep(1.0)  # let rank 0 report before torchrun, seeing this rank exit, stops the others
+            sys.exit(1)
+        raise
 
 
 class _Path(click.Path):

@@ -568,8 +568,10 @@ def demo(
     from stylex.attfind.run import round_robin
     from stylex.explain.report import write_report
     from stylex.explain.run import explain_image
+    from stylex.training.distributed import one_process
     from stylex.zoo import RUN_DIR, SAMPLES_DIR, list_models, read_card, zoo_root
 
+    one_process("the demo")
     if model not in list_models():
         shipped = ", ".join(list_models()) or "none"
         raise StylexError(
@@ -665,7 +667,9 @@ def demo_train(out_dir: str | os.PathLike, minutes: float = 5.0, quiet: bool = F
     from stylex.config import preset
     from stylex.data import load_dataset, write_synth
     from stylex.explain.report import write_report
+    from stylex.training.distributed import one_process
 
+    one_process("the demo")
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     data_dir = out_dir / "data"

@@ -277,6 +277,23 @@ def current() -> Distributed:
     )
 
 
+def one_process(what: str) -> None:
+    """Refuse to run `what` under torchrun (WORLD_SIZE > 1): work that is not shared between the processes would be
+    done whole by each of them (and `demo` died on rank 1, which AttFind leaves without a result)."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world_size = 1
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        world_size = torch_dist.get_world_size()
+    if world_size > 1:
+        raise StylexError(
+            f"{what} runs in one process, and torchrun started {world_size} (WORLD_SIZE); only `stylex train` and "
+            "`stylex attfind` (train_stylex and run_attfind in Python) share their work between processes. Run it "
+            "without torchrun."
+        )
+
+
 @contextlib.contextmanager
 def process_group(device: str | torch.device = "cpu") -> Iterator[Distributed]:
     """Join torchrun's process group for the duration of the block (gloo on cpu, nccl on cuda).
