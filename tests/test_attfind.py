@@ -547,6 +547,12 @@ def test_rank_stability_tells_a_broad_attribute_from_one_owed_to_one_image(tmp_p
         del c["stability"], c["resampled_ranks"]
     old = AttFindResult.from_dict(d)
     assert old.for_class(1).stability is None and "stable" not in old.summary()
+    # a file whose lists do not match its attributes is refused when read (summary() met an IndexError)
+    for key, value in (("stability", [1.0]), ("resampled_ranks", [[1, 1, 1]]), ("resampled_ranks", [[1], [2]])):
+        bad = json.loads((tmp_path / "attributes.json").read_text())
+        bad["classes"][1][key] = value
+        with pytest.raises(StylexError, match=f"malformed .*{key}"):
+            AttFindResult.from_dict(bad)
     # resamples=0 leaves the result alone
     none = select_attributes(e, layout, top_k=2, threshold=float("inf"))
     rank_stability(e, none, resamples=0)

@@ -498,6 +498,8 @@ def test_training_from_python(chain, tmp_path):
         train_stylex(chain / "data", net, tmp_path / "x", None)
     with pytest.raises(StylexError, match="batch_size must be of type int"):
         TrainConfig(batch_size="8").validate()
+    with pytest.raises(StylexError, match="betas must be a list of 2 numbers"):
+        TrainConfig(betas=(0.5,)).validate()  # from Python (--set checks the length as it parses)
     assert preset("tiny", model=ModelConfig(resolution=32)).model.resolution == 32  # as its docstring says
     assert not (tmp_path / "x").exists()
 

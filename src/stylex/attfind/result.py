@@ -389,16 +389,30 @@ def _attribute(a: Any) -> Attribute:
 def _class_attributes(c: Any) -> ClassAttributes:
     if not isinstance(c, dict):
         raise TypeError(f"a class entry must be an object, got {type(c).__name__}")
+    attributes = [_attribute(a) for a in _list(c["attributes"], "attributes")]
+    per_attribute = {
+        "counting": _optional_list(c, "counting", _int),
+        "stability": _optional_list(c, "stability", _float),
+        "resampled_ranks": _optional_list(c, "resampled_ranks", _quartiles),
+    }
+    for name, values in per_attribute.items():  # one per attribute: the summary and the report index them so
+        if values is not None and len(values) != len(attributes):
+            raise ValueError(f"{name} has {len(values)} entries for {len(attributes)} attributes")
     return ClassAttributes(
         class_index=_int(c["class_index"], "class_index"),
         class_name=_str(c["class_name"], "class_name"),
         num_images=_int(c["num_images"], "num_images"),
-        attributes=[_attribute(a) for a in _list(c["attributes"], "attributes")],
+        attributes=attributes,
         sufficiency=_optional_float(c.get("sufficiency"), "sufficiency"),
-        counting=_optional_list(c, "counting", _int),
-        stability=_optional_list(c, "stability", _float),
-        resampled_ranks=_optional_list(c, "resampled_ranks", lambda r, name: [_int(q, name) for q in _list(r, name)]),
+        **per_attribute,
     )
+
+
+def _quartiles(value: Any, name: str) -> list[int]:
+    ranks = [_int(q, name) for q in _list(value, name)]
+    if len(ranks) != 3:
+        raise ValueError(f"{name}: each entry holds 3 ranks [q1, median, q3], got {ranks}")
+    return ranks
 
 
 def _optional_list(c: dict, name: str, item) -> list | None:
