@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import unicodedata
 from pathlib import Path
@@ -148,6 +149,14 @@ def test_batched_cached_effects_equal_plain_loop(tiny):
     s_flat = s.flatten()
     assert torch.allclose(got.s_min, s_flat.min(0).values) and torch.allclose(got.s_max, s_flat.max(0).values)
     assert torch.allclose(got.base_logits, C(G.synthesis(s, noise)), atol=1e-5)
+
+
+def test_memory_bounds_must_be_finite(toy):
+    """memory_mb NaN or inf passed `<= 0` and ended in "cannot convert float NaN to integer" when batches were sized."""
+    G, _ = toy
+    for kwargs in ({"memory_mb": math.nan}, {"memory_mb": math.inf}, {"memory_mb": 0}, {"cache_mb": math.inf}):
+        with pytest.raises(StylexError, match="memory_mb must be positive"):
+            StyleEffects(G, brightness_classifier, progress=False, **kwargs)
 
 
 def test_the_class_strategy_edits_each_coordinate_once(toy):

@@ -674,6 +674,21 @@ CASES = [
         ],
         ("effects.safetensors", "re-run `stylex attfind`"),
     ),
+    Case(  # NaN and inf passed "<= 0" and ended in a traceback ("cannot convert float NaN to integer")
+        "attfind-memory-not-finite",
+        lambda w, t: ["attfind", "--model", w.run, "--quiet", "--out", t / "out", "--memory-mb", "nan"],
+        ("--memory-mb must be finite positive numbers", "nan"),
+    ),
+    Case(
+        "attfind-memory-inf",
+        lambda w, t: ["attfind", "--model", w.run, "--quiet", "--out", t / "out", "--memory-mb", "inf"],
+        ("--memory-mb must be finite positive numbers", "inf"),
+    ),
+    Case(
+        "train-classifier-lr-inf",
+        lambda w, t: ["train-classifier", "--data", w.data, "--out", t / "out", "--lr", "inf"],
+        ("lr must be a finite number > 0", "got lr inf"),
+    ),
     Case(
         "usage-missing-model-folder",
         lambda w, t: ["reconstruct", "--model", t / "nope", "--out", t / "out"],

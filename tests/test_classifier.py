@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import sys
 import uuid
@@ -750,3 +751,20 @@ def test_a_classifier_near_chance_is_named():
     always = weak_classifier_note(0.9, 3, balanced=0.5, present=2)
     assert always and "0.500, is nearer chance (0.500 for 2 classes with held-out images)" in always
     assert weak_classifier_note(1.0, 3, balanced=1.0, present=1) is None, "one class held out: nothing to judge"
+
+
+def test_a_learning_rate_that_breaks_the_weights_writes_nothing(tmp_path):
+    """`train-classifier --lr inf` (or any lr large enough to break the weights in the last step, which the loss
+    check never sees) wrote a classifier whose weights were all NaN, reported as "validation accuracy 0.667"."""
+    import dataclasses
+
+    for lr in (math.inf, math.nan, 0.0):
+        with pytest.raises(StylexError, match="lr must be a finite number > 0"):
+            dataclasses.replace(TINY, lr=lr)
+    with pytest.raises(StylexError, match="weight_decay a finite number"):
+        dataclasses.replace(TINY, weight_decay=math.inf)
+    train_set = bright_vs_dark(16, 16, seed=0)
+    one_step = dataclasses.replace(TINY, epochs=1, lr=1e30)  # one step: its loss is finite, the weights after it not
+    with pytest.raises(StylexError, match="non-finite.*nothing was written. Lower the learning rate"):
+        train_classifier(train_set, None, tmp_path / "clf", one_step, quiet=True)
+    assert not (tmp_path / "clf" / "weights.safetensors").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import math
 import os
 import shlex
 import signal
@@ -833,8 +834,9 @@ def attfind_cmd(
     from stylex.attfind import run_attfind
     from stylex.training.distributed import process_group
 
-    if shift_size <= 0 or memory_mb <= 0:
-        raise StylexError("--shift-size and --memory-mb must be positive.")
+    if not (0 < shift_size < math.inf and 0 < memory_mb < math.inf):  # NaN fails both
+        raise StylexError(f"--shift-size and --memory-mb must be finite positive numbers, got {shift_size:g} and "
+                          f"{memory_mb:g}.")  # fmt: skip
     out = _out_dir(run_dir, out, "attfind")
     with process_group(device) as dist:
         with _rank_messages(dist):

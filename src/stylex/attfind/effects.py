@@ -373,8 +373,11 @@ class StyleEffects:
             raise StylexError(f"fast mode needs an integer M >= 1 coordinates per image (or None), got {fast!r}.")
         if fast_points < 0 or not (math.isfinite(fast_noise) and fast_noise >= 0):
             raise StylexError("fast_points and fast_noise must be >= 0.")
-        if max_batch < 1 or images_per_chunk < 1 or memory_mb <= 0 or cache_mb < 0:
-            raise StylexError("max_batch, images_per_chunk and memory_mb must be positive, cache_mb >= 0.")
+        if max_batch < 1 or images_per_chunk < 1 or not 0 < memory_mb < math.inf or not 0 <= cache_mb < math.inf:
+            raise StylexError(
+                "max_batch, images_per_chunk and memory_mb must be positive (memory_mb finite), cache_mb finite and "
+                f">= 0; got memory_mb {memory_mb}, cache_mb {cache_mb}."
+            )
         self.G, self.C = G, classifier
         self.shift_size = float(shift_size)
         self.fast, self.fast_points, self.fast_noise, self.seed = fast, fast_points, float(fast_noise), seed

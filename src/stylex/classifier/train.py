@@ -85,8 +85,12 @@ class ClassifierTrainConfig:
         for name in ("width", "num_stages", "blocks_per_stage", "epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise StylexError(f"Classifier {name} is {getattr(self, name)}; it must be at least 1.")
-        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
-            raise StylexError("Classifier lr must be > 0, weight_decay >= 0 and label_smoothing in [0, 1).")
+        if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf or not 0 <= self.label_smoothing < 1:
+            raise StylexError(
+                "Classifier lr must be a finite number > 0, weight_decay a finite number >= 0 and label_smoothing "
+                f"in [0, 1); got lr {self.lr}, weight_decay {self.weight_decay}, label_smoothing "
+                f"{self.label_smoothing}."
+            )
         if not 0 <= self.translate < 0.5:
             raise StylexError(f"Classifier translate {self.translate} must be a fraction of the side in [0, 0.5).")
 
@@ -270,6 +274,12 @@ def train_classifier(
 
     # 4. Write weights first, then the config that points at them, then the metrics.
     model.eval()
+    broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:  # a last step that broke them passes the loss check (argmax of NaN logits still "predicts" a class)
+        raise StylexError(
+            f"Classifier training made {len(broken)} weight tensors non-finite ({broken[0]}, ...); nothing was "
+            f"written. Lower the learning rate (now {config.lr:g})."
+        )
     fingerprint = weights_fingerprint(model)
     metrics["fingerprint"] = fingerprint
     save_weights_atomic(out_dir / WEIGHTS_NAME, model.state_dict())
