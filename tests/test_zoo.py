@@ -386,6 +386,31 @@ def test_demo_with_a_stand_in_zoo(tiny, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "zoo" / "pepper-64" / "stylex" / "attfind").exists()  # the shipped model is only read
 
 
+@pytest.mark.slow
+def test_demo_train_runs_the_whole_chain_and_continues(tmp_path, monkeypatch):
+    """`stylex demo --train` (the README's `make demo-train`) was run by no test."""
+    from stylex import pipeline
+
+    monkeypatch.setattr(pipeline, "DEMO_TRAIN_IMAGES", 160)  # 2,000 in the demo: 36 s here
+    out = run_cli("demo", "--train", "--minutes", 0.02, "--out", tmp_path / "d", "--quiet").output
+    steps = [line[:5] for line in out.splitlines() if line.startswith("[")]
+    assert steps == [f"[{i}/6]" for i in range(1, 7)], out
+    assert "synthesising 160 shapes" in out and "sufficiency@10" in out
+    summary = json.loads((tmp_path / "d" / "demo.json").read_text())
+    index = tmp_path / "d" / "report" / "index.html"
+    assert summary["report"] == str(index) and out.strip().endswith(index.resolve().as_uri())
+    assert "consistency" in summary["stylex"] and (tmp_path / "d" / "stylex" / "attfind" / "attributes.json").is_file()
+
+    def trained_steps() -> int:
+        return torch.load(tmp_path / "d" / "stylex" / "state.pt", map_location="cpu", weights_only=False)["step"]
+
+    step = trained_steps()
+    # again, with a larger budget: the data and the classifier are reused and the training continues
+    again = run_cli("demo", "--train", "--minutes", 0.04, "--out", tmp_path / "d", "--quiet").output
+    assert "[1/6]" not in again and "[2/6]" not in again and "(resuming)" in again
+    assert trained_steps() > step
+
+
 def test_demo_names_the_missing_model(tmp_path, monkeypatch):
     use_stand_in_zoo(monkeypatch, tmp_path / "zoo")
     result = run_cli("demo", "--out", tmp_path / "demo", ok=False)

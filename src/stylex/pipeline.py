@@ -651,6 +651,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else "n/a"
 
 
+DEMO_TRAIN_IMAGES = 2000
+"""Synthetic shapes `demo --train` makes (its tests make fewer)."""
+
+
 def demo_train(out_dir: str | os.PathLike, minutes: float = 5.0, quiet: bool = False) -> dict[str, Any]:
     """`stylex demo --train`: the whole chain from nothing on synthetic shapes: data -> classifier -> StylEx (short
     run) -> reconstructions -> AttFind (fast mode) -> the HTML report, whose path it prints last (6 minutes on 2 CPU
@@ -674,10 +678,11 @@ def demo_train(out_dir: str | os.PathLike, minutes: float = 5.0, quiet: bool = F
     t0 = time.perf_counter()
     data_dir = out_dir / "data"
     if not (data_dir / "factors.csv").is_file():
-        print(f"[1/6] synthesising 2,000 shapes at 32 px -> {data_dir}")
+        print(f"[1/6] synthesising {DEMO_TRAIN_IMAGES:,} shapes at 32 px -> {data_dir}")
         write_synth(
-            data_dir, 2000, resolution=32, seed=0, label_rule="shape==circle", overwrite=True, progress=not quiet
-        )
+            data_dir, DEMO_TRAIN_IMAGES, resolution=32, seed=0, label_rule="shape==circle", overwrite=True,
+            progress=not quiet,
+        )  # fmt: skip
     clf_dir = out_dir / "classifier"
     if not (clf_dir / "weights.safetensors").is_file():
         print(f"[2/6] training the classifier -> {clf_dir}")
