@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -880,3 +881,23 @@ def test_every_unreadable_image_of_a_folder_is_named_at_once(tmp_path):
     message = str(caught.value)
     assert message.startswith("3 of 5 images cannot be read; re-export or delete them:")
     assert all(name in message for name in ("notes.PNG", "1.png", "3.png")) and "0.png" not in message
+
+
+@pytest.mark.parametrize(
+    ("device", "said"),
+    [
+        ("gpu", "'gpu' is not a device; use cpu"),
+        ("meta", "'meta' is not a device stylex runs on"),
+        ("mps", "no MPS (Apple GPU) backend"),
+        ("cuda", "sees no CUDA device"),
+        ("cuda:1", "sees no CUDA device"),
+    ],
+)
+def test_a_device_this_machine_cannot_use_is_one_sentence(device, said):
+    from stylex.device import check_device
+
+    assert check_device("cpu") == "cpu"
+    if device.startswith("cuda") and torch.cuda.is_available() or device == "mps" and torch.backends.mps.is_available():
+        pytest.skip(f"this machine has {device}")
+    with pytest.raises(StylexError, match=re.escape(said)):
+        check_device(device)

@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from stylex.cli import main
+from stylex.errors import StylexError
 from stylex.failpoints import FAILPOINT_ENV
 from stylex.models.stylex import StylEx
 from stylex.training.checkpoint import STATE, WEIGHTS, load_state, read_weights
@@ -459,3 +460,36 @@ def test_one_writer_per_output_folder(tmp_path):
     with folder_lock(out, "stylex train"):
         pass
     assert (tmp_path / "victim").read_text() == "keep" and lock.is_symlink()
+
+
+def test_recover_checkpoint_keeps_a_consistent_pair(tmp_path):
+    """The leftovers a crash mid-save can leave, each settled without loading anything else (files made by hand)."""
+    from safetensors.torch import save_file
+
+    from stylex.training.checkpoint import TMP_SUFFIX, recover_checkpoint
+
+    def weights(path: Path, step: int) -> Path:
+        save_file({"w": torch.full((2,), float(step))}, str(path), metadata={"step": str(step)})
+        return path
+
+    def state(step: int) -> None:
+        torch.save({"step": step}, tmp_path / STATE)
+
+    tmp_w, tmp_s = tmp_path / (WEIGHTS + TMP_SUFFIX), tmp_path / (STATE + TMP_SUFFIX)
+    # a save that never committed: both temporary files go, the old pair stays
+    weights(tmp_path / WEIGHTS, 2), state(2), weights(tmp_w, 4), tmp_s.write_bytes(b"half a state")
+    recover_checkpoint(tmp_path)
+    assert not tmp_w.exists() and not tmp_s.exists() and load_file(str(tmp_path / WEIGHTS))["w"][0] == 2
+    # committed (the state is at step 4) but killed before the weights' rename: the new weights are put in place
+    weights(tmp_w, 4), state(4)
+    recover_checkpoint(tmp_path)
+    assert not tmp_w.exists() and load_file(str(tmp_path / WEIGHTS))["w"][0] == 4
+    # a damaged state beside temporary weights: the temporary weights go, and resuming names the damaged state
+    weights(tmp_w, 6), (tmp_path / STATE).write_bytes(b"garbage")
+    recover_checkpoint(tmp_path)
+    assert not tmp_w.exists() and load_file(str(tmp_path / WEIGHTS))["w"][0] == 4
+    with pytest.raises(StylexError, match="could not be loaded safely"):
+        load_state(tmp_path / STATE)
+    torch.save({"format_version": 1}, tmp_path / STATE)  # no step
+    with pytest.raises(StylexError, match="not a stylex training state"):
+        load_state(tmp_path / STATE)
