@@ -715,6 +715,14 @@ def test_python_api_checks_what_it_is_given(evil_run):
         stylex.AttFind(model, classifier, **kw).run(x * float("nan"))
     with pytest.raises(stylex.StylexError, match="the 3 images have the same styles"):
         stylex.AttFind(model, classifier, **kw).run(x[[0, 0, 0]])  # every edit a no-op: 3 "attributes" of effect 0
+    from stylex.attfind.run import encode_images
+
+    with pytest.raises(stylex.StylexError, match="at least 2 images"):
+        stylex.AttFind(model, classifier, **kw).run(x[:1])
+    with pytest.raises(stylex.StylexError, match="got 3 keys for 4 images"):
+        stylex.AttFind(model, classifier, **kw).run(x, keys=[0, 1, 2])
+    with pytest.raises(stylex.StylexError, match="pass noise with styles"):
+        stylex.AttFind(model, classifier, **kw).run(encode_images(model, classifier, x))
     with pytest.warns(UserWarning, match="0..255"):
         stylex.counterfactual(model, classifier, wrapped, (x[0] + 1) * 127.5, top_k=1)
     # images in 0..1 (torchvision's ToTensor) ran silently and found other attributes: said now
