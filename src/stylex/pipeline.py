@@ -647,6 +647,13 @@ def demo(
     return summary
 
 
+def _trained_minutes(run_dir: Path) -> float:
+    """Minutes a run has trained, from its checkpoint (0 when it has none)."""
+    from stylex.training.checkpoint import STATE, load_state
+
+    return float(load_state(run_dir / STATE).get("seconds", 0.0)) / 60 if (run_dir / STATE).is_file() else 0.0
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else "n/a"
 
@@ -695,9 +702,14 @@ def demo_train(out_dir: str | os.PathLike, minutes: float = 5.0, quiet: bool = F
     run_dir = out_dir / "stylex"
     config = preset("shapes-32", max_minutes=minutes, sample_every=500, checkpoint_every=500)
     resume = (run_dir / "weights.safetensors").is_file()
-    print(f"[3/6] training StylEx for {minutes:g} minute{'' if minutes == 1 else 's'} -> {run_dir}"
-          + (" (resuming)" if resume else ""))  # fmt: skip
-    train_stylex(data_dir, classifier, run_dir, config, resume=resume, quiet=quiet)
+    trained = _trained_minutes(run_dir) if resume else 0.0
+    if trained >= minutes:  # the trainer's "nothing trained" warning names --max-minutes, which the demo lacks
+        print(f"[3/6] StylEx has trained {trained:.2f} minutes already -> {run_dir}; give a larger --minutes to "
+              "train it on")  # fmt: skip
+    else:
+        print(f"[3/6] training StylEx for {minutes:g} minute{'' if minutes == 1 else 's'} -> {run_dir}"
+              + (f" (resuming after {trained:.2f})" if resume else ""))  # fmt: skip
+        train_stylex(data_dir, classifier, run_dir, config, resume=resume, quiet=quiet)
     print("[4/6] reconstructing held-out images")
     report = reconstruct(run_dir, classifier=classifier, quiet=quiet)
     print(format_report(report))
