@@ -116,6 +116,8 @@ def test_report_says_when_the_drop_out_was_spent(evil_run, tmp_path):
                       f"{c['num_images']} images") == 1  # fmt: skip
     for c in d["classes"]:  # classes without attributes, with and without images to move toward them
         c["attributes"], c["num_images"] = [], 3 * c["class_index"]
+        for key in ("counting", "stability", "resampled_ranks"):  # one per attribute
+            c[key] = [] if c.get(key) is not None else None
     (folder / "attributes.json").write_text(json.dumps(d))
     run("report", evil_run / "run", "--out", tmp_path / "r", "--attributes", folder, "--explanations", 0, "--quiet")
     html = (tmp_path / "r" / "index.html").read_text()
