@@ -151,6 +151,13 @@ def test_batched_cached_effects_equal_plain_loop(tiny):
     assert torch.allclose(got.base_logits, C(G.synthesis(s, noise)), atol=1e-5)
 
 
+def test_run_without_styles_needs_an_effect_table(toy):
+    """`run(None, noise)` without effects= was an AttributeError from inside the effect computation."""
+    G, _ = toy
+    with pytest.raises(StylexError, match="needs the images' styles, or an effect table"):
+        AttFind(G, brightness_classifier, progress=False).run(None, [])
+
+
 def test_memory_bounds_must_be_finite(toy):
     """memory_mb NaN or inf passed `<= 0` and ended in "cannot convert float NaN to integer" when batches were sized."""
     G, _ = toy

@@ -319,6 +319,11 @@ def test_load_directory_round_trip(trained, tmp_path):
     assert load_classifier_from_dict(rel, base_dir=out.parent).fingerprint() == metrics["fingerprint"]
     with pytest.raises(StylexError, match="fingerprint"):
         load_classifier_from_dict({**record, "fingerprint": "0" * 16})
+    # a damaged entry is one error naming it (a null location was a TypeError traceback from os.path.exists)
+    for damage, why in (({"location": None}, "location must be a path"), ({"weights": 3}, "weights must be a path"),
+                        ({"kind": "pickle"}, "kind 'pickle' is not one of")):  # fmt: skip
+        with pytest.raises(StylexError, match=f"incomplete or malformed .*{why}"):
+            load_classifier_from_dict({**record, **damage})
 
 
 def test_load_errors(tmp_path):

@@ -136,6 +136,8 @@ class AttFind:
         Returns:
             `AttFindResult` (with `.effects`).
         """
+        if s is None and effects is None:
+            raise StylexError("AttFind.run needs the images' styles, or an effect table computed before (effects=).")
         if s is not None and s.layout != self.G.layout:  # styles encoded before the search space was set
             s = s.with_layout(self.G.layout)
         if s is not None and effects is None:

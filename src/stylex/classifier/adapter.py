@@ -50,7 +50,13 @@ class ClassifierSource:
     search_path: str | None = None
 
     def __post_init__(self) -> None:
-        assert self.kind in SOURCE_KINDS, self.kind
+        if self.kind not in SOURCE_KINDS:
+            raise TypeError(f"kind {self.kind!r} is not one of {', '.join(SOURCE_KINDS)}")
+        if not isinstance(self.location, str):  # a null location ended in a TypeError traceback when loaded
+            raise TypeError(f"location must be a path or module:factory text, got {self.location!r}")
+        for name in ("weights", "search_path"):
+            if not isinstance(getattr(self, name), str | None):
+                raise TypeError(f"{name} must be a path or null, got {getattr(self, name)!r}")
 
     def describe(self) -> str:
         """How messages name the classifier: `'runs/x/classifier'` or `'pkg.mod:build' (weights 'w.safetensors')`."""
