@@ -22,13 +22,16 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from stylex.attfind.result import AttFindResult, Attribute, ClassAttributes
 from stylex.errors import StylexError
 from stylex.models.stylespace import StyleLayout, StyleVector
+
+if TYPE_CHECKING:
+    from stylex.models.generator import Generator
 
 METHODS = ("wu", "random")
 """Names of the baselines `run_baseline` knows."""
@@ -69,7 +72,7 @@ def typical_difference(
 
 @torch.no_grad()
 def single_edit_flip_rates(
-    G: nn.Module,
+    G: Generator,
     classifier: Callable[[torch.Tensor], torch.Tensor],
     s: StyleVector,
     noise: list[torch.Tensor],

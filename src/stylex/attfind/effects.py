@@ -47,7 +47,7 @@ from torch import nn
 from stylex.errors import StylexError
 from stylex.failpoints import failpoint
 from stylex.files import save_safetensors
-from stylex.models.generator import SynthesisState
+from stylex.models.generator import Generator, SynthesisState
 from stylex.models.stylespace import StyleLayout, StyleVector
 from stylex.training.distributed import Distributed
 
@@ -99,7 +99,7 @@ def edit_styles(
     return s.unflatten(flat)
 
 
-def image_noise(G: nn.Module, keys: Sequence[int], seed: int = 0, device: torch.device | str | None = None):
+def image_noise(G: Generator, keys: Sequence[int], seed: int = 0, device: torch.device | str | None = None):
     """Fixed per-image noise: image `key` always gets the same maps, whatever batch it is in.
 
     Args:
@@ -351,7 +351,7 @@ class StyleEffects:
 
     def __init__(
         self,
-        G: nn.Module,
+        G: Generator,
         classifier: Callable[[torch.Tensor], torch.Tensor],
         shift_size: float = 1.0,
         fast: int | None = None,
@@ -688,7 +688,7 @@ class StyleEffects:
         return chunk, batch
 
 
-def _low_resolution_modules(G: nn.Module, bf16_from: int | None) -> list[nn.Module]:
+def _low_resolution_modules(G: Generator, bf16_from: int | None) -> list[nn.Module]:
     """The synthesis layers and toRGBs of `G` whose output resolution is below `bf16_from` (None: G's own)."""
     if not all(hasattr(G, a) for a in ("layers", "to_rgbs", "noise_sizes", "resolution")):
         return []
@@ -763,7 +763,7 @@ def top_overlap(a: Effects, b: Effects, k: int = 10) -> float:
 
 @torch.no_grad()
 def reference_effects(
-    G: nn.Module,
+    G: Generator,
     classifier: Callable[[torch.Tensor], torch.Tensor],
     s: StyleVector,
     noise: list[torch.Tensor],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -16,6 +16,9 @@ from stylex.attfind.result import AttFindResult
 from stylex.attfind.selection import rank_stability, select_attributes
 from stylex.errors import StylexError
 from stylex.models.stylespace import StyleVector, use_rgb_coordinates
+
+if TYPE_CHECKING:
+    from stylex.models.generator import Generator
 
 
 def check_styles_differ(s: StyleVector) -> None:
@@ -64,7 +67,7 @@ class AttFind:
 
     def __init__(
         self,
-        G: nn.Module,
+        G: Generator,
         classifier: Callable[[torch.Tensor], torch.Tensor],
         *,
         top_k: int = 10,

@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from stylex.attfind.effects import Effects, edit_styles
 from stylex.attfind.result import AttFindResult, Attribute
 from stylex.attfind.selection import class_scores
 from stylex.errors import StylexError
 from stylex.models.stylespace import StyleVector
+
+if TYPE_CHECKING:
+    from stylex.models.generator import Generator
 
 
 def attribute_file_stem(attribute: Attribute) -> str:
@@ -42,7 +45,7 @@ def remove_attribute_pictures(folder: Path) -> None:
 
 @torch.no_grad()
 def render_attributes(
-    G: nn.Module,
+    G: Generator,
     classifier: Callable[[torch.Tensor], torch.Tensor],
     s: StyleVector,
     noise: list[torch.Tensor],

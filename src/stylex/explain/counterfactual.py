@@ -18,16 +18,18 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from stylex.attfind.effects import Effects, edit_styles
 from stylex.attfind.result import DIRECTIONS
 from stylex.attfind.selection import class_scores
 from stylex.errors import StylexError, counted
 from stylex.models.stylespace import StyleVector, coordinate_name
+
+if TYPE_CHECKING:
+    from stylex.models.generator import Generator
 
 STRATEGIES = ("independent", "subset", "class")
 
@@ -194,7 +196,7 @@ class Counterfactuals:
 
     def __init__(
         self,
-        G: nn.Module,
+        G: Generator,
         classifier: Callable[[torch.Tensor], torch.Tensor],
         s_min: torch.Tensor,
         s_max: torch.Tensor,

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from stylex.data.convert import to_tensor
 from stylex.data.synth import FACTOR_NAMES, FACTORS, render_scene, sample_factors
 from stylex.errors import StylexError
 from stylex.metrics.oracle import CHANGE_SCALE, factor_change, read_factors
+
+if TYPE_CHECKING:
+    from stylex.models.generator import Generator
 
 USED_THRESHOLD = 0.1
 """A factor is truly used when redrawing it alone changes the classifier's decision in at least this share of
@@ -249,7 +252,7 @@ def normalised_changes(before: dict[str, np.ndarray], after: dict[str, np.ndarra
 
 @torch.no_grad()
 def read_attributes(
-    G: torch.nn.Module,
+    G: Generator,
     s,
     noise: list[torch.Tensor],
     result,
@@ -416,7 +419,7 @@ def score_explanation(
 # ------------------------------------------------------------------------------------------------ factor reach
 @torch.no_grad()
 def factor_reach(
-    G: torch.nn.Module,
+    G: Generator,
     s,
     noise: list[torch.Tensor],
     classifier: Callable[[torch.Tensor], torch.Tensor] | None = None,

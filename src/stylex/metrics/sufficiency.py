@@ -9,17 +9,20 @@ two classes every image counts once.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from stylex.attfind.effects import edit_styles
 from stylex.models.stylespace import StyleVector
 
+if TYPE_CHECKING:
+    from stylex.models.generator import Generator
+
 
 @torch.no_grad()
 def count_flips(
-    G: nn.Module,
+    G: Generator,
     classifier: Callable[[torch.Tensor], torch.Tensor],
     s: StyleVector,
     noise: list[torch.Tensor],
@@ -45,7 +48,7 @@ def count_flips(
 
 @torch.no_grad()
 def sufficiency(
-    G: nn.Module,
+    G: Generator,
     classifier: Callable[[torch.Tensor], torch.Tensor],
     s: StyleVector,
     noise: list[torch.Tensor],

@@ -39,6 +39,8 @@ class Encoder(nn.Module):
             and no buffer.
     """
 
+    w_rms: torch.Tensor  # the buffer, with match_rms
+
     def __init__(
         self,
         resolution: int,

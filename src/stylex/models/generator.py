@@ -10,7 +10,7 @@ On the encoder path w = E(x) is fed to `styles` directly; the mapping network is
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -111,23 +111,29 @@ class Generator(nn.Module):
         self.mapping_net = MappingNetwork(z_dim, w_dim, num_mapping_layers)
         ch = {2**i: channels_at(2**i, channel_base, channel_max) for i in range(2, log2_int(resolution) + 1)}
         self.const = nn.Parameter(torch.randn(1, ch[4], 4, 4))
-        self.layers = nn.ModuleList([SynthesisLayer(ch[4], ch[4], style_dim, upsample=False)])
-        self.to_rgbs = nn.ModuleList([ToRGB(ch[4], style_dim, tint=tint_styles)])
+        layers = [SynthesisLayer(ch[4], ch[4], style_dim, upsample=False)]
+        to_rgbs = [ToRGB(ch[4], style_dim, tint=tint_styles)]
         names = ["b4.conv1"]
         self.noise_sizes = [4]
         for log_res in range(3, log2_int(resolution) + 1):
             res = 2**log_res
-            self.layers.append(SynthesisLayer(ch[res // 2], ch[res], style_dim, upsample=True))
-            self.layers.append(SynthesisLayer(ch[res], ch[res], style_dim, upsample=False))
-            self.to_rgbs.append(ToRGB(ch[res], style_dim))
+            layers.append(SynthesisLayer(ch[res // 2], ch[res], style_dim, upsample=True))
+            layers.append(SynthesisLayer(ch[res], ch[res], style_dim, upsample=False))
+            to_rgbs.append(ToRGB(ch[res], style_dim))
             names += [f"b{res}.conv0", f"b{res}.conv1"]
             self.noise_sizes += [res, res]
+        self.layers = nn.ModuleList(layers)
+        self.to_rgbs = nn.ModuleList(to_rgbs)
         self.layout = StyleLayout(
-            conv_dims=tuple(layer.conv.in_channels for layer in self.layers),
-            rgb_dims=tuple(rgb.conv.in_channels for rgb in self.to_rgbs),
+            conv_dims=tuple(layer.conv.in_channels for layer in layers),
+            rgb_dims=tuple(rgb.conv.in_channels for rgb in to_rgbs),
             conv_names=tuple(names),
             tints=tint_styles,
         )
+
+    def _synthesis_layers(self) -> list[SynthesisLayer]:
+        """`layers` typed (a ModuleList's items are plain Modules to a type checker)."""
+        return cast("list[SynthesisLayer]", list(self.layers))
 
     # 1. random path
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
@@ -141,9 +147,9 @@ class Generator(nn.Module):
         assert w.ndim == 2 and w.shape[1] == self.w_dim, tuple(w.shape)
         assert c.ndim == 2 and c.shape == (w.shape[0], self.c_dim), (tuple(c.shape), self.c_dim)
         w_prime = torch.cat([w, c.to(w.dtype)], dim=1)  # [N, w_dim + c_dim]
-        conv = [layer.conv.affine(w_prime) for layer in self.layers]
+        conv = [layer.conv.affine(w_prime) for layer in self._synthesis_layers()]
         w_rgb = w_prime if self.cond_rgb else torch.cat([w, torch.zeros_like(c, dtype=w.dtype)], dim=1)
-        rgb = [to_rgb.conv.affine(w_rgb) for to_rgb in self.to_rgbs]
+        rgb = [to_rgb.conv.affine(w_rgb) for to_rgb in cast("list[ToRGB]", list(self.to_rgbs))]
         return StyleVector(conv, rgb, self.layout)
 
     def cond_group_norm(self, groups: str = "channel") -> torch.Tensor:
@@ -153,7 +159,8 @@ class Generator(nn.Module):
         A sum, so that the pull on each channel does not depend on how many channels G has."""
         if groups not in ("channel", "class"):
             raise ValueError(f"groups must be 'channel' or 'class', got {groups!r}")
-        weights = [layer.conv.affine.weight[:, self.w_dim :] * layer.conv.affine.weight_gain for layer in self.layers]
+        affines = [layer.conv.affine for layer in self._synthesis_layers()]
+        weights = [affine.weight[:, self.w_dim :] * affine.weight_gain for affine in affines]
         if groups == "class":
             return torch.cat([w.abs().flatten() for w in weights]).sum()
         return torch.cat([w.norm(dim=1) for w in weights]).sum()
@@ -198,6 +205,7 @@ class Generator(nn.Module):
         x, img = state
         for i in range(layer, len(self.layers)):
             x, img = self._layer_step(i, x, img, s, noise)
+        assert img is not None, "synthesis_from: no toRGB ran (layer past the last conv layer)"
         return img
 
     def synthesis_states(self, s: StyleVector, noise: list[torch.Tensor]) -> list[SynthesisState]:

@@ -34,7 +34,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as torch_dist
@@ -184,7 +184,7 @@ class Distributed:
         """Rank 0's `value` (a small picklable object: a verdict, a flag) on every rank."""
         if not self.enabled:
             return value
-        box = [value if self.is_main else None]
+        box: list[Any] = [value if self.is_main else None]  # rank 0's value on every rank after the broadcast
         torch_dist.broadcast_object_list(box, src=0)
         return box[0]
 
@@ -209,6 +209,8 @@ class ModuleView(nn.Module):
         module: the network; not registered as a child (its excluded parameters are not the view's).
         without: names of direct children of `module` to leave out.
     """
+
+    inner: nn.Module
 
     def __init__(self, module: nn.Module, without: tuple[str, ...]):
         super().__init__()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 import torch
 from torch import nn
 
+M = TypeVar("M", bound=nn.Module)
 
-def make_ema(module: nn.Module) -> nn.Module:
+
+def make_ema(module: M) -> M:
     """A frozen copy of `module` to hold the average."""
     ema = copy.deepcopy(module).eval()
     ema.requires_grad_(False)

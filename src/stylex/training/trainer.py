@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -53,6 +53,9 @@ from stylex.training.checkpoint import (
 )
 from stylex.training.distributed import Distributed
 from stylex.training.ema import make_ema, update_ema
+
+if TYPE_CHECKING:
+    from stylex.classifier.adapter import ClassifierAdapter
 
 # Config keys that may change when a run is resumed: when to stop, how often to log, and compilation.
 RESUMABLE_KEYS = frozenset(
@@ -180,7 +183,7 @@ class Trainer:
     def __init__(
         self,
         config: TrainConfig,
-        classifier: nn.Module,
+        classifier: ClassifierAdapter,
         train_images: torch.Tensor,
         val_images: torch.Tensor,
         out_dir: str | Path,
@@ -220,11 +223,12 @@ class Trainer:
         self.run_info = dict(run_info or {})
 
         torch.manual_seed(config.seed)
-        self.G, self.E, self.D = (m.to(self.device) for m in build_networks(config, self.num_classes))
+        G, E, D = build_networks(config, self.num_classes)
+        self.G, self.E, self.D = G.to(self.device), E.to(self.device), D.to(self.device)
         self.G_ema, self.E_ema = make_ema(self.G), make_ema(self.E)
         if config.channels_last:
             for m in (self.G, self.E, self.D, self.G_ema, self.E_ema):
-                m.to(memory_format=torch.channels_last)
+                m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's overloads
         if config.compile:
             # In place, so the DDP wrappers below and the no-grad calls run the compiled forward. D stays eager:
             # R1 differentiates through D twice, which compiled graphs do not support.
@@ -239,7 +243,8 @@ class Trainer:
         self.mapping_train = self.dist.wrap(self.G.mapping_net)
         self.E_train = self.dist.wrap(self.E)
         self.D_train = self.dist.wrap(self.D)
-        betas = tuple(config.betas)
+        beta1, beta2 = config.betas  # two of them (validate)
+        betas = (beta1, beta2)
         trained_g = [p for p in self.G.parameters() if id(p) not in frozen]
         self.opt_g = torch.optim.Adam(trained_g, lr=config.lr_g, betas=betas)
         self.opt_e = torch.optim.Adam(self.E.parameters(), lr=config.lr_e, betas=betas)
@@ -255,8 +260,9 @@ class Trainer:
         self.seconds = 0.0
         self.pl_mean = torch.zeros((), device=self.device)  # running mean of the path lengths (pl_weight)
         self.use_perceptual = config.perceptual_weight > 0 and getattr(classifier, "has_features", False)
-        if config.perceptual_weight > 0 and getattr(classifier, "features_note", None) and self.dist.is_main:
-            warnings.warn(classifier.features_note, stacklevel=2)
+        note = getattr(classifier, "features_note", None) if config.perceptual_weight > 0 else None
+        if note and self.dist.is_main:
+            warnings.warn(note, stacklevel=2)
         self.best: float | None = None  # the best held-out figure so far (keep_best)
         self._eval_mark = 0  # how many eval_every_minutes intervals the clock has passed at the last evaluation
         if config.w_scale == "match_mapping":
@@ -630,7 +636,9 @@ class Trainer:
                 loss = loss + cfg.cls_weight * loss_kl
                 stats["kl"] = loss_kl.detach()
             if feats_x is not None:
-                loss_p = losses.feature_distance(feats_x, self.C.features(x_rec))
+                feats_rec = self.C.features(x_rec)
+                assert feats_rec is not None  # features gave feats_x: the classifier has them
+                loss_p = losses.feature_distance(feats_x, feats_rec)
                 loss = loss + cfg.perceptual_weight * loss_p
                 stats["perceptual"] = loss_p.detach()
             if cfg.swap_weight > 0:
