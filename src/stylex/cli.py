@@ -336,6 +336,7 @@ def data_synth(out, num_images, resolution, seed, label_rule, correlate, overwri
         overwrite=overwrite,
         progress=not quiet,
     )
+    assert ds.labels is not None  # synthetic images are labelled (render_shapes)
     counts = {name: int((ds.labels == i).sum()) for i, name in enumerate(ds.class_names)}
     click.echo(f"wrote {len(ds)} images to {out}: {counts}")
 
@@ -867,6 +868,7 @@ def attfind_cmd(
             )
     if not dist.is_main:
         return
+    assert result is not None  # run_attfind returns None on the other ranks only
     stats = result.stats
     if stats.get("reused_effects"):
         click.echo(f"reused the effects in {out / 'effects.safetensors'} (pass --recompute to redo them)")

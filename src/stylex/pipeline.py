@@ -609,6 +609,7 @@ def demo(
         run_dir, samples, out_dir / "attfind", num_images=num_images, top_k=top_k, fast=fast, precision="bf16",
         channels_last=True, num_frames=num_frames, recompute=True, classifier=classifier, quiet=quiet,
     )  # fmt: skip
+    assert result is not None  # None only on torchrun's ranks > 0; the demo runs in one process
     print(result.summary())
     lap("attfind")
     effects = result.effects
@@ -719,6 +720,7 @@ def demo_train(out_dir: str | os.PathLike, minutes: float = 5.0, quiet: bool = F
         run_dir, out=run_dir / "attfind", num_images=64, top_k=10, fast=32, recompute=True, classifier=classifier,
         quiet=quiet,
     )  # fmt: skip
+    assert result is not None  # None only on torchrun's ranks > 0; the demo runs in one process
     print(result.summary())
     print("[6/6] writing the report")
     index = write_report(run_dir, out_dir / "report", run_dir / "attfind", classifier=classifier, quiet=quiet)

@@ -122,6 +122,7 @@ class ClassAttributes:
 
     def rank_span(self, i: int) -> str:
         """Attribute i's middle half of resampled ranks for the summary's column: "3-5", "2", "4-none"."""
+        assert self.resampled_ranks is not None, "no resampled ranks: rank_stability did not run"
         q1, _, q3 = self.resampled_ranks[i]
         ends = [str(q) if q <= len(self.attributes) else "none" for q in (q1, q3)]
         return ends[0] if ends[0] == ends[1] else "-".join(ends)
@@ -288,7 +289,7 @@ class AttFindResult:
                     f"  {a.rank:4d}  {a.layer_name:<10s}{a.channel:8d}{a.flat_index:7d}  {a.direction:<4s}"
                     f"{a.mean_effect:8.3f}{a.flip_rate:7.3f}"
                 )
-                if stable:
+                if stable and c.stability is not None:
                     line += f"{c.stability[i]:8.2f}  {c.rank_span(i)}"
                 if a.tint is not None:
                     line += f"  (tint {a.tint})"

@@ -146,7 +146,8 @@ class AttFind:
         if s is not None and effects is None:
             check_styles_differ(s)
         if effects is None:
-            effects = self.effects_finder.compute(s, noise, checkpoint_dir=checkpoint_dir, meta=meta)
+            # s may be None only with effects (Args); a call with neither is not refused, and fails in compute
+            effects = self.effects_finder.compute(s, noise, checkpoint_dir=checkpoint_dir, meta=meta)  # type: ignore[arg-type]
         if s is None:
             s = effects.style_vector(self.G.layout)
         keep = None if self.unstable_filter is None else stable_images(effects, *self.unstable_filter)
@@ -163,7 +164,7 @@ class AttFind:
             keep_images=keep,
             candidate_filter=d_filter,
         )
-        if keep is not None:
+        if keep is not None and self.unstable_filter is not None:  # keep is set by the filter
             result.settings["unstable_filter"] = list(self.unstable_filter)
             result.stats["unstable_dropped"] = int((~keep).sum())
         if d_filter is not None:  # what the ranking skipped (the resamples below may try, and skip, others)

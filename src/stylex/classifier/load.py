@@ -237,7 +237,7 @@ def _moved_along(src: ClassifierSource, d: dict[str, Any], base_dir: str | os.Pa
     """`src` with a missing absolute place replaced by the recorded relative one, when that one exists."""
     if base_dir is None:
         return src
-    changes = {}
+    changes: dict[str, Any] = {}
     for key in ("location", "weights"):
         value, rel = getattr(src, key), d.get(f"{key}_relative")
         if key == "location" and src.kind == "factory":
@@ -383,7 +383,9 @@ def _load_factory(
     search_path: str | None = None,
     recorded: bool = False,
 ) -> ClassifierAdapter:
-    module_name, attr_path = _FACTORY.match(spec).groups()
+    match = _FACTORY.match(spec)
+    assert match is not None  # the caller (_load) checked the form
+    module_name, attr_path = match.groups()
     # `stylex` run as a console script does not search the current directory; a run records where its factory's
     # module was found there, so that it loads from anywhere later. A run's record is searched in that folder first
     # and only there: a module of the same name in today's working directory is not the one it was trained (and

@@ -129,7 +129,7 @@ class InputSpec:
         """One line for logs, e.g. `size 224, range (0, 1), mean (0.485, ...), std (...)`."""
         parts = [f"size {self.size if self.size is not None else 'model resolution'}"]
         parts.append(f"range ({self.value_range[0]:g}, {self.value_range[1]:g})")
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:  # together or neither (__post_init__)
             parts.append(f"mean {tuple(round(v, 4) for v in self.mean)}, std {tuple(round(v, 4) for v in self.std)}")
         return ", ".join(parts)
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -343,11 +343,12 @@ def _named_classes(root: Path, folders: list[str]) -> list[str]:
     path = root / CLASS_NAMES_JSON
     if not path.is_file():
         return folders
+    record: Any  # parsed JSON
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         record = None
-    names = record.get("class_names") if isinstance(record, dict) else None
+    names: Any = record.get("class_names") if isinstance(record, dict) else None  # checked below
     ok = (
         isinstance(names, list)
         and record.get("folders") == folders
@@ -409,7 +410,8 @@ def _load_factor_folder(root: Path, resolution: int | None, progress: bool) -> I
                 {Path(rows[i]["filename"]).parts[0] for i in np.flatnonzero(labels == y)} for y in range(num_classes)
             ]
             named = [next(iter(d)) if len(d) == 1 and len(Path(next(iter(d))).parts) else None for d in dirs]
-            class_names = named if None not in named and len(set(named)) == num_classes else []
+            found = [n for n in named if n is not None]
+            class_names = found if len(found) == len(named) and len(set(found)) == num_classes else []
             class_names = class_names or [str(y) for y in range(num_classes)]
         if num_classes > len(class_names):
             raise StylexError(
@@ -891,7 +893,7 @@ def atomic_dir(
             f"{option('--overwrite', 'overwrite=True')}."
         )
     problem = owner[1](out) if full and owner is not None else None
-    if problem is not None:
+    if problem is not None and owner is not None:  # owner is not None when there is a problem
         raise StylexError(
             f"{option('--overwrite', 'overwrite=True')} replaces only a folder that {owner[0]} wrote and nothing "
             f"else; {out} {problem}, which it would delete. Choose another folder, or delete this one yourself."
@@ -992,7 +994,7 @@ def save_npz(dataset: ImageDataset, path: str | os.PathLike) -> Path:
     """Write ``dataset`` as an ``.npz`` that `load_dataset` reads back with the same pixels (images, labels,
     class_names, filenames; ground-truth factors are not kept), through a temporary file renamed into place."""
     path = Path(path)
-    arrays = {"images": dataset.images, "class_names": np.array(dataset.class_names, dtype=str)}
+    arrays: dict[str, Any] = {"images": dataset.images, "class_names": np.array(dataset.class_names, dtype=str)}
     arrays["filenames"] = np.array(dataset.filenames, dtype=str)
     if dataset.labels is not None:
         arrays["labels"] = dataset.labels
@@ -1014,7 +1016,8 @@ def write_image_tree(dataset: ImageDataset, root: Path, record_names: bool = Tru
         [N] the written paths, relative to ``root``, in dataset order.
     """
     dirs = class_dir_names(dataset.class_names) if dataset.labels is not None else []
-    if record_names and dirs and dirs != list(dataset.class_names):  # the folders cannot carry the names: a file does
+    # the folders cannot carry the names: a file does (dirs is empty without labels)
+    if record_names and dataset.labels is not None and dirs and dirs != list(dataset.class_names):
         present = sorted({int(y) for y in dataset.labels})  # folders are made for the classes that have images
         record = {"folders": [dirs[y] for y in present], "class_names": [dataset.class_names[y] for y in present]}
         (root / CLASS_NAMES_JSON).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -84,6 +84,7 @@ def _tokenize(text: str, valid: str) -> list[tuple[str, str]]:
         if m is None or m.end() == pos:
             raise StylexError(f"Cannot read label rule {text!r} at {text[pos:]!r}; {valid}.")
         kind = m.lastgroup
+        assert kind is not None  # every alternative of _TOKEN is a named group
         value = m.group(kind)
         if kind == "name" and value.lower() in ("and", "or"):
             kind, value = "bool", value.lower()

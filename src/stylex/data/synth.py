@@ -99,6 +99,7 @@ def parse_correlate(spec: str | Sequence[str] | Mapping[str, float] | None) -> d
     """
     if not spec:
         return {}
+    items: list[tuple[str, float | str]]
     if isinstance(spec, Mapping):
         items = list(spec.items())
     else:
@@ -313,6 +314,7 @@ def write_synth(
             gives the factor ranges); an existing non-empty ``out_dir`` without ``overwrite``.
     """
     data = render_shapes(num_images, resolution, seed, label_rule, correlate, progress)
+    assert data.labels is not None and data.factors is not None  # render_shapes sets both
     counts = np.bincount(data.labels, minlength=data.num_classes)
     if counts.min() == 0:
         empty = data.class_names[int(np.argmin(counts))]

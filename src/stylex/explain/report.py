@@ -616,7 +616,8 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 
 # ------------------------------------------------------------------------------------------------ training
 def _stats(run: _Run) -> dict[str, list[dict[str, Any]]]:
-    losses, evals = [], []
+    losses: list[dict[str, Any]] = []
+    evals: list[dict[str, Any]] = []
     path = run.run_dir / "stats.jsonl"
     if path.is_file():
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -971,6 +972,7 @@ def _stills(run: _Run) -> None:
 def _attfind_picture(run: _Run, y: int, name: str) -> Path | None:
     from stylex.data import class_dir_names
 
+    assert run.attributes_dir is not None  # set with run.result, whose attributes these are (_load_attfind)
     folder = class_dir_names(run.names)[y]
     path = run.attributes_dir / "attributes" / folder / name
     base = (run.attributes_dir / "attributes").resolve()
@@ -1202,6 +1204,7 @@ def _commands(run: _Run) -> list[tuple[str, str]]:
         out.append(("attributes", "# found from Python (stylex.AttFind(model, classifier).run(images)); the images "
                     "were not recorded, so no command repeats it"))  # fmt: skip
     elif run.result is not None:
+        assert run.attributes_dir is not None  # set with run.result (_load_attfind)
         s, st = run.result.settings, run.result.stats
         cmd = f"stylex attfind --model {q(rd)}"
         own = info.get("data")

@@ -281,7 +281,11 @@ def _read_inputs(resolution, images, indices, data, attributes_dir, measured=Non
         path = Path(image)
         if path.is_dir():
             same = ours is not None and str(path.resolve()) == measured  # AttFind's data itself: read once
-            ds = ours if same else load_dataset(path, resolution=resolution, progress=False, skip_unreadable=True)
+            ds = (
+                ours
+                if same and ours is not None
+                else load_dataset(path, resolution=resolution, progress=False, skip_unreadable=True)
+            )
             for k, name in enumerate(ds.filenames):
                 file = (path / name).resolve()
                 add(ds.images[k : k + 1], -1, str(path / name), str(Path(name).with_suffix("")), file, False)
@@ -411,7 +415,10 @@ def _signals_held() -> Iterator[None]:
         yield
         return
     held: list[tuple[int, Any]] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: held.append((signum, frame))) for sig in _HELD}
+    # keyed by number: a handler gets the signal as an int
+    previous: dict[int, Any] = {
+        sig: signal.signal(sig, lambda signum, frame: held.append((signum, frame))) for sig in _HELD
+    }
     try:
         yield
     finally:

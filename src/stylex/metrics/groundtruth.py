@@ -329,7 +329,7 @@ def read_attributes(
 
 
 # ------------------------------------------------------------------------------------------------ scores
-def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float | None:
     """Spearman rank correlation (average ranks for ties); None when either side is constant or too short."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(a) != len(b):
@@ -495,7 +495,7 @@ def factor_reach(
                 "direction": d,
                 "changes": normalised_changes(before, {f: v[rows] for f, v in readings.items()}),
             }
-            if logits is not None:
+            if logits is not None and base_logits is not None:  # both or neither: a classifier was given
                 delta = logits[rows] - base_logits
                 record["mean_abs_logit_change"] = float(delta.abs().mean())
                 flips = logits[rows].argmax(dim=1) != base_logits.argmax(dim=1)

@@ -195,7 +195,13 @@ def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
 
 def _coverage(shape: str, size: float, pos_x: float, pos_y: float, resolution: int) -> np.ndarray:
     """The renderer's coverage of one shape [R, R] in [0, 1] (drawn in pure red on black)."""
-    scene = {"shape": shape, "obj_hue": 0.0, "obj_size": size, "pos_x": pos_x, "pos_y": pos_y}
+    scene: dict[str, float | int | str] = {
+        "shape": shape,
+        "obj_hue": 0.0,
+        "obj_size": size,
+        "pos_x": pos_x,
+        "pos_y": pos_y,
+    }
     scene.update(bg_hue=0.0, bg_brightness=0.0)
     return render_scene(scene, resolution)[..., 0].astype(np.float64) / 255.0
 
@@ -224,7 +230,7 @@ def _read_one(img: np.ndarray) -> dict[str, float]:
     t = (np.arange(res) + 0.5) / res
     cx = float((alpha.sum(axis=0) * t).sum() / max(alpha.sum(), 1e-12))
     cy = float((alpha.sum(axis=1) * t).sum() / max(alpha.sum(), 1e-12))
-    best = None
+    best: tuple[float, int, float, float] | None = None
     for code, shape in enumerate(SHAPES):
         size = float(np.sqrt(area / FILL[shape]))
         pos_y = cy - size / 6 if shape == "triangle" else cy  # centroid r/3 = size/6 below the box centre
@@ -233,6 +239,7 @@ def _read_one(img: np.ndarray) -> dict[str, float]:
             err = float(np.square(gaussian_blur(coverage, sigma)[0] - alpha).sum())
             if best is None or err < best[0]:
                 best = (err, code, size, pos_y)
+    assert best is not None  # SHAPES and TEMPLATE_SIGMAS are not empty
     _, code, size, pos_y = best
     out.update(shape=code, obj_hue=_hue(obj), obj_size=size, pos_x=cx, pos_y=pos_y)
     return out

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 
@@ -60,7 +61,8 @@ class AugmentParams:
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> AugmentParams:
         """A copy with `fn` applied to every tensor field."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return replace(self, **{k: fn(v) for k, v in values.items() if isinstance(v, torch.Tensor)})
+        changes: dict[str, Any] = {k: fn(v) for k, v in values.items() if isinstance(v, torch.Tensor)}
+        return replace(self, **changes)
 
     def rows(self, index: torch.Tensor) -> AugmentParams:
         """The parameters of the images at `index` (long [M]), e.g. one process's share of a global batch."""
@@ -121,8 +123,10 @@ def apply_augment(x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         if name == "color":
             x = _color(x, params.brightness, params.saturation, params.contrast)
         elif name == "translation":
+            assert params.shift is not None  # drawn for every policy name (sample_augment)
             x = _translate(x, params.shift)
         elif name == "cutout":
+            assert params.cutout is not None
             x = _cutout(x, params.cutout, params.cutout_size)
     return x
 
