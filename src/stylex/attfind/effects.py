@@ -117,7 +117,7 @@ def image_noise(G: Generator, keys: Sequence[int], seed: int = 0, device: torch.
     return [torch.cat([n[i] for n in per_image]) for i in range(len(per_image[0]))]
 
 
-def _index_noise(noise: list[torch.Tensor], rows: torch.Tensor | slice) -> list[torch.Tensor]:
+def _index_noise(noise: list[torch.Tensor], rows: torch.Tensor | slice | list[int]) -> list[torch.Tensor]:
     return [n[rows] for n in noise]
 
 
@@ -772,14 +772,14 @@ def reference_effects(
     s_max: torch.Tensor | None = None,
     coords: Sequence[int] | None = None,
     progress: bool = False,
-) -> torch.Tensor:
+) -> torch.Tensor | None:
     """The plain loop of the public ports: one edit, one full forward pass at batch 1.
 
     Args:
         coords: only these flat coordinates (others stay 0); default all.
 
     Returns:
-        effects [N, 2, S, K] (same definition as `StyleEffects.compute`).
+        effects [N, 2, S, K] (same definition as `StyleEffects.compute`); None for N = 0.
     """
     from stylex.progress import progress_bar
 

@@ -141,7 +141,7 @@ def select_attributes(
         attributes = []
         for rank, (j, d, mean) in enumerate(picked, start=1):
             after = effects.base_logits[rows] + effects.effects[rows, d, j]  # [M, K]
-            attributes.append(Attribute.of(layout, rank, j, d, mean, (after.argmax(dim=1) == y).float().mean()))
+            attributes.append(Attribute.of(layout, rank, j, d, mean, float((after.argmax(dim=1) == y).float().mean())))
         classes.append(ClassAttributes(y, names[y], int(rows.numel()), attributes, counting=counting))
     settings = {
         "top_k": top_k,

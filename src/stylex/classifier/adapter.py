@@ -79,19 +79,23 @@ class ClassifierSource:
             inside = os.path.commonpath([base, os.path.abspath(p)]) == base
             return os.path.relpath(p, base) if inside else p
 
-        return replace(self, location=rel(self.location), weights=rel(self.weights))
+        # a location is None only in a malformed record (a null in config.json); it stays None
+        return replace(self, location=rel(self.location), weights=rel(self.weights))  # type: ignore[arg-type]
 
     def resolved(self, base_dir: str | os.PathLike | None) -> ClassifierSource:
         """Inverse of `relative_to`: relative paths are joined to `base_dir` (None = leave them)."""
         if base_dir is None:
             return self
 
+        base = os.fspath(base_dir)
+
         def absolute(p: str | None) -> str | None:
             if p is None or self.kind == "factory" and p == self.location or os.path.isabs(p):
                 return p
-            return os.path.join(os.fspath(base_dir), p)
+            return os.path.join(base, p)
 
-        return replace(self, location=absolute(self.location), weights=absolute(self.weights))
+        # as in relative_to: None stays None
+        return replace(self, location=absolute(self.location), weights=absolute(self.weights))  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; `ClassifierSource.from_dict(s.to_dict()) == s`."""
@@ -170,6 +174,9 @@ class ClassifierAdapter(nn.Module):
         num_classes: K if known; else read from `model.num_classes` if present, else set by `check()`.
         class_names: Optional names of the K classes.
     """
+
+    mean: torch.Tensor | None  # buffers: both set or both None (input_spec)
+    std: torch.Tensor | None
 
     def __init__(
         self,
@@ -292,7 +299,7 @@ class ClassifierAdapter(nn.Module):
             )
         if self._scale != 1.0 or self._shift != 0.0:
             x = x * self._scale + self._shift  # [-1, 1] -> value_range
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         return x
 
@@ -450,7 +457,7 @@ class ClassifierAdapter(nn.Module):
             return
         try:
             with torch.no_grad():
-                feats = self.model.features(self.prepare(x))
+                feats = self.model.features(self.prepare(x))  # type: ignore[operator]  # has_features: a method
             ok = isinstance(feats, list | tuple) and len(feats) > 0
             ok = ok and all(isinstance(f, torch.Tensor) and f.ndim == 4 and f.shape[0] == 2 for f in feats)
         except Exception:

@@ -30,13 +30,15 @@ from stylex.progress import progress_bar
 
 
 class LabelledImages(Protocol):
-    """What `train_classifier` needs from a dataset (`stylex.data.ImageDataset` has it)."""
+    """What `train_classifier` needs from a dataset (`stylex.data.ImageDataset` has it). Its images are read from
+    an `images` attribute (uint8 [N, H, W, 3]) where it has one, else through `tensors`."""
 
-    images: np.ndarray  # uint8 [N, H, W, 3]
     labels: np.ndarray | None  # int64 [N]
     class_names: list[str]
 
     def __len__(self) -> int: ...
+
+    def tensors(self, indices: np.ndarray) -> torch.Tensor: ...  # float [n, 3, H, W] in [-1, 1]
 
 
 @dataclass

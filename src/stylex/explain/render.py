@@ -93,7 +93,7 @@ def _line_height(font) -> int:
     from PIL import ImageDraw
 
     box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), "Ag[]", font=font)
-    return box[3] - box[1] + 3
+    return int(box[3] - box[1]) + 3  # ints already (typed float: textbbox takes float positions)
 
 
 def annotated_grid(

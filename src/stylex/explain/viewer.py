@@ -246,11 +246,11 @@ class Viewer:
         }
 
     @torch.no_grad()
-    def render(self, image: str, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def render(self, image: object, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The image `image` with the sliders at `values`.
 
         Args:
-            image: an id from `info()["images"]` or from `upload`.
+            image: an id from `info()["images"]` or from `upload` (as a request sent it: a non-string is refused).
             values: {slider id (as a string or int): position in [-1, 1]}; missing sliders stay at 0.
 
         Returns:
@@ -310,7 +310,7 @@ class Viewer:
                 out[self.sliders[i].coord] = max(-1.0, min(1.0, v))
         return out
 
-    def _entry(self, image: str) -> _Image:
+    def _entry(self, image: object) -> _Image:
         """The cached encoding of an image id (call with the lock held)."""
         from stylex.attfind.effects import image_noise
         from stylex.attfind.run import encode_images
@@ -405,7 +405,7 @@ def load_viewer(
         for k in keys:
             name = ds.filenames[k] if ds.filenames else f"image {k}"
             known = ds.labels is not None and int(ds.labels[k]) < len(names)
-            classes.append(names[int(ds.labels[k])] if known else None)
+            classes.append(names[int(ds.labels[k])] if known and ds.labels is not None else None)
             labels.append(f"{k}: {name}" + (f" ({classes[-1]})" if known else ""))
     return Viewer(
         model,
@@ -482,7 +482,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- checks --------------------------------------------------------------------------------------------
     def _cookie_name(self) -> str:
-        return f"stylex-viewer-{self.server.server_address[1]}"  # cookies ignore the port: one per viewer
+        port = self.server.server_address[1]  # type: ignore[index]  # a TCP server's (host, port)
+        return f"stylex-viewer-{port}"  # cookies ignore the port: one per viewer
 
     def _authorised(self) -> bool:
         """The token check, answering a refusal with a 401."""
@@ -635,7 +636,8 @@ class _DeadlineSocketIO(io.RawIOBase):
 
     def __init__(self, sock: Any) -> None:
         super().__init__()
-        self._sock, self.deadline = sock, None
+        self._sock = sock
+        self.deadline: float | None = None
 
     def readable(self) -> bool:
         return True

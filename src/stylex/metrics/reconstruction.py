@@ -7,6 +7,7 @@ identity says whether reconstructions depend on the input.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ def reconstruction_report(
     x_rec: torch.Tensor,
     classify: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int = 64,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, Any]:
     """Figures for StylEx's reconstructions and the two baselines.
 
     Args:

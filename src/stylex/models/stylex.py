@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -69,7 +70,7 @@ class StylEx(nn.Module):
     @classmethod
     def load(
         cls,
-        run_dir: str | Path,
+        run_dir: str | os.PathLike,
         device: str | torch.device = "cpu",
         ema: bool = True,
         weights: str | None = None,

@@ -766,7 +766,7 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     # ----------------------------------------------------------------------------------------- loop
-    def init_weights(self, run_dir: str | Path) -> None:
+    def init_weights(self, run_dir: str | os.PathLike) -> None:
         """Start from the networks (G, E, D and their moving averages) of another run's last checkpoint, with
         fresh optimisers at step 0: a fine-tune, e.g. to a changed recipe. The networks must have the same
         sizes; the classifier must be the one that run was trained with. A conditional run may start from an
@@ -819,7 +819,7 @@ class Trainer:
             cfg.max_steps and self.step >= cfg.max_steps or cfg.max_minutes and self.seconds >= cfg.max_minutes * 60
         )
 
-    def run(self, resume: bool = False, init_from: str | Path | None = None) -> TrainResult:
+    def run(self, resume: bool = False, init_from: str | os.PathLike | None = None) -> TrainResult:
         """Train until max_steps or max_minutes (counted over all resumed sessions), then checkpoint.
 
         The output folder is held for this run meanwhile (`stylex.files.folder_lock`): a second training into it,
@@ -833,7 +833,7 @@ class Trainer:
         with held:
             return self._run(resume, init_from)
 
-    def _run(self, resume: bool, init_from: str | Path | None) -> TrainResult:
+    def _run(self, resume: bool, init_from: str | os.PathLike | None) -> TrainResult:
         cfg = self.config
         if init_from is not None:
             if resume:
