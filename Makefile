@@ -27,9 +27,10 @@ test: $(STAMP) ## ruff + the whole test suite
 	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m pytest -q
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff check and format check, then mypy on src/stylex
 	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m ruff format --check src tests benchmarks scripts
+	$(PY) -m mypy
 
 clean: ## remove .venv and runs/
 	rm -rf $(VENV) runs
