@@ -23,8 +23,9 @@ demo: $(STAMP) ## explain the shipped pepper-leaf classifier with the shipped pe
 demo-train: $(STAMP) ## the whole chain from nothing: shapes -> classifier -> 5-min StylEx run -> report -> runs/demo-train
 	$(PY) -m stylex demo --train --out runs/demo-train
 
-test: $(STAMP) ## ruff + the whole test suite
+test: $(STAMP) ## ruff, mypy + the whole test suite
 	$(PY) -m ruff check src tests benchmarks scripts
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 lint: $(STAMP) ## ruff check and format check, then mypy on src/stylex

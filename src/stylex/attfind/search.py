@@ -146,8 +146,8 @@ class AttFind:
         if s is not None and effects is None:
             check_styles_differ(s)
         if effects is None:
-            # s may be None only with effects (Args); a call with neither is not refused, and fails in compute
-            effects = self.effects_finder.compute(s, noise, checkpoint_dir=checkpoint_dir, meta=meta)  # type: ignore[arg-type]
+            assert s is not None  # refused above when neither is given
+            effects = self.effects_finder.compute(s, noise, checkpoint_dir=checkpoint_dir, meta=meta)
         if s is None:
             s = effects.style_vector(self.G.layout)
         keep = None if self.unstable_filter is None else stable_images(effects, *self.unstable_filter)

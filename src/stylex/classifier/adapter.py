@@ -79,7 +79,7 @@ class ClassifierSource:
             inside = os.path.commonpath([base, os.path.abspath(p)]) == base
             return os.path.relpath(p, base) if inside else p
 
-        # a location is None only in a malformed record (a null in config.json); it stays None
+        # rel() of a str is a str (a location is never None: __post_init__)
         return replace(self, location=rel(self.location), weights=rel(self.weights))  # type: ignore[arg-type]
 
     def resolved(self, base_dir: str | os.PathLike | None) -> ClassifierSource:
@@ -94,7 +94,7 @@ class ClassifierSource:
                 return p
             return os.path.join(base, p)
 
-        # as in relative_to: None stays None
+        # as in relative_to: absolute() of a str is a str
         return replace(self, location=absolute(self.location), weights=absolute(self.weights))  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
