@@ -4,14 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TORCH_PIP_ARGS ?=
 
 .PHONY: demo demo-train test lint install clean help
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The CPU wheel of torch lies on disk on these machines; an unpinned torch would pull a CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
+	# The CPU wheel of torch lies on disk on these machines; an unpinned torch would pull a CUDA build. Elsewhere,
+	# on a CPU-only machine: make install TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+	$(PY) -m pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

@@ -126,7 +126,8 @@ def main(trust_code):
     Stages: `data synth` -> `train-classifier` -> `train` -> `reconstruct` -> `attfind` -> `explain` -> `report`;
     `serve` is the live viewer. `data pack` decodes an image folder once, `data heldout` writes a run's held-out
     images. `demo` explains a shipped model without training (`demo --train` runs the whole chain); `export` makes
-    a shipped model of a run, `zoo` lists them.
+    a shipped model of a run, `zoo` lists them. `evaluate` measures an explanation (sufficiency, consistency and,
+    on synthetic data, ground truth); `baseline` ranks coordinates as Wu et al. do, or at random, to compare with.
     """
     if trust_code:
         from stylex.classifier.trust import TRUST_CODE_ENV
@@ -504,7 +505,8 @@ def _check_classifier_out(out: Path, overwrite: bool) -> None:
     help="Override a config value, e.g. --set lr_g=0.001 --set model.w_dim=64 (see stylex.config.TrainConfig).",
 )
 @click.option("--max-minutes", type=float, help="Wall-clock budget (shorthand for --set max_minutes=...; default "
-              "the preset's: 10 minutes, plant-64 and faces-64 60; alone, it is the whole budget).")  # fmt: skip
+              "the preset's: 10 minutes, plant-64 and faces-64 60, tiny none (4 steps); alone, it is the whole "
+              "budget).")  # fmt: skip
 @click.option("--max-steps", type=int, help="Step budget (shorthand for --set max_steps=...; default none: the "
               "minutes stop the run; alone, it is the whole budget).")  # fmt: skip
 @click.option("--seed", type=int, help="Seeds the weights, the data order and the noise (shorthand for --set "
@@ -888,7 +890,8 @@ def attfind_cmd(
     required=True,
     type=click.Choice(["wu", "random"]),
     help="wu: Wu et al.'s StyleSpace detector (class-typical mean styles vs the mean; as in their paper, on a model "
-    "trained without the classifier: `stylex train --set conditional=false --set cls_weight=0`); random: random "
+    "trained without the classifier: `stylex train --set conditional=false --set cls_weight=0 --set "
+    "perceptual_weight=0`); random: random "
     "coordinates and directions.",
 )
 @click.option("--data", type=_Path(exists=True), help="Images (default: the run's own data).")
