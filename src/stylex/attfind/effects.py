@@ -483,7 +483,9 @@ class StyleEffects:
 
         bar = progress_bar(
             total=len(todo) * per_image,
-            desc="AttFind effects" + ("" if self.fast is None else f" (fast, M={self.fast})"),
+            desc="AttFind effects"
+            + ("" if self.fast is None else f" (fast, M={self.fast})")
+            + (f" (rank 0's share of {dist.world_size} processes)" if dist.enabled else ""),  # the others: alike
             unit="edit",
             disable=None if self.progress else True,  # None: no bar when stderr is not a terminal
         )
