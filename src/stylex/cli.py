@@ -133,19 +133,30 @@ def main(trust_code):
         from stylex.classifier.trust import TRUST_CODE_ENV
 
         os.environ[TRUST_CODE_ENV] = "1"  # for this process and the ones it starts
-    _one_process_unless_shared(click.get_current_context().invoked_subcommand)
 
 
 SHARED_COMMANDS = ("train", "attfind")
 """The commands that share their work between torchrun's processes; the others run in one process."""
 
 
-def _one_process_unless_shared(command: str | None) -> None:
+class _Command(click.Command):
+    """A command that, under torchrun, runs only if it shares its work (`_one_process_unless_shared`); checked once
+    its options are parsed, so that `--help` still answers."""
+
+    def invoke(self, ctx):
+        _one_process_unless_shared(ctx.command_path.partition(" ")[2])
+        return super().invoke(ctx)
+
+
+_Group.command_class = _Command
+
+
+def _one_process_unless_shared(command: str) -> None:
     """Under torchrun (WORLD_SIZE > 1) a command that does not share its work is refused on rank 0 and ends quietly on
     the others: each rank ran it whole, `demo` died on rank 1 with a traceback, and `report` drew everything twice."""
     from stylex.training.distributed import one_process
 
-    if command is None or command in SHARED_COMMANDS:
+    if command in SHARED_COMMANDS:
         return
     try:
         one_process(f"`stylex {command}`")
@@ -259,6 +270,9 @@ def _out_dir(run_dir: str, out: str | None, default: str) -> Path:
 def data():
     """Datasets: write the synthetic shapes set with ground-truth factors, a run's held-out split, or a folder
     packed into an .npz."""
+
+
+data.command_class = _Command  # its subcommands too
 
 
 @data.command("heldout")
