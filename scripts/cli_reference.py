@@ -31,9 +31,15 @@ def _commands(group: click.Group, path: list[str]) -> list[tuple[list[str], clic
     return found
 
 
-def _help(path: list[str], command: click.Command, parent: click.Context | None = None) -> str:
-    ctx = click.Context(command, info_name=path[-1], parent=parent, terminal_width=WIDTH, max_content_width=WIDTH)
-    return command.get_help(ctx)
+def _help(path: list[str]) -> str:
+    """`stylex ... --help` as the command line prints it (through click's runner: the help option's names come from
+    the group's settings, `-h, --help`, which a hand-made context missed)."""
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, [*path[1:], "--help"], prog_name="stylex", terminal_width=WIDTH)
+    if result.exit_code != 0:
+        raise RuntimeError(f"{' '.join(path)} --help failed: {result.output}")
+    return result.output.rstrip("\n")
 
 
 def markdown() -> str:
@@ -52,19 +58,11 @@ def markdown() -> str:
         "## `stylex`",
         "",
         "```text",
-        _help(["stylex"], main),
+        _help(["stylex"]),
         "```",
     ]
-    for path, command in commands:
-        parent = click.Context(main, info_name="stylex")
-        for name in path[1:-1]:  # a subcommand of a group: usage names the whole path
-            group = parent.command
-            assert isinstance(group, click.Group)
-            sub = group.get_command(parent, name)
-            assert sub is not None
-            parent = click.Context(sub, info_name=name, parent=parent)
-        lines += ["", f'<a id="{"-".join(path)}"></a>', "", f"## `{' '.join(path)}`", "", "```text"]
-        lines += [_help(path, command, parent), "```"]
+    for path, _command in commands:
+        lines += ["", f'<a id="{"-".join(path)}"></a>', "", f"## `{' '.join(path)}`", "", "```text", _help(path), "```"]
     return "\n".join(lines) + "\n"
 
 

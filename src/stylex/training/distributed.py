@@ -290,7 +290,8 @@ def one_process(what: str) -> None:
         world_size = torch_dist.get_world_size()
     if world_size > 1:
         raise StylexError(
-            f"{what} runs in one process, and torchrun started {world_size} (WORLD_SIZE); only `stylex train` and "
+            f"{what} runs in one process, and WORLD_SIZE is {world_size} (torchrun, or another launcher, started "
+            f"{world_size} processes); only `stylex train` and "
             "`stylex attfind` (train_stylex and run_attfind in Python) share their work between processes. Run it "
             "without torchrun."
         )
