@@ -144,7 +144,11 @@ class _Command(click.Command):
     its options are parsed, so that `--help` still answers."""
 
     def invoke(self, ctx):
-        _one_process_unless_shared(ctx.command_path.partition(" ")[2])
+        names, c = [], ctx
+        while c.parent is not None:  # the names below `stylex` (its own name differs: `python -m stylex`, a script)
+            names.append(c.info_name or "")
+            c = c.parent
+        _one_process_unless_shared(" ".join(reversed(names)))
         return super().invoke(ctx)
 
 
