@@ -280,6 +280,33 @@ def test_commands_take_the_exported_folder_itself_as_the_model(tiny, tmp_path):
     assert result.exit_code != 0 and "config.json" in result.output
 
 
+def test_export_carries_a_torchscript_classifier_and_labels_unlabelled_samples(tiny, tmp_path):
+    """Neither was tested: a run whose classifier is a TorchScript file exports it (and the folder moves), and
+    `--samples` with a flat, unlabelled folder labels the samples by the classifier's predictions."""
+    from stylex.classifier import load_classifier
+    from stylex.pipeline import load_run
+
+    scripted = tmp_path / "clf.pt"
+    torch.jit.script(load_classifier(str(tiny / "clf"), resolution=16).model).save(str(scripted))
+    run_cli("train", "--data", tiny / "data", "--classifier", scripted, "--out", tmp_path / "run", "--preset", "tiny",
+            "--max-steps", 1, "--quiet")  # fmt: skip
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for png in sorted((tiny / "data").rglob("*.png"))[:6]:
+        shutil.copyfile(png, flat / f"{png.parent.name}-{png.name}")
+    run_cli("export", tmp_path / "run", "--out", tmp_path / "export", "--samples", flat, "--num-samples", 4)
+    card = read_card(tmp_path / "export")
+    assert (tmp_path / "export" / "classifier" / "clf.pt").is_file()
+    assert card["samples"]["labels"] == "classifier predictions", card["samples"]
+    moved = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "export", moved)
+    scripted.unlink()  # the export carries its own copy
+    model, clf = load_run(moved / "stylex")
+    assert clf.source.kind == "torchscript" and clf.fingerprint() == card["classifier"]["fingerprint"]
+    run_cli("reconstruct", "--model", moved, "--out", tmp_path / "rec", "--quiet")
+    assert (tmp_path / "rec" / "reconstruction.json").is_file()
+
+
 def test_export_refuses_a_factory_classifier(tmp_path):
     from stylex.zoo import _export_classifier
 
