@@ -430,7 +430,9 @@ def test_demo_train_runs_the_whole_chain_and_reuses_its_parts(tmp_path, monkeypa
     assert "consistency" in summary["stylex"] and (tmp_path / "d" / "stylex" / "attfind" / "attributes.json").is_file()
 
     def trained_steps() -> int:
-        return torch.load(tmp_path / "d" / "stylex" / "state.pt", map_location="cpu", weights_only=False)["step"]
+        from stylex.training.checkpoint import load_state
+
+        return int(load_state(tmp_path / "d" / "stylex" / "state.pt")["step"])
 
     step = trained_steps()
     # again: the data and the classifier are reused, and a spent budget is said in the demo's terms (the trainer's
