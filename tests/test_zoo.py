@@ -400,7 +400,12 @@ def test_demo_with_a_stand_in_zoo(tiny, tmp_path, monkeypatch, capsys):
     from stylex.pipeline import demo
 
     use_stand_in_zoo(monkeypatch, tmp_path / "zoo", {"pepper-64": tiny / "export"})
+    stale = tmp_path / "demo" / "explanations" / "image7"  # an earlier demo's (the names before session 23)
+    stale.mkdir(parents=True)
+    (stale / "explanation.json").write_text("{}")
+    (tmp_path / "demo" / "explanations" / "notes.txt").write_text("mine")
     summary = demo(tmp_path / "demo", quiet=True, num_explanations=2)
+    assert not stale.exists() and (tmp_path / "demo" / "explanations" / "notes.txt").read_text() == "mine"
     out = capsys.readouterr().out.strip().splitlines()
     index = tmp_path / "demo" / "report" / "index.html"
     assert index.is_file() and summary["report"] == str(index)
@@ -409,6 +414,7 @@ def test_demo_with_a_stand_in_zoo(tiny, tmp_path, monkeypatch, capsys):
     assert len(summary["explanations"]) == 2
     for folder in summary["explanations"]:
         assert (tmp_path / "demo" / "explanations").resolve() in Path(folder).resolve().parents
+        assert (Path(folder) / "explanation.json").is_file()
     assert set(summary["seconds"]) == {"load", "attfind", "explanations", "report", "total"}
     assert not (tmp_path / "zoo" / "pepper-64" / "stylex" / "attfind").exists()  # the shipped model is only read
 

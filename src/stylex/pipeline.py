@@ -627,6 +627,7 @@ def demo(
             names = e.class_names
             print(f"      image {index}, {name}: {names[e.original_class]} -> {names[e.target_class]} {e.outcome}")
         folders.append(str(dst))
+    _remove_stale_explanations(out_dir / "explanations", folders)
     lap("explanations")
     print("[4/4] writing the report")
     index_html = write_report(
@@ -646,6 +647,19 @@ def demo(
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total")
     print(f"done in {seconds['total']:.0f} s ({steps}). Open the report: {index_html.resolve().as_uri()}")
     return summary
+
+
+def _remove_stale_explanations(folder: Path, kept: list[str]) -> None:
+    """Remove the explanation folders an earlier demo wrote into `folder` (`index-N`, or `imageN` before session 23)
+    that this one did not: a rerun left them beside the new ones. Anything else there is left alone."""
+    import re
+    import shutil
+
+    keep = {Path(k).resolve() for k in kept}
+    for sub in folder.iterdir() if folder.is_dir() else []:
+        ours = re.fullmatch(r"index-\d+|image\d+", sub.name) and (sub / "explanation.json").is_file()
+        if ours and sub.is_dir() and not sub.is_symlink() and sub.resolve() not in keep:
+            shutil.rmtree(sub)
 
 
 def _trained_minutes(run_dir: Path) -> float:
