@@ -1201,9 +1201,48 @@ def test_the_report_pictures_are_lossless_webp(evil_run):
             assert len(frames_a) == len(frames_b) and all(
                 (x == y).all() for x, y in zip(frames_a, frames_b, strict=True)
             )
-            assert b.info.get("loop") == 0 and b.info.get("duration") == a.info.get("duration")
+            assert b.info.get("loop") == 0 and _durations(b) == _durations(a) and min(_durations(a)) > 0
         checked += 1
     assert checked
+
+
+def test_a_gif_from_elsewhere_keeps_its_transparency_and_loop_count_as_webp(tmp_path):
+    """The report converts whatever GIF an AttFind folder holds: one that plays once stays so (it looped forever),
+    and transparent pixels stay transparent (they became black)."""
+    import numpy as np
+    from PIL import Image, ImageSequence
+
+    from stylex.explain.report import _copy_picture, _webp
+
+    if not _webp():
+        pytest.skip("this Pillow has no animated WebP (the report keeps GIFs)")
+    frames = []
+    for k in range(3):
+        im = Image.new("P", (8, 8), 1 + k % 2)  # red or green, with a transparent hole (index 0) inside
+        im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+        im.paste(0, (2, 2, 4 + k, 5))
+        frames.append(im)
+    gif = tmp_path / "a.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=[50, 80, 120], transparency=0)  # no loop
+    _copy_picture(gif, tmp_path / "a.webp")
+    with Image.open(gif) as a, Image.open(tmp_path / "a.webp") as b:
+        assert "loop" not in a.info and b.info.get("loop") == 1
+        got = [np.asarray(f.convert("RGBA")) for f in ImageSequence.Iterator(b)]
+        want = [np.asarray(f.convert("RGBA")) for f in ImageSequence.Iterator(a)]
+        assert len(got) == 3 and all((x == y).all() for x, y in zip(got, want, strict=True))
+        assert got[0][3, 3, 3] == 0 and got[0][0, 0, 3] == 255  # transparent where the GIF is, opaque elsewhere
+        assert _durations(b) == [50, 80, 120]
+
+
+def _durations(animation) -> list[int]:
+    """Each frame's duration in ms (WebP says it once a frame is loaded)."""
+    from PIL import ImageSequence
+
+    out = []
+    for frame in ImageSequence.Iterator(animation):
+        frame.load()
+        out.append(frame.info["duration"])
+    return out
 
 
 def _class_of(evil_run, gif) -> int:

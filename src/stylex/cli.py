@@ -1022,7 +1022,7 @@ def explain_cmd(run_dir, attributes_dir, images, indices, data, out, strategies,
 @click.option("--frames", default=7, show_default=True, type=click.IntRange(min=3), help="Slider frames (odd).")
 @click.option("--explanations", default=3, show_default=True, type=click.IntRange(min=0),
               help="Image-specific explanations shown.")  # fmt: skip
-@click.option("--no-generate", is_flag=True, help="Do not make missing reconstruction figures, strips or GIFs.")
+@click.option("--no-generate", is_flag=True, help="Do not make missing reconstruction figures, strips or animations.")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP, callback=_check_device)
 @click.option("--redact-paths", is_flag=True, help="Name folders by their last name only, not by this machine's "
               "absolute paths, and images by their index only, not their file names (which may name patients): for "

@@ -5,12 +5,12 @@ Policy), plots are inline SVG, pictures are files beside index.html. Sections:
 
 1. summary figures; 2. data and classifier (class balance, accuracy, confusion); 3. training curves and samples;
 4. reconstructions (consistency, L1, identity beside two baselines); 5. per class its top attributes, each with a
-slider over precomputed frames, the before/after strip, the GIF, mean effect and flip share; sufficiency@K;
+slider over precomputed frames, the before/after strip, the animation, mean effect and flip share; sufficiency@K;
 6. a few image-specific explanations; 7. the commands and configs that produced the run.
 
 Everything a user named (class names, file names, paths, config values) is escaped; files are named by class
 index (`img/c0/...`), never by class name. What is missing and cheap (the reconstruction figures, strips and
-GIFs) is generated into the report folder; what is not (AttFind) is replaced by a note naming its command.
+animations) is generated into the report folder; what is not (AttFind) is replaced by a note naming its command.
 The run folder is only read.
 """
 
@@ -961,11 +961,21 @@ ANIMATION_SUFFIX = ".webp"
 demo's 20: 6.8 MB as GIFs), with the same pixels; `.gif` (a copy) where Pillow was built without WebP."""
 
 
-def _frame_suffix() -> str:
-    """Slider frames: lossless WebP (the demo's 140 in 5.5 MB against 6.5 as PNG), PNG without Pillow's WebP."""
+def _webp() -> bool:
+    """Whether this Pillow writes (animated) WebP."""
     from PIL import features
 
-    return ".webp" if features.check("webp") else ".png"
+    if not features.check("webp"):
+        return False
+    try:
+        return bool(features.check_feature("webp_anim"))  # Pillow 10 could lack it; 11 has no such feature: always
+    except ValueError:
+        return True
+
+
+def _frame_suffix() -> str:
+    """Slider frames: lossless WebP (the demo's 140 in 5.5 MB against 6.5 as PNG), PNG without Pillow's WebP."""
+    return ".webp" if _webp() else ".png"
 
 
 def _save_frame(image, dst: Path) -> None:
@@ -978,26 +988,26 @@ def _save_frame(image, dst: Path) -> None:
 
 def _animation(run: _Run, y: int, rank: int) -> Path:
     """Where the report keeps attribute `rank`'s animation of class `y`."""
-    from PIL import features
-
-    suffix = ANIMATION_SUFFIX if features.check("webp") else ".gif"
+    suffix = ANIMATION_SUFFIX if _webp() else ".gif"
     return run.out / "img" / f"c{y}" / f"a{rank:02d}{suffix}"
 
 
 def _copy_picture(src: Path, dst: Path) -> None:
     """Copy AttFind's picture `src` into the report as `dst`; a GIF becomes a lossless animated WebP when `dst` says
-    so (every frame, its duration and the loop kept)."""
+    so (every frame, its duration, its transparency and its loop count kept)."""
     if src.suffix == dst.suffix:
         shutil.copyfile(src, dst)
         return
     from PIL import Image, ImageSequence
 
     with Image.open(src) as im:
-        frames = [f.convert("RGB") for f in ImageSequence.Iterator(im)]
+        mode = "RGBA" if "transparency" in im.info or im.mode in ("RGBA", "LA") else "RGB"
+        frames = [f.convert(mode) for f in ImageSequence.Iterator(im)]
         durations = [f.info.get("duration", 100) for f in ImageSequence.Iterator(im)]
+        loop = im.info.get("loop")  # absent: the GIF plays once (WebP: 1); 0: forever, as AttFind's
     # effort 1: the demo's 20 in 2.7 s, 3.51 MB (effort 4: 4.1 s, 3.49 MB; effort 0: 1.4 s, 4.69 MB)
-    frames[0].save(dst, format="WEBP", save_all=True, append_images=frames[1:], duration=durations, loop=0,
-                   lossless=True, method=1)  # fmt: skip
+    frames[0].save(dst, format="WEBP", save_all=True, append_images=frames[1:], duration=durations,
+                   loop=1 if loop is None else loop, lossless=True, method=1)  # fmt: skip
 
 
 def _stills(run: _Run) -> None:
