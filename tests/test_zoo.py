@@ -400,13 +400,16 @@ def test_demo_with_a_stand_in_zoo(tiny, tmp_path, monkeypatch, capsys):
     from stylex.pipeline import demo
 
     use_stand_in_zoo(monkeypatch, tmp_path / "zoo", {"pepper-64": tiny / "export"})
-    stale = tmp_path / "demo" / "explanations" / "image7"  # an earlier demo's (the names before session 23)
-    stale.mkdir(parents=True)
-    (stale / "explanation.json").write_text("{}")
-    (tmp_path / "demo" / "explanations" / "notes.txt").write_text("mine")
+    explanations = tmp_path / "demo" / "explanations"
+    stale, mine = explanations / "image7", explanations / "index-33"  # an earlier demo's (its names before session
+    for folder in (stale, mine):  # 23) and one the user wrote there with `stylex explain --index 33`
+        folder.mkdir(parents=True)
+        (folder / "explanation.json").write_text("{}")
+    (tmp_path / "demo" / "demo.json").write_text(json.dumps({"explanations": [str(stale), "/elsewhere/x/../.."]}))
     summary = demo(tmp_path / "demo", quiet=True, num_explanations=2)
-    assert not stale.exists() and (tmp_path / "demo" / "explanations" / "notes.txt").read_text() == "mine"
+    assert not stale.exists() and (mine / "explanation.json").is_file(), "only what the previous demo listed goes"
     out = capsys.readouterr().out.strip().splitlines()
+    assert "      removed the previous demo's explanations of other images: image7" in out
     index = tmp_path / "demo" / "report" / "index.html"
     assert index.is_file() and summary["report"] == str(index)
     assert out[-1].endswith(f"file://{index.resolve()}")

@@ -615,6 +615,7 @@ def demo(
     effects = result.effects
     indices = list(effects.meta["indices"])
     picks = round_robin(effects.predicted.tolist(), num_explanations)
+    previous = _previous_explanations(out_dir)  # before this demo's demo.json replaces it
     print(f"[3/4] explaining {len(picks)} images")
     folders = []
     for pos in picks:
@@ -627,7 +628,7 @@ def demo(
             names = e.class_names
             print(f"      image {index}, {name}: {names[e.original_class]} -> {names[e.target_class]} {e.outcome}")
         folders.append(str(dst))
-    _remove_stale_explanations(out_dir / "explanations", folders)
+    _remove_stale_explanations(out_dir / "explanations", previous, folders)
     lap("explanations")
     print("[4/4] writing the report")
     index_html = write_report(
@@ -649,17 +650,31 @@ def demo(
     return summary
 
 
-def _remove_stale_explanations(folder: Path, kept: list[str]) -> None:
-    """Remove the explanation folders an earlier demo wrote into `folder` (`index-N`, or `imageN` before session 23)
-    that this one did not: a rerun left them beside the new ones. Anything else there is left alone."""
+def _previous_explanations(out_dir: Path) -> list[str]:
+    """The explanation folders the demo that last wrote `out_dir` listed in its demo.json (none if there is none)."""
+    try:
+        listed = json.loads((out_dir / "demo.json").read_text()).get("explanations")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(p) for p in listed] if isinstance(listed, list) else []
+
+
+def _remove_stale_explanations(folder: Path, previous: list[str], kept: list[str]) -> None:
+    """Remove the explanation folders the previous demo listed (`previous`) that this one did not write: a rerun left
+    them beside the new ones. Only folders directly in `folder`, not links; anything else there is left alone."""
     import re
     import shutil
 
     keep = {Path(k).resolve() for k in kept}
-    for sub in folder.iterdir() if folder.is_dir() else []:
-        ours = re.fullmatch(r"index-\d+|image\d+", sub.name) and (sub / "explanation.json").is_file()
-        if ours and sub.is_dir() and not sub.is_symlink() and sub.resolve() not in keep:
+    gone = []
+    for name in previous:
+        sub = folder / Path(name).name  # where that demo wrote it, whatever --out it was given (relative, moved)
+        named = re.fullmatch(r"index-\d+|image\d+", sub.name)  # as demos name them: never "..", never a path
+        if named and sub.is_dir() and not sub.is_symlink() and sub.resolve() not in keep:
             shutil.rmtree(sub)
+            gone.append(sub.name)
+    if gone:
+        print(f"      removed the previous demo's explanations of other images: {', '.join(gone)}")
 
 
 def _trained_minutes(run_dir: Path) -> float:
