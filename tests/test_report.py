@@ -202,6 +202,15 @@ def test_a_report_to_share_names_no_folder_of_this_machine_and_no_file(evil_run,
             if f.suffix == ".json":
                 json.loads(text)  # still valid
     assert "--data scans" in html_lib.unescape((tmp_path / "odd" / "index.html").read_text())
+    # relative folders (`--out r --attributes af`, from the folder they lie in) are shown absolute in the commands:
+    # they were left there in full
+    shutil.copytree(evil_run / "run" / "attfind", tmp_path / "af")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        run("report", evil_run / "run", "--out", "rel", "--attributes", "af", "--top-k", 1, "--explanations", 0,
+            "--no-generate", "--redact-paths", "--quiet")  # fmt: skip
+    page = (tmp_path / "rel" / "index.html").read_text()
+    assert "--attributes af" in page and not [p for p in places if p in page]
 
 
 def test_the_report_reads_each_dataset_once(evil_run, tmp_path, monkeypatch):

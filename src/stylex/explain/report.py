@@ -476,8 +476,9 @@ def _redacted_html(text: str, run: _Run, *given: Any) -> str:
         places.append(run.effects.meta.get("data"))
     full: set[str] = set()
     for place in places:
-        if isinstance(place, str | os.PathLike) and str(place) and Path(place).is_absolute():
-            for form in (Path(place), Path(place).resolve()):
+        if isinstance(place, str | os.PathLike) and str(place):  # a relative one (`--out r`) shows up absolute too
+            forms_of = (Path(place), Path(place).resolve()) if Path(place).is_absolute() else (Path(place).resolve(),)
+            for form in forms_of:
                 if form.name:
                     full.add(str(form))
     relative = info.get("data_relative")  # "../../data", shown in the run's config
