@@ -166,10 +166,15 @@ def _one_process_unless_shared(command: str) -> None:
         one_process(f"`stylex {command}`")
     except StylexError:
         if os.environ.get("RANK", "0") != "0":
-            with contextlib.suppress(KeyboardInterrupt):  # torchrun's SIGTERM, once rank 0 has exited
-                time.sleep(1.0)  # let rank 0 report before torchrun, seeing this rank exit, stops the others
-            sys.exit(1)
+            _leave_to_rank_0()
         raise
+
+
+def _leave_to_rank_0() -> None:
+    """End a rank other than 0 quietly after an error that rank 0 says (torchrun then stops the others)."""
+    with contextlib.suppress(KeyboardInterrupt):  # torchrun's SIGTERM, when rank 0 has already exited
+        time.sleep(1.0)  # let rank 0 report before torchrun, seeing this rank exit, stops the others
+    sys.exit(1)
 
 
 class _Path(click.Path):
@@ -419,9 +424,7 @@ def _rank_messages(dist):
         yield
     except StylexError:
         if not dist.is_main:
-            with contextlib.suppress(KeyboardInterrupt):  # torchrun's SIGTERM, when rank 0 has already exited
-                time.sleep(1.0)  # let rank 0 report before torchrun, seeing this rank exit, stops the others
-            sys.exit(1)
+            _leave_to_rank_0()
         raise
     except KeyboardInterrupt:
         if not dist.is_main:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import inspect
 import json
 import os
@@ -962,8 +963,9 @@ ANIMATION_SUFFIX = ".webp"
 demo's 20: 6.8 MB as GIFs), with the same pixels; `.gif` (a copy) where Pillow was built without WebP."""
 
 
+@functools.cache
 def _webp() -> bool:
-    """Whether this Pillow writes (animated) WebP."""
+    """Whether this Pillow writes (animated) WebP (asked once: every slider frame's name depends on it)."""
     from PIL import features
 
     if not features.check("webp"):
